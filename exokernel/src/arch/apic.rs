@@ -1,0 +1,122 @@
+//! The local APIC timer, calibrated against the PIT; the legacy PICs are
+//! remapped and masked.
+
+use super::paging::{AddressSpace, Flags};
+use core::sync::atomic::{AtomicU64, Ordering};
+use x86_64::instructions::port::Port;
+use x86_64::registers::model_specific::Msr;
+
+const IA32_APIC_BASE: u32 = 0x1b;
+const REG_EOI: u64 = 0xb0;
+const REG_SVR: u64 = 0xf0;
+const REG_LVT_TIMER: u64 = 0x320;
+const REG_TIMER_INIT: u64 = 0x380;
+const REG_TIMER_CURRENT: u64 = 0x390;
+const REG_TIMER_DIVIDE: u64 = 0x3e0;
+const TIMER_PERIODIC: u32 = 1 << 17;
+const LVT_MASKED: u32 = 1 << 16;
+
+static APIC_VIRT: AtomicU64 = AtomicU64::new(0);
+static TICKS_PER_MS: AtomicU64 = AtomicU64::new(0);
+
+fn write(reg: u64, value: u32) {
+    let base = APIC_VIRT.load(Ordering::Relaxed);
+    // SAFETY: `base` maps the local APIC's 4 KiB register page uncached;
+    // `reg` is one of the documented 32-bit registers.
+    unsafe { core::ptr::write_volatile((base + reg) as *mut u32, value) };
+}
+
+fn read(reg: u64) -> u32 {
+    let base = APIC_VIRT.load(Ordering::Relaxed);
+    // SAFETY: as for `write`.
+    unsafe { core::ptr::read_volatile((base + reg) as *const u32) }
+}
+
+fn disable_pic() {
+    // SAFETY: the standard 8259 remap sequence (to vectors 0x20..0x2f, away
+    // from the exceptions) followed by masking every line; the kernel uses
+    // the local APIC only.
+    unsafe {
+        let mut cmd1 = Port::<u8>::new(0x20);
+        let mut data1 = Port::<u8>::new(0x21);
+        let mut cmd2 = Port::<u8>::new(0xa0);
+        let mut data2 = Port::<u8>::new(0xa1);
+        cmd1.write(0x11);
+        cmd2.write(0x11);
+        data1.write(0x20);
+        data2.write(0x28);
+        data1.write(4);
+        data2.write(2);
+        data1.write(1);
+        data2.write(1);
+        data1.write(0xff);
+        data2.write(0xff);
+    }
+}
+
+/// Map and enable the local APIC at `window` (a kernel virtual address in
+/// an unused top-level slot).
+pub fn init(kernel: &mut AddressSpace, window: u64, alloc: &mut dyn FnMut() -> Option<u64>) {
+    disable_pic();
+    // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU.
+    let base_msr = unsafe { Msr::new(IA32_APIC_BASE).read() };
+    let phys = base_msr & 0x000f_ffff_ffff_f000;
+    kernel
+        .map_kernel(
+            window,
+            phys,
+            Flags::WRITABLE | Flags::NO_CACHE | Flags::WRITE_THROUGH | Flags::NO_EXECUTE,
+            alloc,
+        )
+        .expect("map the local APIC");
+    APIC_VIRT.store(window, Ordering::Relaxed);
+    // SAFETY: setting the global-enable bit keeps the APIC at its address.
+    unsafe { Msr::new(IA32_APIC_BASE).write(base_msr | (1 << 11)) };
+    write(REG_SVR, 0x100 | super::trap::SPURIOUS_VECTOR as u32);
+    write(REG_LVT_TIMER, LVT_MASKED);
+}
+
+/// Measure the APIC timer and the TSC against 10 ms of PIT channel 2.
+/// Returns TSC ticks per second.
+pub fn calibrate() -> u64 {
+    const PIT_HZ: u64 = 1_193_182;
+    const MS: u64 = 10;
+    let count = (PIT_HZ * MS / 1000) as u16;
+    write(REG_TIMER_DIVIDE, 0x3); // divide by 16
+    // SAFETY: port 0x61 gates PIT channel 2 (speaker off), 0x43/0x42 program
+    // it in one-shot mode; no other code uses the PIT.
+    let (apic_ticks, tsc_ticks) = unsafe {
+        let mut gate = Port::<u8>::new(0x61);
+        let mut command = Port::<u8>::new(0x43);
+        let mut channel2 = Port::<u8>::new(0x42);
+        let g = gate.read();
+        gate.write((g & !0x02) & !0x01);
+        command.write(0b1011_0000); // channel 2, lo/hi, mode 0, binary
+        channel2.write(count as u8);
+        channel2.write((count >> 8) as u8);
+        write(REG_TIMER_INIT, u32::MAX);
+        let tsc0 = super::cpu::rdtsc();
+        let g = gate.read();
+        gate.write(g | 0x01); // start counting
+        while gate.read() & 0x20 == 0 {}
+        let tsc1 = super::cpu::rdtsc();
+        let current = read(REG_TIMER_CURRENT);
+        write(REG_TIMER_INIT, 0);
+        (u32::MAX - current, tsc1 - tsc0)
+    };
+    TICKS_PER_MS.store((apic_ticks as u64 / MS).max(1), Ordering::Relaxed);
+    tsc_ticks * (1000 / MS)
+}
+
+/// Start the periodic timer interrupt every `period_us` microseconds.
+pub fn start_periodic(period_us: u64) {
+    let ticks = (TICKS_PER_MS.load(Ordering::Relaxed) * period_us / 1000).clamp(1, u32::MAX as u64);
+    write(REG_TIMER_DIVIDE, 0x3);
+    write(REG_LVT_TIMER, super::trap::TIMER_VECTOR as u32 | TIMER_PERIODIC);
+    write(REG_TIMER_INIT, ticks as u32);
+}
+
+/// Signal end of interrupt.
+pub fn eoi() {
+    write(REG_EOI, 0);
+}

@@ -1,0 +1,48 @@
+//! Small CPU operations: halting, the TSC, control registers, CPUID bits.
+
+use x86_64::instructions::{hlt, interrupts};
+
+/// Disable interrupts and halt forever.
+pub fn halt_forever() -> ! {
+    interrupts::disable();
+    loop {
+        hlt();
+    }
+}
+
+/// Halt with interrupts enabled forever (the kernel's idle loop).
+pub fn idle_forever() -> ! {
+    loop {
+        interrupts::enable_and_hlt();
+    }
+}
+
+/// Read the time-stamp counter.
+#[inline(always)]
+pub fn rdtsc() -> u64 {
+    // SAFETY: rdtsc has no side effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Read CR2 (the faulting address of the last page fault).
+pub fn cr2() -> u64 {
+    x86_64::registers::control::Cr2::read_raw()
+}
+
+/// Draw 64 bits from RDRAND if present, mixing in the TSC otherwise.
+pub fn random_u64() -> Option<u64> {
+    x86_64::instructions::random::RdRand::new().and_then(|r| r.get_u64())
+}
+
+/// Enable no-execute pages (EFER.NXE) and write protection in ring 0.
+pub fn enable_nxe_and_wp() {
+    use x86_64::registers::control::{Cr0, Cr0Flags};
+    use x86_64::registers::model_specific::{Efer, EferFlags};
+    // SAFETY: NXE only adds meaning to bit 63 of page-table entries, which
+    // the bootloader already relies on; WP makes the kernel honour
+    // read-only pages, which never loosens protection.
+    unsafe {
+        Efer::update(|f| f.insert(EferFlags::NO_EXECUTE_ENABLE));
+        Cr0::update(|f| f.insert(Cr0Flags::WRITE_PROTECT));
+    }
+}

@@ -1,0 +1,40 @@
+//! Plain-old-data views of the ABI structs the kernel copies to and from
+//! user memory.
+
+/// Types made only of `u64` fields, so any bytes are a valid value.
+pub trait Pod: Copy {
+    fn zeroed() -> Self;
+    fn as_bytes(&self) -> &[u8];
+    fn as_bytes_mut(&mut self) -> &mut [u8];
+}
+
+macro_rules! pod {
+    ($($t:ty),*) => {$(
+        impl Pod for $t {
+            fn zeroed() -> Self { Self::default() }
+            fn as_bytes(&self) -> &[u8] {
+                // SAFETY: the type is repr(C) with only u64 fields: no padding,
+                // no invalid bit patterns.
+                unsafe { core::slice::from_raw_parts(self as *const Self as *const u8, core::mem::size_of::<Self>()) }
+            }
+            fn as_bytes_mut(&mut self) -> &mut [u8] {
+                // SAFETY: as above; any bytes written form a valid value.
+                unsafe { core::slice::from_raw_parts_mut(self as *mut Self as *mut u8, core::mem::size_of::<Self>()) }
+            }
+        }
+    )*};
+}
+
+pod!(
+    shared_abi::upcall::UpcallTable,
+    shared_abi::upcall::UpcallFrame,
+    shared_abi::syscall::KernelStats,
+    shared_abi::start::StartInfo
+);
+
+/// The ramdisk the bootloader loaded, as a byte slice.
+pub fn ramdisk(addr: u64, len: u64) -> &'static [u8] {
+    // SAFETY: the bootloader maps the ramdisk at `addr` for `len` bytes and
+    // never reclaims it; the kernel only reads it.
+    unsafe { core::slice::from_raw_parts(addr as *const u8, len as usize) }
+}

@@ -1,0 +1,377 @@
+//! Trap entry and exit: the IDT, the assembly stubs that save a
+//! [`TrapFrame`], the `syscall` entry, and the first entry into ring 3.
+//!
+//! Every entry from ring 3 (exception, interrupt, system call) builds the
+//! same [`TrapFrame`] on the trap stack and calls into Rust with a pointer
+//! to it. The Rust side may rewrite the frame completely (to resume another
+//! environment, or to start an upcall) before the stub restores it.
+
+use super::gdt;
+use core::arch::global_asm;
+use spin::Once;
+use x86_64::registers::model_specific::{Efer, EferFlags, LStar, SFMask, Star};
+use x86_64::registers::rflags::RFlags;
+use x86_64::structures::idt::InterruptDescriptorTable;
+use x86_64::{PrivilegeLevel, VirtAddr};
+
+/// Vector of the local APIC timer.
+pub const TIMER_VECTOR: u8 = 32;
+/// Vector whose handler is a bare `iretq`: the floor for exception dispatch.
+pub const BARE_INT_VECTOR: u8 = 0x81;
+/// Spurious-interrupt vector of the local APIC.
+pub const SPURIOUS_VECTOR: u8 = 0xff;
+/// `TrapFrame::vector` value for a system call.
+pub const SYSCALL_VECTOR: u64 = 0x100;
+/// System-call number answered by the entry stub with an immediate
+/// `sysretq`: the floor for the null system call.
+pub const BARE_SYSCALL: u64 = 0x7fff_ffff;
+
+pub const USER_CS: u64 = 0x23;
+pub const USER_SS: u64 = 0x1b;
+
+/// Register state saved on every entry into the kernel. The layout is
+/// fixed by the stubs below: general registers pushed by software, then
+/// vector and error code, then the hardware interrupt frame.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+impl TrapFrame {
+    /// A frame that starts ring-3 code at `rip` with stack `rsp` and `rdi` = `arg`.
+    pub fn new_user(rip: u64, rsp: u64, arg: u64) -> Self {
+        TrapFrame {
+            rip,
+            rsp,
+            rdi: arg,
+            cs: USER_CS,
+            ss: USER_SS,
+            rflags: (RFlags::INTERRUPT_FLAG | RFlags::from_bits_truncate(0x2)).bits(),
+            ..TrapFrame::default()
+        }
+    }
+
+    /// Did the trap come from ring 3?
+    pub fn from_user(&self) -> bool {
+        self.cs & 3 == 3
+    }
+}
+
+/// How the syscall stub returns to ring 3.
+#[repr(u64)]
+pub enum Return {
+    /// `sysretq`: same environment, `rip`/`rflags` untouched by the kernel.
+    Sysret = 0,
+    /// `iretq`: the frame was rewritten (switch, upcall); restores everything.
+    Iret = 1,
+}
+
+extern "C" {
+    fn trap_stub_0();
+    fn trap_stub_timer();
+    fn trap_stub_spurious();
+    fn trap_stub_bare();
+    fn syscall_entry();
+    fn enter_user_frame(frame: *const TrapFrame) -> !;
+}
+
+/// The Rust side of every trap: set by the kernel at init.
+pub type TrapHandler = fn(&mut TrapFrame);
+/// The Rust side of every system call.
+pub type SyscallHandler = fn(&mut TrapFrame) -> Return;
+
+static TRAP_HANDLER: Once<TrapHandler> = Once::new();
+static SYSCALL_HANDLER: Once<SyscallHandler> = Once::new();
+
+#[no_mangle]
+extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    match TRAP_HANDLER.get() {
+        Some(handler) => handler(frame),
+        None => panic!("trap {} before the kernel was ready: {:#x?}", frame.vector, frame),
+    }
+}
+
+#[no_mangle]
+extern "C" fn syscall_dispatch(frame: &mut TrapFrame) -> u64 {
+    match SYSCALL_HANDLER.get() {
+        Some(handler) => handler(frame) as u64,
+        None => panic!("syscall before the kernel was ready"),
+    }
+}
+
+/// Value of the kernel stack pointer the syscall stub switches to.
+#[no_mangle]
+static mut SYSCALL_KERNEL_RSP: u64 = 0;
+/// Scratch slot for the user stack pointer during syscall entry.
+#[no_mangle]
+static mut SYSCALL_USER_RSP: u64 = 0;
+
+static IDT: Once<InterruptDescriptorTable> = Once::new();
+
+/// Build and load the IDT and set up the `syscall` MSRs.
+pub fn init(selectors: &gdt::Selectors, trap: TrapHandler, syscall: SyscallHandler) {
+    TRAP_HANDLER.call_once(|| trap);
+    SYSCALL_HANDLER.call_once(|| syscall);
+    let idt = IDT.call_once(|| {
+        let mut idt = InterruptDescriptorTable::new();
+        // The exception stubs are 16-byte aligned and each shorter than 16
+        // bytes, so stub n sits at trap_stub_0 + 16 n.
+        let stub_base = trap_stub_0 as *const () as u64;
+        let stubs: [u64; 32] = core::array::from_fn(|n| stub_base + 16 * n as u64);
+        // SAFETY: every address is a valid trap stub; the IST indices exist in the TSS.
+        unsafe {
+            for (vector, &stub) in stubs.iter().enumerate() {
+                let addr = VirtAddr::new(stub);
+                let options = match vector {
+                    8 => idt.double_fault.set_handler_addr(addr),
+                    2 => idt.non_maskable_interrupt.set_handler_addr(addr),
+                    14 => idt.page_fault.set_handler_addr(addr),
+                    0 => idt.divide_error.set_handler_addr(addr),
+                    1 => idt.debug.set_handler_addr(addr),
+                    3 => idt.breakpoint.set_handler_addr(addr),
+                    4 => idt.overflow.set_handler_addr(addr),
+                    5 => idt.bound_range_exceeded.set_handler_addr(addr),
+                    6 => idt.invalid_opcode.set_handler_addr(addr),
+                    7 => idt.device_not_available.set_handler_addr(addr),
+                    10 => idt.invalid_tss.set_handler_addr(addr),
+                    11 => idt.segment_not_present.set_handler_addr(addr),
+                    12 => idt.stack_segment_fault.set_handler_addr(addr),
+                    13 => idt.general_protection_fault.set_handler_addr(addr),
+                    16 => idt.x87_floating_point.set_handler_addr(addr),
+                    17 => idt.alignment_check.set_handler_addr(addr),
+                    18 => idt.machine_check.set_handler_addr(addr),
+                    19 => idt.simd_floating_point.set_handler_addr(addr),
+                    20 => idt.virtualization.set_handler_addr(addr),
+                    21 => idt.cp_protection_exception.set_handler_addr(addr),
+                    28 => idt.hv_injection_exception.set_handler_addr(addr),
+                    29 => idt.vmm_communication_exception.set_handler_addr(addr),
+                    30 => idt.security_exception.set_handler_addr(addr),
+                    _ => continue,
+                };
+                match vector {
+                    8 => {
+                        options.set_stack_index(gdt::DOUBLE_FAULT_IST);
+                    }
+                    2 => {
+                        options.set_stack_index(gdt::NMI_IST);
+                    }
+                    14 => {
+                        options.set_stack_index(gdt::PAGE_FAULT_IST);
+                    }
+                    // int3 and into may be raised on purpose from ring 3.
+                    3 | 4 => {
+                        options.set_privilege_level(PrivilegeLevel::Ring3);
+                    }
+                    _ => {}
+                }
+            }
+            idt[TIMER_VECTOR].set_handler_addr(VirtAddr::new(trap_stub_timer as *const () as u64));
+            idt[SPURIOUS_VECTOR].set_handler_addr(VirtAddr::new(trap_stub_spurious as *const () as u64));
+            idt[BARE_INT_VECTOR]
+                .set_handler_addr(VirtAddr::new(trap_stub_bare as *const () as u64))
+                .set_privilege_level(PrivilegeLevel::Ring3);
+        }
+        idt
+    });
+    idt.load();
+
+    // SAFETY: single CPU, interrupts are still off; the stub reads this
+    // value only on syscall entry.
+    unsafe { SYSCALL_KERNEL_RSP = gdt::trap_stack_top() };
+    // SAFETY: LSTAR points at the syscall stub; STAR's selectors were
+    // checked by `Star::write`; SFMASK clears IF/TF/DF/AC on entry.
+    unsafe {
+        Star::write(selectors.user_code, selectors.user_data, selectors.kernel_code, selectors.kernel_data)
+            .expect("GDT order fits sysret");
+        LStar::write(VirtAddr::new(syscall_entry as *const () as u64));
+        SFMask::write(
+            RFlags::INTERRUPT_FLAG | RFlags::TRAP_FLAG | RFlags::DIRECTION_FLAG | RFlags::ALIGNMENT_CHECK,
+        );
+        Efer::update(|f| f.insert(EferFlags::SYSTEM_CALL_EXTENSIONS));
+    }
+}
+
+/// Start ring-3 code from `frame`; the trap stack is reset.
+pub fn enter_user(frame: &TrapFrame) -> ! {
+    let top = gdt::trap_stack_top() - core::mem::size_of::<TrapFrame>() as u64;
+    let slot = top as *mut TrapFrame;
+    // SAFETY: the top of the trap stack is ours: nothing of the kernel runs
+    // on it now (boot runs on the bootloader's stack), and the frame is a
+    // ring-3 frame the kernel built, so iretq cannot raise privilege.
+    unsafe {
+        slot.write(*frame);
+        enter_user_frame(slot)
+    }
+}
+
+global_asm!(
+    r#"
+.macro SAVE_REGS
+    push rax
+    push rbx
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push rbp
+    push r8
+    push r9
+    push r10
+    push r11
+    push r12
+    push r13
+    push r14
+    push r15
+.endm
+.macro RESTORE_REGS
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rbp
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rbx
+    pop rax
+.endm
+.macro STUB_NOERR n
+.balign 16
+trap_stub_\n:
+    push 0
+    push \n
+    jmp trap_common
+.endm
+.macro STUB_ERR n
+.balign 16
+trap_stub_\n:
+    push \n
+    jmp trap_common
+.endm
+
+.section .text
+trap_common:
+    SAVE_REGS
+    mov rdi, rsp
+    cld
+    call trap_dispatch
+.globl trap_return
+trap_return:
+    RESTORE_REGS
+    add rsp, 16
+    iretq
+
+.globl enter_user_frame
+enter_user_frame:
+    mov rsp, rdi
+    jmp trap_return
+
+.globl trap_stub_0
+STUB_NOERR 0
+STUB_NOERR 1
+STUB_NOERR 2
+STUB_NOERR 3
+STUB_NOERR 4
+STUB_NOERR 5
+STUB_NOERR 6
+STUB_NOERR 7
+STUB_ERR 8
+STUB_NOERR 9
+STUB_ERR 10
+STUB_ERR 11
+STUB_ERR 12
+STUB_ERR 13
+STUB_ERR 14
+STUB_NOERR 15
+STUB_NOERR 16
+STUB_ERR 17
+STUB_NOERR 18
+STUB_NOERR 19
+STUB_NOERR 20
+STUB_ERR 21
+STUB_NOERR 22
+STUB_NOERR 23
+STUB_NOERR 24
+STUB_NOERR 25
+STUB_NOERR 26
+STUB_NOERR 27
+STUB_NOERR 28
+STUB_ERR 29
+STUB_ERR 30
+STUB_NOERR 31
+STUB_NOERR 32
+
+.globl trap_stub_timer
+trap_stub_timer:
+    jmp trap_stub_32
+
+.globl trap_stub_spurious
+trap_stub_spurious:
+    iretq
+
+.globl trap_stub_bare
+trap_stub_bare:
+    iretq
+
+.globl syscall_entry
+syscall_entry:
+    cmp rax, {bare}
+    je 2f
+    mov [rip + SYSCALL_USER_RSP], rsp
+    mov rsp, [rip + SYSCALL_KERNEL_RSP]
+    push {user_ss}
+    push qword ptr [rip + SYSCALL_USER_RSP]
+    push r11
+    push {user_cs}
+    push rcx
+    push 0
+    push {syscall_vector}
+    SAVE_REGS
+    mov rdi, rsp
+    cld
+    call syscall_dispatch
+    test rax, rax
+    jnz trap_return
+    RESTORE_REGS
+    add rsp, 16
+    pop rcx
+    add rsp, 8
+    pop r11
+    pop rsp
+    sysretq
+2:
+    sysretq
+
+"#,
+    bare = const BARE_SYSCALL,
+    user_ss = const USER_SS,
+    user_cs = const USER_CS,
+    syscall_vector = const SYSCALL_VECTOR,
+);

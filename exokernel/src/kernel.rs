@@ -1,0 +1,400 @@
+//! The kernel proper: boot, the environment table, round-robin
+//! multiplexing of the CPU on the timer, and dispatch of every trap from
+//! ring 3 to the libOS that owns it.
+
+use crate::arch::paging::AddressSpace;
+use crate::arch::trap::{self, TrapFrame};
+use crate::arch::{self, apic, cpu};
+use crate::env::{Env, EnvState};
+use crate::{loader, logger, memory, umem};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use bootloader_api::BootInfo;
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use shared_abi::archive::{Archive, MANIFEST_NAME};
+use shared_abi::exit::Verdict;
+use shared_abi::manifest::Manifest;
+use shared_abi::syscall::KernelStats;
+use shared_abi::upcall::{UpcallFrame, UpcallKind, FRAME_SIZE};
+use spin::Mutex;
+
+/// Event counters, reported by the `stats` call and the end-of-run summary.
+pub struct Counters {
+    pub syscalls: AtomicU64,
+    pub upcalls: AtomicU64,
+    pub exceptions: AtomicU64,
+    pub page_faults: AtomicU64,
+    pub timer_ticks: AtomicU64,
+    pub context_switches: AtomicU64,
+    pub cr3_loads: AtomicU64,
+    pub invlpg: AtomicU64,
+    pub envs_ended: AtomicU64,
+}
+
+pub static COUNTERS: Counters = Counters {
+    syscalls: AtomicU64::new(0),
+    upcalls: AtomicU64::new(0),
+    exceptions: AtomicU64::new(0),
+    page_faults: AtomicU64::new(0),
+    timer_ticks: AtomicU64::new(0),
+    context_switches: AtomicU64::new(0),
+    cr3_loads: AtomicU64::new(0),
+    invlpg: AtomicU64::new(0),
+    envs_ended: AtomicU64::new(0),
+};
+
+impl Counters {
+    pub fn snapshot(&self) -> KernelStats {
+        KernelStats {
+            syscalls: self.syscalls.load(Relaxed),
+            upcalls: self.upcalls.load(Relaxed),
+            exceptions: self.exceptions.load(Relaxed),
+            page_faults: self.page_faults.load(Relaxed),
+            timer_ticks: self.timer_ticks.load(Relaxed),
+            context_switches: self.context_switches.load(Relaxed),
+            cr3_loads: self.cr3_loads.load(Relaxed),
+            invlpg: self.invlpg.load(Relaxed),
+            envs_ended: self.envs_ended.load(Relaxed),
+        }
+    }
+}
+
+pub fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Relaxed);
+}
+
+pub struct Kernel {
+    pub envs: Vec<Env>,
+    /// Index of the environment whose state the CPU holds.
+    pub current: usize,
+    /// The boot address space (kernel half only, once envs run).
+    pub kernel_space: AddressSpace,
+    /// Root of the address space loaded in CR3.
+    pub loaded_root: u64,
+    pub keep_running: bool,
+    pub tsc_hz: u64,
+}
+
+pub static KERNEL: Mutex<Option<Kernel>> = Mutex::new(None);
+
+/// Boot: hardware, memory, manifest, environments; then run the first one.
+pub fn boot(boot_info: &'static mut BootInfo) -> ! {
+    arch::serial::init();
+    logger::init(log::LevelFilter::Info);
+    let phys_offset = boot_info.physical_memory_offset.into_option().expect("physical memory mapped");
+    arch::paging::init(phys_offset);
+    memory::init(&boot_info.memory_regions);
+    let selectors = arch::gdt::init();
+    trap::init(selectors, handle_trap, crate::syscalls::handle_syscall);
+    cpu::enable_nxe_and_wp();
+
+    let kernel_fn = boot as *const () as u64;
+    assert!(kernel_fn >= shared_abi::USER_TOP && phys_offset >= shared_abi::USER_TOP, "kernel must live in the upper half");
+
+    let ramdisk_addr = boot_info.ramdisk_addr.into_option().expect("boot archive passed as ramdisk");
+    let ramdisk = arch::pod::ramdisk(ramdisk_addr, boot_info.ramdisk_len);
+    let archive = Archive::parse(ramdisk).expect("boot archive is well formed");
+    let manifest_text = archive.find(MANIFEST_NAME).expect("boot archive has a manifest");
+    let manifest = Manifest::parse(core::str::from_utf8(manifest_text).unwrap_or(""))
+        .unwrap_or_else(|e| panic!("boot manifest: {}", e));
+    logger::init(logger::level_of(manifest.log));
+
+    let mut kernel_space = AddressSpace::current();
+    let window = (256..512u64)
+        .rev()
+        .map(|slot| 0xffff_0000_0000_0000 | (slot << 39))
+        .find(|&va| kernel_space.top_level_free(va))
+        .expect("a free top-level slot for the APIC window");
+    apic::init(&mut kernel_space, window, &mut memory::alloc_frame);
+    let tsc_hz = apic::calibrate();
+    log::info!(
+        "exokernel up: {} MiB free, tsc {} MHz, {} environment(s), quantum {} us",
+        memory::free_frames() / 256,
+        tsc_hz / 1_000_000,
+        manifest.envs.len(),
+        manifest.quantum_us
+    );
+
+    let count = manifest.envs.len() as u64;
+    let mut envs = Vec::new();
+    for (index, spec) in manifest.envs.iter().enumerate() {
+        let id = index as u64 + 1;
+        let mut env = Env {
+            id,
+            name: spec.name.clone(),
+            state: EnvState::Runnable,
+            space: None,
+            frame: TrapFrame::default(),
+            upcalls: Default::default(),
+            line: Vec::new(),
+        };
+        let built = match archive.find(&spec.program) {
+            None => Err((loader::LoadError::NoProgram, None)),
+            Some(image) => loader::build(&kernel_space, spec, image, id, count, tsc_hz),
+        };
+        match built {
+            Ok((space, entry)) => {
+                log::debug!("env {} {}: {} loaded, entry {:#x}", id, spec.name, spec.program, entry);
+                env.frame = TrapFrame::new_user(entry, shared_abi::start::STACK_TOP, shared_abi::start::START_INFO_ADDR);
+                env.space = Some(space);
+            }
+            Err((error, space)) => {
+                if let Some(space) = space {
+                    reclaim(space);
+                }
+                env.state = EnvState::Killed(format!("not started: {:?} ({})", error, spec.program));
+                bump(&COUNTERS.envs_ended);
+            }
+        }
+        envs.push(env);
+    }
+    let first = envs.iter().position(|e| e.is_runnable());
+    let mut kernel = Kernel {
+        envs,
+        current: first.unwrap_or(0),
+        loaded_root: kernel_space.root(),
+        kernel_space,
+        keep_running: manifest.keep_running,
+        tsc_hz,
+    };
+    let Some(first) = first else { kernel.finish() };
+    let frame = kernel.envs[first].frame;
+    kernel.load_space(first);
+    *KERNEL.lock() = Some(kernel);
+    apic::start_periodic(manifest.quantum_us);
+    trap::enter_user(&frame)
+}
+
+/// Free every frame of an address space.
+fn reclaim(space: AddressSpace) {
+    space.destroy(&mut memory::free_frame, &mut memory::free_frame);
+}
+
+/// Every trap but system calls.
+fn handle_trap(frame: &mut TrapFrame) {
+    let vector = frame.vector;
+    if vector == trap::TIMER_VECTOR as u64 {
+        apic::eoi();
+        bump(&COUNTERS.timer_ticks);
+        if !frame.from_user() {
+            return; // the idle loop
+        }
+        let mut guard = KERNEL.lock();
+        let kernel = guard.as_mut().expect("kernel initialised");
+        kernel.switch_next(frame);
+        return;
+    }
+    if vector >= 32 {
+        log::warn!("unexpected interrupt vector {}", vector);
+        return;
+    }
+    if !frame.from_user() {
+        panic!(
+            "kernel exception {} (error {:#x}, cr2 {:#x}) at {:#x}\n{:#x?}",
+            vector,
+            frame.error_code,
+            cpu::cr2(),
+            frame.rip,
+            frame
+        );
+    }
+    match vector {
+        // NMI: a hardware event, not the environment's doing.
+        2 => return,
+        18 => panic!("machine check while running an environment"),
+        _ => {}
+    }
+    bump(&COUNTERS.exceptions);
+    let (kind, addr) = if vector == 14 {
+        bump(&COUNTERS.page_faults);
+        (UpcallKind::PageFault, cpu::cr2())
+    } else {
+        (UpcallKind::Exception, 0)
+    };
+    let mut guard = KERNEL.lock();
+    let kernel = guard.as_mut().expect("kernel initialised");
+    if let Err(reason) = kernel.deliver_upcall(frame, kind, addr) {
+        let what = if vector == 14 {
+            format!("page fault at {:#x} (rip {:#x}, error {:#x}): {}", addr, frame.rip, frame.error_code, reason)
+        } else {
+            format!("exception {} at rip {:#x}: {}", vector, frame.rip, reason)
+        };
+        kernel.kill_current(what);
+        kernel.switch_next(frame);
+    }
+}
+
+impl Kernel {
+    pub fn current_env(&mut self) -> &mut Env {
+        &mut self.envs[self.current]
+    }
+
+    /// Hand a discontinuity to the current environment's registered entry:
+    /// write an [`UpcallFrame`] on its upcall stack and start the entry.
+    pub fn deliver_upcall(&mut self, frame: &mut TrapFrame, kind: UpcallKind, addr: u64) -> Result<(), &'static str> {
+        let env = &mut self.envs[self.current];
+        let table = env.upcalls;
+        let entry = match kind {
+            UpcallKind::Exception => table.exception_entry,
+            UpcallKind::PageFault => table.page_fault_entry,
+            UpcallKind::Interrupt => table.interrupt_entry,
+            UpcallKind::ProtectedEntry => table.protected_entry,
+        };
+        if entry == 0 {
+            return Err("no handler registered");
+        }
+        let (base, top) = (table.stack_base, table.stack_base + table.stack_len);
+        // Nested upcall: continue below the interrupted rsp, leaving room for
+        // the resume sequence the libOS stages there.
+        let below = if (base..=top).contains(&frame.rsp) { frame.rsp.saturating_sub(128) } else { top };
+        let at = below.saturating_sub(FRAME_SIZE as u64) & !15;
+        if at < base {
+            return Err("upcall stack exhausted");
+        }
+        let upcall = UpcallFrame {
+            kind: kind as u64,
+            vector: frame.vector,
+            error_code: frame.error_code,
+            fault_addr: addr,
+            regs: shared_abi::upcall::Regs {
+                rax: frame.rax,
+                rbx: frame.rbx,
+                rcx: frame.rcx,
+                rdx: frame.rdx,
+                rsi: frame.rsi,
+                rdi: frame.rdi,
+                rbp: frame.rbp,
+                r8: frame.r8,
+                r9: frame.r9,
+                r10: frame.r10,
+                r11: frame.r11,
+                r12: frame.r12,
+                r13: frame.r13,
+                r14: frame.r14,
+                r15: frame.r15,
+            },
+            rip: frame.rip,
+            rsp: frame.rsp,
+            rflags: frame.rflags,
+            _pad: 0,
+        };
+        let space = env.space.as_ref().ok_or("no address space")?;
+        umem::write_value(space, at, &upcall).map_err(|_| "upcall stack not writable")?;
+        frame.rip = entry;
+        frame.rsp = at;
+        frame.rdi = at;
+        bump(&COUNTERS.upcalls);
+        Ok(())
+    }
+
+    /// Make `index`'s address space the loaded one (if it is not already).
+    pub fn load_space(&mut self, index: usize) {
+        if let Some(space) = self.envs[index].space.as_ref() {
+            if space.root() != self.loaded_root {
+                space.activate();
+                self.loaded_root = space.root();
+                bump(&COUNTERS.cr3_loads);
+            }
+        }
+    }
+
+    /// Save the current environment (if it still runs) and resume the next
+    /// runnable one in round-robin order from `frame`. Ends the run if none is left.
+    pub fn switch_next(&mut self, frame: &mut TrapFrame) {
+        let count = self.envs.len();
+        if self.envs[self.current].is_runnable() {
+            self.envs[self.current].frame = *frame;
+        }
+        let next = (1..=count).map(|step| (self.current + step) % count).find(|&i| self.envs[i].is_runnable());
+        let Some(next) = next else { self.finish() };
+        if next != self.current {
+            bump(&COUNTERS.context_switches);
+        }
+        self.current = next;
+        self.load_space(next);
+        *frame = self.envs[next].frame;
+    }
+
+    /// End the current environment and reclaim its memory.
+    pub fn end_current(&mut self, state: EnvState) {
+        let index = self.current;
+        self.flush_console(index);
+        let env = &mut self.envs[index];
+        match &state {
+            EnvState::Killed(reason) => log::info!("env {} ({}) killed: {}", env.id, env.name, reason),
+            EnvState::Exited(code) => log::debug!("env {} ({}) exited with {}", env.id, env.name, code),
+            EnvState::Runnable => {}
+        }
+        env.state = state;
+        if let Some(space) = env.space.take() {
+            if space.root() == self.loaded_root {
+                self.kernel_space.activate();
+                self.loaded_root = self.kernel_space.root();
+                bump(&COUNTERS.cr3_loads);
+            }
+            reclaim(space);
+        }
+        bump(&COUNTERS.envs_ended);
+    }
+
+    pub fn kill_current(&mut self, reason: String) {
+        self.end_current(EnvState::Killed(reason));
+    }
+
+    fn flush_console(&mut self, index: usize) {
+        if !self.envs[index].line.is_empty() {
+            self.console_bytes(index, b"\n");
+        }
+    }
+
+    /// Append console output of env `index`; complete lines are printed
+    /// with the environment's name in front.
+    pub fn console_bytes(&mut self, index: usize, bytes: &[u8]) {
+        const MAX_LINE: usize = 480;
+        let env = &mut self.envs[index];
+        for &byte in bytes {
+            if byte == b'\n' || env.line.len() >= MAX_LINE {
+                arch::serial::write_fmt(format_args!(
+                    "[{}] {}\n",
+                    env.name,
+                    core::str::from_utf8(&env.line).unwrap_or("<bad utf-8>")
+                ));
+                env.line.clear();
+                if byte == b'\n' {
+                    continue;
+                }
+            }
+            let printable = if byte == b'\t' || (0x20..0x7f).contains(&byte) { byte } else { b'?' };
+            env.line.push(printable);
+        }
+    }
+
+    /// Every environment has ended: print the summary and end the run.
+    pub fn finish(&mut self) -> ! {
+        let stats = COUNTERS.snapshot();
+        for env in &self.envs {
+            match &env.state {
+                EnvState::Exited(code) => arch::serial::write_fmt(format_args!(
+                    "EXO-SUMMARY env={} name={} status=exited code={}\n",
+                    env.id, env.name, code
+                )),
+                EnvState::Killed(reason) => arch::serial::write_fmt(format_args!(
+                    "EXO-SUMMARY env={} name={} status=killed reason=\"{}\"\n",
+                    env.id, env.name, reason
+                )),
+                EnvState::Runnable => {}
+            }
+        }
+        arch::serial::write_fmt(format_args!(
+            "EXO-STATS syscalls={} upcalls={} exceptions={} page_faults={} timer_ticks={} context_switches={} cr3_loads={}\n",
+            stats.syscalls, stats.upcalls, stats.exceptions, stats.page_faults, stats.timer_ticks, stats.context_switches, stats.cr3_loads
+        ));
+        if self.keep_running {
+            log::info!("all environments ended; idling (keep_running)");
+            cpu::idle_forever();
+        }
+        arch::serial::write_fmt(format_args!("EXO-END verdict=success\n"));
+        arch::exit_qemu(Verdict::Success)
+    }
+}

@@ -1,0 +1,59 @@
+//! Physical memory: the kernel heap and the frame allocator, both built
+//! from the bootloader's memory map.
+
+use bootloader_api::info::{MemoryRegionKind, MemoryRegions};
+use exokernel::frames::FrameBitmap;
+use linked_list_allocator::LockedHeap;
+use spin::Mutex;
+
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+
+/// Size of the kernel heap.
+const HEAP_SIZE: u64 = 16 * 1024 * 1024;
+
+static FRAMES: Mutex<Option<FrameBitmap>> = Mutex::new(None);
+
+/// Carve the kernel heap out of the first large usable region, then build
+/// the frame bitmap (on that heap) from every usable region.
+pub fn init(regions: &MemoryRegions) {
+    let heap_region = regions
+        .iter()
+        .filter(|r| r.kind == MemoryRegionKind::Usable)
+        .find(|r| r.end - r.start.next_multiple_of(4096) >= HEAP_SIZE)
+        .expect("a usable region large enough for the kernel heap");
+    let heap_start = heap_region.start.next_multiple_of(4096);
+    let heap_virt = crate::arch::paging::phys_to_virt(heap_start);
+    // SAFETY: the range is usable RAM that nothing else has claimed yet (the
+    // bitmap reserves it below), mapped through the physical-memory window.
+    unsafe { HEAP.lock().init(heap_virt as *mut u8, HEAP_SIZE as usize) };
+
+    let end = regions.iter().filter(|r| r.kind == MemoryRegionKind::Usable).map(|r| r.end).max().unwrap_or(0);
+    let mut bitmap = FrameBitmap::new_reserved(end);
+    for region in regions.iter().filter(|r| r.kind == MemoryRegionKind::Usable) {
+        // Frame 0 stays reserved: a physical address of 0 is never handed out.
+        bitmap.add_free_range(region.start.max(4096), region.end);
+    }
+    bitmap.reserve_range(heap_start, heap_start + HEAP_SIZE);
+    log::debug!("frames: {} free ({} MiB), heap at {:#x}", bitmap.free_frames(), bitmap.free_frames() / 256, heap_start);
+    *FRAMES.lock() = Some(bitmap);
+}
+
+/// Allocate one zeroed-or-not physical frame.
+pub fn alloc_frame() -> Option<u64> {
+    FRAMES.lock().as_mut()?.alloc()
+}
+
+/// Return a frame to the allocator.
+pub fn free_frame(pa: u64) {
+    if let Some(bitmap) = FRAMES.lock().as_mut() {
+        if !bitmap.free(pa) {
+            log::warn!("refused to free frame {:#x} twice", pa);
+        }
+    }
+}
+
+/// Number of free frames.
+pub fn free_frames() -> u64 {
+    FRAMES.lock().as_ref().map(|b| b.free_frames()).unwrap_or(0)
+}

@@ -1,0 +1,74 @@
+//! User memory is an allegation until checked: typed wrappers that
+//! validate range, alignment and the environment's own page-table entries
+//! before the kernel reads or writes a byte of it.
+
+use crate::arch::paging::{read_frame, write_frame, AddressSpace, Flags};
+use exokernel::usercheck::check_user_range;
+use shared_abi::syscall::Error;
+
+/// A checked range of an environment's memory.
+pub struct UserSlice<'a> {
+    space: &'a AddressSpace,
+    addr: u64,
+    len: u64,
+}
+
+impl<'a> UserSlice<'a> {
+    /// Check range and alignment; the pages are checked on access.
+    pub fn new(space: &'a AddressSpace, addr: u64, len: u64, align: u64) -> Result<Self, Error> {
+        check_user_range(addr, len, align)?;
+        Ok(UserSlice { space, addr, len })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Walk the pages, giving (frame, offset in frame, chunk start, chunk len).
+    fn chunks(&self, need: Flags, mut each: impl FnMut(u64, usize, usize, usize)) -> Result<(), Error> {
+        let mut done = 0u64;
+        while done < self.len {
+            let va = self.addr + done;
+            let (frame, flags) = self.space.translate(va).ok_or(Error::BadAddress)?;
+            if !flags.contains(Flags::USER_ACCESSIBLE | need) {
+                return Err(Error::BadAddress);
+            }
+            let offset = (va & 0xfff) as usize;
+            let chunk = (4096 - offset as u64).min(self.len - done);
+            each(frame, offset, done as usize, chunk as usize);
+            done += chunk;
+        }
+        Ok(())
+    }
+
+    /// Check every page is readable, then copy it all into `out` (same length).
+    pub fn read(&self, out: &mut [u8]) -> Result<(), Error> {
+        debug_assert_eq!(out.len() as u64, self.len);
+        self.chunks(Flags::PRESENT, |_, _, _, _| {})?;
+        self.chunks(Flags::PRESENT, |frame, offset, at, len| read_frame(frame, offset, &mut out[at..at + len]))
+    }
+
+    /// Check every page is writable, then copy `bytes` (same length) in.
+    pub fn write(&self, bytes: &[u8]) -> Result<(), Error> {
+        debug_assert_eq!(bytes.len() as u64, self.len);
+        self.chunks(Flags::WRITABLE, |_, _, _, _| {})?;
+        self.chunks(Flags::WRITABLE, |frame, offset, at, len| write_frame(frame, offset, &bytes[at..at + len]))
+    }
+}
+
+/// Read a plain-old-data value (`repr(C)`, every bit pattern valid) from
+/// user memory.
+pub fn read_value<T: Pod>(space: &AddressSpace, addr: u64) -> Result<T, Error> {
+    let slice = UserSlice::new(space, addr, core::mem::size_of::<T>() as u64, core::mem::align_of::<T>() as u64)?;
+    let mut value = T::zeroed();
+    slice.read(value.as_bytes_mut())?;
+    Ok(value)
+}
+
+/// Write a plain-old-data value to user memory.
+pub fn write_value<T: Pod>(space: &AddressSpace, addr: u64, value: &T) -> Result<(), Error> {
+    let slice = UserSlice::new(space, addr, core::mem::size_of::<T>() as u64, core::mem::align_of::<T>() as u64)?;
+    slice.write(value.as_bytes())
+}
+
+pub use crate::arch::pod::Pod;

@@ -1,0 +1,244 @@
+//! The boot manifest: which libOSes boot, with which arguments and resources.
+//!
+//! A small line-oriented text format, parsed the same way by xtask (to check
+//! a manifest before it is packed) and by the kernel (at boot):
+//!
+//! ```text
+//! # comments start with '#'
+//! log = info              # kernel log level: error, warn, info, debug, trace
+//! keep_running = false    # true: the kernel idles instead of exiting when all envs end
+//! quantum_us = 2000       # round-robin time slice
+//!
+//! [env]                   # one section per environment, booted in this order
+//! name = unix             # console prefix; at most 16 characters
+//! program = libos-unix    # file in the boot archive
+//! memory_kib = 2048       # heap memory the kernel maps for it at start
+//! args = demo             # passed to the libOS
+//! pager = clock           # any other key is libOS policy: passed on untouched
+//! ```
+//!
+//! Keys the kernel does not interpret are handed to the libOS in its start
+//! record as `key=value` lines, so a policy choice (pager, scheduler) is one
+//! line of configuration and never needs a kernel rebuild.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+/// Longest environment name.
+pub const MAX_NAME_LEN: usize = 16;
+/// Most environments one manifest may boot.
+pub const MAX_ENVS: usize = 16;
+/// Largest heap one environment may ask for at boot.
+pub const MAX_MEMORY_KIB: u64 = 64 * 1024;
+
+/// Kernel log level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    fn parse(text: &str) -> Option<LogLevel> {
+        Some(match text {
+            "error" => LogLevel::Error,
+            "warn" => LogLevel::Warn,
+            "info" => LogLevel::Info,
+            "debug" => LogLevel::Debug,
+            "trace" => LogLevel::Trace,
+            _ => return None,
+        })
+    }
+}
+
+/// One environment to boot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvSpec {
+    pub name: String,
+    pub program: String,
+    pub args: String,
+    pub memory_kib: u64,
+    /// Keys the kernel does not interpret, in manifest order.
+    pub params: Vec<(String, String)>,
+}
+
+impl EnvSpec {
+    /// A libOS parameter by key.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A parsed manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    pub log: LogLevel,
+    pub keep_running: bool,
+    pub quantum_us: u64,
+    pub envs: Vec<EnvSpec>,
+}
+
+/// A manifest error with the 1-based line it was found on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestError {
+    pub line: usize,
+    pub message: &'static str,
+}
+
+impl core::fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "manifest line {}: {}", self.line, self.message)
+    }
+}
+
+fn parse_bool(text: &str) -> Option<bool> {
+    match text {
+        "true" | "yes" | "1" => Some(true),
+        "false" | "no" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+impl Manifest {
+    /// Parse and validate a manifest.
+    pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        let mut manifest = Manifest {
+            log: LogLevel::Info,
+            keep_running: false,
+            quantum_us: 2000,
+            envs: Vec::new(),
+        };
+        let mut current: Option<EnvSpec> = None;
+        let mut last_line = 0;
+        for (index, raw) in text.lines().enumerate() {
+            let line_no = index + 1;
+            last_line = line_no;
+            let err = |message| ManifestError { line: line_no, message };
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            if line == "[env]" {
+                if let Some(env) = current.take() {
+                    manifest.push_env(env, line_no)?;
+                }
+                current = Some(EnvSpec {
+                    name: String::new(),
+                    program: String::new(),
+                    args: String::new(),
+                    memory_kib: 256,
+                    params: Vec::new(),
+                });
+                continue;
+            }
+            if line.starts_with('[') {
+                return Err(err("unknown section (only [env] exists)"));
+            }
+            let (key, value) = line.split_once('=').ok_or(err("expected key = value"))?;
+            let (key, value) = (key.trim(), value.trim());
+            if key.is_empty() || key.contains(char::is_whitespace) {
+                return Err(err("bad key"));
+            }
+            match current.as_mut() {
+                None => match key {
+                    "log" => manifest.log = LogLevel::parse(value).ok_or(err("bad log level"))?,
+                    "keep_running" => {
+                        manifest.keep_running = parse_bool(value).ok_or(err("expected true or false"))?
+                    }
+                    "quantum_us" => {
+                        manifest.quantum_us = value.parse().map_err(|_| err("expected a number"))?;
+                        if !(100..=1_000_000).contains(&manifest.quantum_us) {
+                            return Err(err("quantum_us must lie in 100..=1000000"));
+                        }
+                    }
+                    _ => return Err(err("unknown global key")),
+                },
+                Some(env) => match key {
+                    "name" => env.name = value.to_string(),
+                    "program" => env.program = value.to_string(),
+                    "args" => env.args = value.to_string(),
+                    "memory_kib" => {
+                        env.memory_kib = value.parse().map_err(|_| err("expected a number"))?;
+                        if env.memory_kib == 0 || env.memory_kib > MAX_MEMORY_KIB {
+                            return Err(err("memory_kib out of range"));
+                        }
+                    }
+                    _ => {
+                        if env.params.iter().any(|(k, _)| k == key) {
+                            return Err(err("duplicate key"));
+                        }
+                        env.params.push((key.to_string(), value.to_string()));
+                    }
+                },
+            }
+        }
+        if let Some(env) = current.take() {
+            manifest.push_env(env, last_line)?;
+        }
+        if manifest.envs.is_empty() {
+            return Err(ManifestError { line: last_line, message: "no [env] section" });
+        }
+        Ok(manifest)
+    }
+
+    fn push_env(&mut self, env: EnvSpec, line: usize) -> Result<(), ManifestError> {
+        let err = |message| ManifestError { line, message };
+        if env.name.is_empty() || env.name.len() > MAX_NAME_LEN {
+            return Err(err("env name missing or longer than 16"));
+        }
+        if env.program.is_empty() {
+            return Err(err("env program missing"));
+        }
+        if self.envs.iter().any(|e| e.name == env.name) {
+            return Err(err("duplicate env name"));
+        }
+        if self.envs.len() == MAX_ENVS {
+            return Err(err("too many envs"));
+        }
+        self.envs.push(env);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "# demo\nlog = debug\nquantum_us = 500\n\n[env]\nname = unix\nprogram = libos-unix\nargs = demo x\nmemory_kib = 1024\npager = clock # policy\n\n[env]\nname = rt\nprogram = libos-rt\n";
+
+    #[test]
+    fn parses_sample() {
+        let m = Manifest::parse(SAMPLE).unwrap();
+        assert_eq!(m.log, LogLevel::Debug);
+        assert_eq!(m.quantum_us, 500);
+        assert!(!m.keep_running);
+        assert_eq!(m.envs.len(), 2);
+        assert_eq!(m.envs[0].args, "demo x");
+        assert_eq!(m.envs[0].memory_kib, 1024);
+        assert_eq!(m.envs[0].param("pager"), Some("clock"));
+        assert_eq!(m.envs[1].memory_kib, 256);
+    }
+
+    #[test]
+    fn rejects_bad_manifests() {
+        let cases = [
+            ("", "no [env] section"),
+            ("bogus = 1\n[env]\nname=a\nprogram=b", "unknown global key"),
+            ("[env]\nprogram=b", "env name missing or longer than 16"),
+            ("[env]\nname=a", "env program missing"),
+            ("[env]\nname=a\nprogram=b\n[env]\nname=a\nprogram=c", "duplicate env name"),
+            ("[env]\nname=a\nprogram=b\nmemory_kib=0", "memory_kib out of range"),
+            ("[env]\nname=a\nprogram=b\nmemory_kib=x", "expected a number"),
+            ("[envs]\n", "unknown section (only [env] exists)"),
+            ("log = loud\n[env]\nname=a\nprogram=b", "bad log level"),
+            ("[env]\nname=a\nprogram=b\nnovalue", "expected key = value"),
+            ("[env]\nname=a\nprogram=b\nk=1\nk=2", "duplicate key"),
+        ];
+        for (text, message) in cases {
+            assert_eq!(Manifest::parse(text).unwrap_err().message, message, "{text:?}");
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The minimal libOS runtime, written once for every libOS: entry point,
+//! heap over the memory the kernel granted, console macros, upcall
+//! trampolines, and a panic handler that reports and ends the environment.
+//!
+//! A libOS program is `#![no_std] #![no_main]`, depends on `shared-abi`
+//! with the `runtime` feature, and names its main function with
+//! [`libos_main!`](crate::libos_main).
+
+use crate::start::{StartInfo, START_MAGIC};
+use crate::syscall;
+use crate::upcall::{offsets, UpcallFrame, UpcallKind, UpcallTable};
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicUsize, Ordering};
+use linked_list_allocator::LockedHeap;
+
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+
+/// What a libOS knows about itself at start.
+pub struct Env {
+    pub id: u64,
+    pub env_count: u64,
+    pub name: &'static str,
+    pub args: &'static str,
+    /// `key=value` lines: the manifest keys the kernel did not interpret.
+    pub params: &'static str,
+    pub heap_base: u64,
+    pub heap_len: u64,
+    pub tsc_hz: u64,
+}
+
+impl Env {
+    /// A manifest policy key, such as `pager` or `scheduler`.
+    pub fn param(&self, key: &str) -> Option<&'static str> {
+        self.params
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    }
+
+    /// The whitespace-separated words of `args`.
+    pub fn arg_words(&self) -> impl Iterator<Item = &'static str> {
+        self.args.split_whitespace()
+    }
+}
+
+/// Define the libOS's main function: `fn(&Env) -> i32`, its exit code.
+#[macro_export]
+macro_rules! libos_main {
+    ($main:path) => {
+        #[no_mangle]
+        fn __libos_main(env: &$crate::rt::Env) -> i32 {
+            let main: fn(&$crate::rt::Env) -> i32 = $main;
+            main(env)
+        }
+    };
+}
+
+extern "Rust" {
+    fn __libos_main(env: &Env) -> i32;
+}
+
+core::arch::global_asm!(
+    ".globl _start",
+    "_start:",
+    "and rsp, -16",
+    "call {start}",
+    "ud2",
+    start = sym rt_start,
+);
+
+/// # Safety
+/// Called once, by `_start`, with the kernel's start record in `rdi`.
+unsafe extern "C" fn rt_start(info: *const StartInfo) -> ! {
+    // SAFETY: the kernel maps the start page before entry and never unmaps it.
+    let info = unsafe { &*info };
+    if info.magic != START_MAGIC {
+        syscall::exit(-2);
+    }
+    // SAFETY: the kernel mapped [heap_base, heap_base + heap_len) for us alone.
+    unsafe { HEAP.lock().init(info.heap_base as *mut u8, info.heap_len as usize) };
+    // SAFETY: the strings live on the start page, which stays mapped read-only.
+    let text = |ptr: u64, len: u64| unsafe {
+        core::str::from_utf8(core::slice::from_raw_parts(ptr as *const u8, len as usize)).unwrap_or("")
+    };
+    let env = Env {
+        id: info.env_id,
+        env_count: info.env_count,
+        name: text(info.name_ptr, info.name_len),
+        args: text(info.args_ptr, info.args_len),
+        params: text(info.params_ptr, info.params_len),
+        heap_base: info.heap_base,
+        heap_len: info.heap_len,
+        tsc_hz: info.tsc_hz,
+    };
+    // SAFETY: `libos_main!` defines this symbol in every libOS program.
+    let code = unsafe { __libos_main(&env) };
+    syscall::exit(code)
+}
+
+/// Console writer: buffers up to a line, then one `console_write` call.
+pub struct Console {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Console {
+    pub const fn new() -> Self {
+        Console { buf: [0; 256], len: 0 }
+    }
+
+    pub fn flush(&mut self) {
+        if self.len > 0 {
+            let _ = syscall::console_write(&self.buf[..self.len]);
+            self.len = 0;
+        }
+    }
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Write for Console {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for &byte in s.as_bytes() {
+            if self.len == self.buf.len() {
+                self.flush();
+            }
+            self.buf[self.len] = byte;
+            self.len += 1;
+            if byte == b'\n' {
+                self.flush();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[doc(hidden)]
+pub fn _print(args: fmt::Arguments) {
+    let mut console = Console::new();
+    let _ = console.write_fmt(args);
+    console.flush();
+}
+
+/// Print to the console (the kernel prefixes each line with the env name).
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::rt::_print(format_args!($($arg)*)) };
+}
+
+/// Print a line to the console.
+#[macro_export]
+macro_rules! println {
+    () => { $crate::print!("\n") };
+    ($($arg:tt)*) => { $crate::rt::_print(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    _print(format_args!("panic: {}\n", info));
+    syscall::exit(101)
+}
+
+// ---------------------------------------------------------------------------
+// Upcalls
+
+/// A libOS upcall handler. It may edit the frame; returning resumes the
+/// interrupted code from the (edited) frame.
+pub type Handler = fn(&mut UpcallFrame);
+
+static HANDLERS: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
+static UPCALL_STACK: AtomicUsize = AtomicUsize::new(0);
+const UPCALL_STACK_LEN: usize = 32 * 1024;
+
+/// Install (or replace) the handler for one kind of upcall and register
+/// the runtime's trampoline for it with the kernel.
+pub fn set_handler(kind: UpcallKind, handler: Handler) -> Result<(), syscall::Error> {
+    HANDLERS[kind as usize - 1].store(handler as usize, Ordering::SeqCst);
+    let mut stack = UPCALL_STACK.load(Ordering::SeqCst);
+    if stack == 0 {
+        let memory = alloc::vec![0u8; UPCALL_STACK_LEN].leak();
+        stack = memory.as_mut_ptr() as usize;
+        UPCALL_STACK.store(stack, Ordering::SeqCst);
+    }
+    let entry = |k: UpcallKind| {
+        if HANDLERS[k as usize - 1].load(Ordering::SeqCst) != 0 {
+            upcall_entry as *const () as u64
+        } else {
+            0
+        }
+    };
+    let table = UpcallTable {
+        exception_entry: entry(UpcallKind::Exception),
+        page_fault_entry: entry(UpcallKind::PageFault),
+        interrupt_entry: entry(UpcallKind::Interrupt),
+        protected_entry: entry(UpcallKind::ProtectedEntry),
+        stack_base: stack as u64,
+        stack_len: UPCALL_STACK_LEN as u64,
+    };
+    // SAFETY: the trampoline handles any upcall frame and the stack is ours.
+    unsafe { syscall::set_upcalls(&table) }.map(|_| ())
+}
+
+extern "C" fn dispatch(frame: &mut UpcallFrame) {
+    let handler = UpcallKind::from_raw(frame.kind)
+        .map(|kind| HANDLERS[kind as usize - 1].load(Ordering::SeqCst))
+        .unwrap_or(0);
+    if handler == 0 {
+        _print(format_args!("upcall kind {} with no handler\n", frame.kind));
+        syscall::exit(102);
+    }
+    // SAFETY: only `set_handler` stores into HANDLERS, always a `Handler`.
+    let handler: Handler = unsafe { core::mem::transmute::<usize, Handler>(handler) };
+    handler(frame);
+}
+
+extern "C" {
+    fn upcall_entry();
+}
+
+// The trampoline: the kernel enters with rsp = rdi = frame (16-aligned).
+// Call the Rust dispatcher, then resume the interrupted code from the
+// frame: rax, rflags and rip are staged on the interrupted stack (24 bytes
+// below its rsp; libOS code has no red zone) and popped last.
+core::arch::global_asm!(
+    ".globl upcall_entry",
+    "upcall_entry:",
+    "mov rbx, rdi",
+    "call {dispatch}",
+    "mov rax, [rbx + {rsp}]",
+    "sub rax, 24",
+    "mov rcx, [rbx + {rip}]",
+    "mov [rax + 16], rcx",
+    "mov rcx, [rbx + {rflags}]",
+    "mov [rax + 8], rcx",
+    "mov rcx, [rbx + {rax}]",
+    "mov [rax], rcx",
+    "mov rsp, rax",
+    "mov rcx, [rbx + {rcx}]",
+    "mov rdx, [rbx + {rdx}]",
+    "mov rsi, [rbx + {rsi}]",
+    "mov rdi, [rbx + {rdi}]",
+    "mov rbp, [rbx + {rbp}]",
+    "mov r8, [rbx + {r8}]",
+    "mov r9, [rbx + {r9}]",
+    "mov r10, [rbx + {r10}]",
+    "mov r11, [rbx + {r11}]",
+    "mov r12, [rbx + {r12}]",
+    "mov r13, [rbx + {r13}]",
+    "mov r14, [rbx + {r14}]",
+    "mov r15, [rbx + {r15}]",
+    "mov rbx, [rbx + {rbx}]",
+    "pop rax",
+    "popfq",
+    "ret",
+    dispatch = sym dispatch,
+    rsp = const offsets::RSP,
+    rip = const offsets::RIP,
+    rflags = const offsets::RFLAGS,
+    rax = const offsets::RAX,
+    rbx = const offsets::RBX,
+    rcx = const offsets::RCX,
+    rdx = const offsets::RDX,
+    rsi = const offsets::RSI,
+    rdi = const offsets::RDI,
+    rbp = const offsets::RBP,
+    r8 = const offsets::R8,
+    r9 = const offsets::R9,
+    r10 = const offsets::R10,
+    r11 = const offsets::R11,
+    r12 = const offsets::R12,
+    r13 = const offsets::R13,
+    r14 = const offsets::R14,
+    r15 = const offsets::R15,
+);
+
+/// Read the time-stamp counter (instructions under `-icount shift=0`).
+#[inline(always)]
+pub fn rdtsc() -> u64 {
+    // SAFETY: rdtsc only reads a counter; CR4.TSD is clear.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}

@@ -1,0 +1,265 @@
+//! The host tool's library: build the kernel and libOS programs, pack the
+//! boot archive, make disk images, and boot them in QEMU with a timeout.
+//! Both the `cargo xtask` CLI and the scenario tests in `tests/` use it.
+
+use anyhow::{bail, Context, Result};
+use shared_abi::exit::Verdict;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use wait_timeout::ChildExt;
+
+/// The bare-metal target of the kernel and every libOS.
+pub const TARGET: &str = "x86_64-unknown-none";
+/// LibOS programs packed into every boot archive.
+pub const PROGRAMS: &[(&str, &str)] = &[
+    ("libos-unix", "libos-unix"),
+    ("libos-gc", "libos-gc"),
+    ("libos-rt", "libos-rt"),
+    ("guest-tests", "hostile"),
+    ("guest-tests", "smoke"),
+    ("guest-tests", "bench"),
+];
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
+}
+
+/// Where built images live.
+pub fn image_dir() -> PathBuf {
+    std::env::var_os("EXO_IMAGE_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target/exo"))
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn run_checked(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("command failed ({status}): {cmd:?}");
+    }
+    Ok(())
+}
+
+/// Build the kernel and the libOS programs (release, bare-metal target).
+/// Two cargo invocations, so the libOS-only `runtime` feature of
+/// shared-abi never reaches the kernel through feature unification.
+pub fn build_binaries() -> Result<()> {
+    run_checked(cargo().args(["build", "--release", "--target", TARGET, "-p", "exokernel"]))?;
+    let mut cmd = cargo();
+    cmd.args(["build", "--release", "--target", TARGET]);
+    let mut packages: Vec<&str> = PROGRAMS.iter().map(|(p, _)| *p).collect();
+    packages.dedup();
+    for package in packages {
+        cmd.args(["-p", package]);
+    }
+    run_checked(&mut cmd)
+}
+
+fn binary(name: &str) -> PathBuf {
+    root().join("target").join(TARGET).join("release").join(name)
+}
+
+/// Every scenario manifest under `scenarios/`, by name.
+pub fn scenarios() -> Result<Vec<(String, PathBuf)>> {
+    let mut list = Vec::new();
+    for entry in std::fs::read_dir(root().join("scenarios"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "manifest") {
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            list.push((name, path));
+        }
+    }
+    list.sort();
+    Ok(list)
+}
+
+/// Pack the programs and `manifest_text` into a boot archive.
+pub fn pack_archive(manifest_text: &str) -> Result<Vec<u8>> {
+    let manifest = shared_abi::manifest::Manifest::parse(manifest_text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut files: Vec<(String, Vec<u8>)> = vec![("manifest".into(), manifest_text.as_bytes().to_vec())];
+    // Only the programs the manifest boots: a smaller ramdisk boots faster.
+    let mut wanted: Vec<&str> = manifest.envs.iter().map(|e| e.program.as_str()).collect();
+    wanted.sort();
+    wanted.dedup();
+    for program in wanted {
+        if !PROGRAMS.iter().any(|(_, p)| *p == program) {
+            bail!("the manifest names program {program:?}, which xtask does not build");
+        }
+        let path = binary(program);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        files.push((program.into(), bytes));
+    }
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
+    shared_abi::archive::pack(&refs).map_err(|e| anyhow::anyhow!("packing archive: {e:?}"))
+}
+
+/// Make a BIOS disk image that boots the kernel with `manifest_text`.
+pub fn make_image(name: &str, manifest_text: &str) -> Result<PathBuf> {
+    let dir = image_dir();
+    std::fs::create_dir_all(&dir)?;
+    let archive = dir.join(format!("{name}.archive"));
+    std::fs::write(&archive, pack_archive(manifest_text).with_context(|| format!("scenario {name}"))?)?;
+    let image = dir.join(format!("{name}.img"));
+    let mut config = bootloader::BootConfig::default();
+    config.serial_logging = false;
+    config.frame_buffer_logging = false;
+    let mut builder = bootloader::DiskImageBuilder::new(binary("exokernel"));
+    builder.set_ramdisk(archive).set_boot_config(&config);
+    builder.create_bios_image(&image).with_context(|| format!("creating {}", image.display()))?;
+    Ok(image)
+}
+
+/// Build everything and one image per scenario manifest.
+pub fn build_all() -> Result<Vec<(String, PathBuf)>> {
+    build_binaries()?;
+    let mut images = Vec::new();
+    for (name, path) in scenarios()? {
+        let text = std::fs::read_to_string(&path)?;
+        images.push((name.clone(), make_image(&name, &text)?));
+    }
+    Ok(images)
+}
+
+/// How QEMU runs the guest.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Seconds before the run is killed and judged "no verdict".
+    pub timeout: Duration,
+    /// `-icount shift=0`: the guest TSC counts instructions.
+    pub icount: bool,
+    /// With icount: `sleep=off`, so virtual time follows instructions only.
+    pub icount_nosleep: bool,
+    pub kvm: bool,
+    /// Copy the guest's serial output to our stdout as it arrives.
+    pub echo: bool,
+    pub memory_mib: u32,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { timeout: Duration::from_secs(60), icount: false, icount_nosleep: false, kvm: false, echo: false, memory_mib: 256 }
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The kernel's verdict, or None: timeout, reset, crash ("no verdict").
+    pub verdict: Option<Verdict>,
+    pub timed_out: bool,
+    pub status: Option<i32>,
+    pub lines: Vec<String>,
+    pub wall: Duration,
+}
+
+impl Outcome {
+    pub fn describe(&self) -> String {
+        match (self.verdict, self.timed_out) {
+            (Some(Verdict::Success), _) => "success".into(),
+            (Some(Verdict::Failure), _) => "failure".into(),
+            (None, true) => "no verdict (timeout)".into(),
+            (None, false) => format!("no verdict (qemu status {:?})", self.status),
+        }
+    }
+
+    /// Lines printed by the environment named `env` (prefix stripped).
+    pub fn env_lines<'a>(&'a self, env: &str) -> impl Iterator<Item = &'a str> + 'a {
+        let prefix = format!("[{env}] ");
+        self.lines.iter().filter_map(move |l| l.strip_prefix(prefix.as_str()))
+    }
+
+    /// The summary line of environment `name`.
+    pub fn summary(&self, name: &str) -> Option<&str> {
+        let key = format!(" name={name} ");
+        self.lines.iter().find(|l| l.starts_with("EXO-SUMMARY ") && l.contains(&key)).map(|s| s.as_str())
+    }
+}
+
+/// The QEMU binary.
+pub fn qemu_binary() -> &'static str {
+    "qemu-system-x86_64"
+}
+
+/// Boot `image` in QEMU and collect its serial output until it exits or
+/// the timeout passes.
+pub fn run_qemu(image: &Path, options: &RunOptions) -> Result<Outcome> {
+    let mut cmd = Command::new(qemu_binary());
+    cmd.arg("-drive")
+        .arg(format!("format=raw,file={}", image.display()))
+        .args(["-serial", "stdio", "-display", "none", "-monitor", "none", "-no-reboot"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .args(["-m", &format!("{}M", options.memory_mib)]);
+    if options.kvm {
+        cmd.args(["-enable-kvm", "-cpu", "host,-arch-capabilities"]);
+    } else if options.icount {
+        cmd.args(["-icount", if options.icount_nosleep { "shift=0,sleep=off" } else { "shift=0" }]);
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd.spawn().with_context(|| {
+        format!("starting {} (install it: apt-get install -y qemu-system-x86)", qemu_binary())
+    })?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    let echo = options.echo;
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).split(b'\n') {
+            let Ok(line) = line else { break };
+            let line = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
+            if echo {
+                println!("{line}");
+            }
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let status = child.wait_timeout(options.timeout)?;
+    let timed_out = status.is_none();
+    if timed_out {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = reader.join();
+    let lines: Vec<String> = rx.try_iter().collect();
+    let code = status.and_then(|s| s.code());
+    if let Some(mut stderr) = child.stderr.take() {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        if !text.trim().is_empty() && code.and_then(Verdict::from_qemu_status).is_none() {
+            eprintln!("qemu stderr: {}", text.trim());
+        }
+    }
+    Ok(Outcome {
+        verdict: if timed_out { None } else { code.and_then(Verdict::from_qemu_status) },
+        timed_out,
+        status: code,
+        lines,
+        wall: start.elapsed(),
+    })
+}
+
+/// Is there a KVM that boots this kernel quickly and correctly? Boots the
+/// `smoke` scenario under KVM with a short timeout; a slow or broken KVM
+/// (a paravirtual shim where ring 3 fails) is rejected.
+pub fn kvm_smoke_passes(smoke_image: &Path) -> bool {
+    let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") else {
+        return false;
+    };
+    drop(file);
+    let options = RunOptions { timeout: Duration::from_secs(8), kvm: true, ..RunOptions::default() };
+    match run_qemu(smoke_image, &options) {
+        Ok(outcome) => {
+            outcome.verdict == Some(Verdict::Success)
+                && outcome.summary("smoke").is_some_and(|s| s.contains("status=exited code=0"))
+        }
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,225 @@
+//! `cargo xtask`: the one entry point for building, running, testing and
+//! benchmarking the exokernel.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use shared_abi::exit::Verdict;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use xtask::*;
+
+#[derive(Parser)]
+#[command(about = "Build, run, test and benchmark the exokernel")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the kernel, every libOS and one disk image per scenario.
+    Build,
+    /// Build and boot a manifest (default: unix + gc + rt side by side).
+    Run {
+        /// Scenario manifest name under scenarios/ (without .manifest).
+        #[arg(long, default_value = "default")]
+        scenario: String,
+        /// Use KVM (only where it really works; TCG otherwise).
+        #[arg(long)]
+        kvm: bool,
+        /// Never use KVM, even if a smoke boot passes.
+        #[arg(long, conflicts_with = "kvm")]
+        no_kvm: bool,
+        /// Run with `-icount shift=0`: the guest TSC counts instructions.
+        #[arg(long)]
+        bench: bool,
+        /// Seconds before the run is stopped as "no verdict".
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Host unit tests, then every QEMU scenario test; prints a summary.
+    Test,
+    /// The benchmark suite under `-icount shift=0`, printed as a table.
+    Bench {
+        /// Seconds before the run is stopped.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    ensure_qemu()?;
+    match cli.command {
+        Cmd::Build => {
+            for (name, image) in build_all()? {
+                println!("built {name}: {}", image.display());
+            }
+            Ok(())
+        }
+        Cmd::Run { scenario, kvm, no_kvm, bench, timeout } => run(&scenario, kvm, no_kvm, bench, timeout),
+        Cmd::Test => test(),
+        Cmd::Bench { timeout } => bench(timeout),
+    }
+}
+
+/// Install QEMU with apt-get when running as root; otherwise name it exactly.
+fn ensure_qemu() -> Result<()> {
+    if Command::new(qemu_binary()).arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    if is_root {
+        eprintln!("xtask: {} missing; installing qemu-system-x86 with apt-get", qemu_binary());
+        let ok = Command::new("apt-get").args(["install", "-y", "qemu-system-x86"]).status().map(|s| s.success()).unwrap_or(false)
+            || (Command::new("apt-get").arg("update").status().is_ok()
+                && Command::new("apt-get").args(["install", "-y", "qemu-system-x86"]).status().map(|s| s.success()).unwrap_or(false));
+        if ok {
+            return Ok(());
+        }
+    }
+    bail!("{} not found: install it with `sudo apt-get install -y qemu-system-x86`", qemu_binary())
+}
+
+fn run(scenario: &str, kvm: bool, no_kvm: bool, bench: bool, timeout: u64) -> Result<()> {
+    let started = Instant::now();
+    let images = build_all()?;
+    let image = images
+        .iter()
+        .find(|(name, _)| name == scenario)
+        .map(|(_, path)| path.clone())
+        .with_context(|| format!("no scenario named {scenario} under scenarios/"))?;
+    let use_kvm = if kvm {
+        true
+    } else if no_kvm || bench {
+        false
+    } else {
+        let smoke = images.iter().find(|(n, _)| n == "smoke").map(|(_, p)| p.clone());
+        let ok = smoke.is_some_and(|p| kvm_smoke_passes(&p));
+        if std::path::Path::new("/dev/kvm").exists() && !ok {
+            eprintln!("xtask: /dev/kvm present but a KVM smoke boot failed or was too slow; using TCG");
+        }
+        ok
+    };
+    let accel = if use_kvm { "KVM" } else if bench { "TCG, -icount shift=0" } else { "TCG" };
+    println!("xtask: booting scenario {scenario} ({accel}); build took {:.1} s", started.elapsed().as_secs_f64());
+    let options = RunOptions { timeout: Duration::from_secs(timeout), icount: bench, kvm: use_kvm, echo: true, ..Default::default() };
+    let outcome = run_qemu(&image, &options)?;
+    println!("xtask: {} after {:.2} s", outcome.describe(), outcome.wall.as_secs_f64());
+    match outcome.verdict {
+        Some(Verdict::Success) => Ok(()),
+        _ => bail!("run ended: {}", outcome.describe()),
+    }
+}
+
+/// Run a cargo command, echo its output, and collect `test result:` lines.
+fn cargo_test(args: &[&str], envs: &[(&str, String)]) -> Result<(bool, Vec<String>)> {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root()).args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let output = cmd.output().with_context(|| format!("running cargo {args:?}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    print!("{stdout}");
+    eprint!("{}", stderr.lines().filter(|l| !l.trim_start().starts_with("Compiling")).collect::<Vec<_>>().join("\n"));
+    eprintln!();
+    let results = stdout.lines().filter(|l| l.starts_with("test result:")).map(String::from).collect();
+    Ok((output.status.success(), results))
+}
+
+fn count(results: &[String], word: &str) -> u64 {
+    results
+        .iter()
+        .filter_map(|line| {
+            let at = line.find(&format!(" {word}"))?;
+            line[..at].rsplit(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+fn test() -> Result<()> {
+    let started = Instant::now();
+    println!("== host unit tests");
+    let (unit_ok, unit) = cargo_test(
+        &["test", "-p", "shared-abi", "-p", "exokernel", "--lib", "-p", "xtask", "-p", "libos-unix", "-p", "libos-gc", "-p", "libos-rt"],
+        &[],
+    )?;
+    println!("== building kernel, libOSes and scenario images");
+    let images = build_all()?;
+    println!("built {} scenario images", images.len());
+    println!("== QEMU scenario tests");
+    let (scenario_ok, scenarios) =
+        cargo_test(&["test", "-p", "tests", "--", "--test-threads=2"], &[("EXO_IMAGE_DIR", image_dir().display().to_string())])?;
+    println!();
+    println!("== summary");
+    println!("host unit tests:     {:>4} passed, {:>3} failed", count(&unit, "passed"), count(&unit, "failed"));
+    println!("QEMU scenario tests: {:>4} passed, {:>3} failed", count(&scenarios, "passed"), count(&scenarios, "failed"));
+    println!("total time: {:.1} s", started.elapsed().as_secs_f64());
+    if unit_ok && scenario_ok {
+        println!("result: ok");
+        Ok(())
+    } else {
+        bail!("result: FAILED")
+    }
+}
+
+fn bench(timeout: u64) -> Result<()> {
+    build_all()?;
+    let image = image_dir().join("bench.img");
+    let options = RunOptions { timeout: Duration::from_secs(timeout), icount: true, ..Default::default() };
+    println!("xtask: running the benchmark suite under TCG with -icount shift=0 (1 TSC tick = 1 guest instruction)");
+    let outcome = run_qemu(&image, &options)?;
+    if outcome.verdict != Some(Verdict::Success) {
+        for line in &outcome.lines {
+            println!("{line}");
+        }
+        bail!("bench run ended: {}", outcome.describe());
+    }
+    let rows: Vec<Vec<(String, String)>> = outcome
+        .lines
+        .iter()
+        .filter_map(|l| l.split_once("BENCH ").map(|(_, rest)| rest))
+        .map(parse_fields)
+        .collect();
+    if rows.is_empty() {
+        bail!("the bench scenario printed no BENCH lines");
+    }
+    print_table(&rows);
+    let csv = image_dir().join("bench.csv");
+    let mut text = String::from("op,median,min,max,baseline,target,events\n");
+    for row in &rows {
+        let get = |k: &str| row.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_default();
+        text.push_str(&format!("{},{},{},{},{},{},{}\n", get("op"), get("median"), get("min"), get("max"), get("floor"), get("target"), get("events")));
+    }
+    std::fs::write(&csv, text)?;
+    println!("\nraw figures: {}", csv.display());
+    Ok(())
+}
+
+fn parse_fields(text: &str) -> Vec<(String, String)> {
+    text.split_whitespace()
+        .filter_map(|field| field.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn print_table(rows: &[Vec<(String, String)>]) {
+    let get = |row: &Vec<(String, String)>, k: &str| row.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_else(|| "-".into());
+    println!();
+    println!("{:<34} {:>10} {:>10} {:>10}  {:<28} {:>8}  events per op", "operation (instructions)", "median", "min", "max", "floor (same run)", "target");
+    println!("{}", "-".repeat(130));
+    for row in rows {
+        println!(
+            "{:<34} {:>10} {:>10} {:>10}  {:<28} {:>8}  {}",
+            get(row, "op"),
+            get(row, "median"),
+            get(row, "min"),
+            get(row, "max"),
+            get(row, "floor"),
+            get(row, "target"),
+            get(row, "events")
+        );
+    }
+}
