@@ -48,7 +48,15 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    arch::serial::write_fmt_panicking(format_args!("\n[kernel] KERNEL PANIC: {}\n", info));
+    match info.location() {
+        Some(at) => arch::serial::write_fmt_panicking(format_args!(
+            "\n[kernel] KERNEL PANIC: {} (at {}:{})\n",
+            info.message(),
+            at.file(),
+            at.line()
+        )),
+        None => arch::serial::write_fmt_panicking(format_args!("\n[kernel] KERNEL PANIC: {}\n", info.message())),
+    }
     arch::serial::write_fmt_panicking(format_args!("EXO-END verdict=failure\n"));
     arch::exit_qemu(Verdict::Failure)
 }

@@ -1,1 +1,58 @@
-//! Scenario test helpers.
+//! Helpers for the scenario tests: boot a scenario image built by
+//! `cargo xtask test` (or `cargo xtask build`) and return what it printed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+pub use xtask::{Outcome, RunOptions};
+pub use shared_abi::exit::Verdict;
+
+/// Path of a scenario's image; panics with a hint if it was not built.
+pub fn image(scenario: &str) -> PathBuf {
+    let path = xtask::image_dir().join(format!("{scenario}.img"));
+    assert!(path.exists(), "{} missing: run the scenario tests through `cargo xtask test`", path.display());
+    path
+}
+
+/// Boot a scenario under TCG with a timeout and return its outcome.
+pub fn boot(scenario: &str, timeout_secs: u64) -> Outcome {
+    boot_with(scenario, RunOptions { timeout: Duration::from_secs(timeout_secs), ..RunOptions::default() })
+}
+
+/// Boot a scenario with explicit options.
+pub fn boot_with(scenario: &str, options: RunOptions) -> Outcome {
+    let outcome = xtask::run_qemu(&image(scenario), &options).expect("QEMU starts");
+    // Shown only when a test fails.
+    println!("--- {scenario}: {} in {:.2} s", outcome.describe(), outcome.wall.as_secs_f64());
+    for line in &outcome.lines {
+        println!("{line}");
+    }
+    outcome
+}
+
+/// Assert the run ended with the kernel's success verdict.
+pub fn assert_success(outcome: &Outcome) {
+    assert_eq!(outcome.verdict, Some(Verdict::Success), "run ended: {}", outcome.describe());
+    assert!(outcome.lines.iter().any(|l| l == "EXO-END verdict=success"), "no EXO-END line");
+}
+
+/// Assert environment `name` exited by itself with `code`.
+pub fn assert_exited(outcome: &Outcome, name: &str, code: i64) {
+    let summary = outcome.summary(name).unwrap_or_else(|| panic!("no summary line for env {name}"));
+    assert!(summary.contains(&format!("status=exited code={code} ")) || summary.ends_with(&format!("status=exited code={code}")), "env {name}: {summary}");
+}
+
+/// Assert environment `name` was ended by the kernel for a reason containing `why`.
+pub fn assert_killed(outcome: &Outcome, name: &str, why: &str) {
+    let summary = outcome.summary(name).unwrap_or_else(|| panic!("no summary line for env {name}"));
+    assert!(summary.contains("status=killed") && summary.contains(why), "env {name}: {summary}");
+}
+
+/// The value of `key=` on the EXO-STATS line.
+pub fn stat(outcome: &Outcome, key: &str) -> u64 {
+    let line = outcome.lines.iter().find(|l| l.starts_with("EXO-STATS ")).expect("EXO-STATS line");
+    line.split_whitespace()
+        .filter_map(|f| f.split_once('='))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+}

@@ -102,10 +102,17 @@ pub fn pack_archive(manifest_text: &str) -> Result<Vec<u8>> {
 
 /// Make a BIOS disk image that boots the kernel with `manifest_text`.
 pub fn make_image(name: &str, manifest_text: &str) -> Result<PathBuf> {
+    let archive = pack_archive(manifest_text).with_context(|| format!("scenario {name}"))?;
+    make_image_from_archive(name, &archive)
+}
+
+/// Make a BIOS disk image from raw boot-archive bytes (tests use this to
+/// hand the kernel a broken archive on purpose).
+pub fn make_image_from_archive(name: &str, archive_bytes: &[u8]) -> Result<PathBuf> {
     let dir = image_dir();
     std::fs::create_dir_all(&dir)?;
     let archive = dir.join(format!("{name}.archive"));
-    std::fs::write(&archive, pack_archive(manifest_text).with_context(|| format!("scenario {name}"))?)?;
+    std::fs::write(&archive, archive_bytes)?;
     let image = dir.join(format!("{name}.img"));
     let mut config = bootloader::BootConfig::default();
     config.serial_logging = false;

@@ -47,8 +47,14 @@ enum Cmd {
     },
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() {
+    if let Err(error) = dispatch(Cli::parse()) {
+        eprintln!("xtask: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
     ensure_qemu()?;
     match cli.command {
         Cmd::Build => {
@@ -143,7 +149,7 @@ fn test() -> Result<()> {
     let started = Instant::now();
     println!("== host unit tests");
     let (unit_ok, unit) = cargo_test(
-        &["test", "-p", "shared-abi", "-p", "exokernel", "--lib", "-p", "xtask", "-p", "libos-unix", "-p", "libos-gc", "-p", "libos-rt"],
+        &["test", "--no-fail-fast", "-p", "shared-abi", "-p", "exokernel", "--lib", "-p", "xtask"],
         &[],
     )?;
     println!("== building kernel, libOSes and scenario images");
@@ -151,7 +157,7 @@ fn test() -> Result<()> {
     println!("built {} scenario images", images.len());
     println!("== QEMU scenario tests");
     let (scenario_ok, scenarios) =
-        cargo_test(&["test", "-p", "tests", "--", "--test-threads=2"], &[("EXO_IMAGE_DIR", image_dir().display().to_string())])?;
+        cargo_test(&["test", "--no-fail-fast", "-p", "tests", "--", "--test-threads=2"], &[("EXO_IMAGE_DIR", image_dir().display().to_string())])?;
     println!();
     println!("== summary");
     println!("host unit tests:     {:>4} passed, {:>3} failed", count(&unit, "passed"), count(&unit, "failed"));

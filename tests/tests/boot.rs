@@ -1,0 +1,28 @@
+//! The default boot: unix, gc and rt run side by side in ring 3, the timer
+//! interleaves them, and all three finish.
+
+use tests::*;
+
+#[test]
+fn three_libos_boot_interleave_and_finish() {
+    let outcome = boot("default", 60);
+    assert_success(&outcome);
+    for name in ["unix", "gc", "rt"] {
+        assert_exited(&outcome, name, 0);
+        assert!(outcome.env_lines(name).any(|l| l == "done"), "{name} did not print done");
+    }
+    // Preemption: another libOS printed before unix printed its last line.
+    let position = |prefix: &str| outcome.lines.iter().position(|l| l.starts_with(prefix)).unwrap();
+    let unix_last = outcome.lines.iter().rposition(|l| l.starts_with("[unix] ")).unwrap();
+    assert!(position("[gc] ") < unix_last && position("[rt] ") < unix_last, "output did not interleave");
+    assert!(stat(&outcome, "timer_ticks") > 0);
+    assert!(stat(&outcome, "context_switches") >= 3);
+}
+
+#[test]
+fn smoke_env_exits_cleanly() {
+    let outcome = boot("smoke", 30);
+    assert_success(&outcome);
+    assert_exited(&outcome, "smoke", 0);
+    assert!(outcome.env_lines("smoke").any(|l| l == "smoke: hello from env 1 of 1"));
+}

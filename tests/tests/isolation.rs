@@ -1,0 +1,49 @@
+//! Hostile libOSes: touching kernel memory ends only the offender; garbage
+//! passed to every system call gets error codes and the kernel stays up.
+
+use tests::*;
+
+#[test]
+fn touching_kernel_memory_ends_only_the_offender() {
+    let outcome = boot("kernel_memory", 60);
+    assert_success(&outcome);
+    assert_killed(&outcome, "reader", "page fault at 0xffff800000000000");
+    assert_killed(&outcome, "writer", "page fault at 0xffff800000000000");
+    assert_killed(&outcome, "jumper", "rip 0xffff800000000000");
+    assert_killed(&outcome, "badstack", "upcall stack not writable");
+    for name in ["reader", "writer", "jumper", "badstack"] {
+        assert!(!outcome.env_lines(name).any(|l| l.contains("UNEXPECTED")), "{name} got further than it should");
+    }
+    assert_exited(&outcome, "unix", 0);
+    assert_exited(&outcome, "rt", 0);
+    assert!(outcome.env_lines("unix").any(|l| l == "done"));
+    assert!(outcome.env_lines("rt").any(|l| l == "done"));
+}
+
+#[test]
+fn garbage_to_every_syscall_gets_error_codes() {
+    let outcome = boot("garbage", 60);
+    assert_success(&outcome);
+    let lines: Vec<&str> = outcome.env_lines("hostile").collect();
+    assert!(!lines.iter().any(|l| l.contains("UNEXPECTED")), "an attack succeeded");
+    for (attack, error) in [
+        ("unknown-number", "unknown-syscall"),
+        ("unknown-huge-number", "unknown-syscall"),
+        ("console-null", "bad-address"),
+        ("console-kernel-ptr", "bad-address"),
+        ("console-huge-len", "bad-length"),
+        ("console-negative-len", "bad-length"),
+        ("console-wrapping", "bad-address"),
+        ("console-unmapped", "bad-address"),
+        ("set-upcalls-misaligned", "misaligned"),
+        ("set-upcalls-kernel-entry", "bad-address"),
+        ("stats-readonly-page", "bad-address"),
+        ("stats-code-page", "bad-address"),
+    ] {
+        let expected = format!("attack {attack} -> {error}");
+        assert!(lines.contains(&expected.as_str()), "missing: {expected}");
+    }
+    assert!(lines.iter().any(|l| l.starts_with("garbage: 20 of 20 attacks refused, kernel still answers: true")));
+    assert_exited(&outcome, "hostile", 0);
+    assert_exited(&outcome, "gc", 0);
+}
