@@ -2,7 +2,7 @@
 //! multiplexing of the CPU on the timer, and dispatch of every trap from
 //! ring 3 to the libOS that owns it.
 
-use crate::arch::paging::AddressSpace;
+use crate::arch::paging::{AddressSpace, Flags};
 use crate::arch::trap::{self, TrapFrame};
 use crate::arch::{self, apic, cpu};
 use crate::env::{Env, EnvState};
@@ -73,7 +73,9 @@ pub struct Kernel {
     /// Root of the address space loaded in CR3.
     pub loaded_root: u64,
     pub keep_running: bool,
-    pub tsc_hz: u64,
+    /// Free frames before any environment was built: once all have ended
+    /// and been reclaimed, the count must be back to this.
+    pub frames_at_boot: u64,
 }
 
 pub static KERNEL: Mutex<Option<Kernel>> = Mutex::new(None);
@@ -86,7 +88,7 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
     arch::paging::init(phys_offset);
     memory::init(&boot_info.memory_regions);
     let selectors = arch::gdt::init();
-    trap::init(selectors, handle_trap, crate::syscalls::handle_syscall);
+    trap::init(selectors, handle_trap, crate::syscalls::handle_syscall, crate::syscalls::LIGHT);
     cpu::enable_nxe_and_wp();
 
     let kernel_fn = boot as *const () as u64;
@@ -116,6 +118,7 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
         manifest.quantum_us
     );
 
+    let frames_at_boot = memory::free_frames();
     let count = manifest.envs.len() as u64;
     let mut envs = Vec::new();
     for (index, spec) in manifest.envs.iter().enumerate() {
@@ -127,6 +130,7 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
             space: None,
             frame: TrapFrame::default(),
             upcalls: Default::default(),
+            upcall_page: None,
             line: Vec::new(),
         };
         let built = match archive.find(&spec.program) {
@@ -156,7 +160,7 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
         loaded_root: kernel_space.root(),
         kernel_space,
         keep_running: manifest.keep_running,
-        tsc_hz,
+        frames_at_boot,
     };
     let Some(first) = first else { kernel.finish() };
     let frame = kernel.envs[first].frame;
@@ -252,35 +256,52 @@ impl Kernel {
         if at < base {
             return Err("upcall stack exhausted");
         }
-        let upcall = UpcallFrame {
-            kind: kind as u64,
-            vector: frame.vector,
-            error_code: frame.error_code,
-            fault_addr: addr,
-            regs: shared_abi::upcall::Regs {
-                rax: frame.rax,
-                rbx: frame.rbx,
-                rcx: frame.rcx,
-                rdx: frame.rdx,
-                rsi: frame.rsi,
-                rdi: frame.rdi,
-                rbp: frame.rbp,
-                r8: frame.r8,
-                r9: frame.r9,
-                r10: frame.r10,
-                r11: frame.r11,
-                r12: frame.r12,
-                r13: frame.r13,
-                r14: frame.r14,
-                r15: frame.r15,
-            },
-            rip: frame.rip,
-            rsp: frame.rsp,
-            rflags: frame.rflags,
-            _pad: 0,
-        };
         let space = env.space.as_ref().ok_or("no address space")?;
-        umem::write_value(space, at, &upcall).map_err(|_| "upcall stack not writable")?;
+        let offset = at & 0xfff;
+        let page = at & !0xfff;
+        let frame_pa = match env.upcall_page {
+            Some((va, pa)) if va == page => pa,
+            _ => {
+                let (pa, flags) = space.translate(at).ok_or("upcall stack not writable")?;
+                if !flags.contains(Flags::PRESENT | Flags::USER_ACCESSIBLE | Flags::WRITABLE) {
+                    return Err("upcall stack not writable");
+                }
+                env.upcall_page = Some((page, pa));
+                pa
+            }
+        };
+        let write = |out: &mut UpcallFrame| {
+            out.kind = kind as u64;
+            out.vector = frame.vector;
+            out.error_code = frame.error_code;
+            out.fault_addr = addr;
+            out.regs.rax = frame.rax;
+            out.regs.rbx = frame.rbx;
+            out.regs.rcx = frame.rcx;
+            out.regs.rdx = frame.rdx;
+            out.regs.rsi = frame.rsi;
+            out.regs.rdi = frame.rdi;
+            out.regs.rbp = frame.rbp;
+            out.regs.r8 = frame.r8;
+            out.regs.r9 = frame.r9;
+            out.regs.r10 = frame.r10;
+            out.regs.r11 = frame.r11;
+            out.regs.r12 = frame.r12;
+            out.regs.r13 = frame.r13;
+            out.regs.r14 = frame.r14;
+            out.regs.r15 = frame.r15;
+            out.rip = frame.rip;
+            out.rsp = frame.rsp;
+            out.rflags = frame.rflags;
+        };
+        if offset as usize + FRAME_SIZE <= 4096 {
+            // One page: written in place through the physical window.
+            write(arch::paging::phys_mut::<UpcallFrame>(frame_pa + offset));
+        } else {
+            let mut upcall = UpcallFrame::default();
+            write(&mut upcall);
+            umem::write_value(space, at, &upcall).map_err(|_| "upcall stack not writable")?;
+        }
         frame.rip = entry;
         frame.rsp = at;
         frame.rdi = at;
@@ -387,8 +408,16 @@ impl Kernel {
             }
         }
         arch::serial::write_fmt(format_args!(
-            "EXO-STATS syscalls={} upcalls={} exceptions={} page_faults={} timer_ticks={} context_switches={} cr3_loads={}\n",
-            stats.syscalls, stats.upcalls, stats.exceptions, stats.page_faults, stats.timer_ticks, stats.context_switches, stats.cr3_loads
+            "EXO-STATS syscalls={} upcalls={} exceptions={} page_faults={} timer_ticks={} context_switches={} cr3_loads={} frames_at_boot={} frames_at_end={}\n",
+            stats.syscalls,
+            stats.upcalls,
+            stats.exceptions,
+            stats.page_faults,
+            stats.timer_ticks,
+            stats.context_switches,
+            stats.cr3_loads,
+            self.frames_at_boot,
+            memory::free_frames()
         ));
         if self.keep_running {
             log::info!("all environments ended; idling (keep_running)");

@@ -13,8 +13,9 @@ use shared_abi::start::*;
 
 const PAGE: u64 = 4096;
 
-/// Why a program could not be loaded.
+/// Why a program could not be loaded (printed with `{:?}` in the env's summary).
 #[derive(Debug)]
+#[allow(dead_code)]
 pub enum LoadError {
     NoProgram,
     BadElf(&'static str),

@@ -1,9 +1,9 @@
 //! System-call dispatch: decode the number and arguments from the trap
 //! frame, check every argument, act, and encode the result in `rax`.
 
-use crate::arch::trap::{Return, TrapFrame};
+use crate::arch::trap::{LightSyscall, Return, TrapFrame};
 use crate::env::EnvState;
-use crate::kernel::{bump, COUNTERS, KERNEL};
+use crate::kernel::{bump, Kernel, COUNTERS, KERNEL};
 use crate::umem::{self, UserSlice};
 use exokernel::usercheck::check_user_entry;
 use shared_abi::syscall::{encode, nr, Error, KernelStats};
@@ -12,18 +12,43 @@ use shared_abi::upcall::{UpcallTable, FRAME_SIZE};
 /// Largest console write in one call.
 const MAX_CONSOLE_WRITE: u64 = 4096;
 
+/// Calls that never switch environments take the light path: the entry
+/// stub calls them directly without building a full trap frame.
+pub const LIGHT: &[(u64, LightSyscall)] =
+    &[(nr::NULL, sys_null), (nr::CONSOLE_WRITE, sys_console_write), (nr::SET_UPCALLS, sys_set_upcalls), (nr::STATS, sys_stats)];
+
+extern "C" fn sys_null(_: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    bump(&COUNTERS.syscalls);
+    0
+}
+
+fn with_kernel(f: impl FnOnce(&mut Kernel) -> Result<u64, Error>) -> u64 {
+    bump(&COUNTERS.syscalls);
+    let mut guard = KERNEL.lock();
+    let kernel = guard.as_mut().expect("kernel initialised");
+    encode(f(kernel))
+}
+
+extern "C" fn sys_console_write(ptr: u64, len: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| console_write(k, ptr, len))
+}
+
+extern "C" fn sys_set_upcalls(ptr: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| set_upcalls(k, ptr))
+}
+
+extern "C" fn sys_stats(ptr: u64, len: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| stats(k, ptr, len))
+}
+
+/// The full path: calls that may switch environments, and unknown numbers.
 pub fn handle_syscall(frame: &mut TrapFrame) -> Return {
     bump(&COUNTERS.syscalls);
     let number = frame.rax;
     let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
-    if number == nr::NULL {
-        frame.rax = 0;
-        return Return::Sysret;
-    }
     let mut guard = KERNEL.lock();
     let kernel = guard.as_mut().expect("kernel initialised");
     let result = match number {
-        nr::CONSOLE_WRITE => console_write(kernel, args[0], args[1]),
         nr::EXIT => {
             kernel.end_current(EnvState::Exited(args[0] as i64));
             kernel.switch_next(frame);
@@ -34,15 +59,13 @@ pub fn handle_syscall(frame: &mut TrapFrame) -> Return {
             kernel.switch_next(frame);
             return Return::Iret;
         }
-        nr::SET_UPCALLS => set_upcalls(kernel, args[0]),
-        nr::STATS => stats(kernel, args[0], args[1]),
         _ => Err(Error::UnknownSyscall),
     };
     frame.rax = encode(result);
     Return::Sysret
 }
 
-fn console_write(kernel: &mut crate::kernel::Kernel, ptr: u64, len: u64) -> Result<u64, Error> {
+fn console_write(kernel: &mut Kernel, ptr: u64, len: u64) -> Result<u64, Error> {
     if len > MAX_CONSOLE_WRITE {
         return Err(Error::BadLength);
     }
@@ -57,7 +80,7 @@ fn console_write(kernel: &mut crate::kernel::Kernel, ptr: u64, len: u64) -> Resu
     Ok(len)
 }
 
-fn set_upcalls(kernel: &mut crate::kernel::Kernel, ptr: u64) -> Result<u64, Error> {
+fn set_upcalls(kernel: &mut Kernel, ptr: u64) -> Result<u64, Error> {
     let env = kernel.current_env();
     let space = env.space.as_ref().ok_or(Error::NoSuchEnv)?;
     let table: UpcallTable = umem::read_value(space, ptr)?;
@@ -74,10 +97,11 @@ fn set_upcalls(kernel: &mut crate::kernel::Kernel, ptr: u64) -> Result<u64, Erro
         }
     }
     env.upcalls = table;
+    env.upcall_page = None;
     Ok(0)
 }
 
-fn stats(kernel: &mut crate::kernel::Kernel, ptr: u64, len: u64) -> Result<u64, Error> {
+fn stats(kernel: &mut Kernel, ptr: u64, len: u64) -> Result<u64, Error> {
     let size = core::mem::size_of::<KernelStats>() as u64;
     if len != size {
         return Err(Error::BadLength);

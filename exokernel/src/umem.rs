@@ -20,10 +20,6 @@ impl<'a> UserSlice<'a> {
         Ok(UserSlice { space, addr, len })
     }
 
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
     /// Walk the pages, giving (frame, offset in frame, chunk start, chunk len).
     fn chunks(&self, need: Flags, mut each: impl FnMut(u64, usize, usize, usize)) -> Result<(), Error> {
         let mut done = 0u64;

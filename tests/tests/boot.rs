@@ -17,6 +17,7 @@ fn three_libos_boot_interleave_and_finish() {
     assert!(position("[gc] ") < unix_last && position("[rt] ") < unix_last, "output did not interleave");
     assert!(stat(&outcome, "timer_ticks") > 0);
     assert!(stat(&outcome, "context_switches") >= 3);
+    assert_eq!(stat(&outcome, "frames_at_end"), stat(&outcome, "frames_at_boot"), "memory not reclaimed");
 }
 
 #[test]

@@ -18,7 +18,7 @@ fn broken_boot_archive_is_a_failure_verdict() {
 fn a_run_that_never_ends_is_no_verdict() {
     let text = "keep_running = true\n[env]\nname = smoke\nprogram = smoke\n";
     let image = xtask::make_image("harness_idle", text).expect("image");
-    let outcome = xtask::run_qemu(&image, &RunOptions { timeout: Duration::from_secs(5), ..Default::default() }).unwrap();
+    let outcome = xtask::run_qemu(&image, &RunOptions { timeout: Duration::from_secs(12), ..Default::default() }).unwrap();
     assert!(outcome.timed_out);
     assert_eq!(outcome.verdict, None);
     assert!(outcome.lines.iter().any(|l| l.contains("idling (keep_running)")));

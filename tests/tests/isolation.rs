@@ -18,6 +18,8 @@ fn touching_kernel_memory_ends_only_the_offender() {
     assert_exited(&outcome, "rt", 0);
     assert!(outcome.env_lines("unix").any(|l| l == "done"));
     assert!(outcome.env_lines("rt").any(|l| l == "done"));
+    // Every frame of every ended environment went back to the allocator.
+    assert_eq!(stat(&outcome, "frames_at_end"), stat(&outcome, "frames_at_boot"));
 }
 
 #[test]
@@ -46,4 +48,7 @@ fn garbage_to_every_syscall_gets_error_codes() {
     assert!(lines.iter().any(|l| l.starts_with("garbage: 20 of 20 attacks refused, kernel still answers: true")));
     assert_exited(&outcome, "hostile", 0);
     assert_exited(&outcome, "gc", 0);
+    // The runtime's panic handler reports and ends the env with code 101.
+    assert!(outcome.env_lines("panicker").any(|l| l.starts_with("panic: ") && l.contains("deliberate panic at depth 5")));
+    assert_exited(&outcome, "panicker", 101);
 }

@@ -36,6 +36,12 @@ enum Cmd {
         /// Seconds before the run is stopped as "no verdict".
         #[arg(long, default_value_t = 120)]
         timeout: u64,
+        /// Kernel log level, overriding the manifest's `log` line.
+        #[arg(long, value_parser = ["error", "warn", "info", "debug", "trace"])]
+        log: Option<String>,
+        /// Keep the kernel idling after every environment ended (stop with Ctrl-A X).
+        #[arg(long)]
+        keep_running: bool,
     },
     /// Host unit tests, then every QEMU scenario test; prints a summary.
     Test,
@@ -44,6 +50,9 @@ enum Cmd {
         /// Seconds before the run is stopped.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
+        /// Run on real KVM and report TSC cycles instead of instructions.
+        #[arg(long)]
+        kvm: bool,
     },
 }
 
@@ -63,9 +72,11 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Run { scenario, kvm, no_kvm, bench, timeout } => run(&scenario, kvm, no_kvm, bench, timeout),
+        Cmd::Run { scenario, kvm, no_kvm, bench, timeout, log, keep_running } => {
+            run(&scenario, kvm, no_kvm, bench, timeout, log.as_deref(), keep_running)
+        }
         Cmd::Test => test(),
-        Cmd::Bench { timeout } => bench(timeout),
+        Cmd::Bench { timeout, kvm } => bench(timeout, kvm),
     }
 }
 
@@ -87,14 +98,45 @@ fn ensure_qemu() -> Result<()> {
     bail!("{} not found: install it with `sudo apt-get install -y qemu-system-x86`", qemu_binary())
 }
 
-fn run(scenario: &str, kvm: bool, no_kvm: bool, bench: bool, timeout: u64) -> Result<()> {
+/// Put global `key = value` lines in front of a manifest (later global
+/// lines would override them, so existing ones are dropped first).
+fn override_globals(text: &str, overrides: &[(&str, String)]) -> String {
+    let mut out = String::new();
+    for (key, value) in overrides {
+        out.push_str(&format!("{key} = {value}\n"));
+    }
+    let mut in_env = false;
+    for line in text.lines() {
+        in_env |= line.trim() == "[env]";
+        let key = line.split('=').next().unwrap_or("").trim();
+        if !in_env && overrides.iter().any(|(k, _)| *k == key) {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+fn run(scenario: &str, kvm: bool, no_kvm: bool, bench: bool, timeout: u64, log: Option<&str>, keep_running: bool) -> Result<()> {
     let started = Instant::now();
     let images = build_all()?;
-    let image = images
+    let mut image = images
         .iter()
         .find(|(name, _)| name == scenario)
         .map(|(_, path)| path.clone())
         .with_context(|| format!("no scenario named {scenario} under scenarios/"))?;
+    let mut overrides = Vec::new();
+    if let Some(level) = log {
+        overrides.push(("log", level.to_string()));
+    }
+    if keep_running {
+        overrides.push(("keep_running", "true".to_string()));
+    }
+    if !overrides.is_empty() {
+        let text = std::fs::read_to_string(root().join("scenarios").join(format!("{scenario}.manifest")))?;
+        image = make_image(&format!("{scenario}-custom"), &override_globals(&text, &overrides))?;
+    }
     let use_kvm = if kvm {
         true
     } else if no_kvm || bench {
@@ -171,11 +213,17 @@ fn test() -> Result<()> {
     }
 }
 
-fn bench(timeout: u64) -> Result<()> {
+fn bench(timeout: u64, kvm: bool) -> Result<()> {
     build_all()?;
-    let image = image_dir().join("bench.img");
-    let options = RunOptions { timeout: Duration::from_secs(timeout), icount: true, ..Default::default() };
-    println!("xtask: running the benchmark suite under TCG with -icount shift=0 (1 TSC tick = 1 guest instruction)");
+    let mut image = image_dir().join("bench.img");
+    let options = RunOptions { timeout: Duration::from_secs(timeout), icount: !kvm, kvm, ..Default::default() };
+    if kvm {
+        let text = std::fs::read_to_string(root().join("scenarios/bench.manifest"))?;
+        image = make_image("bench-kvm", &text.replace("unit = instructions", "unit = cycles"))?;
+        println!("xtask: running the benchmark suite on KVM: figures are TSC cycles, not instructions");
+    } else {
+        println!("xtask: running the benchmark suite under TCG with -icount shift=0 (1 TSC tick = 1 guest instruction)");
+    }
     let outcome = run_qemu(&image, &options)?;
     if outcome.verdict != Some(Verdict::Success) {
         for line in &outcome.lines {
@@ -214,7 +262,7 @@ fn parse_fields(text: &str) -> Vec<(String, String)> {
 fn print_table(rows: &[Vec<(String, String)>]) {
     let get = |row: &Vec<(String, String)>, k: &str| row.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_else(|| "-".into());
     println!();
-    println!("{:<34} {:>10} {:>10} {:>10}  {:<28} {:>8}  events per op", "operation (instructions)", "median", "min", "max", "floor (same run)", "target");
+    println!("{:<34} {:>10} {:>10} {:>10}  {:<28} {:>8}  events per op", if rows.iter().flatten().any(|(k, v)| k == "unit" && v == "cycles") { "operation (TSC cycles, KVM)" } else { "operation (instructions, icount)" }, "median", "min", "max", "floor (same run)", "target");
     println!("{}", "-".repeat(130));
     for row in rows {
         println!(

@@ -29,11 +29,6 @@ pub fn cr2() -> u64 {
     x86_64::registers::control::Cr2::read_raw()
 }
 
-/// Draw 64 bits from RDRAND if present, mixing in the TSC otherwise.
-pub fn random_u64() -> Option<u64> {
-    x86_64::instructions::random::RdRand::new().and_then(|r| r.get_u64())
-}
-
 /// Enable no-execute pages (EFER.NXE) and write protection in ring 0.
 pub fn enable_nxe_and_wp() {
     use x86_64::registers::control::{Cr0, Cr0Flags};

@@ -47,6 +47,19 @@ pub fn read_frame(pa: u64, offset: usize, out: &mut [u8]) {
     unsafe { core::ptr::copy_nonoverlapping((phys_to_virt(pa) + offset as u64) as *const u8, out.as_mut_ptr(), len) };
 }
 
+/// A mutable view of a plain value at physical address `pa`, which must
+/// lie with the whole value inside one frame the caller has checked it may
+/// write (the environment's own writable memory).
+pub fn phys_mut<T: super::pod::Pod>(pa: u64) -> &'static mut T {
+    assert!((pa & 0xfff) as usize + core::mem::size_of::<T>() <= FRAME);
+    assert!(pa as usize % core::mem::align_of::<T>() == 0);
+    // SAFETY: in bounds of one frame (checked above), aligned, reached
+    // through the physical-memory window; every bit pattern is a valid
+    // `Pod`; the kernel is single-threaded and drops the reference before
+    // returning to user mode.
+    unsafe { &mut *(phys_to_virt(pa) as *mut T) }
+}
+
 fn table(pa: u64) -> &'static mut PageTable {
     // SAFETY: `pa` is a page-table frame owned by an address space the
     // kernel manages, reached through the physical-memory window; the
@@ -221,9 +234,4 @@ impl AddressSpace {
         }
         free_table(self.pml4);
     }
-}
-
-/// Invalidate the TLB entry for one page.
-pub fn invlpg(va: u64) {
-    x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(va));
 }

@@ -24,17 +24,6 @@ pub fn write_fmt(args: fmt::Arguments) {
     });
 }
 
-/// Write raw bytes to the serial console.
-pub fn write_bytes(bytes: &[u8]) {
-    x86_64::instructions::interrupts::without_interrupts(|| {
-        if let Some(port) = COM1.lock().as_mut() {
-            for &b in bytes {
-                port.send(b);
-            }
-        }
-    });
-}
-
 /// Write to the console from the panic handler, even if the lock is held.
 pub fn write_fmt_panicking(args: fmt::Arguments) {
     // SAFETY: only called on the panic path, where the kernel will not run

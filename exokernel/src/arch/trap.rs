@@ -121,6 +121,17 @@ extern "C" fn syscall_dispatch(frame: &mut TrapFrame) -> u64 {
     }
 }
 
+/// A system call that never switches environments: called straight from
+/// the entry stub with the six arguments, returning `rax`.
+pub type LightSyscall = extern "C" fn(u64, u64, u64, u64, u64, u64) -> u64;
+
+/// Size of the light-call table (numbers at or above go the full path).
+pub const LIGHT_TABLE_LEN: usize = 64;
+
+/// Light handlers by system-call number; 0 = use the full path.
+#[no_mangle]
+static mut SYSCALL_LIGHT: [u64; LIGHT_TABLE_LEN] = [0; LIGHT_TABLE_LEN];
+
 /// Value of the kernel stack pointer the syscall stub switches to.
 #[no_mangle]
 static mut SYSCALL_KERNEL_RSP: u64 = 0;
@@ -131,9 +142,15 @@ static mut SYSCALL_USER_RSP: u64 = 0;
 static IDT: Once<InterruptDescriptorTable> = Once::new();
 
 /// Build and load the IDT and set up the `syscall` MSRs.
-pub fn init(selectors: &gdt::Selectors, trap: TrapHandler, syscall: SyscallHandler) {
+pub fn init(selectors: &gdt::Selectors, trap: TrapHandler, syscall: SyscallHandler, light: &[(u64, LightSyscall)]) {
     TRAP_HANDLER.call_once(|| trap);
     SYSCALL_HANDLER.call_once(|| syscall);
+    for &(number, handler) in light {
+        assert!((number as usize) < LIGHT_TABLE_LEN);
+        // SAFETY: single CPU, before any system call can happen (no
+        // environment runs yet), so no one reads the table concurrently.
+        unsafe { (*(&raw mut SYSCALL_LIGHT))[number as usize] = handler as usize as u64 };
+    }
     let idt = IDT.call_once(|| {
         let mut idt = InterruptDescriptorTable::new();
         // The exception stubs are 16-byte aligned and each shorter than 16
@@ -346,6 +363,39 @@ syscall_entry:
     je 2f
     mov [rip + SYSCALL_USER_RSP], rsp
     mov rsp, [rip + SYSCALL_KERNEL_RSP]
+    push rcx
+    push r11
+    cmp rax, {count}
+    jae 3f
+    lea r11, [rip + SYSCALL_LIGHT]
+    mov r11, [r11 + rax * 8]
+    test r11, r11
+    jz 3f
+    // Light path: a handler that never switches environments. Save the
+    // registers the C ABI lets it clobber; r10 is the fourth argument.
+    push rdi
+    push rsi
+    push rdx
+    push r8
+    push r9
+    push r10
+    mov rcx, r10
+    cld
+    call r11
+    pop r10
+    pop r9
+    pop r8
+    pop rdx
+    pop rsi
+    pop rdi
+    pop r11
+    pop rcx
+    mov rsp, [rip + SYSCALL_USER_RSP]
+    sysretq
+3:
+    // Full path: a complete TrapFrame the handler may rewrite.
+    pop r11
+    pop rcx
     push {user_ss}
     push qword ptr [rip + SYSCALL_USER_RSP]
     push r11
@@ -374,4 +424,5 @@ syscall_entry:
     user_ss = const USER_SS,
     user_cs = const USER_CS,
     syscall_vector = const SYSCALL_VECTOR,
+    count = const LIGHT_TABLE_LEN,
 );

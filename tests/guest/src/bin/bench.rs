@@ -65,12 +65,13 @@ impl Sample {
     }
 }
 
-fn report(op: &str, sample: &Sample, floor: Option<(&str, u64)>, target: Option<u64>) {
+fn report(unit: &str, op: &str, sample: &Sample, floor: Option<(&str, u64)>, target: Option<u64>) {
     let mut line = String::new();
     let _ = write!(
         line,
-        "BENCH op={} median={} min={} max={}",
+        "BENCH op={} unit={} median={} min={} max={}",
         op,
+        unit,
         sample.median(),
         sample.counts[0],
         sample.counts[sample.counts.len() - 1]
@@ -115,7 +116,9 @@ fn on_page_fault(frame: &mut UpcallFrame) {
 }
 
 fn main(env: &Env) -> i32 {
-    let unit = if env.param("unit") == Some("instructions") { "instructions (icount)" } else { "TSC ticks" };
+    // The manifest says what the TSC counts in this run: guest
+    // instructions under -icount, cycles on real KVM.
+    let unit = env.param("unit").unwrap_or("tsc-ticks");
     println!("bench: unit = {}, {} runs per operation", unit, RUNS);
     set_handler(UpcallKind::Exception, on_exception).expect("register exception handler");
     set_handler(UpcallKind::PageFault, on_page_fault).expect("register page-fault handler");
@@ -156,11 +159,11 @@ fn main(env: &Env) -> i32 {
         core::hint::black_box(value);
     });
 
-    report("bare_syscall_sysret", &bare_syscall, None, None);
-    report("null_syscall", &null_syscall, Some(("bare_syscall_sysret", bare_syscall.median())), Some(40));
-    report("bare_int_iretq", &bare_int, None, None);
-    report("exception_int3_upcall", &int3, Some(("bare_int_iretq", bare_int.median())), Some(120));
-    report("exception_ud2_upcall", &ud2, Some(("bare_int_iretq", bare_int.median())), Some(120));
-    report("page_fault_upcall", &page_fault, Some(("bare_int_iretq", bare_int.median())), None);
+    report(unit, "bare_syscall_sysret", &bare_syscall, None, None);
+    report(unit, "null_syscall", &null_syscall, Some(("bare_syscall_sysret", bare_syscall.median())), Some(40));
+    report(unit, "bare_int_iretq", &bare_int, None, None);
+    report(unit, "exception_int3_upcall", &int3, Some(("bare_int_iretq", bare_int.median())), Some(120));
+    report(unit, "exception_ud2_upcall", &ud2, Some(("bare_int_iretq", bare_int.median())), Some(120));
+    report(unit, "page_fault_upcall", &page_fault, Some(("bare_int_iretq", bare_int.median())), None);
     0
 }

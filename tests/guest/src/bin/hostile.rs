@@ -4,7 +4,8 @@
 //! Modes (the manifest's `args`): `garbage` passes bad values to every
 //! system call; `kernel-read` / `kernel-write` / `kernel-jump` touch kernel
 //! memory with no handler; `bad-upcall-stack` registers an upcall stack the
-//! kernel cannot write and then faults.
+//! kernel cannot write and then faults; `panic` panics, so the runtime's
+//! panic handler reports and ends the env.
 #![no_std]
 #![no_main]
 
@@ -62,6 +63,10 @@ fn main(env: &Env) -> i32 {
             unsafe { core::ptr::read_volatile(0x10 as *const u64) };
             println!("UNEXPECTED: survived a fault with an unwritable upcall stack");
             1
+        }
+        "panic" => {
+            let depth = env.args.len();
+            panic!("deliberate panic at depth {}", depth);
         }
         other => {
             println!("unknown mode {:?}", other);
