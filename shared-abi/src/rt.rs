@@ -162,7 +162,10 @@ macro_rules! println {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    _print(format_args!("panic: {}\n", info));
+    match info.location() {
+        Some(at) => _print(format_args!("panic: {} (at {}:{})\n", info.message(), at.file(), at.line())),
+        None => _print(format_args!("panic: {}\n", info.message())),
+    }
     syscall::exit(101)
 }
 

@@ -119,7 +119,10 @@ pub fn make_image_from_archive(name: &str, archive_bytes: &[u8]) -> Result<PathB
     config.frame_buffer_logging = false;
     let mut builder = bootloader::DiskImageBuilder::new(binary("exokernel"));
     builder.set_ramdisk(archive).set_boot_config(&config);
-    builder.create_bios_image(&image).with_context(|| format!("creating {}", image.display()))?;
+    // Write beside and rename, so a QEMU still running the old image keeps it.
+    let partial = dir.join(format!("{name}.img.partial"));
+    builder.create_bios_image(&partial).with_context(|| format!("creating {}", image.display()))?;
+    std::fs::rename(&partial, &image)?;
     Ok(image)
 }
 
@@ -199,7 +202,7 @@ pub fn qemu_binary() -> &'static str {
 pub fn run_qemu(image: &Path, options: &RunOptions) -> Result<Outcome> {
     let mut cmd = Command::new(qemu_binary());
     cmd.arg("-drive")
-        .arg(format!("format=raw,file={}", image.display()))
+        .arg(format!("format=raw,snapshot=on,file={}", image.display()))
         .args(["-serial", "stdio", "-display", "none", "-monitor", "none", "-no-reboot"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .args(["-m", &format!("{}M", options.memory_mib)]);
