@@ -5,6 +5,7 @@ use crate::arch::paging::AddressSpace;
 use crate::arch::trap::TrapFrame;
 use alloc::string::String;
 use alloc::vec::Vec;
+use crate::vm::EnvMemory;
 use shared_abi::upcall::UpcallTable;
 
 /// Where an environment is in its life.
@@ -33,6 +34,8 @@ pub struct Env {
     pub upcall_page: Option<(u64, u64)>,
     /// Console bytes since the last newline.
     pub line: Vec<u8>,
+    /// Memory bindings: slots, software TLB, pool frames, revocation.
+    pub mem: EnvMemory,
 }
 
 impl Env {

@@ -17,7 +17,30 @@ use shared_abi::exit::Verdict;
 use shared_abi::manifest::Manifest;
 use shared_abi::syscall::KernelStats;
 use shared_abi::upcall::{UpcallFrame, UpcallKind, FRAME_SIZE};
+use crate::vm::EnvMemory;
+use shared_abi::manifest::TlbPolicy;
 use spin::Mutex;
+
+/// A 256-bit secret for minting frame keys: RDRAND where the CPU has it,
+/// else (QEMU's default CPU lacks RDRAND and RDSEED) TSC jitter folded
+/// through SHA-256 with the boot memory layout. Never logged.
+fn boot_secret() -> [u8; 32] {
+    let mut words = [0u64; 4];
+    if let Some(rng) = x86_64::instructions::random::RdRand::new() {
+        for word in words.iter_mut() {
+            *word = rng.get_u64().unwrap_or(0);
+        }
+    }
+    let mut seed = [0u8; 64];
+    for (i, word) in words.iter().enumerate() {
+        seed[i * 8..i * 8 + 8].copy_from_slice(&word.to_le_bytes());
+    }
+    seed[32..40].copy_from_slice(&cpu::rdtsc().to_le_bytes());
+    seed[40..48].copy_from_slice(&(boot_secret as *const () as u64).to_le_bytes());
+    seed[48..56].copy_from_slice(&memory::free_frames().to_le_bytes());
+    seed[56..64].copy_from_slice(&cpu::rdtsc().to_le_bytes());
+    crate::vm::derive_secret(&seed)
+}
 
 /// Event counters, reported by the `stats` call and the end-of-run summary.
 pub struct Counters {
@@ -30,6 +53,12 @@ pub struct Counters {
     pub cr3_loads: AtomicU64,
     pub invlpg: AtomicU64,
     pub envs_ended: AtomicU64,
+    pub stlb_hits: AtomicU64,
+    pub stlb_misses: AtomicU64,
+    pub slot_evictions: AtomicU64,
+    pub key_checks: AtomicU64,
+    pub revocation_requests: AtomicU64,
+    pub frames_repossessed: AtomicU64,
 }
 
 pub static COUNTERS: Counters = Counters {
@@ -42,6 +71,12 @@ pub static COUNTERS: Counters = Counters {
     cr3_loads: AtomicU64::new(0),
     invlpg: AtomicU64::new(0),
     envs_ended: AtomicU64::new(0),
+    stlb_hits: AtomicU64::new(0),
+    stlb_misses: AtomicU64::new(0),
+    slot_evictions: AtomicU64::new(0),
+    key_checks: AtomicU64::new(0),
+    revocation_requests: AtomicU64::new(0),
+    frames_repossessed: AtomicU64::new(0),
 };
 
 impl Counters {
@@ -56,6 +91,12 @@ impl Counters {
             cr3_loads: self.cr3_loads.load(Relaxed),
             invlpg: self.invlpg.load(Relaxed),
             envs_ended: self.envs_ended.load(Relaxed),
+            stlb_hits: self.stlb_hits.load(Relaxed),
+            stlb_misses: self.stlb_misses.load(Relaxed),
+            slot_evictions: self.slot_evictions.load(Relaxed),
+            key_checks: self.key_checks.load(Relaxed),
+            revocation_requests: self.revocation_requests.load(Relaxed),
+            frames_repossessed: self.frames_repossessed.load(Relaxed),
         }
     }
 }
@@ -73,6 +114,7 @@ pub struct Kernel {
     /// Root of the address space loaded in CR3.
     pub loaded_root: u64,
     pub keep_running: bool,
+    pub vm: crate::vm::Vm,
     /// Free frames before any environment was built: once all have ended
     /// and been reclaimed, the count must be back to this.
     pub frames_at_boot: u64,
@@ -119,6 +161,30 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
     );
 
     let frames_at_boot = memory::free_frames();
+    let policy = match manifest.tlb_policy {
+        TlbPolicy::Pcid if cpu::has_pcid() => {
+            cpu::enable_pcid();
+            TlbPolicy::Pcid
+        }
+        TlbPolicy::Pcid => {
+            log::info!("tlb_policy pcid: this CPU does not offer PCID (CPUID.01H:ECX bit 17); using flush");
+            TlbPolicy::Flush
+        }
+        other => other,
+    };
+    let vm = crate::vm::Vm {
+        table: exokernel::keys::FrameTable::new(boot_secret()),
+        pool_frames: manifest.frame_pool_kib / 4,
+        pool_used: 0,
+        policy,
+        revoke_deadline_tsc: tsc_hz / 1_000_000 * manifest.revoke_deadline_us,
+    };
+    log::info!(
+        "memory: pool {} KiB, tlb policy {}, revocation deadline {} us",
+        manifest.frame_pool_kib,
+        policy.name(),
+        manifest.revoke_deadline_us
+    );
     let count = manifest.envs.len() as u64;
     let mut envs = Vec::new();
     for (index, spec) in manifest.envs.iter().enumerate() {
@@ -132,6 +198,7 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
             upcalls: Default::default(),
             upcall_page: None,
             line: Vec::new(),
+            mem: EnvMemory::new(spec.quota_kib / 4, spec.tlb_slots, 0),
         };
         let built = match archive.find(&spec.program) {
             None => Err((loader::LoadError::NoProgram, None)),
@@ -141,6 +208,8 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
             Ok((space, entry)) => {
                 log::debug!("env {} {}: {} loaded, entry {:#x}", id, spec.name, spec.program, entry);
                 env.frame = TrapFrame::new_user(entry, shared_abi::start::STACK_TOP, shared_abi::start::START_INFO_ADDR);
+                env.mem.repossession_pa =
+                    space.translate(shared_abi::start::REPOSSESSION_ADDR).map(|(pa, _)| pa).expect("loader maps the repossession page");
                 env.space = Some(space);
             }
             Err((error, space)) => {
@@ -161,6 +230,7 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
         kernel_space,
         keep_running: manifest.keep_running,
         frames_at_boot,
+        vm,
     };
     let Some(first) = first else { kernel.finish() };
     let frame = kernel.envs[first].frame;
@@ -186,11 +256,16 @@ fn handle_trap(frame: &mut TrapFrame) {
         }
         let mut guard = KERNEL.lock();
         let kernel = guard.as_mut().expect("kernel initialised");
+        kernel.check_revocation_deadlines();
         kernel.switch_next(frame);
         return;
     }
     if vector >= 32 {
         log::warn!("unexpected interrupt vector {}", vector);
+        return;
+    }
+    if vector == 2 {
+        // NMI: a hardware event, not anyone's fault; resume what ran.
         return;
     }
     if !frame.from_user() {
@@ -203,11 +278,8 @@ fn handle_trap(frame: &mut TrapFrame) {
             frame
         );
     }
-    match vector {
-        // NMI: a hardware event, not the environment's doing.
-        2 => return,
-        18 => panic!("machine check while running an environment"),
-        _ => {}
+    if vector == 18 {
+        panic!("machine check while running an environment");
     }
     bump(&COUNTERS.exceptions);
     let (kind, addr) = if vector == 14 {
@@ -218,7 +290,10 @@ fn handle_trap(frame: &mut TrapFrame) {
     };
     let mut guard = KERNEL.lock();
     let kernel = guard.as_mut().expect("kernel initialised");
-    if let Err(reason) = kernel.deliver_upcall(frame, kind, addr) {
+    if vector == 14 && kernel.stlb_refill(addr, frame.error_code) {
+        return;
+    }
+    if let Err(reason) = kernel.deliver_upcall(frame, kind, vector, frame.error_code, addr) {
         let what = if vector == 14 {
             format!("page fault at {:#x} (rip {:#x}, error {:#x}): {}", addr, frame.rip, frame.error_code, reason)
         } else {
@@ -236,7 +311,14 @@ impl Kernel {
 
     /// Hand a discontinuity to the current environment's registered entry:
     /// write an [`UpcallFrame`] on its upcall stack and start the entry.
-    pub fn deliver_upcall(&mut self, frame: &mut TrapFrame, kind: UpcallKind, addr: u64) -> Result<(), &'static str> {
+    pub fn deliver_upcall(
+        &mut self,
+        frame: &mut TrapFrame,
+        kind: UpcallKind,
+        vector: u64,
+        error_code: u64,
+        addr: u64,
+    ) -> Result<(), &'static str> {
         let env = &mut self.envs[self.current];
         let table = env.upcalls;
         let entry = match kind {
@@ -244,6 +326,7 @@ impl Kernel {
             UpcallKind::PageFault => table.page_fault_entry,
             UpcallKind::Interrupt => table.interrupt_entry,
             UpcallKind::ProtectedEntry => table.protected_entry,
+            UpcallKind::Revocation => table.revocation_entry,
         };
         if entry == 0 {
             return Err("no handler registered");
@@ -272,8 +355,8 @@ impl Kernel {
         };
         let write = |out: &mut UpcallFrame| {
             out.kind = kind as u64;
-            out.vector = frame.vector;
-            out.error_code = frame.error_code;
+            out.vector = vector;
+            out.error_code = error_code;
             out.fault_addr = addr;
             out.regs.rax = frame.rax;
             out.regs.rbx = frame.rbx;
@@ -309,15 +392,24 @@ impl Kernel {
         Ok(())
     }
 
-    /// Make `index`'s address space the loaded one (if it is not already).
+    /// Make `index`'s address space the loaded one (if it is not already),
+    /// doing the context-switch TLB policy's work.
     pub fn load_space(&mut self, index: usize) {
-        if let Some(space) = self.envs[index].space.as_ref() {
-            if space.root() != self.loaded_root {
-                space.activate();
-                self.loaded_root = space.root();
-                bump(&COUNTERS.cr3_loads);
-            }
+        let Some(root) = self.envs[index].space.as_ref().map(|s| s.root()) else { return };
+        if root == self.loaded_root {
+            return;
         }
+        self.switch_in_tlb(index);
+        let env = &mut self.envs[index];
+        let space = env.space.as_ref().expect("checked above");
+        if self.vm.policy == TlbPolicy::Pcid && !env.mem.needs_flush {
+            space.activate_pcid(env.id as u16);
+        } else {
+            space.activate();
+            env.mem.needs_flush = false;
+        }
+        self.loaded_root = root;
+        bump(&COUNTERS.cr3_loads);
     }
 
     /// Save the current environment (if it still runs) and resume the next
@@ -335,6 +427,12 @@ impl Kernel {
         self.current = next;
         self.load_space(next);
         *frame = self.envs[next].frame;
+        if let Some(pending) = self.envs[next].mem.pending.take() {
+            // A revocation notice: the libOS's handler runs first and then
+            // resumes what it was doing. No handler: it cannot answer, and
+            // the abort protocol will act at the deadline.
+            let _ = self.deliver_upcall(frame, pending.kind, pending.vector, pending.error_code, pending.fault_addr);
+        }
     }
 
     /// End the current environment and reclaim its memory.
@@ -348,6 +446,8 @@ impl Kernel {
             EnvState::Runnable => {}
         }
         env.state = state;
+        self.reclaim_memory(index);
+        let env = &mut self.envs[index];
         if let Some(space) = env.space.take() {
             if space.root() == self.loaded_root {
                 self.kernel_space.activate();

@@ -12,4 +12,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod frames;
+pub mod keys;
+pub mod slots;
+pub mod stlb;
 pub mod usercheck;

@@ -157,11 +157,15 @@ pub fn build(
             stack_base: STACK_TOP - STACK_SIZE,
             stack_len: STACK_SIZE,
             tsc_hz,
+            quota_frames: spec.quota_kib / 4,
+            tlb_slots: spec.tlb_slots,
         };
         use crate::arch::pod::Pod;
         page[..core::mem::size_of::<StartInfo>()].copy_from_slice(info.as_bytes());
         map_zeroed(&mut space, START_INFO_ADDR, START_INFO_ADDR + PAGE, Flags::NO_EXECUTE)?;
         copy_in(&space, START_INFO_ADDR, &page);
+        // The repossession vector: read-only to the libOS, written by the kernel.
+        map_zeroed(&mut space, REPOSSESSION_ADDR, REPOSSESSION_ADDR + PAGE, Flags::NO_EXECUTE)?;
         Ok(entry)
     })();
     match result {

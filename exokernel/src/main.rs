@@ -25,6 +25,7 @@ mod logger;
 mod memory;
 mod syscalls;
 mod umem;
+mod vm;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::BootInfo;

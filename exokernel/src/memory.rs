@@ -20,13 +20,10 @@ pub fn init(regions: &MemoryRegions) {
     let heap_region = regions
         .iter()
         .filter(|r| r.kind == MemoryRegionKind::Usable)
-        .find(|r| r.end - r.start.next_multiple_of(4096) >= HEAP_SIZE)
+        .find(|r| r.end.saturating_sub(r.start.next_multiple_of(4096)) >= HEAP_SIZE)
         .expect("a usable region large enough for the kernel heap");
     let heap_start = heap_region.start.next_multiple_of(4096);
-    let heap_virt = crate::arch::paging::phys_to_virt(heap_start);
-    // SAFETY: the range is usable RAM that nothing else has claimed yet (the
-    // bitmap reserves it below), mapped through the physical-memory window.
-    unsafe { HEAP.lock().init(heap_virt as *mut u8, HEAP_SIZE as usize) };
+    crate::arch::pod::init_heap(&HEAP, heap_start, HEAP_SIZE);
 
     let end = regions.iter().filter(|r| r.kind == MemoryRegionKind::Usable).map(|r| r.end).max().unwrap_or(0);
     let mut bitmap = FrameBitmap::new_reserved(end);
@@ -42,6 +39,11 @@ pub fn init(regions: &MemoryRegions) {
 /// Allocate one zeroed-or-not physical frame.
 pub fn alloc_frame() -> Option<u64> {
     FRAMES.lock().as_mut()?.alloc()
+}
+
+/// Allocate the named frame if it is free RAM nobody holds.
+pub fn alloc_frame_at(pa: u64) -> bool {
+    FRAMES.lock().as_mut().is_some_and(|b| b.alloc_at(pa))
 }
 
 /// Return a frame to the allocator.

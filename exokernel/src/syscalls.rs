@@ -14,8 +14,21 @@ const MAX_CONSOLE_WRITE: u64 = 4096;
 
 /// Calls that never switch environments take the light path: the entry
 /// stub calls them directly without building a full trap frame.
-pub const LIGHT: &[(u64, LightSyscall)] =
-    &[(nr::NULL, sys_null), (nr::CONSOLE_WRITE, sys_console_write), (nr::SET_UPCALLS, sys_set_upcalls), (nr::STATS, sys_stats)];
+pub const LIGHT: &[(u64, LightSyscall)] = &[
+    (nr::NULL, sys_null),
+    (nr::CONSOLE_WRITE, sys_console_write),
+    (nr::SET_UPCALLS, sys_set_upcalls),
+    (nr::STATS, sys_stats),
+    (nr::FRAME_ALLOC, sys_frame_alloc),
+    (nr::FRAME_FREE, sys_frame_free),
+    (nr::FRAME_SHARE, sys_frame_share),
+    (nr::FRAME_QUERY, sys_frame_query),
+    (nr::MAP, sys_map),
+    (nr::UNMAP, sys_unmap),
+    (nr::MAP_QUERY, sys_map_query),
+    (nr::GUARANTEE, sys_guarantee),
+    (nr::REVOKE_DONE, sys_revoke_done),
+];
 
 extern "C" fn sys_null(_: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     bump(&COUNTERS.syscalls);
@@ -39,6 +52,42 @@ extern "C" fn sys_set_upcalls(ptr: u64, _: u64, _: u64, _: u64, _: u64, _: u64) 
 
 extern "C" fn sys_stats(ptr: u64, len: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     with_kernel(|k| stats(k, ptr, len))
+}
+
+extern "C" fn sys_frame_alloc(want_pa: u64, rights: u64, out: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| k.frame_alloc(want_pa, rights, out))
+}
+
+extern "C" fn sys_frame_free(lo: u64, hi: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| k.frame_free(lo, hi))
+}
+
+extern "C" fn sys_frame_share(lo: u64, hi: u64, to_env: u64, rights: u64, out: u64, _: u64) -> u64 {
+    with_kernel(|k| k.frame_share(lo, hi, to_env, rights, out))
+}
+
+extern "C" fn sys_frame_query(lo: u64, hi: u64, out: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| k.frame_query(lo, hi, out))
+}
+
+extern "C" fn sys_map(va: u64, lo: u64, hi: u64, flags: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| k.map(va, lo, hi, flags))
+}
+
+extern "C" fn sys_unmap(va: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| k.unmap(va))
+}
+
+extern "C" fn sys_map_query(va: u64, clear: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| k.map_query(va, clear))
+}
+
+extern "C" fn sys_guarantee(va: u64, on: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| k.guarantee(va, on))
+}
+
+extern "C" fn sys_revoke_done(_: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| k.revoke_done())
 }
 
 /// The full path: calls that may switch environments, and unknown numbers.
@@ -84,12 +133,14 @@ fn set_upcalls(kernel: &mut Kernel, ptr: u64) -> Result<u64, Error> {
     let env = kernel.current_env();
     let space = env.space.as_ref().ok_or(Error::NoSuchEnv)?;
     let table: UpcallTable = umem::read_value(space, ptr)?;
-    for entry in [table.exception_entry, table.page_fault_entry, table.interrupt_entry, table.protected_entry] {
+    let entries =
+        [table.exception_entry, table.page_fault_entry, table.interrupt_entry, table.protected_entry, table.revocation_entry];
+    for entry in entries {
         if entry != 0 {
             check_user_entry(entry)?;
         }
     }
-    let any = table.exception_entry | table.page_fault_entry | table.interrupt_entry | table.protected_entry != 0;
+    let any = entries.iter().any(|&e| e != 0);
     if any {
         exokernel::usercheck::check_user_range(table.stack_base, table.stack_len, 16)?;
         if table.stack_len < 2 * FRAME_SIZE as u64 + 128 {

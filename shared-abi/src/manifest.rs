@@ -8,11 +8,16 @@
 //! log = info              # kernel log level: error, warn, info, debug, trace
 //! keep_running = false    # true: the kernel idles instead of exiting when all envs end
 //! quantum_us = 2000       # round-robin time slice
+//! tlb_policy = flush      # context switch: flush, pcid (falls back to flush where absent), stlb
+//! frame_pool_kib = 8192   # frames libOSes can allocate with keys (frame_alloc)
+//! revoke_deadline_us = 20000  # time a libOS has to answer a repossession request
 //!
 //! [env]                   # one section per environment, booted in this order
 //! name = unix             # console prefix; at most 16 characters
 //! program = libos-unix    # file in the boot archive
 //! memory_kib = 2048       # heap memory the kernel maps for it at start
+//! quota_kib = 1024        # pool frames it may hold for sure (it may borrow more)
+//! tlb_slots = 64          # ordinary mappings the hardware sees at once
 //! args = demo             # passed to the libOS
 //! pager = clock           # any other key is libOS policy: passed on untouched
 //! ```
@@ -54,6 +59,37 @@ impl LogLevel {
     }
 }
 
+/// The context-switch TLB policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlbPolicy {
+    /// Reload CR3 on every switch: the hardware TLB is flushed.
+    Flush,
+    /// Tag address spaces with PCIDs where the CPU offers them.
+    Pcid,
+    /// Aegis style: only guaranteed mappings survive a switch; the rest
+    /// refault through the software TLB.
+    Stlb,
+}
+
+impl TlbPolicy {
+    fn parse(text: &str) -> Option<TlbPolicy> {
+        Some(match text {
+            "flush" => TlbPolicy::Flush,
+            "pcid" => TlbPolicy::Pcid,
+            "stlb" => TlbPolicy::Stlb,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TlbPolicy::Flush => "flush",
+            TlbPolicy::Pcid => "pcid",
+            TlbPolicy::Stlb => "stlb",
+        }
+    }
+}
+
 /// One environment to boot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnvSpec {
@@ -61,6 +97,8 @@ pub struct EnvSpec {
     pub program: String,
     pub args: String,
     pub memory_kib: u64,
+    pub quota_kib: u64,
+    pub tlb_slots: u64,
     /// Keys the kernel does not interpret, in manifest order.
     pub params: Vec<(String, String)>,
 }
@@ -78,6 +116,9 @@ pub struct Manifest {
     pub log: LogLevel,
     pub keep_running: bool,
     pub quantum_us: u64,
+    pub tlb_policy: TlbPolicy,
+    pub frame_pool_kib: u64,
+    pub revoke_deadline_us: u64,
     pub envs: Vec<EnvSpec>,
 }
 
@@ -109,6 +150,9 @@ impl Manifest {
             log: LogLevel::Info,
             keep_running: false,
             quantum_us: 2000,
+            tlb_policy: TlbPolicy::Flush,
+            frame_pool_kib: 8192,
+            revoke_deadline_us: 20_000,
             envs: Vec::new(),
         };
         let mut current: Option<EnvSpec> = None;
@@ -130,6 +174,8 @@ impl Manifest {
                     program: String::new(),
                     args: String::new(),
                     memory_kib: 256,
+                    quota_kib: 1024,
+                    tlb_slots: 64,
                     params: Vec::new(),
                 });
                 continue;
@@ -154,6 +200,21 @@ impl Manifest {
                             return Err(err("quantum_us must lie in 100..=1000000"));
                         }
                     }
+                    "tlb_policy" => {
+                        manifest.tlb_policy = TlbPolicy::parse(value).ok_or(err("tlb_policy: flush, pcid or stlb"))?
+                    }
+                    "frame_pool_kib" => {
+                        manifest.frame_pool_kib = value.parse().map_err(|_| err("expected a number"))?;
+                        if manifest.frame_pool_kib > 1024 * 1024 {
+                            return Err(err("frame_pool_kib out of range"));
+                        }
+                    }
+                    "revoke_deadline_us" => {
+                        manifest.revoke_deadline_us = value.parse().map_err(|_| err("expected a number"))?;
+                        if !(100..=10_000_000).contains(&manifest.revoke_deadline_us) {
+                            return Err(err("revoke_deadline_us must lie in 100..=10000000"));
+                        }
+                    }
                     _ => return Err(err("unknown global key")),
                 },
                 Some(env) => match key {
@@ -164,6 +225,18 @@ impl Manifest {
                         env.memory_kib = value.parse().map_err(|_| err("expected a number"))?;
                         if env.memory_kib == 0 || env.memory_kib > MAX_MEMORY_KIB {
                             return Err(err("memory_kib out of range"));
+                        }
+                    }
+                    "quota_kib" => {
+                        env.quota_kib = value.parse().map_err(|_| err("expected a number"))?;
+                        if env.quota_kib > 1024 * 1024 {
+                            return Err(err("quota_kib out of range"));
+                        }
+                    }
+                    "tlb_slots" => {
+                        env.tlb_slots = value.parse().map_err(|_| err("expected a number"))?;
+                        if !(1..=4096).contains(&env.tlb_slots) {
+                            return Err(err("tlb_slots must lie in 1..=4096"));
                         }
                     }
                     _ => {
@@ -207,13 +280,15 @@ impl Manifest {
 mod tests {
     use super::*;
 
-    const SAMPLE: &str = "# demo\nlog = debug\nquantum_us = 500\n\n[env]\nname = unix\nprogram = libos-unix\nargs = demo x\nmemory_kib = 1024\npager = clock # policy\n\n[env]\nname = rt\nprogram = libos-rt\n";
+    const SAMPLE: &str = "# demo\nlog = debug\nquantum_us = 500\ntlb_policy = stlb\n\n[env]\nname = unix\nprogram = libos-unix\nargs = demo x\nmemory_kib = 1024\npager = clock # policy\n\n[env]\nname = rt\nprogram = libos-rt\n";
 
     #[test]
     fn parses_sample() {
         let m = Manifest::parse(SAMPLE).unwrap();
         assert_eq!(m.log, LogLevel::Debug);
         assert_eq!(m.quantum_us, 500);
+        assert_eq!(m.tlb_policy, TlbPolicy::Stlb);
+        assert_eq!(m.frame_pool_kib, 8192);
         assert!(!m.keep_running);
         assert_eq!(m.envs.len(), 2);
         assert_eq!(m.envs[0].args, "demo x");
@@ -236,6 +311,8 @@ mod tests {
             ("log = loud\n[env]\nname=a\nprogram=b", "bad log level"),
             ("[env]\nname=a\nprogram=b\nnovalue", "expected key = value"),
             ("[env]\nname=a\nprogram=b\nk=1\nk=2", "duplicate key"),
+            ("tlb_policy = magic\n[env]\nname=a\nprogram=b", "tlb_policy: flush, pcid or stlb"),
+            ("[env]\nname=a\nprogram=b\ntlb_slots=0", "tlb_slots must lie in 1..=4096"),
         ];
         for (text, message) in cases {
             assert_eq!(Manifest::parse(text).unwrap_err().message, message, "{text:?}");

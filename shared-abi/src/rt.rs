@@ -6,13 +6,16 @@
 //! with the `runtime` feature, and names its main function with
 //! [`libos_main!`](crate::libos_main).
 
+#[cfg(target_os = "none")]
 use crate::start::{StartInfo, START_MAGIC};
 use crate::syscall;
 use crate::upcall::{offsets, UpcallFrame, UpcallKind, UpcallTable};
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicUsize, Ordering};
+#[cfg(target_os = "none")]
 use linked_list_allocator::LockedHeap;
 
+#[cfg(target_os = "none")]
 #[global_allocator]
 static HEAP: LockedHeap = LockedHeap::empty();
 
@@ -27,6 +30,10 @@ pub struct Env {
     pub heap_base: u64,
     pub heap_len: u64,
     pub tsc_hz: u64,
+    /// Pool frames this environment may hold for sure.
+    pub quota_frames: u64,
+    /// Its TLB slots (ordinary mappings the hardware sees at once).
+    pub tlb_slots: u64,
 }
 
 impl Env {
@@ -61,6 +68,7 @@ extern "Rust" {
     fn __libos_main(env: &Env) -> i32;
 }
 
+#[cfg(target_os = "none")]
 core::arch::global_asm!(
     ".globl _start",
     "_start:",
@@ -72,6 +80,7 @@ core::arch::global_asm!(
 
 /// # Safety
 /// Called once, by `_start`, with the kernel's start record in `rdi`.
+#[cfg(target_os = "none")]
 unsafe extern "C" fn rt_start(info: *const StartInfo) -> ! {
     // SAFETY: the kernel maps the start page before entry and never unmaps it.
     let info = unsafe { &*info };
@@ -93,6 +102,8 @@ unsafe extern "C" fn rt_start(info: *const StartInfo) -> ! {
         heap_base: info.heap_base,
         heap_len: info.heap_len,
         tsc_hz: info.tsc_hz,
+        quota_frames: info.quota_frames,
+        tlb_slots: info.tlb_slots,
     };
     // SAFETY: `libos_main!` defines this symbol in every libOS program.
     let code = unsafe { __libos_main(&env) };
@@ -160,6 +171,7 @@ macro_rules! println {
     ($($arg:tt)*) => { $crate::rt::_print(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
+#[cfg(target_os = "none")]
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     match info.location() {
@@ -176,14 +188,14 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 /// interrupted code from the (edited) frame.
 pub type Handler = fn(&mut UpcallFrame);
 
-static HANDLERS: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
+static HANDLERS: [AtomicUsize; 5] = [const { AtomicUsize::new(0) }; 5];
 static UPCALL_STACK: AtomicUsize = AtomicUsize::new(0);
 const UPCALL_STACK_LEN: usize = 32 * 1024;
 
 /// Install (or replace) the handler for one kind of upcall and register
 /// the runtime's trampoline for it with the kernel.
 pub fn set_handler(kind: UpcallKind, handler: Handler) -> Result<(), syscall::Error> {
-    HANDLERS[kind as usize - 1].store(handler as usize, Ordering::SeqCst);
+    let previous = HANDLERS[kind as usize - 1].swap(handler as usize, Ordering::SeqCst);
     let mut stack = UPCALL_STACK.load(Ordering::SeqCst);
     if stack == 0 {
         let memory = alloc::vec![0u8; UPCALL_STACK_LEN].leak();
@@ -202,11 +214,17 @@ pub fn set_handler(kind: UpcallKind, handler: Handler) -> Result<(), syscall::Er
         page_fault_entry: entry(UpcallKind::PageFault),
         interrupt_entry: entry(UpcallKind::Interrupt),
         protected_entry: entry(UpcallKind::ProtectedEntry),
+        revocation_entry: entry(UpcallKind::Revocation),
         stack_base: stack as u64,
         stack_len: UPCALL_STACK_LEN as u64,
     };
     // SAFETY: the trampoline handles any upcall frame and the stack is ours.
-    unsafe { syscall::set_upcalls(&table) }.map(|_| ())
+    let result = unsafe { syscall::set_upcalls(&table) }.map(|_| ());
+    if result.is_err() {
+        // The kernel kept the old table: forget the handler too.
+        HANDLERS[kind as usize - 1].store(previous, Ordering::SeqCst);
+    }
+    result
 }
 
 extern "C" fn dispatch(frame: &mut UpcallFrame) {

@@ -17,6 +17,42 @@ pub const HEAP_BASE: u64 = 0x0000_1000_0000_0000;
 pub const PROGRAM_BASE: u64 = 0x0000_0000_0010_0000;
 pub const PROGRAM_END: u64 = 0x0000_0000_4000_0000;
 
+/// The repossession vector: a read-only page where the kernel records the
+/// frames the abort protocol took ([`RepossessionVector`]).
+pub const REPOSSESSION_ADDR: u64 = 0x0000_7fff_fffe_0000;
+/// Where libOSes map frames they allocate: `map` accepts only this window,
+/// so a libOS can never replace the kernel-built mappings below.
+pub const DYNAMIC_BASE: u64 = 0x0000_2000_0000_0000;
+pub const DYNAMIC_END: u64 = 0x0000_7000_0000_0000;
+
+/// Entries the repossession vector holds (the newest overwrite the oldest).
+pub const REPOSSESSION_SLOTS: usize = 250;
+
+/// One frame the kernel took by force.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Repossessed {
+    pub frame_pa: u64,
+    /// The page it was mapped at in the libOS (0 if unmapped).
+    pub va: u64,
+}
+
+/// The repossession vector page.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct RepossessionVector {
+    /// Total frames ever repossessed; entry `i` is at `i % REPOSSESSION_SLOTS`.
+    pub count: u64,
+    pub _reserved: u64,
+    pub entries: [Repossessed; REPOSSESSION_SLOTS],
+}
+
+impl Default for RepossessionVector {
+    fn default() -> Self {
+        RepossessionVector { count: 0, _reserved: 0, entries: [Repossessed::default(); REPOSSESSION_SLOTS] }
+    }
+}
+
 /// `StartInfo::magic`.
 pub const START_MAGIC: u64 = 0x4558_4f53_5441_5254; // "EXOSTART"
 
@@ -43,4 +79,9 @@ pub struct StartInfo {
     pub stack_len: u64,
     /// TSC ticks per second as calibrated by the kernel.
     pub tsc_hz: u64,
+    /// Frames this environment may hold for sure (its quota); it may borrow
+    /// more while the pool has them, and must give those back on request.
+    pub quota_frames: u64,
+    /// TLB slots (ordinary mappings the hardware sees at once).
+    pub tlb_slots: u64,
 }

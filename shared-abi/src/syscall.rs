@@ -22,8 +22,83 @@ pub mod nr {
     pub const SET_UPCALLS: u64 = 4;
     /// `stats(out_ptr, len) -> len`: copy the kernel's event counters.
     pub const STATS: u64 = 5;
+    /// `frame_alloc(want_pa, rights, out_key_ptr) -> frame_pa`: allocate a
+    /// frame (any when `want_pa` is 0, else that one) and write its key.
+    pub const FRAME_ALLOC: u64 = 6;
+    /// `frame_free(key_lo, key_hi) -> 0`: give a frame back (owner only).
+    pub const FRAME_FREE: u64 = 7;
+    /// `frame_share(key_lo, key_hi, to_env, rights, out_key_ptr) -> 0`:
+    /// mint `to_env` a key with equal or fewer rights.
+    pub const FRAME_SHARE: u64 = 8;
+    /// `frame_query(key_lo, key_hi, out_ptr) -> 0`: describe a frame.
+    pub const FRAME_QUERY: u64 = 9;
+    /// `map(va, key_lo, key_hi, flags) -> 0`: install a mapping of a keyed
+    /// frame into one of the caller's TLB slots (see [`map_flags`]).
+    pub const MAP: u64 = 10;
+    /// `unmap(va) -> 0`: remove a mapping from slots and software TLB.
+    pub const UNMAP: u64 = 11;
+    /// `map_query(va, clear_accessed) -> bits`: state of a mapping (see
+    /// [`map_bits`]), optionally clearing its accessed bit.
+    pub const MAP_QUERY: u64 = 12;
+    /// `guarantee(va, on) -> 0`: make a mapping guaranteed (survives every
+    /// context switch, never evicted) or ordinary again.
+    pub const GUARANTEE: u64 = 13;
+    /// `revoke_done() -> frames_still_owed`: the answer to a repossession
+    /// request is complete (frames were freed with `frame_free`).
+    pub const REVOKE_DONE: u64 = 14;
     /// One past the highest number in use.
-    pub const COUNT: u64 = 6;
+    pub const COUNT: u64 = 15;
+}
+
+/// Flags for [`nr::MAP`].
+pub mod map_flags {
+    /// Map writable (the key must carry the write right).
+    pub const WRITE: u64 = 1;
+    /// Mark the mapping guaranteed at once.
+    pub const GUARANTEED: u64 = 2;
+}
+
+/// Bits returned by [`nr::MAP_QUERY`].
+pub mod map_bits {
+    /// The kernel holds the mapping (in a slot or in the software TLB).
+    pub const MAPPED: u64 = 1;
+    /// The mapping is in a TLB slot (present in the hardware page table).
+    pub const IN_SLOT: u64 = 2;
+    pub const WRITABLE: u64 = 4;
+    pub const GUARANTEED: u64 = 8;
+    /// The hardware set the accessed bit since it was last cleared.
+    pub const ACCESSED: u64 = 16;
+    /// The hardware set the dirty bit.
+    pub const DIRTY: u64 = 32;
+}
+
+/// Rights a frame key carries.
+pub mod rights {
+    pub const READ: u64 = 1;
+    pub const WRITE: u64 = 2;
+    /// May mint keys for other environments.
+    pub const SHARE: u64 = 4;
+    pub const ALL: u64 = READ | WRITE | SHARE;
+}
+
+/// An unforgeable frame key, as the kernel minted it. Opaque to libOSes:
+/// pass it back as (`lo`, `hi`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct FrameKey {
+    pub lo: u64,
+    pub hi: u64,
+}
+
+/// What `frame_query` reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct FrameInfo {
+    pub frame_pa: u64,
+    pub rights: u64,
+    /// 1 if the caller owns the frame, 0 if it holds a share.
+    pub owner: u64,
+    pub generation: u64,
 }
 
 /// Why a system call failed. Returned in `rax` as `-(code)`.
@@ -46,11 +121,22 @@ pub enum Error {
     NoMemory = 7,
     /// The caller lacks the right it would use.
     PermissionDenied = 8,
+    /// A frame key is forged, another environment's, or stale (the frame
+    /// was freed or revoked since it was minted).
+    BadKey = 9,
+    /// Every TLB slot is taken by guaranteed mappings (or there are none).
+    NoSlots = 10,
+    /// Not now: the kernel is taking frames back for the caller; yield and retry.
+    Again = 11,
+    /// The caller holds its quota and nobody has frames to spare.
+    QuotaExceeded = 12,
+    /// The page is already mapped.
+    AlreadyMapped = 13,
 }
 
 impl Error {
     /// Every error, for tables and tests.
-    pub const ALL: [Error; 8] = [
+    pub const ALL: [Error; 13] = [
         Error::UnknownSyscall,
         Error::BadAddress,
         Error::BadLength,
@@ -59,6 +145,11 @@ impl Error {
         Error::NoSuchEnv,
         Error::NoMemory,
         Error::PermissionDenied,
+        Error::BadKey,
+        Error::NoSlots,
+        Error::Again,
+        Error::QuotaExceeded,
+        Error::AlreadyMapped,
     ];
 
     /// The error with this code.
@@ -77,6 +168,11 @@ impl Error {
             Error::NoSuchEnv => "no-such-env",
             Error::NoMemory => "no-memory",
             Error::PermissionDenied => "permission-denied",
+            Error::BadKey => "bad-key",
+            Error::NoSlots => "no-slots",
+            Error::Again => "again",
+            Error::QuotaExceeded => "quota-exceeded",
+            Error::AlreadyMapped => "already-mapped",
         }
     }
 }
@@ -115,6 +211,16 @@ pub struct KernelStats {
     pub cr3_loads: u64,
     pub invlpg: u64,
     pub envs_ended: u64,
+    /// Page faults refilled from the software TLB without an upcall.
+    pub stlb_hits: u64,
+    /// Page faults the software TLB could not answer (sent to the libOS).
+    pub stlb_misses: u64,
+    /// Ordinary mappings pushed out of a TLB slot.
+    pub slot_evictions: u64,
+    pub key_checks: u64,
+    pub revocation_requests: u64,
+    /// Frames taken by force (abort protocol).
+    pub frames_repossessed: u64,
 }
 
 #[cfg(feature = "runtime")]
@@ -122,7 +228,7 @@ pub use stubs::*;
 
 #[cfg(feature = "runtime")]
 mod stubs {
-    use super::{decode, nr, Error, KernelStats};
+    use super::{decode, nr, Error, FrameInfo, FrameKey, KernelStats};
     use crate::upcall::UpcallTable;
     use core::arch::asm;
 
@@ -191,6 +297,67 @@ mod stubs {
     pub unsafe fn set_upcalls(table: &UpcallTable) -> Result<u64, Error> {
         // SAFETY: the kernel copies the table; the caller vouches for its contents.
         decode(unsafe { raw6(nr::SET_UPCALLS, table as *const UpcallTable as u64, 0, 0, 0, 0, 0) })
+    }
+
+    /// Allocate a frame (`want_pa` = 0: any) with `rights`; returns (frame, key).
+    pub fn frame_alloc(want_pa: u64, rights: u64) -> Result<(u64, FrameKey), Error> {
+        let mut key = FrameKey::default();
+        // SAFETY: the kernel writes one FrameKey into `key`.
+        let pa = decode(unsafe { raw6(nr::FRAME_ALLOC, want_pa, rights, &mut key as *mut FrameKey as u64, 0, 0, 0) })?;
+        Ok((pa, key))
+    }
+
+    /// Free a frame the caller owns.
+    pub fn frame_free(key: FrameKey) -> Result<(), Error> {
+        // SAFETY: no memory is passed.
+        decode(unsafe { raw6(nr::FRAME_FREE, key.lo, key.hi, 0, 0, 0, 0) }).map(|_| ())
+    }
+
+    /// Mint environment `to_env` a key to the frame with `rights` (a subset).
+    pub fn frame_share(key: FrameKey, to_env: u64, rights: u64) -> Result<FrameKey, Error> {
+        let mut out = FrameKey::default();
+        // SAFETY: the kernel writes one FrameKey into `out`.
+        decode(unsafe { raw6(nr::FRAME_SHARE, key.lo, key.hi, to_env, rights, &mut out as *mut FrameKey as u64, 0) })?;
+        Ok(out)
+    }
+
+    /// Describe the frame a key names.
+    pub fn frame_query(key: FrameKey) -> Result<FrameInfo, Error> {
+        let mut out = FrameInfo::default();
+        // SAFETY: the kernel writes one FrameInfo into `out`.
+        decode(unsafe { raw6(nr::FRAME_QUERY, key.lo, key.hi, &mut out as *mut FrameInfo as u64, 0, 0, 0) })?;
+        Ok(out)
+    }
+
+    /// Map the page at `va` to the keyed frame (`flags`: [`super::map_flags`]).
+    #[inline(always)]
+    pub fn map(va: u64, key: FrameKey, flags: u64) -> Result<(), Error> {
+        // SAFETY: changing the caller's own mappings is the caller's business.
+        decode(unsafe { raw6(nr::MAP, va, key.lo, key.hi, flags, 0, 0) }).map(|_| ())
+    }
+
+    /// Remove the mapping of the page at `va`.
+    pub fn unmap(va: u64) -> Result<(), Error> {
+        // SAFETY: as for `map`.
+        decode(unsafe { raw6(nr::UNMAP, va, 0, 0, 0, 0, 0) }).map(|_| ())
+    }
+
+    /// State bits of the mapping at `va` ([`super::map_bits`]).
+    pub fn map_query(va: u64, clear_accessed: bool) -> Result<u64, Error> {
+        // SAFETY: no memory is passed.
+        decode(unsafe { raw6(nr::MAP_QUERY, va, clear_accessed as u64, 0, 0, 0, 0) })
+    }
+
+    /// Make the mapping at `va` guaranteed (or ordinary again).
+    pub fn guarantee(va: u64, on: bool) -> Result<(), Error> {
+        // SAFETY: no memory is passed.
+        decode(unsafe { raw6(nr::GUARANTEE, va, on as u64, 0, 0, 0, 0) }).map(|_| ())
+    }
+
+    /// Tell the kernel the answer to its repossession request is complete.
+    pub fn revoke_done() -> Result<u64, Error> {
+        // SAFETY: no memory is passed.
+        decode(unsafe { raw6(nr::REVOKE_DONE, 0, 0, 0, 0, 0, 0) })
     }
 
     /// Read the kernel's event counters.

@@ -20,7 +20,17 @@ pub enum UpcallKind {
     Interrupt = 3,
     /// A protected control transfer from another environment.
     ProtectedEntry = 4,
+    /// Memory revocation: `vector` is [`REVOKE_REQUEST`] (give back
+    /// `fault_addr` frames before TSC `error_code`) or [`REVOKE_ABORTED`]
+    /// (the kernel took `fault_addr` frames by force; see the repossession
+    /// vector).
+    Revocation = 5,
 }
+
+/// `UpcallFrame::vector` of a repossession request.
+pub const REVOKE_REQUEST: u64 = 0;
+/// `UpcallFrame::vector` after the abort protocol took frames.
+pub const REVOKE_ABORTED: u64 = 1;
 
 impl UpcallKind {
     pub fn from_raw(raw: u64) -> Option<UpcallKind> {
@@ -29,6 +39,7 @@ impl UpcallKind {
             2 => UpcallKind::PageFault,
             3 => UpcallKind::Interrupt,
             4 => UpcallKind::ProtectedEntry,
+            5 => UpcallKind::Revocation,
             _ => return None,
         })
     }
@@ -43,6 +54,7 @@ pub struct UpcallTable {
     pub page_fault_entry: u64,
     pub interrupt_entry: u64,
     pub protected_entry: u64,
+    pub revocation_entry: u64,
     /// Lowest address of the upcall stack.
     pub stack_base: u64,
     /// Length of the upcall stack in bytes.

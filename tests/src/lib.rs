@@ -18,6 +18,16 @@ pub fn boot(scenario: &str, timeout_secs: u64) -> Outcome {
     boot_with(scenario, RunOptions { timeout: Duration::from_secs(timeout_secs), ..RunOptions::default() })
 }
 
+/// Boot a time-dependent scenario (deadlines, slot ends) under
+/// `-icount shift=0,sleep=off`: virtual time follows guest instructions, so
+/// the result does not depend on the host's load.
+pub fn boot_deterministic(scenario: &str, timeout_secs: u64) -> Outcome {
+    boot_with(
+        scenario,
+        RunOptions { timeout: Duration::from_secs(timeout_secs), icount: true, icount_nosleep: true, ..RunOptions::default() },
+    )
+}
+
 /// Boot a scenario with explicit options.
 pub fn boot_with(scenario: &str, options: RunOptions) -> Outcome {
     let outcome = xtask::run_qemu(&image(scenario), &options).expect("QEMU starts");

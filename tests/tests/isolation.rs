@@ -41,11 +41,22 @@ fn garbage_to_every_syscall_gets_error_codes() {
         ("set-upcalls-kernel-entry", "bad-address"),
         ("stats-readonly-page", "bad-address"),
         ("stats-code-page", "bad-address"),
+        ("frame-alloc-bad-rights", "invalid-argument"),
+        ("frame-alloc-misaligned-frame", "misaligned"),
+        ("frame-alloc-null-out", "bad-address"),
+        ("frame-free-garbage-key", "bad-key"),
+        ("frame-share-to-missing-env", "no-such-env"),
+        ("frame-query-garbage-key", "bad-key"),
+        ("map-garbage-key", "bad-key"),
+        ("map-kernel-va", "bad-address"),
+        ("unmap-unmapped", "invalid-argument"),
+        ("map-query-kernel-va", "bad-address"),
+        ("guarantee-unmapped", "invalid-argument"),
     ] {
         let expected = format!("attack {attack} -> {error}");
         assert!(lines.contains(&expected.as_str()), "missing: {expected}");
     }
-    assert!(lines.iter().any(|l| l.starts_with("garbage: 20 of 20 attacks refused, kernel still answers: true")));
+    assert!(lines.iter().any(|l| l.starts_with("garbage: 31 of 31 attacks refused, kernel still answers: true")));
     assert_exited(&outcome, "hostile", 0);
     assert_exited(&outcome, "gc", 0);
     // The runtime's panic handler reports and ends the env with code 101.

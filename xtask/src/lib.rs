@@ -21,6 +21,7 @@ pub const PROGRAMS: &[(&str, &str)] = &[
     ("guest-tests", "hostile"),
     ("guest-tests", "smoke"),
     ("guest-tests", "bench"),
+    ("guest-tests", "memtest"),
 ];
 
 /// The workspace root.
@@ -55,6 +56,7 @@ pub fn build_binaries() -> Result<()> {
     let mut cmd = cargo();
     cmd.args(["build", "--release", "--target", TARGET]);
     let mut packages: Vec<&str> = PROGRAMS.iter().map(|(p, _)| *p).collect();
+    packages.sort();
     packages.dedup();
     for package in packages {
         cmd.args(["-p", package]);

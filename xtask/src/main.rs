@@ -39,7 +39,7 @@ enum Cmd {
         /// Kernel log level, overriding the manifest's `log` line.
         #[arg(long, value_parser = ["error", "warn", "info", "debug", "trace"])]
         log: Option<String>,
-        /// Keep the kernel idling after every environment ended (stop with Ctrl-A X).
+        /// Keep the kernel idling after every environment ended (the run then ends at --timeout).
         #[arg(long)]
         keep_running: bool,
     },

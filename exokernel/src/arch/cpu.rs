@@ -41,3 +41,18 @@ pub fn enable_nxe_and_wp() {
         Cr0::update(|f| f.insert(Cr0Flags::WRITE_PROTECT));
     }
 }
+
+/// Does the CPU offer process-context identifiers (CPUID.01H:ECX.PCID)?
+pub fn has_pcid() -> bool {
+    let leaf = core::arch::x86_64::__cpuid(1);
+    leaf.ecx & (1 << 17) != 0
+}
+
+/// Turn on CR4.PCIDE (only call when `has_pcid`, with CR3's PCID field 0).
+pub fn enable_pcid() {
+    use x86_64::registers::control::{Cr4, Cr4Flags};
+    // SAFETY: the CPU offers PCIDs (checked by the caller) and the current
+    // CR3 has PCID 0, the architectural precondition for setting PCIDE.
+    unsafe { Cr4::update(|f| f.insert(Cr4Flags::PCID)) };
+}
+

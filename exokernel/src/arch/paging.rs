@@ -175,7 +175,8 @@ impl AddressSpace {
         if !entry.is_unused() {
             return Err(MapError::AlreadyMapped);
         }
-        // The kernel-half intermediate tables must not be user-accessible.
+        // Intermediate tables carry the user bit (as in the user half), but
+        // the leaf does not, so ring 3 can never reach the page.
         entry.set_addr(PhysAddr::new(pa), flags | PageTableFlags::PRESENT);
         Ok(())
     }
@@ -192,6 +193,46 @@ impl AddressSpace {
             return None;
         }
         Some((entry.addr().as_u64(), entry.flags()))
+    }
+
+    /// Remove the mapping of the page at `va`; returns its frame. The
+    /// caller flushes the TLB entry if this address space is loaded.
+    pub fn unmap(&mut self, va: u64) -> Option<u64> {
+        if va >= shared_abi::USER_TOP {
+            return None;
+        }
+        let entry = self.leaf(va & !0xfff, None).ok()?;
+        if entry.is_unused() {
+            return None;
+        }
+        let pa = entry.addr().as_u64();
+        entry.set_unused();
+        Some(pa)
+    }
+
+    /// Clear the accessed bit of the page at `va`; returns the flags it had.
+    pub fn take_accessed(&mut self, va: u64) -> Option<PageTableFlags> {
+        let entry = self.leaf(va & !0xfff, None).ok()?;
+        if entry.is_unused() {
+            return None;
+        }
+        let flags = entry.flags();
+        let addr = entry.addr();
+        entry.set_addr(addr, flags - PageTableFlags::ACCESSED);
+        Some(flags)
+    }
+
+    /// Make this address space the active one tagged with `pcid`, keeping
+    /// that tag's TLB entries (CR4.PCIDE must be set).
+    pub fn activate_pcid(&self, pcid: u16) {
+        // SAFETY: as for `activate`; the caller enabled PCIDs, and bit 63
+        // (no-flush) keeps the tagged entries, which stay correct because
+        // every unmap in this address space is followed by invlpg while it
+        // is loaded or a flush of its tag before it is next loaded.
+        unsafe {
+            let value = self.pml4 | (pcid as u64 & 0xfff) | (1 << 63);
+            core::arch::asm!("mov cr3, {}", in(reg) value, options(nostack, preserves_flags));
+        }
     }
 
     /// Change the flags of a mapped page; returns false if it is unmapped.
@@ -234,4 +275,9 @@ impl AddressSpace {
         }
         free_table(self.pml4);
     }
+}
+
+/// Invalidate the TLB entry of one page in the loaded address space.
+pub fn invlpg(va: u64) {
+    x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(va));
 }

@@ -1,5 +1,6 @@
 //! Plain-old-data views of the ABI structs the kernel copies to and from
-//! user memory.
+//! user memory, and the boot-time views of memory the bootloader handed us
+//! (the ramdisk, the kernel heap).
 
 /// Types made only of `u64` fields, so any bytes are a valid value.
 pub trait Pod: Copy {
@@ -29,7 +30,10 @@ pod!(
     shared_abi::upcall::UpcallTable,
     shared_abi::upcall::UpcallFrame,
     shared_abi::syscall::KernelStats,
-    shared_abi::start::StartInfo
+    shared_abi::start::StartInfo,
+    shared_abi::syscall::FrameKey,
+    shared_abi::syscall::FrameInfo,
+    shared_abi::start::RepossessionVector
 );
 
 /// The ramdisk the bootloader loaded, as a byte slice.
@@ -37,4 +41,14 @@ pub fn ramdisk(addr: u64, len: u64) -> &'static [u8] {
     // SAFETY: the bootloader maps the ramdisk at `addr` for `len` bytes and
     // never reclaims it; the kernel only reads it.
     unsafe { core::slice::from_raw_parts(addr as *const u8, len as usize) }
+}
+
+/// Give the kernel heap `[start_pa, start_pa + size)` of physical memory.
+/// The caller takes the range out of the frame allocator.
+pub fn init_heap(heap: &linked_list_allocator::LockedHeap, start_pa: u64, size: u64) {
+    let virt = super::paging::phys_to_virt(start_pa);
+    // SAFETY: the range is usable RAM that nothing else has claimed (the
+    // caller reserves it in the frame bitmap), mapped through the
+    // physical-memory window, and the heap is initialised once, at boot.
+    unsafe { heap.lock().init(virt as *mut u8, size as usize) };
 }

@@ -6,7 +6,7 @@ use uart_16550::SerialPort;
 
 static COM1: Mutex<Option<SerialPort>> = Mutex::new(None);
 
-/// Initialise COM1 (115200 8N1).
+/// Initialise COM1 (8N1 at the driver's default rate; QEMU ignores the rate).
 pub fn init() {
     // SAFETY: 0x3F8 is COM1 on every PC the kernel targets; nothing else
     // in the kernel touches these ports.

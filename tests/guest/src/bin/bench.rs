@@ -54,7 +54,11 @@ fn measure(overhead: u64, mut op: impl FnMut()) -> Sample {
         context_switches: per(before.context_switches, after.context_switches),
         cr3_loads: per(before.cr3_loads, after.cr3_loads),
         invlpg: per(before.invlpg, after.invlpg),
-        envs_ended: 0,
+        stlb_hits: per(before.stlb_hits, after.stlb_hits),
+        stlb_misses: per(before.stlb_misses, after.stlb_misses),
+        slot_evictions: per(before.slot_evictions, after.slot_evictions),
+        key_checks: per(before.key_checks, after.key_checks),
+        ..KernelStats::default()
     };
     Sample { counts, events }
 }

@@ -52,6 +52,7 @@ fn main(env: &Env) -> i32 {
                 page_fault_entry: 0x40_1000,
                 interrupt_entry: 0,
                 protected_entry: 0,
+                revocation_entry: 0,
                 // The start page: mapped, but read-only.
                 stack_base: shared_abi::start::START_INFO_ADDR,
                 stack_len: 4096,
@@ -91,9 +92,12 @@ fn garbage() -> i32 {
         page_fault_entry: 0,
         interrupt_entry: 0,
         protected_entry: 0,
+        revocation_entry: 0,
         stack_base: heap.as_ptr() as u64,
         stack_len: 64,
     };
+    let stats_len = core::mem::size_of::<shared_abi::syscall::KernelStats>() as u64;
+    let window = shared_abi::start::DYNAMIC_BASE;
     let attacks = [
         Attack { name: "unknown-number", number: nr::COUNT, args: [0; 6] },
         Attack { name: "unknown-huge-number", number: u64::MAX, args: [1; 6] },
@@ -109,12 +113,23 @@ fn garbage() -> i32 {
         Attack { name: "set-upcalls-kernel-ptr", number: nr::SET_UPCALLS, args: [table_in_kernel, 0, 0, 0, 0, 0] },
         Attack { name: "set-upcalls-misaligned", number: nr::SET_UPCALLS, args: [misaligned, 0, 0, 0, 0, 0] },
         Attack { name: "set-upcalls-kernel-entry", number: nr::SET_UPCALLS, args: [&bogus_table as *const _ as u64, 0, 0, 0, 0, 0] },
-        Attack { name: "stats-null", number: nr::STATS, args: [0, 72, 0, 0, 0, 0] },
-        Attack { name: "stats-kernel-ptr", number: nr::STATS, args: [KERNEL_ADDR, 72, 0, 0, 0, 0] },
+        Attack { name: "stats-null", number: nr::STATS, args: [0, stats_len, 0, 0, 0, 0] },
+        Attack { name: "stats-kernel-ptr", number: nr::STATS, args: [KERNEL_ADDR, stats_len, 0, 0, 0, 0] },
         Attack { name: "stats-bad-len", number: nr::STATS, args: [misaligned - 1, 7, 0, 0, 0, 0] },
-        Attack { name: "stats-misaligned", number: nr::STATS, args: [misaligned, 72, 0, 0, 0, 0] },
-        Attack { name: "stats-readonly-page", number: nr::STATS, args: [shared_abi::start::START_INFO_ADDR, 72, 0, 0, 0, 0] },
-        Attack { name: "stats-code-page", number: nr::STATS, args: [0x40_1000, 72, 0, 0, 0, 0] },
+        Attack { name: "stats-misaligned", number: nr::STATS, args: [misaligned, stats_len, 0, 0, 0, 0] },
+        Attack { name: "stats-readonly-page", number: nr::STATS, args: [shared_abi::start::START_INFO_ADDR, stats_len, 0, 0, 0, 0] },
+        Attack { name: "stats-code-page", number: nr::STATS, args: [0x40_1000, stats_len, 0, 0, 0, 0] },
+        Attack { name: "frame-alloc-bad-rights", number: nr::FRAME_ALLOC, args: [0, 0x100, heap.as_ptr() as u64, 0, 0, 0] },
+        Attack { name: "frame-alloc-misaligned-frame", number: nr::FRAME_ALLOC, args: [0x12345, 1, heap.as_ptr() as u64, 0, 0, 0] },
+        Attack { name: "frame-alloc-null-out", number: nr::FRAME_ALLOC, args: [0, 1, 0, 0, 0, 0] },
+        Attack { name: "frame-free-garbage-key", number: nr::FRAME_FREE, args: [0xdead, 0xbeef, 0, 0, 0, 0] },
+        Attack { name: "frame-share-to-missing-env", number: nr::FRAME_SHARE, args: [1, 2, 999, 1, heap.as_ptr() as u64, 0] },
+        Attack { name: "frame-query-garbage-key", number: nr::FRAME_QUERY, args: [u64::MAX, u64::MAX, heap.as_ptr() as u64, 0, 0, 0] },
+        Attack { name: "map-garbage-key", number: nr::MAP, args: [window, 7, 7, 0, 0, 0] },
+        Attack { name: "map-kernel-va", number: nr::MAP, args: [KERNEL_ADDR, 7, 7, 0, 0, 0] },
+        Attack { name: "unmap-unmapped", number: nr::UNMAP, args: [window, 0, 0, 0, 0, 0] },
+        Attack { name: "map-query-kernel-va", number: nr::MAP_QUERY, args: [KERNEL_ADDR, 1, 0, 0, 0, 0] },
+        Attack { name: "guarantee-unmapped", number: nr::GUARANTEE, args: [window, 1, 0, 0, 0, 0] },
     ];
     let mut refused = 0;
     for attack in &attacks {

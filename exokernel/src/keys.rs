@@ -1,0 +1,810 @@
+//! Keyed physical frames: unforgeable frame keys, minted with a boot secret, checked by lookup.
+//!
+//! A library OS that is given a physical frame receives a [`FrameKey`]; every
+//! later use of the frame (mapping, sharing, freeing) presents the key, and
+//! the kernel checks it against its [`FrameTable`]. A forged key, another
+//! environment's key, or a key from before the frame was freed or revoked is
+//! refused with a [`KeyError`].
+//!
+//! # Key layout (ABI)
+//!
+//! A key is two 64-bit words, passed in two registers:
+//!
+//! ```text
+//! handle: 63            32 31                 8 7        0
+//!         | slot generation |     slot index     |  rights  |
+//! mac:    63                                             0
+//!         |        first 8 bytes of SHA-256, little-endian |
+//! ```
+//!
+//! * `rights` ([`Rights`]): what the key allows: `READ` = 1, `WRITE` = 2,
+//!   `SHARE` = 4; bits 3..=7 are zero in every key the kernel mints.
+//! * `slot index` (24 bits): the key's entry in the kernel's grant table.
+//! * `slot generation` (32 bits): how many grants that entry held before
+//!   this one. A slot's generation grows each time its grant is destroyed, so
+//!   a key naming an older generation is recognisably [`KeyError::Stale`].
+//! * `mac`: `SHA-256(secret ‖ handle ‖ frame ‖ env ‖ serial)`, each number
+//!   8 bytes little-endian after the 32-byte boot-time `secret`; `serial`
+//!   counts every key minted since boot, so no two keys share a MAC input.
+//!
+//! The frame number is not in the key: the kernel returns it beside the key
+//! when it allocates, and [`FrameTable::query`] reports it.
+//!
+//! # Cost
+//!
+//! Minting (allocate, share) computes one SHA-256 over 64 bytes. Checking
+//! does not: the grant table keeps the key it minted, so [`FrameTable::check`]
+//! is an index, two word compares, an environment compare and a rights test.
+//! The MAC is what makes a key unguessable (one chance in 2^64 per try); the
+//! table, not a recomputation, is what says it is valid. Working out *why*
+//! a key failed is a separate cold path. Memory: one 72-byte grant-table
+//! entry per live key and one record per held frame, nothing per idle frame.
+//!
+//! # Sharing and revocation
+//!
+//! The environment that allocated a frame owns it. The owner, or the holder
+//! of a key with the `SHARE` right, can mint another environment a key with
+//! the same or fewer rights. Freeing (owner only) or revoking (the kernel) a
+//! frame destroys every key to it at once, shares included; a later
+//! allocation of the same frame mints keys under new serials, so no old key
+//! comes back to life.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use core::ops::BitOr;
+use sha2::{Digest, Sha256};
+use shared_abi::syscall::Error;
+
+/// An environment id as the libOS sees it (1-based, as in `env.rs`).
+pub type EnvId = u64;
+
+/// Physical frame number (physical address / 4096).
+pub type FrameNumber = u64;
+
+/// What a frame key allows; a set of the constants below.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Rights(u8);
+
+impl Rights {
+    /// No rights: the key still names the frame (and lets the owner free it).
+    pub const NONE: Rights = Rights(0);
+    /// Map the frame readable.
+    pub const READ: Rights = Rights(1);
+    /// Map the frame writable.
+    pub const WRITE: Rights = Rights(2);
+    /// Mint other environments keys to the frame.
+    pub const SHARE: Rights = Rights(4);
+    /// Every right.
+    pub const ALL: Rights = Rights(7);
+
+    /// The rights with these bits, or None if an unknown bit is set.
+    pub const fn from_bits(bits: u8) -> Option<Rights> {
+        if bits & !Rights::ALL.0 == 0 {
+            Some(Rights(bits))
+        } else {
+            None
+        }
+    }
+
+    /// The raw bits, as stored in a key's `handle` word.
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// True if every right in `other` is also in `self`.
+    pub const fn contains(self, other: Rights) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl BitOr for Rights {
+    type Output = Rights;
+
+    fn bitor(self, other: Rights) -> Rights {
+        Rights(self.0 | other.0)
+    }
+}
+
+const RIGHTS_MASK: u64 = 0xff;
+const SLOT_SHIFT: u32 = 8;
+const SLOT_MASK: u64 = (1 << 24) - 1;
+const SLOT_GENERATION_SHIFT: u32 = 32;
+
+/// Most grants (live keys) the table can hold at once: the slot index is 24 bits.
+pub const MAX_GRANTS: usize = 1 << 24;
+
+/// A key to a physical frame, as held by a libOS. Until [`FrameTable::check`]
+/// accepts it, it is only an allegation. The layout is in the module doc.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct FrameKey {
+    /// Rights, slot index and slot generation.
+    pub handle: u64,
+    /// The truncated SHA-256 MAC.
+    pub mac: u64,
+}
+
+impl FrameKey {
+    fn handle_for(rights: Rights, slot_index: usize, slot_generation: u32) -> u64 {
+        (slot_generation as u64) << SLOT_GENERATION_SHIFT
+            | (slot_index as u64) << SLOT_SHIFT
+            | rights.bits() as u64
+    }
+
+    /// The rights the key claims (unknown bits dropped).
+    pub fn rights(self) -> Rights {
+        Rights((self.handle & RIGHTS_MASK) as u8 & Rights::ALL.0)
+    }
+
+    /// The grant-table slot the key names.
+    pub fn slot_index(self) -> usize {
+        ((self.handle >> SLOT_SHIFT) & SLOT_MASK) as usize
+    }
+
+    /// The generation of that slot the key was minted in.
+    pub fn slot_generation(self) -> u32 {
+        (self.handle >> SLOT_GENERATION_SHIFT) as u32
+    }
+}
+
+/// What a valid key tells the kernel about its frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameInfo {
+    pub frame: FrameNumber,
+    /// The rights of the presented key.
+    pub rights: Rights,
+    /// The environment that allocated the frame.
+    pub owner: EnvId,
+    /// The serial of the key minted when the frame was allocated: unique to
+    /// this allocation of the frame, never reused after it is freed.
+    pub generation: u64,
+}
+
+/// Why a key was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyError {
+    /// The key was never minted (wrong MAC, slot or rights bits).
+    Forged,
+    /// A genuine key, but minted for another environment.
+    WrongEnv,
+    /// A key whose frame was since freed or revoked.
+    Stale,
+    /// The key lacks a right the operation needs.
+    InsufficientRights,
+    /// The kernel names a frame that no key covers.
+    NoSuchFrame,
+    /// Only the frame's owner may do this.
+    NotOwner,
+    /// The frame to allocate is already held under a key.
+    InUse,
+    /// The grant table is full ([`MAX_GRANTS`] live keys).
+    TableFull,
+}
+
+/// A key that is not valid for the caller (forged, another's, stale) is
+/// `BadKey`, and a valid key without the authority the call needs is
+/// `PermissionDenied`, so a libOS can tell "my key is bad" from "my key does
+/// not allow this". `WrongEnv` is not told apart from `Forged` at the ABI, so a guessed
+/// key never reveals that it is genuine for someone else.
+impl From<KeyError> for Error {
+    fn from(error: KeyError) -> Error {
+        match error {
+            KeyError::Forged | KeyError::WrongEnv | KeyError::Stale => Error::BadKey,
+            KeyError::InsufficientRights | KeyError::NotOwner => Error::PermissionDenied,
+            KeyError::NoSuchFrame => Error::InvalidArgument,
+            KeyError::InUse | KeyError::TableFull => Error::NoMemory,
+        }
+    }
+}
+
+/// Computes key MACs with the boot-time secret. Deliberately not `Debug`:
+/// the secret must never reach a log.
+pub struct KeyMinter {
+    secret: [u8; 32],
+}
+
+impl KeyMinter {
+    /// A minter for this secret, which the kernel draws at boot from a
+    /// hardware random source and never reveals.
+    pub fn new(secret: [u8; 32]) -> Self {
+        KeyMinter { secret }
+    }
+
+    /// The MAC of a key: SHA-256 over the secret and four 8-byte
+    /// little-endian numbers, truncated to its first 8 bytes.
+    pub fn mac(&self, handle: u64, frame: FrameNumber, env: EnvId, serial: u64) -> u64 {
+        let mut hasher = Sha256::new();
+        hasher.update(self.secret);
+        hasher.update(handle.to_le_bytes());
+        hasher.update(frame.to_le_bytes());
+        hasher.update(env.to_le_bytes());
+        hasher.update(serial.to_le_bytes());
+        let digest = hasher.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_le_bytes(first)
+    }
+}
+
+/// One live key: the key as minted, whom it was minted for, and what it
+/// grants.
+#[derive(Clone, Copy)]
+struct Grant {
+    key: FrameKey,
+    env: EnvId,
+    info: FrameInfo,
+}
+
+/// An entry of the grant table.
+struct Slot {
+    /// Bumped each time the slot's grant is destroyed; a slot whose
+    /// generation reaches `u32::MAX` is retired (never reused) rather than
+    /// wrapped, so a stale key can never match its slot again.
+    generation: u32,
+    grant: Option<Grant>,
+}
+
+/// The kernel's record of one allocated frame.
+struct FrameRecord {
+    owner: EnvId,
+    /// The slot of the key minted at allocation.
+    owner_slot: usize,
+    /// The slots of every key shared since.
+    shares: Vec<usize>,
+}
+
+/// Every frame handed out under a key, and every live key.
+pub struct FrameTable {
+    minter: KeyMinter,
+    /// Indexed by a key's slot index.
+    slots: Vec<Slot>,
+    /// Vacant slots to reuse.
+    free_slots: Vec<usize>,
+    /// Allocated frames; only the cold paths (allocate, free, revoke) use it.
+    frames: BTreeMap<FrameNumber, FrameRecord>,
+    /// Keys minted so far; the next key's serial.
+    minted: u64,
+    /// Slots holding a grant.
+    live: usize,
+}
+
+impl FrameTable {
+    /// An empty table whose keys are MACed with `secret`.
+    pub fn new(secret: [u8; 32]) -> Self {
+        FrameTable {
+            minter: KeyMinter::new(secret),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            frames: BTreeMap::new(),
+            minted: 0,
+            live: 0,
+        }
+    }
+
+    /// Number of live keys (for statistics and tests).
+    pub fn live_keys(&self) -> usize {
+        self.live
+    }
+
+    /// Number of frames held under keys.
+    pub fn frames_held(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Record that `frame` (already taken from the frame bitmap by the
+    /// kernel) now belongs to `env`, and mint its key with `rights`.
+    pub fn alloc(
+        &mut self,
+        frame: FrameNumber,
+        env: EnvId,
+        rights: Rights,
+    ) -> Result<FrameKey, KeyError> {
+        if self.frames.contains_key(&frame) {
+            return Err(KeyError::InUse);
+        }
+        let generation = self.minted;
+        let info = FrameInfo { frame, rights, owner: env, generation };
+        let (owner_slot, key) = self.mint(env, info)?;
+        self.frames.insert(frame, FrameRecord { owner: env, owner_slot, shares: Vec::new() });
+        Ok(key)
+    }
+
+    /// Check `key` as presented by `env` for an operation that needs `need`;
+    /// the hot path of every keyed system call. No hashing: the presented
+    /// key is compared with the one stored when it was minted.
+    #[inline]
+    pub fn check(&self, key: FrameKey, env: EnvId, need: Rights) -> Result<FrameInfo, KeyError> {
+        if let Some(Slot { grant: Some(grant), .. }) = self.slots.get(key.slot_index()) {
+            if grant.key == key && grant.env == env && grant.info.rights.contains(need) {
+                return Ok(grant.info);
+            }
+        }
+        Err(self.diagnose(key, env))
+    }
+
+    /// Why `check` refused `key`: kept off the hot path.
+    #[cold]
+    #[inline(never)]
+    fn diagnose(&self, key: FrameKey, env: EnvId) -> KeyError {
+        let Some(slot) = self.slots.get(key.slot_index()) else {
+            return KeyError::Forged;
+        };
+        let key_generation = key.slot_generation();
+        if key_generation < slot.generation {
+            // The slot held a grant in that generation; it has been destroyed.
+            return KeyError::Stale;
+        }
+        match &slot.grant {
+            Some(grant) if key_generation == slot.generation && grant.key == key => {
+                if grant.env != env {
+                    KeyError::WrongEnv
+                } else {
+                    KeyError::InsufficientRights
+                }
+            }
+            // A later generation, a vacant slot's current one (vacating bumps
+            // the generation), or other bits than minted: never minted.
+            _ => KeyError::Forged,
+        }
+    }
+
+    /// What `key` grants `env`: the frame, the key's rights, the owner and
+    /// the allocation's generation.
+    pub fn query(&self, key: FrameKey, env: EnvId) -> Result<FrameInfo, KeyError> {
+        self.check(key, env, Rights::NONE)
+    }
+
+    /// Mint `to_env` a key to the frame of `key` (presented by `from_env`)
+    /// with `rights`, which must be among the key's own. `from_env` must own
+    /// the frame or hold the `SHARE` right. The kernel checks beforehand
+    /// that `to_env` exists; the table does not know environments.
+    pub fn share(
+        &mut self,
+        key: FrameKey,
+        from_env: EnvId,
+        to_env: EnvId,
+        rights: Rights,
+    ) -> Result<FrameKey, KeyError> {
+        let held = self.check(key, from_env, rights)?;
+        if held.owner != from_env && !held.rights.contains(Rights::SHARE) {
+            return Err(KeyError::InsufficientRights);
+        }
+        let (slot, shared) = self.mint(to_env, FrameInfo { rights, ..held })?;
+        self.frames
+            .get_mut(&held.frame)
+            .expect("a live key's frame has a record")
+            .shares
+            .push(slot);
+        Ok(shared)
+    }
+
+    /// Free the frame of `key`; only its owner may. Every key to the frame,
+    /// shares included, becomes stale. Returns the frame, for the kernel to
+    /// unmap everywhere and give back to the frame bitmap. Freeing twice
+    /// fails with `Stale`: the first free destroyed the key.
+    pub fn free(&mut self, key: FrameKey, env: EnvId) -> Result<FrameNumber, KeyError> {
+        let info = self.check(key, env, Rights::NONE)?;
+        if info.owner != env {
+            return Err(KeyError::NotOwner);
+        }
+        self.forget(info.frame);
+        Ok(info.frame)
+    }
+
+    /// Kernel-initiated: destroy every key to `frame`. Returns the
+    /// environments that held one (owner first, each once), whose mappings
+    /// of the frame the kernel must remove before reusing it.
+    pub fn revoke(&mut self, frame: FrameNumber) -> Result<Vec<EnvId>, KeyError> {
+        if !self.frames.contains_key(&frame) {
+            return Err(KeyError::NoSuchFrame);
+        }
+        Ok(self.forget(frame))
+    }
+
+    /// An environment ended: free every frame it owns (returned, in
+    /// ascending order, for the kernel to unmap and give back) and destroy
+    /// every key shared to it.
+    pub fn reclaim_env(&mut self, env: EnvId) -> Vec<FrameNumber> {
+        let owned: Vec<FrameNumber> =
+            self.frames.iter().filter(|(_, r)| r.owner == env).map(|(frame, _)| *frame).collect();
+        for frame in &owned {
+            self.forget(*frame);
+        }
+        let mut held_by_env = Vec::new();
+        for record in self.frames.values_mut() {
+            let slots = &self.slots;
+            record.shares.retain(|&s| {
+                let held = slots[s].grant.is_some_and(|g| g.env == env);
+                if held {
+                    held_by_env.push(s);
+                }
+                !held
+            });
+        }
+        for slot in held_by_env {
+            self.vacate(slot);
+        }
+        owned
+    }
+
+    /// Store a new grant in a free slot and return its slot and key.
+    fn mint(&mut self, env: EnvId, info: FrameInfo) -> Result<(usize, FrameKey), KeyError> {
+        let slot = match self.free_slots.pop() {
+            Some(slot) => slot,
+            None if self.slots.len() < MAX_GRANTS => {
+                self.slots.push(Slot { generation: 0, grant: None });
+                self.slots.len() - 1
+            }
+            None => return Err(KeyError::TableFull),
+        };
+        let handle = FrameKey::handle_for(info.rights, slot, self.slots[slot].generation);
+        let key = FrameKey { handle, mac: self.minter.mac(handle, info.frame, env, self.minted) };
+        self.minted += 1;
+        self.live += 1;
+        self.slots[slot].grant = Some(Grant { key, env, info });
+        Ok((slot, key))
+    }
+
+    /// Destroy the grant in `slot` and make the slot reusable under a new generation.
+    fn vacate(&mut self, slot: usize) {
+        let entry = &mut self.slots[slot];
+        if entry.grant.take().is_none() {
+            return;
+        }
+        self.live -= 1;
+        // A slot that held a grant has a generation below the maximum.
+        entry.generation += 1;
+        if entry.generation < u32::MAX {
+            self.free_slots.push(slot);
+        }
+    }
+
+    /// Destroy every key to `frame` and drop its record; returns the holders.
+    fn forget(&mut self, frame: FrameNumber) -> Vec<EnvId> {
+        let Some(record) = self.frames.remove(&frame) else {
+            return Vec::new();
+        };
+        let mut holders = Vec::from([record.owner]);
+        for slot in core::iter::once(record.owner_slot).chain(record.shares) {
+            if let Some(grant) = self.slots[slot].grant {
+                if !holders.contains(&grant.env) {
+                    holders.push(grant.env);
+                }
+            }
+            self.vacate(slot);
+        }
+        holders
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+
+    const SECRET: [u8; 32] = [0x5a; 32];
+    const A: EnvId = 1;
+    const B: EnvId = 2;
+    const C: EnvId = 3;
+    const RW: Rights = Rights(Rights::READ.0 | Rights::WRITE.0);
+
+    /// Deterministic pseudo-random words (splitmix64) for forgeries.
+    fn random_words(seed: u64) -> impl Iterator<Item = u64> {
+        let mut state = seed;
+        core::iter::repeat_with(move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        })
+    }
+
+    #[test]
+    fn mint_and_check_round_trip() {
+        let mut table = FrameTable::new(SECRET);
+        let key = table.alloc(0x1234, A, Rights::ALL).unwrap();
+        assert_eq!(key.rights(), Rights::ALL);
+        let info = table.check(key, A, RW).unwrap();
+        assert_eq!(info.frame, 0x1234);
+        assert_eq!(info.owner, A);
+        assert_eq!(info.rights, Rights::ALL);
+        assert_eq!(table.query(key, A), Ok(info));
+        assert_eq!(table.live_keys(), 1);
+        assert_eq!(table.frames_held(), 1);
+    }
+
+    #[test]
+    fn key_layout_matches_the_doc() {
+        let mut table = FrameTable::new(SECRET);
+        let first = table.alloc(10, A, Rights::READ).unwrap();
+        let second = table.alloc(11, A, RW).unwrap();
+        assert_eq!(first.handle, 0x0000_0000_0000_0001);
+        assert_eq!(second.handle, 0x0000_0000_0000_0103);
+        assert_eq!((second.slot_index(), second.slot_generation()), (1, 0));
+        let mac = KeyMinter::new(SECRET).mac(second.handle, 11, A, 1);
+        assert_eq!(second.mac, mac, "serial 1: the second key minted");
+        table.free(first, A).unwrap();
+        let reused = table.alloc(12, B, Rights::WRITE).unwrap();
+        assert_eq!(reused.handle, 0x0000_0001_0000_0002, "slot 0, generation 1");
+    }
+
+    #[test]
+    fn mac_is_truncated_sha256_of_secret_and_fields() {
+        let mut input = vec![0x5au8; 32];
+        for word in [0x0103u64, 11, 1, 1] {
+            input.extend_from_slice(&word.to_le_bytes());
+        }
+        let digest = Sha256::digest(&input);
+        let expected = u64::from_le_bytes(digest[..8].try_into().unwrap());
+        assert_eq!(KeyMinter::new(SECRET).mac(0x0103, 11, 1, 1), expected);
+    }
+
+    #[test]
+    fn random_macs_are_forged() {
+        let mut table = FrameTable::new(SECRET);
+        let key = table.alloc(7, A, Rights::ALL).unwrap();
+        for mac in random_words(1).take(1000) {
+            if mac == key.mac {
+                continue;
+            }
+            let forged = FrameKey { mac, ..key };
+            assert_eq!(table.check(forged, A, Rights::NONE), Err(KeyError::Forged));
+        }
+    }
+
+    #[test]
+    fn random_keys_are_refused() {
+        let mut table = FrameTable::new(SECRET);
+        table.alloc(7, A, Rights::ALL).unwrap();
+        let mut words = random_words(2);
+        for _ in 0..1000 {
+            let forged = FrameKey { handle: words.next().unwrap(), mac: words.next().unwrap() };
+            let refused = table.check(forged, A, Rights::NONE).unwrap_err();
+            assert!(matches!(refused, KeyError::Forged | KeyError::Stale), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_refused() {
+        let mut table = FrameTable::new(SECRET);
+        // Populate several slots, some of them recycled, so that a flipped
+        // slot index or generation can land on live grants.
+        let mut keys = Vec::new();
+        for frame in 0..40 {
+            keys.push(table.alloc(frame, A, Rights::ALL).unwrap());
+        }
+        for key in keys.drain(..20) {
+            table.free(key, A).unwrap();
+        }
+        for frame in 100..140 {
+            keys.push(table.alloc(frame, A, Rights::ALL).unwrap());
+        }
+        let shared = table.share(keys[0], A, B, Rights::READ).unwrap();
+        keys.push(shared);
+        for key in keys {
+            let env = table.query(key, A).map(|_| A).unwrap_or(B);
+            for bit in 0..128 {
+                let mut flipped = key;
+                if bit < 64 {
+                    flipped.handle ^= 1 << bit;
+                } else {
+                    flipped.mac ^= 1 << (bit - 64);
+                }
+                let refused = table.check(flipped, env, Rights::NONE).unwrap_err();
+                let expected = matches!(refused, KeyError::Forged | KeyError::Stale);
+                assert!(expected, "bit {bit}: {refused:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn another_environments_key_is_refused() {
+        let mut table = FrameTable::new(SECRET);
+        let key_a = table.alloc(5, A, Rights::ALL).unwrap();
+        let key_b = table.alloc(6, B, Rights::ALL).unwrap();
+        assert_eq!(table.check(key_a, B, Rights::NONE), Err(KeyError::WrongEnv));
+        assert_eq!(table.check(key_b, A, Rights::READ), Err(KeyError::WrongEnv));
+        assert_eq!(table.free(key_a, B), Err(KeyError::WrongEnv));
+        assert_eq!(table.share(key_a, B, C, Rights::READ), Err(KeyError::WrongEnv));
+        assert!(table.check(key_a, A, Rights::ALL).is_ok());
+    }
+
+    #[test]
+    fn keys_are_stale_after_free() {
+        let mut table = FrameTable::new(SECRET);
+        let key = table.alloc(9, A, Rights::ALL).unwrap();
+        let shared = table.share(key, A, B, Rights::READ).unwrap();
+        assert_eq!(table.free(key, A), Ok(9));
+        assert_eq!(table.check(key, A, Rights::NONE), Err(KeyError::Stale));
+        assert_eq!(table.check(shared, B, Rights::NONE), Err(KeyError::Stale));
+        assert_eq!(table.live_keys(), 0);
+        assert_eq!(table.frames_held(), 0);
+    }
+
+    #[test]
+    fn old_keys_stay_dead_when_the_frame_is_allocated_again() {
+        let mut table = FrameTable::new(SECRET);
+        let old = table.alloc(9, A, Rights::ALL).unwrap();
+        let old_info = table.query(old, A).unwrap();
+        table.free(old, A).unwrap();
+        let new = table.alloc(9, A, Rights::ALL).unwrap();
+        assert_ne!(new, old);
+        assert_eq!(new.slot_index(), old.slot_index(), "the slot is reused");
+        assert_eq!(table.check(old, A, Rights::NONE), Err(KeyError::Stale));
+        let new_info = table.query(new, A).unwrap();
+        assert_ne!(new_info.generation, old_info.generation);
+        // An old key with its generation field moved forward is still refused.
+        let bumped = FrameKey { handle: old.handle + (1 << 32), ..old };
+        assert_eq!(table.check(bumped, A, Rights::NONE), Err(KeyError::Forged));
+    }
+
+    #[test]
+    fn keys_are_stale_after_revoke() {
+        let mut table = FrameTable::new(SECRET);
+        let key = table.alloc(3, A, Rights::ALL).unwrap();
+        let to_b = table.share(key, A, B, RW).unwrap();
+        let to_c = table.share(to_b, B, C, Rights::READ).unwrap_err();
+        assert_eq!(to_c, KeyError::InsufficientRights, "B holds no SHARE right");
+        let to_b_again = table.share(key, A, B, Rights::READ).unwrap();
+        assert_eq!(table.revoke(3), Ok(vec![A, B]));
+        for (key, env) in [(key, A), (to_b, B), (to_b_again, B)] {
+            assert_eq!(table.check(key, env, Rights::NONE), Err(KeyError::Stale));
+        }
+        assert_eq!(table.revoke(3), Err(KeyError::NoSuchFrame));
+        assert_eq!(table.free(key, A), Err(KeyError::Stale));
+    }
+
+    #[test]
+    fn double_free_is_refused() {
+        let mut table = FrameTable::new(SECRET);
+        let key = table.alloc(4, A, Rights::ALL).unwrap();
+        assert_eq!(table.free(key, A), Ok(4));
+        assert_eq!(table.free(key, A), Err(KeyError::Stale));
+        // Even after the slot is reused by another allocation.
+        let other = table.alloc(8, A, Rights::ALL).unwrap();
+        assert_eq!(table.free(key, A), Err(KeyError::Stale));
+        assert_eq!(table.free(other, A), Ok(8));
+    }
+
+    #[test]
+    fn a_slot_is_retired_rather_than_its_generation_wrapped() {
+        let mut table = FrameTable::new(SECRET);
+        let first = table.alloc(1, A, Rights::ALL).unwrap();
+        table.free(first, A).unwrap();
+        table.slots[0].generation = u32::MAX - 1;
+        let last = table.alloc(1, A, Rights::ALL).unwrap();
+        assert_eq!((last.slot_index(), last.slot_generation()), (0, u32::MAX - 1));
+        table.free(last, A).unwrap();
+        assert_eq!(table.slots[0].generation, u32::MAX);
+        let next = table.alloc(1, A, Rights::ALL).unwrap();
+        assert_eq!(next.slot_index(), 1, "slot 0 is never reused");
+        assert_eq!(table.check(last, A, Rights::NONE), Err(KeyError::Stale));
+        assert_eq!(table.check(first, A, Rights::NONE), Err(KeyError::Stale));
+    }
+
+    #[test]
+    fn allocating_a_held_frame_is_refused() {
+        let mut table = FrameTable::new(SECRET);
+        table.alloc(4, A, Rights::ALL).unwrap();
+        assert_eq!(table.alloc(4, B, Rights::ALL), Err(KeyError::InUse));
+        assert_eq!(table.live_keys(), 1);
+    }
+
+    #[test]
+    fn sharing_with_fewer_rights_works_and_more_is_refused() {
+        let mut table = FrameTable::new(SECRET);
+        let key = table.alloc(2, A, RW | Rights::SHARE).unwrap();
+        let read_only = table.share(key, A, B, Rights::READ).unwrap();
+        let info = table.check(read_only, B, Rights::READ).unwrap();
+        assert_eq!((info.frame, info.owner, info.rights), (2, A, Rights::READ));
+        assert_eq!(read_only.rights(), Rights::READ);
+        assert_eq!(
+            table.share(read_only, B, C, Rights::READ),
+            Err(KeyError::InsufficientRights),
+            "no SHARE right and not the owner"
+        );
+        let delegate = table.share(key, A, B, Rights::READ | Rights::SHARE).unwrap();
+        assert_eq!(table.share(delegate, B, C, RW), Err(KeyError::InsufficientRights));
+        let to_c = table.share(delegate, B, C, Rights::READ).unwrap();
+        assert!(table.check(to_c, C, Rights::READ).is_ok());
+        // The owner may share even without the SHARE right, never beyond its key.
+        let plain = table.alloc(20, A, Rights::READ).unwrap();
+        assert!(table.share(plain, A, B, Rights::READ).is_ok());
+        assert_eq!(table.share(plain, A, B, RW), Err(KeyError::InsufficientRights));
+    }
+
+    #[test]
+    fn read_only_share_cannot_write() {
+        let mut table = FrameTable::new(SECRET);
+        let key = table.alloc(2, A, Rights::ALL).unwrap();
+        let read_only = table.share(key, A, B, Rights::READ).unwrap();
+        assert_eq!(table.check(read_only, B, Rights::WRITE), Err(KeyError::InsufficientRights));
+        assert_eq!(table.check(read_only, B, RW), Err(KeyError::InsufficientRights));
+        // Claiming WRITE by editing the key's rights bits forges it.
+        let handle = read_only.handle | Rights::WRITE.bits() as u64;
+        let edited = FrameKey { handle, ..read_only };
+        assert_eq!(table.check(edited, B, Rights::WRITE), Err(KeyError::Forged));
+        assert!(table.check(key, A, Rights::WRITE).is_ok());
+    }
+
+    #[test]
+    fn freeing_through_a_share_is_refused() {
+        let mut table = FrameTable::new(SECRET);
+        let key = table.alloc(2, A, Rights::ALL).unwrap();
+        let shared = table.share(key, A, B, Rights::ALL).unwrap();
+        assert_eq!(table.free(shared, B), Err(KeyError::NotOwner));
+        assert!(table.check(shared, B, Rights::ALL).is_ok(), "a refused free changes nothing");
+        // The owner may free through a key it shared to itself.
+        let own_share = table.share(key, A, A, Rights::READ).unwrap();
+        assert_eq!(table.free(own_share, A), Ok(2));
+        assert_eq!(table.check(key, A, Rights::NONE), Err(KeyError::Stale));
+    }
+
+    #[test]
+    fn different_secrets_mint_different_keys() {
+        let mut one = FrameTable::new([1; 32]);
+        let mut two = FrameTable::new([2; 32]);
+        let key_one = one.alloc(42, A, Rights::ALL).unwrap();
+        let key_two = two.alloc(42, A, Rights::ALL).unwrap();
+        assert_eq!(key_one.handle, key_two.handle);
+        assert_ne!(key_one.mac, key_two.mac);
+        assert_eq!(two.check(key_one, A, Rights::NONE), Err(KeyError::Forged));
+        assert_eq!(one.check(key_two, A, Rights::NONE), Err(KeyError::Forged));
+    }
+
+    #[test]
+    fn keys_never_repeat() {
+        let mut table = FrameTable::new(SECRET);
+        let mut seen = std::collections::HashSet::new();
+        for round in 0..50 {
+            let key = table.alloc(1, A, Rights::ALL).unwrap();
+            let shared = table.share(key, A, B, Rights::READ).unwrap();
+            assert!(seen.insert(key) && seen.insert(shared), "round {round}");
+            table.free(key, A).unwrap();
+        }
+    }
+
+    #[test]
+    fn reclaiming_an_environment() {
+        let mut table = FrameTable::new(SECRET);
+        let a1 = table.alloc(30, A, Rights::ALL).unwrap();
+        let a2 = table.alloc(31, A, Rights::ALL).unwrap();
+        let b1 = table.alloc(40, B, Rights::ALL).unwrap();
+        let a1_to_b = table.share(a1, A, B, Rights::READ).unwrap();
+        let b1_to_a = table.share(b1, B, A, Rights::READ).unwrap();
+        let b1_to_c = table.share(b1, B, C, Rights::READ).unwrap();
+        assert_eq!(table.reclaim_env(A), vec![30, 31]);
+        for (key, env) in [(a1, A), (a2, A), (a1_to_b, B), (b1_to_a, A)] {
+            assert_eq!(table.check(key, env, Rights::NONE), Err(KeyError::Stale));
+        }
+        assert!(table.check(b1, B, Rights::ALL).is_ok());
+        assert!(table.check(b1_to_c, C, Rights::READ).is_ok());
+        assert_eq!(table.revoke(40), Ok(vec![B, C]), "A's share was dropped from the record");
+        assert_eq!(table.live_keys(), 0);
+    }
+
+    #[test]
+    fn rights_sets() {
+        assert_eq!(Rights::from_bits(3), Some(RW));
+        assert_eq!(Rights::from_bits(8), None);
+        assert!(Rights::ALL.contains(RW));
+        assert!(RW.contains(Rights::NONE));
+        assert!(!Rights::READ.contains(Rights::WRITE));
+        let odd = FrameKey { handle: 0xff, mac: 0 };
+        assert_eq!(odd.rights(), Rights::ALL, "unknown bits are not reported as rights");
+    }
+
+    #[test]
+    fn errors_map_to_abi_codes() {
+        let bad_key = [KeyError::Forged, KeyError::WrongEnv, KeyError::Stale];
+        for error in bad_key {
+            assert_eq!(Error::from(error), Error::BadKey);
+        }
+        assert_eq!(Error::from(KeyError::InsufficientRights), Error::PermissionDenied);
+        assert_eq!(Error::from(KeyError::NotOwner), Error::PermissionDenied);
+        assert_eq!(Error::from(KeyError::NoSuchFrame), Error::InvalidArgument);
+        assert_eq!(Error::from(KeyError::InUse), Error::NoMemory);
+        assert_eq!(Error::from(KeyError::TableFull), Error::NoMemory);
+    }
+}
