@@ -167,7 +167,7 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
             TlbPolicy::Pcid
         }
         TlbPolicy::Pcid => {
-            log::info!("tlb_policy pcid: this CPU does not offer PCID (CPUID.01H:ECX bit 17); using flush");
+            log::warn!("tlb_policy pcid: this CPU does not offer PCID (CPUID.01H:ECX bit 17); using flush");
             TlbPolicy::Flush
         }
         other => other,

@@ -28,6 +28,7 @@ pub const LIGHT: &[(u64, LightSyscall)] = &[
     (nr::MAP_QUERY, sys_map_query),
     (nr::GUARANTEE, sys_guarantee),
     (nr::REVOKE_DONE, sys_revoke_done),
+    (nr::KEY_BENCH, sys_key_bench),
 ];
 
 extern "C" fn sys_null(_: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
@@ -88,6 +89,10 @@ extern "C" fn sys_guarantee(va: u64, on: u64, _: u64, _: u64, _: u64, _: u64) ->
 
 extern "C" fn sys_revoke_done(_: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     with_kernel(|k| k.revoke_done())
+}
+
+extern "C" fn sys_key_bench(lo: u64, hi: u64, iterations: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| k.key_bench(lo, hi, iterations))
 }
 
 /// The full path: calls that may switch environments, and unknown numbers.

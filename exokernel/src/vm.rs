@@ -339,9 +339,19 @@ impl Kernel {
         }
     }
 
-    pub fn map_query(&mut self, va: u64, clear_accessed: u64) -> Result<u64, Error> {
+    pub fn map_query(&mut self, va: u64, clear: u64) -> Result<u64, Error> {
         if !in_dynamic_window(va) {
             return Err(Error::BadAddress);
+        }
+        if clear & !3 != 0 {
+            return Err(Error::InvalidArgument);
+        }
+        let mut clear_bits = Flags::empty();
+        if clear & 1 != 0 {
+            clear_bits |= Flags::ACCESSED;
+        }
+        if clear & 2 != 0 {
+            clear_bits |= Flags::DIRTY;
         }
         let index = self.current;
         let loaded = self.is_loaded(index);
@@ -355,8 +365,8 @@ impl Kernel {
                 bits |= map_bits::GUARANTEED;
             }
             let space = env.space.as_mut().ok_or(Error::NoSuchEnv)?;
-            let flags = if clear_accessed != 0 {
-                let flags = space.take_accessed(va);
+            let flags = if !clear_bits.is_empty() {
+                let flags = space.take_bits(va, clear_bits);
                 if loaded {
                     paging::invlpg(va);
                 }
@@ -397,6 +407,20 @@ impl Kernel {
             bump(&COUNTERS.slot_evictions);
         }
         Ok(0)
+    }
+
+    pub fn key_bench(&mut self, lo: u64, hi: u64, iterations: u64) -> Result<u64, Error> {
+        if !(1..=100_000).contains(&iterations) {
+            return Err(Error::InvalidArgument);
+        }
+        let env_id = self.env_id(self.current);
+        let key = from_abi(lo, hi);
+        self.vm.table.check(key, env_id, Rights::NONE)?;
+        let start = crate::arch::cpu::rdtsc();
+        for _ in 0..iterations {
+            let _ = core::hint::black_box(self.vm.table.check(core::hint::black_box(key), env_id, Rights::READ));
+        }
+        Ok(crate::arch::cpu::rdtsc() - start)
     }
 
     pub fn revoke_done(&mut self) -> Result<u64, Error> {

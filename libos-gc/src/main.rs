@@ -1,32 +1,280 @@
-//! libos-gc: a library OS for a garbage-collected runtime. Today: boots in
-//! ring 3 and runs a small allocate-and-collect workload over its heap.
+//! libos-gc: a library OS for a garbage-collected runtime. Its heap is
+//! built from keyed frames it maps itself; objects live in fixed-size cells
+//! on those pages; a mark phase from the roots finds live cells and every
+//! page with none left is unmapped and its frame given back. When the
+//! kernel asks for frames, it answers the way only a GC can: collect, and
+//! return the frames that collection emptied, instead of swapping.
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
+use alloc::vec;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 use shared_abi::println;
-use shared_abi::rt::Env;
+use shared_abi::rt::{set_handler, Env};
+use shared_abi::start::DYNAMIC_BASE;
+use shared_abi::syscall::{self, map_flags, rights, Error, FrameKey};
+use shared_abi::upcall::{UpcallFrame, UpcallKind, REVOKE_ABORTED, REVOKE_REQUEST};
 
 shared_abi::libos_main!(main);
 
-fn main(env: &Env) -> i32 {
-    println!("libos-gc up: env {} heap {} KiB", env.id, env.heap_len / 1024);
-    let mut live: Vec<Vec<u64>> = Vec::new();
-    let mut allocated = 0u64;
-    for cycle in 1..=5 {
-        for i in 0..2000u64 {
-            live.push(alloc::vec![i; 8]);
-            allocated += 1;
-            if live.len() > 500 {
-                // Drop the oldest half: a stand-in for a collection.
-                live.drain(..250);
+const PAGE: u64 = 4096;
+/// Bytes per object cell.
+const CELL: u64 = 64;
+const CELLS_PER_PAGE: usize = (PAGE / CELL) as usize;
+/// Pages of virtual address space the heap may use.
+const HEAP_PAGES: usize = 512;
+
+/// A reference to an object: heap page and cell.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct ObjRef {
+    page: u32,
+    cell: u32,
+}
+
+/// An object header as stored in its cell: a reference to the next object
+/// of its list (or none), then payload words.
+const NO_NEXT: u64 = u64::MAX;
+
+struct HeapPage {
+    key: FrameKey,
+    /// Cells handed out on this page (bump allocation).
+    used: usize,
+}
+
+struct GcHeap {
+    pages: Vec<Option<HeapPage>>,
+    /// The page objects are being bump-allocated from.
+    current: Option<usize>,
+    /// Pages we may map at most (shrinks when the kernel takes frames).
+    page_budget: usize,
+    /// Pages the kernel guarantees us (our quota).
+    quota_pages: usize,
+    collections: u64,
+    frames_returned: u64,
+    frames_lost: u64,
+}
+
+static REVOKE_OWED: AtomicU64 = AtomicU64::new(0);
+static REPOSSESSED: AtomicU64 = AtomicU64::new(0);
+
+fn on_revocation(frame: &mut UpcallFrame) {
+    match frame.vector {
+        REVOKE_REQUEST => {
+            REVOKE_OWED.fetch_add(frame.fault_addr, Ordering::SeqCst);
+        }
+        REVOKE_ABORTED => {
+            REPOSSESSED.fetch_add(frame.fault_addr, Ordering::SeqCst);
+        }
+        _ => {}
+    }
+}
+
+fn cell_addr(obj: ObjRef) -> *mut u64 {
+    (DYNAMIC_BASE + obj.page as u64 * PAGE + obj.cell as u64 * CELL) as *mut u64
+}
+
+fn read_next(obj: ObjRef) -> Option<ObjRef> {
+    // SAFETY: live objects sit on mapped heap pages.
+    let raw = unsafe { core::ptr::read_volatile(cell_addr(obj)) };
+    (raw != NO_NEXT).then(|| ObjRef { page: (raw >> 32) as u32, cell: raw as u32 })
+}
+
+fn encode(next: Option<ObjRef>) -> u64 {
+    next.map(|o| (o.page as u64) << 32 | o.cell as u64).unwrap_or(NO_NEXT)
+}
+
+impl GcHeap {
+    fn new(page_budget: usize, quota_pages: usize) -> Self {
+        GcHeap {
+            pages: (0..HEAP_PAGES).map(|_| None).collect(),
+            current: None,
+            page_budget: page_budget.min(HEAP_PAGES),
+            quota_pages,
+            collections: 0,
+            frames_returned: 0,
+            frames_lost: 0,
+        }
+    }
+
+    fn mapped_pages(&self) -> usize {
+        self.pages.iter().filter(|p| p.is_some()).count()
+    }
+
+    /// Map a fresh page; None if the budget or the kernel says no.
+    fn grow(&mut self) -> Option<usize> {
+        if self.mapped_pages() >= self.page_budget {
+            return None;
+        }
+        let index = self.pages.iter().position(|p| p.is_none())?;
+        let key = loop {
+            match syscall::frame_alloc(0, rights::READ | rights::WRITE) {
+                Ok((_, key)) => break key,
+                Err(Error::Again) => syscall::yield_now(),
+                Err(_) => return None,
+            }
+        };
+        syscall::map(DYNAMIC_BASE + index as u64 * PAGE, key, map_flags::WRITE).ok()?;
+        self.pages[index] = Some(HeapPage { key, used: 0 });
+        Some(index)
+    }
+
+    /// Allocate an object linked to `next`; collect when out of room.
+    fn alloc(&mut self, next: Option<ObjRef>, payload: u64, roots: &[Option<ObjRef>]) -> Option<ObjRef> {
+        for attempt in 0..2 {
+            let page = match self.current.filter(|&p| self.pages[p].as_ref().is_some_and(|h| h.used < CELLS_PER_PAGE)) {
+                Some(page) => Some(page),
+                None => self.grow(),
+            };
+            if let Some(page) = page {
+                self.current = Some(page);
+                let heap_page = self.pages[page].as_mut().expect("current page is mapped");
+                let obj = ObjRef { page: page as u32, cell: heap_page.used as u32 };
+                heap_page.used += 1;
+                // SAFETY: the cell is on a page we just checked is mapped.
+                unsafe {
+                    core::ptr::write_volatile(cell_addr(obj), encode(next));
+                    core::ptr::write_volatile(cell_addr(obj).add(1), payload);
+                }
+                return Some(obj);
+            }
+            if attempt == 0 {
+                self.collect(roots, usize::MAX);
             }
         }
-        let checksum: u64 = live.iter().map(|v| v[0]).sum();
-        println!("cycle {}: {} objects allocated, {} live, checksum {}", cycle, allocated, live.len(), checksum);
+        None
     }
+
+    /// Mark from the roots; unmap and free up to `give_back` pages with no
+    /// live cell (they are dead pages: discarded, never written out).
+    /// Returns how many frames were freed.
+    fn collect(&mut self, roots: &[Option<ObjRef>], give_back: usize) -> usize {
+        self.collections += 1;
+        let mut live = vec![0u32; HEAP_PAGES];
+        for root in roots.iter().flatten() {
+            let mut at = Some(*root);
+            while let Some(obj) = at {
+                live[obj.page as usize] += 1;
+                at = read_next(obj);
+            }
+        }
+        let mut freed = 0;
+        for index in 0..HEAP_PAGES {
+            if freed == give_back {
+                break;
+            }
+            if live[index] == 0 {
+                if let Some(page) = self.pages[index].take() {
+                    let _ = syscall::unmap(DYNAMIC_BASE + index as u64 * PAGE);
+                    let _ = syscall::frame_free(page.key);
+                    if self.current == Some(index) {
+                        self.current = None;
+                    }
+                    freed += 1;
+                }
+            }
+        }
+        freed
+    }
+
+    /// At a safe point: answer the kernel by collecting.
+    fn answer_kernel(&mut self, roots: &[Option<ObjRef>]) {
+        let lost = REPOSSESSED.swap(0, Ordering::SeqCst);
+        if lost != 0 {
+            self.frames_lost += lost;
+            println!("revocation: the kernel took {} frame(s) by force", lost);
+        }
+        let owed = REVOKE_OWED.swap(0, Ordering::SeqCst) as usize;
+        if owed == 0 {
+            return;
+        }
+        // Frames freed by any collection since the request count toward it
+        // (the kernel decrements what we owe on every frame_free).
+        let outstanding = syscall::revoke_done().unwrap_or(0) as usize;
+        self.collect(roots, outstanding);
+        let still_owed = syscall::revoke_done().unwrap_or(0);
+        let returned = owed.saturating_sub(still_owed as usize);
+        self.frames_returned += returned as u64;
+        // Keep what is live; never plan below the quota, which the kernel
+        // guarantees (it takes frames back from others for us).
+        self.page_budget = self.page_budget.min(self.mapped_pages().max(self.quota_pages)).max(1);
+        println!(
+            "revocation: asked for {} frame(s); collected and returned {} dead page(s); {} pages mapped (still owed {})",
+            owed,
+            returned,
+            self.mapped_pages(),
+            still_owed
+        );
+    }
+}
+
+fn main(env: &Env) -> i32 {
+    let budget = env.param("pages").and_then(|p| p.parse().ok()).unwrap_or(64usize);
+    let cycles = env.param("cycles").and_then(|p| p.parse().ok()).unwrap_or(5u64);
+    println!("libos-gc up: env {} heap up to {} pages of {} cells", env.id, budget, CELLS_PER_PAGE);
+    if set_handler(UpcallKind::Revocation, on_revocation).is_err() {
+        println!("cannot register the revocation handler");
+        return 1;
+    }
+    let mut heap = GcHeap::new(budget, env.quota_frames as usize);
+    // Roots: a ring of lists; each cycle replaces some lists with new ones
+    // and makes lots of short-lived garbage in between.
+    const LISTS: usize = 16;
+    const MAX_LIST: usize = 12;
+    let mut roots: Vec<Option<ObjRef>> = vec![None; LISTS];
+    let mut lengths = [0usize; LISTS];
+    let mut allocated = 0u64;
+    for cycle in 1..=cycles {
+        for step in 0..2000u64 {
+            let list = (step as usize * 7 + cycle as usize) % LISTS;
+            let keep = step % 4 == 0;
+            if keep {
+                // Extend a live list; a long list is dropped whole (garbage).
+                lengths[list] += 1;
+                let head = if lengths[list] > MAX_LIST {
+                    lengths[list] = 1;
+                    None
+                } else {
+                    roots[list]
+                };
+                match heap.alloc(head, cycle << 32 | step, &roots) {
+                    Some(obj) => roots[list] = Some(obj),
+                    None => {
+                        println!("gc: out of memory");
+                        return 1;
+                    }
+                }
+            } else if heap.alloc(None, step, &roots).is_none() {
+                println!("gc: out of memory");
+                return 1;
+            }
+            allocated += 1;
+            if step % 128 == 0 {
+                heap.answer_kernel(&roots);
+                syscall::yield_now();
+            }
+        }
+        let live: usize = roots
+            .iter()
+            .map(|r| core::iter::successors(*r, |o| read_next(*o)).count())
+            .sum();
+        println!(
+            "cycle {}: {} objects allocated, {} live, {} pages mapped, {} collections",
+            cycle,
+            allocated,
+            live,
+            heap.mapped_pages(),
+            heap.collections
+        );
+    }
+    // Everything left is garbage once the roots go.
+    let freed = heap.collect(&[], usize::MAX);
+    println!(
+        "gc: frames returned on request {}, lost to force {}, freed at exit {}",
+        heap.frames_returned, heap.frames_lost, freed
+    );
     println!("done");
     0
 }

@@ -18,3 +18,4 @@ extern crate alloc;
 extern crate std;
 
 pub mod pager;
+pub mod sched;

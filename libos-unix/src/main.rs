@@ -1,6 +1,8 @@
 //! libos-unix: a UNIX-like library OS. Today: boots in ring 3, prints
 //! through the console call, takes its own exceptions and page faults and
-//! resumes the faulting code.
+//! resumes the faulting code, and demand-pages a region over keyed frames
+//! with the pager the manifest names (FIFO, Clock, LRU-approx), paging out
+//! to a backing store, also when the kernel asks for frames back.
 #![no_std]
 #![no_main]
 
@@ -11,12 +13,16 @@ use shared_abi::println;
 use shared_abi::rt::{set_handler, Env};
 use shared_abi::upcall::{UpcallFrame, UpcallKind};
 
+mod paging;
+
 shared_abi::libos_main!(main);
 
 fn main(env: &Env) -> i32 {
     println!("libos-unix up: env {} args {:?}", env.id, env.args);
     match env.args.trim() {
         "faults" => faults(),
+        "paging" => paging_workload(env),
+        "pressure" => pressure_workload(env),
         _ => demo(),
     }
 }
@@ -88,4 +94,120 @@ fn on_page_fault(frame: &mut UpcallFrame) {
     if frame.fault_addr == UNMAPPED {
         frame.regs.r12 = &FALLBACK as *const u64 as u64;
     }
+}
+
+/// Set up the demand-paged region with the manifest's pager and budget.
+fn start_paging(env: &Env, page_count: usize, default_frames: usize) -> Result<(), &'static str> {
+    let pager_name = env.param("pager").unwrap_or("clock");
+    let pager = libos_unix::pager::by_name(pager_name).ok_or("unknown pager (fifo, clock, lru)")?;
+    let frames = env.param("frames").and_then(|f| f.parse().ok()).unwrap_or(default_frames);
+    *paging::REGION.lock() =
+        Some(paging::Region::new(shared_abi::start::DYNAMIC_BASE, page_count, frames, pager));
+    set_handler(UpcallKind::PageFault, paging::on_page_fault).map_err(|_| "page-fault handler")?;
+    set_handler(UpcallKind::Revocation, paging::on_revocation).map_err(|_| "revocation handler")?;
+    println!("paging: {} pages over {} frames, pager {}", page_count, frames, pager_name);
+    Ok(())
+}
+
+fn page_addr(page: usize) -> *mut u64 {
+    (shared_abi::start::DYNAMIC_BASE + page as u64 * 4096) as *mut u64
+}
+
+/// Touch page `page`: write (and check) a word that identifies it.
+fn touch(page: usize, round: u64, write: bool) -> bool {
+    let at = page_addr(page);
+    // SAFETY: the region is ours; a fault there is demand-paged in.
+    unsafe {
+        let old = core::ptr::read_volatile(at);
+        let ok = old == 0 || old >> 32 == page as u64;
+        if write {
+            core::ptr::write_volatile(at, (page as u64) << 32 | (round & 0xffff_ffff));
+        }
+        ok
+    }
+}
+
+fn report(label: &str) {
+    let guard = paging::REGION.lock();
+    let region = guard.as_ref().expect("region");
+    let s = region.stats;
+    println!(
+        "{}: pager={} faults={} page_ins={} page_outs={} frames_returned={} frames_lost={}",
+        label,
+        region.pager_name(),
+        s.faults,
+        s.page_ins,
+        s.page_outs,
+        s.frames_returned,
+        s.frames_lost
+    );
+}
+
+/// One workload for every pager: a hot set written every round plus a
+/// scan that reads through the rest of the region.
+fn paging_workload(env: &Env) -> i32 {
+    const PAGES: usize = 64;
+    const HOT: usize = 6;
+    if let Err(what) = start_paging(env, PAGES, 16) {
+        println!("paging: {}", what);
+        return 1;
+    }
+    let mut scan = HOT;
+    let mut corrupt = 0;
+    for round in 0..300u64 {
+        for page in 0..HOT {
+            corrupt += !touch(page, round, true) as u32;
+        }
+        for _ in 0..4 {
+            corrupt += !touch(scan, round, round % 3 == 0) as u32;
+            scan = if scan + 1 == PAGES { HOT } else { scan + 1 };
+        }
+        if round % 4 == 0 {
+            if let Some(region) = paging::REGION.lock().as_mut() {
+                region.tick();
+            }
+        }
+        paging::safe_point();
+    }
+    report("paging");
+    if corrupt != 0 {
+        println!("paging: {} pages came back with the wrong contents", corrupt);
+        return 1;
+    }
+    println!("paging: contents intact");
+    0
+}
+
+/// Borrow frames beyond the quota, then keep working while the kernel
+/// asks for them back: answer by paging out.
+fn pressure_workload(env: &Env) -> i32 {
+    const PAGES: usize = 48;
+    if let Err(what) = start_paging(env, PAGES, 40) {
+        println!("pressure: {}", what);
+        return 1;
+    }
+    let mut corrupt = 0;
+    for round in 0..300u64 {
+        for page in 0..PAGES {
+            corrupt += !touch(page, round, page % 2 == 0) as u32;
+            if page % 8 == 0 {
+                paging::safe_point();
+            }
+        }
+        if round % 8 == 0 {
+            if let Some(region) = paging::REGION.lock().as_mut() {
+                region.tick();
+            }
+        }
+        if round % 16 == 0 {
+            shared_abi::syscall::yield_now();
+        }
+    }
+    report("pressure");
+    if corrupt != 0 {
+        println!("pressure: {} pages came back with the wrong contents", corrupt);
+        return 1;
+    }
+    println!("pressure: contents intact");
+    0
 }

@@ -18,7 +18,7 @@ use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 
 /// A page-replacement policy over resident virtual pages (identified by page index).
-pub trait Pager {
+pub trait Pager: Send {
     /// The policy's manifest name, as accepted by [`by_name`].
     fn name(&self) -> &'static str;
 

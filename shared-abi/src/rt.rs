@@ -198,8 +198,12 @@ pub fn set_handler(kind: UpcallKind, handler: Handler) -> Result<(), syscall::Er
     let previous = HANDLERS[kind as usize - 1].swap(handler as usize, Ordering::SeqCst);
     let mut stack = UPCALL_STACK.load(Ordering::SeqCst);
     if stack == 0 {
-        let memory = alloc::vec![0u8; UPCALL_STACK_LEN].leak();
-        stack = memory.as_mut_ptr() as usize;
+        let layout = core::alloc::Layout::from_size_align(UPCALL_STACK_LEN, 16).expect("valid layout");
+        // SAFETY: the layout has a nonzero size; the block is never freed.
+        stack = unsafe { alloc::alloc::alloc_zeroed(layout) } as usize;
+        if stack == 0 {
+            return Err(syscall::Error::NoMemory);
+        }
         UPCALL_STACK.store(stack, Ordering::SeqCst);
     }
     let entry = |k: UpcallKind| {

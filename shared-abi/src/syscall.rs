@@ -37,8 +37,9 @@ pub mod nr {
     pub const MAP: u64 = 10;
     /// `unmap(va) -> 0`: remove a mapping from slots and software TLB.
     pub const UNMAP: u64 = 11;
-    /// `map_query(va, clear_accessed) -> bits`: state of a mapping (see
-    /// [`map_bits`]), optionally clearing its accessed bit.
+    /// `map_query(va, clear) -> bits`: state of a mapping (see
+    /// [`map_bits`]); `clear` may ask to clear the accessed bit (1) and the
+    /// dirty bit (2) after reading them.
     pub const MAP_QUERY: u64 = 12;
     /// `guarantee(va, on) -> 0`: make a mapping guaranteed (survives every
     /// context switch, never evicted) or ordinary again.
@@ -46,8 +47,13 @@ pub mod nr {
     /// `revoke_done() -> frames_still_owed`: the answer to a repossession
     /// request is complete (frames were freed with `frame_free`).
     pub const REVOKE_DONE: u64 = 14;
+    /// `key_bench(key_lo, key_hi, iterations) -> tsc_ticks`: a measurement
+    /// call: run the kernel's hot-path key check `iterations` (1..=100000)
+    /// times on the key and return the TSC ticks it took (instructions
+    /// under `-icount`). Checks the key once first: a bad key is an error.
+    pub const KEY_BENCH: u64 = 15;
     /// One past the highest number in use.
-    pub const COUNT: u64 = 15;
+    pub const COUNT: u64 = 16;
 }
 
 /// Flags for [`nr::MAP`].
@@ -228,7 +234,7 @@ pub use stubs::*;
 
 #[cfg(feature = "runtime")]
 mod stubs {
-    use super::{decode, nr, Error, FrameInfo, FrameKey, KernelStats};
+    use super::{decode, map_bits, nr, Error, FrameInfo, FrameKey, KernelStats};
     use crate::upcall::UpcallTable;
     use core::arch::asm;
 
@@ -342,10 +348,25 @@ mod stubs {
         decode(unsafe { raw6(nr::UNMAP, va, 0, 0, 0, 0, 0) }).map(|_| ())
     }
 
-    /// State bits of the mapping at `va` ([`super::map_bits`]).
+    /// State bits of the mapping at `va` ([`super::map_bits`]), clearing
+    /// the accessed bit if `clear_accessed`.
     pub fn map_query(va: u64, clear_accessed: bool) -> Result<u64, Error> {
         // SAFETY: no memory is passed.
         decode(unsafe { raw6(nr::MAP_QUERY, va, clear_accessed as u64, 0, 0, 0, 0) })
+    }
+
+    /// State bits of the mapping at `va`, then clear the bits named in
+    /// `clear` ([`super::map_bits::ACCESSED`] | [`super::map_bits::DIRTY`]).
+    pub fn map_query_clear(va: u64, clear: u64) -> Result<u64, Error> {
+        let mut arg = 0;
+        if clear & map_bits::ACCESSED != 0 {
+            arg |= 1;
+        }
+        if clear & map_bits::DIRTY != 0 {
+            arg |= 2;
+        }
+        // SAFETY: no memory is passed.
+        decode(unsafe { raw6(nr::MAP_QUERY, va, arg, 0, 0, 0, 0) })
     }
 
     /// Make the mapping at `va` guaranteed (or ordinary again).
@@ -358,6 +379,12 @@ mod stubs {
     pub fn revoke_done() -> Result<u64, Error> {
         // SAFETY: no memory is passed.
         decode(unsafe { raw6(nr::REVOKE_DONE, 0, 0, 0, 0, 0, 0) })
+    }
+
+    /// Ticks the kernel's key check takes for `iterations` checks of `key`.
+    pub fn key_bench(key: FrameKey, iterations: u64) -> Result<u64, Error> {
+        // SAFETY: no memory is passed.
+        decode(unsafe { raw6(nr::KEY_BENCH, key.lo, key.hi, iterations, 0, 0, 0) })
     }
 
     /// Read the kernel's event counters.

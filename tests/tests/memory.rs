@@ -32,7 +32,7 @@ fn frame_keys_refuse_forged_foreign_stale_and_double_freed_keys() {
     assert!(lines.iter().any(|l| l.starts_with("check write-through-read-only-share -> faulted at 0x200000001000")));
     assert!(!lines.iter().any(|l| l.contains("UNEXPECTED") || l.contains("wanted")));
     assert_exited(&outcome, "keys", 0);
-    assert_exited(&outcome, "gc", 0);
+    assert_exited(&outcome, "rt", 0);
     assert_eq!(stat(&outcome, "frames_at_end"), stat(&outcome, "frames_at_boot"));
 }
 
@@ -79,5 +79,59 @@ fn a_libos_that_ignores_revocation_loses_frames_by_force() {
         assert_exited(&outcome, name, 0);
     }
     assert!(outcome.env_lines("rt").any(|l| l == "done"));
+    assert_eq!(stat(&outcome, "frames_at_end"), stat(&outcome, "frames_at_boot"));
+}
+
+/// `pager=NAME faults=N ... page_outs=M` from a paging report line.
+fn paging_counts(line: &str) -> (u64, u64) {
+    let field = |key: &str| {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(key)?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {key} in {line}"))
+    };
+    (field("faults="), field("page_outs="))
+}
+
+#[test]
+fn each_pager_runs_the_same_workload_and_the_difference_shows() {
+    let outcome = boot_deterministic("pagers", 120);
+    assert_success(&outcome);
+    let mut counts = Vec::new();
+    for name in ["fifo", "clock", "lru"] {
+        let line = outcome
+            .env_lines(name)
+            .find(|l| l.starts_with(&format!("paging: pager={name} ")))
+            .unwrap_or_else(|| panic!("no report from {name}"));
+        assert!(outcome.env_lines(name).any(|l| l == "paging: contents intact"), "{name} lost data");
+        assert_exited(&outcome, name, 0);
+        counts.push(paging_counts(line));
+    }
+    let (fifo, clock, lru) = (counts[0], counts[1], counts[2]);
+    // A hot set plus a scan: second-chance and aging keep the hot set.
+    assert!(clock.0 < fifo.0 && lru.0 < fifo.0, "faults fifo {fifo:?} clock {clock:?} lru {lru:?}");
+    assert!(clock.1 < fifo.1 && lru.1 < fifo.1, "page-outs fifo {fifo:?} clock {clock:?} lru {lru:?}");
+}
+
+#[test]
+fn libos_under_memory_pressure_give_frames_back_and_keep_running() {
+    let outcome = boot_deterministic("pressure", 120);
+    assert_success(&outcome);
+    let unix: Vec<&str> = outcome.env_lines("unix").collect();
+    assert!(
+        unix.iter().any(|l| l.starts_with("revocation: asked for 8 frame(s), paged out and returned 8;")),
+        "unix did not page out on request"
+    );
+    assert!(unix.contains(&"pressure: contents intact"));
+    let gc: Vec<&str> = outcome.env_lines("gc").collect();
+    assert!(
+        gc.iter().any(|l| l.starts_with("revocation: asked for ") && l.contains("collected and returned") && !l.contains("returned 0 ")),
+        "gc did not collect on request"
+    );
+    assert!(gc.contains(&"done"));
+    assert!(outcome.env_lines("claim").any(|l| l.starts_with("claim: got my quota of 32 frames")));
+    assert!(!outcome.lines.iter().any(|l| l.contains("abort protocol")), "a cooperative libOS lost frames by force");
+    for name in ["unix", "gc", "claim"] {
+        assert_exited(&outcome, name, 0);
+    }
     assert_eq!(stat(&outcome, "frames_at_end"), stat(&outcome, "frames_at_boot"));
 }

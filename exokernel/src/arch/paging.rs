@@ -210,15 +210,16 @@ impl AddressSpace {
         Some(pa)
     }
 
-    /// Clear the accessed bit of the page at `va`; returns the flags it had.
-    pub fn take_accessed(&mut self, va: u64) -> Option<PageTableFlags> {
+    /// Clear `bits` (accessed and/or dirty) of the page at `va`; returns
+    /// the flags it had.
+    pub fn take_bits(&mut self, va: u64, bits: PageTableFlags) -> Option<PageTableFlags> {
         let entry = self.leaf(va & !0xfff, None).ok()?;
         if entry.is_unused() {
             return None;
         }
         let flags = entry.flags();
         let addr = entry.addr();
-        entry.set_addr(addr, flags - PageTableFlags::ACCESSED);
+        entry.set_addr(addr, flags - (bits & (PageTableFlags::ACCESSED | PageTableFlags::DIRTY)));
         Some(flags)
     }
 

@@ -15,7 +15,9 @@ use core::arch::asm;
 use core::fmt::Write;
 use shared_abi::println;
 use shared_abi::rt::{rdtsc, set_handler, Env};
-use shared_abi::syscall::{self, KernelStats};
+use core::sync::atomic::{AtomicU64, Ordering};
+use shared_abi::start::DYNAMIC_BASE;
+use shared_abi::syscall::{self, map_flags, rights, FrameKey, KernelStats};
 use shared_abi::upcall::{UpcallFrame, UpcallKind};
 
 shared_abi::libos_main!(main);
@@ -28,36 +30,55 @@ struct Sample {
     events: KernelStats,
 }
 
-fn measure(overhead: u64, mut op: impl FnMut()) -> Sample {
+fn measure(overhead: u64, op: impl FnMut()) -> Sample {
+    measure_with(overhead, || {}, op)
+}
+
+/// Time `op` RUNS times, each after an untimed `setup`; events are read
+/// right around each timed `op`, so they count only what it caused.
+fn measure_with(overhead: u64, mut setup: impl FnMut(), mut op: impl FnMut()) -> Sample {
     // Warm up (first touches of pages and code).
     for _ in 0..5 {
+        setup();
         op();
     }
-    let before = syscall::stats().unwrap_or_default();
     let mut counts = Vec::with_capacity(RUNS);
+    let mut total = KernelStats::default();
     for _ in 0..RUNS {
+        setup();
+        let before = syscall::stats().unwrap_or_default();
         let t0 = rdtsc();
         op();
         let t1 = rdtsc();
+        let after = syscall::stats().unwrap_or_default();
         counts.push((t1 - t0).saturating_sub(overhead));
+        // The `after` read is itself one system call.
+        total.syscalls += after.syscalls - before.syscalls - 1;
+        total.upcalls += after.upcalls - before.upcalls;
+        total.exceptions += after.exceptions - before.exceptions;
+        total.page_faults += after.page_faults - before.page_faults;
+        total.context_switches += after.context_switches - before.context_switches;
+        total.cr3_loads += after.cr3_loads - before.cr3_loads;
+        total.invlpg += after.invlpg - before.invlpg;
+        total.stlb_hits += after.stlb_hits - before.stlb_hits;
+        total.stlb_misses += after.stlb_misses - before.stlb_misses;
+        total.slot_evictions += after.slot_evictions - before.slot_evictions;
+        total.key_checks += after.key_checks - before.key_checks;
     }
-    let after = syscall::stats().unwrap_or_default();
     counts.sort_unstable();
-    // Event deltas, less the one `stats` call of the "after" read.
-    let per = |a: u64, b: u64| (b - a) / RUNS as u64;
+    let per = |x: u64| (x + RUNS as u64 / 2) / RUNS as u64;
     let events = KernelStats {
-        syscalls: per(before.syscalls, after.syscalls - 1),
-        upcalls: per(before.upcalls, after.upcalls),
-        exceptions: per(before.exceptions, after.exceptions),
-        page_faults: per(before.page_faults, after.page_faults),
-        timer_ticks: 0,
-        context_switches: per(before.context_switches, after.context_switches),
-        cr3_loads: per(before.cr3_loads, after.cr3_loads),
-        invlpg: per(before.invlpg, after.invlpg),
-        stlb_hits: per(before.stlb_hits, after.stlb_hits),
-        stlb_misses: per(before.stlb_misses, after.stlb_misses),
-        slot_evictions: per(before.slot_evictions, after.slot_evictions),
-        key_checks: per(before.key_checks, after.key_checks),
+        syscalls: per(total.syscalls),
+        upcalls: per(total.upcalls),
+        exceptions: per(total.exceptions),
+        page_faults: per(total.page_faults),
+        context_switches: per(total.context_switches),
+        cr3_loads: per(total.cr3_loads),
+        invlpg: per(total.invlpg),
+        stlb_hits: per(total.stlb_hits),
+        stlb_misses: per(total.stlb_misses),
+        slot_evictions: per(total.slot_evictions),
+        key_checks: per(total.key_checks),
         ..KernelStats::default()
     };
     Sample { counts, events }
@@ -95,8 +116,16 @@ fn report(unit: &str, op: &str, sample: &Sample, floor: Option<(&str, u64)>, tar
     let e = &sample.events;
     let _ = write!(
         line,
-        " events=syscalls:{},upcalls:{},exceptions:{},page_faults:{},cr3_loads:{},invlpg:{},switches:{}",
-        e.syscalls, e.upcalls, e.exceptions, e.page_faults, e.cr3_loads, e.invlpg, e.context_switches
+        " events=syscalls:{},upcalls:{},faults:{},cr3:{},invlpg:{},switches:{},stlb_hit:{},stlb_miss:{},evict:{}",
+        e.syscalls,
+        e.upcalls,
+        e.page_faults,
+        e.cr3_loads,
+        e.invlpg,
+        e.context_switches,
+        e.stlb_hits,
+        e.stlb_misses,
+        e.slot_evictions
     );
     println!("{}", line);
 }
@@ -112,14 +141,61 @@ fn on_exception(frame: &mut UpcallFrame) {
 const UNMAPPED: u64 = 0x0000_6000_0000_0000;
 static mut SAFE_WORD: u64 = 7;
 
+/// What the page-fault handler does (one benchmark at a time).
+static FAULT_MODE: AtomicU64 = AtomicU64::new(MODE_REDIRECT);
+const MODE_REDIRECT: u64 = 0;
+/// Map the preallocated frame at the faulting page (upcall refill).
+const MODE_MAP: u64 = 1;
+/// Allocate a frame and map it (demand paging).
+const MODE_ALLOC_MAP: u64 = 2;
+/// Remap the page writable with the read-write key (write-fault upgrade).
+const MODE_UPGRADE: u64 = 3;
+static KEY_LO: AtomicU64 = AtomicU64::new(0);
+static KEY_HI: AtomicU64 = AtomicU64::new(0);
+
+fn stored_key() -> FrameKey {
+    FrameKey { lo: KEY_LO.load(Ordering::Relaxed), hi: KEY_HI.load(Ordering::Relaxed) }
+}
+
 fn on_page_fault(frame: &mut UpcallFrame) {
-    // Point the faulting load's base register (r12) at a mapped word and retry.
-    if frame.fault_addr == UNMAPPED {
-        frame.regs.r12 = core::ptr::addr_of!(SAFE_WORD) as u64;
+    let page = frame.fault_addr & !0xfff;
+    match FAULT_MODE.load(Ordering::Relaxed) {
+        MODE_MAP => {
+            let _ = syscall::map(page, stored_key(), map_flags::WRITE);
+        }
+        MODE_ALLOC_MAP => {
+            if let Ok((_, key)) = syscall::frame_alloc(0, rights::READ | rights::WRITE) {
+                let _ = syscall::map(page, key, map_flags::WRITE);
+                KEY_LO.store(key.lo, Ordering::Relaxed);
+                KEY_HI.store(key.hi, Ordering::Relaxed);
+            }
+        }
+        MODE_UPGRADE => {
+            let _ = syscall::unmap(page);
+            let _ = syscall::map(page, stored_key(), map_flags::WRITE);
+        }
+        _ => {
+            // Point the faulting load's base register (r12) at a mapped word and retry.
+            if frame.fault_addr == UNMAPPED {
+                frame.regs.r12 = core::ptr::addr_of!(SAFE_WORD) as u64;
+            }
+        }
     }
 }
 
+/// Write one word at `va` (faults are handled by the current mode).
+#[inline(always)]
+fn poke(va: u64) {
+    // SAFETY: `va` is in the dynamic window; the fault handler makes it valid.
+    unsafe { core::ptr::write_volatile(va as *mut u64, 1) };
+}
+
 fn main(env: &Env) -> i32 {
+    match env.args.trim() {
+        "partner" => return partner(),
+        "switch" => return switch_only(env),
+        _ => {}
+    }
     // The manifest says what the TSC counts in this run: guest
     // instructions under -icount, cycles on real KVM.
     let unit = env.param("unit").unwrap_or("tsc-ticks");
@@ -169,5 +245,141 @@ fn main(env: &Env) -> i32 {
     report(unit, "exception_int3_upcall", &int3, Some(("bare_int_iretq", bare_int.median())), Some(120));
     report(unit, "exception_ud2_upcall", &ud2, Some(("bare_int_iretq", bare_int.median())), Some(120));
     report(unit, "page_fault_upcall", &page_fault, Some(("bare_int_iretq", bare_int.median())), None);
+
+    memory_benchmarks(unit, overhead, page_fault.median());
+    switch_benchmarks(unit, overhead, env.param("policy").unwrap_or("flush"));
+    0
+}
+
+const PAGE: u64 = 4096;
+
+fn memory_benchmarks(unit: &str, overhead: u64, upcall_floor: u64) {
+    // Key validation on the hot path, measured inside the kernel.
+    let (_, key) = syscall::frame_alloc(0, rights::ALL).expect("frame for key bench");
+    const CHECKS: u64 = 10_000;
+    let mut per_check = Vec::new();
+    for _ in 0..11 {
+        per_check.push(syscall::key_bench(key, CHECKS).expect("key bench") / CHECKS);
+    }
+    per_check.sort_unstable();
+    let sample = Sample { counts: per_check, events: KernelStats::default() };
+    report(unit, "key_check_in_kernel", &sample, None, Some(50));
+
+    // Frame allocate (with SHA-256 key minting and zeroing) and free.
+    let mut keys = Vec::new();
+    let alloc = measure(overhead, || {
+        keys.push(syscall::frame_alloc(0, rights::ALL).expect("alloc").1);
+    });
+    report(unit, "frame_alloc", &alloc, None, None);
+    let mut to_free = keys.clone();
+    let free = measure_with(overhead, || {}, || {
+        if let Some(k) = to_free.pop() {
+            syscall::frame_free(k).expect("free");
+        }
+    });
+    report(unit, "frame_free", &free, None, None);
+    for k in to_free {
+        let _ = syscall::frame_free(k);
+    }
+
+    // TLB-slot install: map a keyed frame (the unmap is untimed setup).
+    let va = DYNAMIC_BASE + 0x10_0000;
+    KEY_LO.store(key.lo, Ordering::Relaxed);
+    KEY_HI.store(key.hi, Ordering::Relaxed);
+    let install = measure_with(overhead, || {
+        let _ = syscall::unmap(va);
+    }, || {
+        syscall::map(va, key, map_flags::WRITE).expect("map");
+    });
+    report(unit, "tlb_slot_install", &install, None, None);
+    let _ = syscall::unmap(va);
+
+    // Upcall refill: the page is unmapped; the libOS's handler maps it.
+    FAULT_MODE.store(MODE_MAP, Ordering::Relaxed);
+    let upcall_refill = measure_with(overhead, || {
+        let _ = syscall::unmap(va);
+    }, || poke(va));
+    report(unit, "page_fault_upcall_refill", &upcall_refill, Some(("page_fault_upcall", upcall_floor)), None);
+
+    // Demand paging: the handler allocates a frame and maps it.
+    FAULT_MODE.store(MODE_ALLOC_MAP, Ordering::Relaxed);
+    let demand = measure_with(overhead, || {
+        let _ = syscall::unmap(va);
+        let _ = syscall::frame_free(stored_key());
+    }, || poke(va));
+    report(unit, "demand_fault_alloc_map", &demand, Some(("page_fault_upcall", upcall_floor)), Some(400));
+    let _ = syscall::unmap(va);
+    let _ = syscall::frame_free(stored_key());
+
+    // Write to a read-only mapping; the handler upgrades it and resumes.
+    let (_, rw) = syscall::frame_alloc(0, rights::READ | rights::WRITE).expect("rw frame");
+    KEY_LO.store(rw.lo, Ordering::Relaxed);
+    KEY_HI.store(rw.hi, Ordering::Relaxed);
+    FAULT_MODE.store(MODE_UPGRADE, Ordering::Relaxed);
+    let upgrade = measure_with(overhead, || {
+        let _ = syscall::unmap(va);
+        let _ = syscall::map(va, rw, 0);
+    }, || poke(va));
+    report(unit, "write_fault_upgrade", &upgrade, Some(("page_fault_upcall", upcall_floor)), Some(300));
+    let _ = syscall::unmap(va);
+    FAULT_MODE.store(MODE_REDIRECT, Ordering::Relaxed);
+}
+
+/// Pages for the switch benchmark, mapped once.
+const SWITCH_BASE: u64 = DYNAMIC_BASE + 0x100_0000;
+const WORKING_SETS: [u64; 4] = [1, 8, 64, 512];
+
+fn map_working_set(pages: u64) {
+    for i in 0..pages {
+        let (_, key) = syscall::frame_alloc(0, rights::READ | rights::WRITE).expect("frame");
+        syscall::map(SWITCH_BASE + i * PAGE, key, map_flags::WRITE).expect("map");
+    }
+}
+
+/// A round trip to the partner environment (yield, it yields back) and
+/// then a touch of W pages, under the boot's TLB policy.
+fn switch_benchmarks(unit: &str, overhead: u64, policy: &str) {
+    map_working_set(*WORKING_SETS.last().unwrap());
+    for w in WORKING_SETS {
+        let sample = measure(overhead, || {
+            syscall::yield_now();
+            for i in 0..w {
+                poke(SWITCH_BASE + i * PAGE);
+            }
+        });
+        let op = alloc::format!("switch_{}_touch_{}", policy, w);
+        report(unit, &op, &sample, None, None);
+    }
+}
+
+/// Only the switch benchmarks (for boots with another TLB policy).
+fn switch_only(env: &Env) -> i32 {
+    let unit = env.param("unit").unwrap_or("tsc-ticks");
+    let overhead = (0..50)
+        .map(|_| {
+            let t0 = rdtsc();
+            let t1 = rdtsc();
+            t1 - t0
+        })
+        .min()
+        .unwrap_or(0);
+    set_handler(UpcallKind::PageFault, on_page_fault).expect("register page-fault handler");
+    let policy = env.param("policy").unwrap_or("?");
+    switch_benchmarks(unit, overhead, policy);
+    if policy == "stlb" {
+        // STLB-hit refill alone: after a switch the page refaults through
+        // the software TLB in the kernel.
+        let va = SWITCH_BASE;
+        let refill = measure_with(overhead, syscall::yield_now, || poke(va));
+        report(unit, "stlb_hit_refill", &refill, None, None);
+    }
+    0
+}
+
+/// The other side of the switch benchmark: yield until the bench ends.
+fn partner() -> i32 {
+    while syscall::stats().map(|s| s.envs_ended).unwrap_or(1) == 0 {
+        syscall::yield_now();
+    }
     0
 }

@@ -5,7 +5,7 @@
 //! `guaranteed` (guaranteed mappings are present right after every
 //! switch), `hog` (grab pool frames beyond the quota and ignore
 //! revocation: the abort protocol takes them), `claim` (ask for the
-//! quota while others hold the pool).
+//! quota while others hold the pool; `claim-later` first lets them borrow).
 #![no_std]
 #![no_main]
 
@@ -28,6 +28,13 @@ fn main(env: &Env) -> i32 {
         "guaranteed" => guaranteed(),
         "hog" => hog(),
         "claim" => claim(env),
+        "claim-later" => {
+            // Let the others borrow the pool first.
+            for _ in 0..10 {
+                syscall::yield_now();
+            }
+            claim(env)
+        }
         other => {
             println!("unknown mode {:?}", other);
             Err("mode")

@@ -1,0 +1,23 @@
+//! libos-rt's real-time policy logic: plain Rust, host-tested, linked into the libOS program.
+//!
+//! Design principles:
+//! * The exokernel hands out time (timer upcalls, the TSC); which job runs
+//!   next, and whether a task set is admitted at all, is decided here.
+//! * A policy is a trait with several implementations (EDF, rate-monotonic),
+//!   chosen by name from the manifest, so swapping one is a line of
+//!   configuration.
+//! * Policies and analyses are pure and count abstract ticks: no system
+//!   calls, no clock, no `unsafe`. The program (`main.rs`) maps ticks to TSC
+//!   time; the host unit tests drive the same code with a discrete-time
+//!   simulator and run every implementation against the same trait tests.
+//! * Analyses use integer arithmetic only (parts per million, exact response
+//!   times), so they behave identically on the host and on the soft-float
+//!   bare-metal target.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod sched;
