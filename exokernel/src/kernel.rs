@@ -178,6 +178,7 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
         pool_used: 0,
         policy,
         revoke_deadline_tsc: tsc_hz / 1_000_000 * manifest.revoke_deadline_us,
+        rmap: Default::default(),
     };
     log::info!(
         "memory: pool {} KiB, tlb policy {}, revocation deadline {} us",

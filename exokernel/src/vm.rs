@@ -16,6 +16,7 @@ use crate::arch::paging::{self, Flags};
 use crate::kernel::{bump, Kernel, COUNTERS};
 use crate::memory;
 use crate::umem;
+use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 use exokernel::keys::{FrameKey as KernelKey, FrameTable, Rights};
 use exokernel::slots::{Slot, SlotError, SlotSet};
@@ -90,6 +91,11 @@ pub struct Vm {
     /// The policy in force (PCID falls back to flush where the CPU lacks it).
     pub policy: TlbPolicy,
     pub revoke_deadline_tsc: u64,
+    /// Reverse map: every (environment index, page) a frame was mapped at
+    /// with `map`, so freeing or revoking a frame finds its mappings
+    /// without scanning every software TLB.
+    /// Ordered by frame, so one frame's mappings are one range.
+    pub rmap: BTreeSet<(u64, usize, u64)>,
 }
 
 fn to_abi(key: KernelKey) -> FrameKey {
@@ -153,8 +159,7 @@ impl Kernel {
         }
         let loaded = self.is_loaded(index);
         let space = self.envs[index].space.as_mut().ok_or(Error::NoSuchEnv)?;
-        space.unmap(va);
-        if let Err(error) = space.map(va, frame_pa, page_flags(writable), &mut memory::alloc_frame) {
+        if let Err(error) = space.map_replace(va, frame_pa, page_flags(writable), &mut memory::alloc_frame) {
             self.envs[index].mem.slots.remove(va);
             return Err(match error {
                 paging::MapError::NoMemory => Error::NoMemory,
@@ -172,26 +177,27 @@ impl Kernel {
     /// env `owner`, if any.
     fn unmap_frame_everywhere(&mut self, frame_pa: u64, owner: usize) -> u64 {
         let mut owner_va = 0;
-        for index in 0..self.envs.len() {
-            let removed: Vec<Slot> = self.envs[index].mem.slots.remove_frame(frame_pa);
-            for slot in &removed {
-                self.drop_pte(index, slot.va_page << 12);
+        let mappings: Vec<(u64, usize, u64)> = self.vm.rmap.range((frame_pa, 0, 0)..=(frame_pa, usize::MAX, u64::MAX)).copied().collect();
+        for &mapping in &mappings {
+            self.vm.rmap.remove(&mapping);
+        }
+        for (_, index, va) in mappings {
+            if self.envs[index].mem.slots.get(va).is_some_and(|s| s.frame_pa == frame_pa) {
+                self.envs[index].mem.slots.remove(va);
+                self.drop_pte(index, va);
             }
-            if index == owner {
-                owner_va = removed.first().map(|s| s.va_page << 12).unwrap_or(0);
-                if owner_va == 0 {
-                    owner_va = self.envs[index]
-                        .mem
-                        .stlb
-                        .iter()
-                        .find(|e| e.frame_pa == frame_pa)
-                        .map(|e| e.page_va())
-                        .unwrap_or(0);
-                }
+            if self.envs[index].mem.stlb.lookup(va).is_some_and(|e| e.frame_pa == frame_pa) {
+                self.envs[index].mem.stlb.remove_va(va);
             }
-            self.envs[index].mem.stlb.remove_frame(frame_pa);
+            if index == owner && owner_va == 0 {
+                owner_va = va;
+            }
         }
         owner_va
+    }
+
+    fn rmap_remove(&mut self, frame_pa: u64, index: usize, va: u64) {
+        self.vm.rmap.remove(&(frame_pa, index, va));
     }
 
     /// Give a pool frame back to the allocator.
@@ -316,6 +322,7 @@ impl Kernel {
         let frame_pa = info.frame * 4096;
         self.install(index, va, frame_pa, writable, flags & map_flags::GUARANTEED != 0)?;
         self.envs[index].mem.stlb.insert(StlbEntry::new(va, frame_pa, writable));
+        self.vm.rmap.insert((frame_pa, index, va));
         Ok(0)
     }
 
@@ -327,15 +334,18 @@ impl Kernel {
             return Err(Error::BadAddress);
         }
         let index = self.current;
-        let in_slot = self.envs[index].mem.slots.remove(va).is_some();
-        if in_slot {
+        let slot = self.envs[index].mem.slots.remove(va);
+        if slot.is_some() {
             self.drop_pte(index, va);
         }
-        let in_stlb = self.envs[index].mem.stlb.remove_va(va);
-        if in_slot || in_stlb {
-            Ok(0)
-        } else {
-            Err(Error::InvalidArgument)
+        let entry = self.envs[index].mem.stlb.lookup(va);
+        self.envs[index].mem.stlb.remove_va(va);
+        match slot.map(|s| s.frame_pa).or(entry.map(|e| e.frame_pa)) {
+            Some(frame_pa) => {
+                self.rmap_remove(frame_pa, index, va);
+                Ok(0)
+            }
+            None => Err(Error::InvalidArgument),
         }
     }
 
@@ -542,6 +552,7 @@ impl Kernel {
             }
         }
         self.envs[index].mem.stlb.clear();
+        self.vm.rmap.retain(|&(_, i, _)| i != index);
         let owned = self.vm.table.reclaim_env(self.env_id(index));
         for frame in owned {
             self.unmap_frame_everywhere(frame * 4096, index);

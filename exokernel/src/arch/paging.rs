@@ -169,6 +169,23 @@ impl AddressSpace {
         Ok(())
     }
 
+    /// Map the page at `va` (user half) to `pa`, replacing any mapping it
+    /// had (one walk). The caller flushes the old TLB entry if needed.
+    pub fn map_replace(
+        &mut self,
+        va: u64,
+        pa: u64,
+        flags: PageTableFlags,
+        alloc: &mut dyn FnMut() -> Option<u64>,
+    ) -> Result<(), MapError> {
+        if va >= shared_abi::USER_TOP || va % 4096 != 0 {
+            return Err(MapError::BadAddress);
+        }
+        let entry = self.leaf(va, Some(alloc))?;
+        entry.set_addr(PhysAddr::new(pa), flags | PageTableFlags::PRESENT);
+        Ok(())
+    }
+
     /// Map a page anywhere (kernel use at boot: MMIO windows).
     pub fn map_kernel(&mut self, va: u64, pa: u64, flags: PageTableFlags, alloc: &mut dyn FnMut() -> Option<u64>) -> Result<(), MapError> {
         let entry = self.leaf(va, Some(alloc))?;
