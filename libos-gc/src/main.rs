@@ -219,6 +219,16 @@ fn main(env: &Env) -> i32 {
         return 1;
     }
     let mut heap = GcHeap::new(budget, env.quota_frames as usize);
+    // A runtime reserves its arena up front (`reserve` pages).
+    let reserve = env.param("reserve").and_then(|p| p.parse().ok()).unwrap_or(0usize);
+    while heap.mapped_pages() < reserve.min(budget) {
+        if heap.grow().is_none() {
+            break;
+        }
+    }
+    if reserve > 0 {
+        println!("gc: reserved {} pages", heap.mapped_pages());
+    }
     // Roots: a ring of lists; each cycle replaces some lists with new ones
     // and makes lots of short-lived garbage in between.
     const LISTS: usize = 16;

@@ -32,7 +32,7 @@ fn main(env: &Env) -> i32 {
 fn demo() -> i32 {
     let mut found = 0u64;
     let mut candidate = 2u64;
-    for round in 1..=5 {
+    for round in 1..=8 {
         let goal = found + 400;
         while found < goal {
             if is_prime(candidate) {
