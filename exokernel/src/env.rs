@@ -5,6 +5,7 @@ use crate::arch::paging::AddressSpace;
 use crate::arch::trap::TrapFrame;
 use alloc::string::String;
 use alloc::vec::Vec;
+use crate::sched::EnvCpu;
 use crate::vm::EnvMemory;
 use shared_abi::upcall::UpcallTable;
 
@@ -36,6 +37,8 @@ pub struct Env {
     pub line: Vec<u8>,
     /// Memory bindings: slots, software TLB, pool frames, revocation.
     pub mem: EnvMemory,
+    /// CPU accounting, protected control transfer state.
+    pub cpu: EnvCpu,
 }
 
 impl Env {

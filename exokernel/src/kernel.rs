@@ -59,6 +59,9 @@ pub struct Counters {
     pub key_checks: AtomicU64,
     pub revocation_requests: AtomicU64,
     pub frames_repossessed: AtomicU64,
+    pub slot_end_upcalls: AtomicU64,
+    pub overruns: AtomicU64,
+    pub pct_calls: AtomicU64,
 }
 
 pub static COUNTERS: Counters = Counters {
@@ -77,6 +80,9 @@ pub static COUNTERS: Counters = Counters {
     key_checks: AtomicU64::new(0),
     revocation_requests: AtomicU64::new(0),
     frames_repossessed: AtomicU64::new(0),
+    slot_end_upcalls: AtomicU64::new(0),
+    overruns: AtomicU64::new(0),
+    pct_calls: AtomicU64::new(0),
 };
 
 impl Counters {
@@ -97,6 +103,9 @@ impl Counters {
             key_checks: self.key_checks.load(Relaxed),
             revocation_requests: self.revocation_requests.load(Relaxed),
             frames_repossessed: self.frames_repossessed.load(Relaxed),
+            slot_end_upcalls: self.slot_end_upcalls.load(Relaxed),
+            overruns: self.overruns.load(Relaxed),
+            pct_calls: self.pct_calls.load(Relaxed),
         }
     }
 }
@@ -115,6 +124,14 @@ pub struct Kernel {
     pub loaded_root: u64,
     pub keep_running: bool,
     pub vm: crate::vm::Vm,
+    /// The time-slot vector and where in it the CPU is.
+    pub slots: exokernel::slotvec::SlotVector,
+    pub slot_pos: usize,
+    pub slot_ticks: u64,
+    pub save_bound_ticks: u64,
+    pub grace: Option<crate::sched::Grace>,
+    pub last_switch_tsc: u64,
+    pub tsc_hz: u64,
     /// Free frames before any environment was built: once all have ended
     /// and been reclaimed, the count must be back to this.
     pub frames_at_boot: u64,
@@ -200,6 +217,7 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
             upcall_page: None,
             line: Vec::new(),
             mem: EnvMemory::new(spec.quota_kib / 4, spec.tlb_slots, 0),
+            cpu: Default::default(),
         };
         let built = match archive.find(&spec.program) {
             None => Err((loader::LoadError::NoProgram, None)),
@@ -223,21 +241,36 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
         }
         envs.push(env);
     }
-    let first = envs.iter().position(|e| e.is_runnable());
+    let wanted: u64 = manifest.envs.iter().map(|e| e.slots).sum();
+    let vector_len = if manifest.slot_count > 0 { manifest.slot_count } else { wanted.max(1) };
+    let mut slots = exokernel::slotvec::SlotVector::new(vector_len as usize);
+    for (index, spec) in manifest.envs.iter().enumerate() {
+        if envs[index].is_runnable() {
+            slots.alloc_spread(spec.slots as usize, index);
+        }
+    }
+    let slot_ticks = tsc_hz / 1_000_000 * manifest.quantum_us;
+    let save_bound_us = if manifest.save_bound_us > 0 { manifest.save_bound_us } else { manifest.quantum_us / 10 };
+    log::info!("cpu: {} slots of {} us, end-of-slot save bound {} us", vector_len, manifest.quantum_us, save_bound_us);
     let mut kernel = Kernel {
         envs,
-        current: first.unwrap_or(0),
+        current: 0,
         loaded_root: kernel_space.root(),
         kernel_space,
         keep_running: manifest.keep_running,
         frames_at_boot,
         vm,
+        slots,
+        slot_pos: 0,
+        slot_ticks,
+        save_bound_ticks: tsc_hz / 1_000_000 * save_bound_us,
+        grace: None,
+        last_switch_tsc: 0,
+        tsc_hz,
     };
-    let Some(first) = first else { kernel.finish() };
+    let Some(first) = kernel.first_slot() else { kernel.finish() };
     let frame = kernel.envs[first].frame;
-    kernel.load_space(first);
     *KERNEL.lock() = Some(kernel);
-    apic::start_periodic(manifest.quantum_us);
     trap::enter_user(&frame)
 }
 
@@ -257,8 +290,7 @@ fn handle_trap(frame: &mut TrapFrame) {
         }
         let mut guard = KERNEL.lock();
         let kernel = guard.as_mut().expect("kernel initialised");
-        kernel.check_revocation_deadlines();
-        kernel.switch_next(frame);
+        kernel.on_timer(frame);
         return;
     }
     if vector >= 32 {
@@ -301,7 +333,7 @@ fn handle_trap(frame: &mut TrapFrame) {
             format!("exception {} at rip {:#x}: {}", vector, frame.rip, reason)
         };
         kernel.kill_current(what);
-        kernel.switch_next(frame);
+        kernel.run_rest_of_slot(frame);
     }
 }
 
@@ -413,29 +445,6 @@ impl Kernel {
         bump(&COUNTERS.cr3_loads);
     }
 
-    /// Save the current environment (if it still runs) and resume the next
-    /// runnable one in round-robin order from `frame`. Ends the run if none is left.
-    pub fn switch_next(&mut self, frame: &mut TrapFrame) {
-        let count = self.envs.len();
-        if self.envs[self.current].is_runnable() {
-            self.envs[self.current].frame = *frame;
-        }
-        let next = (1..=count).map(|step| (self.current + step) % count).find(|&i| self.envs[i].is_runnable());
-        let Some(next) = next else { self.finish() };
-        if next != self.current {
-            bump(&COUNTERS.context_switches);
-        }
-        self.current = next;
-        self.load_space(next);
-        *frame = self.envs[next].frame;
-        if let Some(pending) = self.envs[next].mem.pending.take() {
-            // A revocation notice: the libOS's handler runs first and then
-            // resumes what it was doing. No handler: it cannot answer, and
-            // the abort protocol will act at the deadline.
-            let _ = self.deliver_upcall(frame, pending.kind, pending.vector, pending.error_code, pending.fault_addr);
-        }
-    }
-
     /// End the current environment and reclaim its memory.
     pub fn end_current(&mut self, state: EnvState) {
         let index = self.current;
@@ -448,6 +457,7 @@ impl Kernel {
         }
         env.state = state;
         self.reclaim_memory(index);
+        self.release_cpu(index);
         let env = &mut self.envs[index];
         if let Some(space) = env.space.take() {
             if space.root() == self.loaded_root {
@@ -494,22 +504,30 @@ impl Kernel {
 
     /// Every environment has ended: print the summary and end the run.
     pub fn finish(&mut self) -> ! {
+        let now = cpu::rdtsc();
+        let used = now.saturating_sub(self.last_switch_tsc);
+        if self.envs.get(self.current).is_some_and(|e| e.is_runnable()) || used > 0 {
+            if let Some(env) = self.envs.get_mut(self.current) {
+                env.cpu.cpu_ticks += used;
+            }
+        }
+        self.last_switch_tsc = now;
         let stats = COUNTERS.snapshot();
         for env in &self.envs {
             match &env.state {
                 EnvState::Exited(code) => arch::serial::write_fmt(format_args!(
-                    "EXO-SUMMARY env={} name={} status=exited code={}\n",
-                    env.id, env.name, code
+                    "EXO-SUMMARY env={} name={} status=exited code={} cpu_ticks={} overruns={}\n",
+                    env.id, env.name, code, env.cpu.cpu_ticks, env.cpu.overruns
                 )),
                 EnvState::Killed(reason) => arch::serial::write_fmt(format_args!(
-                    "EXO-SUMMARY env={} name={} status=killed reason=\"{}\"\n",
-                    env.id, env.name, reason
+                    "EXO-SUMMARY env={} name={} status=killed cpu_ticks={} overruns={} reason=\"{}\"\n",
+                    env.id, env.name, env.cpu.cpu_ticks, env.cpu.overruns, reason
                 )),
                 EnvState::Runnable => {}
             }
         }
         arch::serial::write_fmt(format_args!(
-            "EXO-STATS syscalls={} upcalls={} exceptions={} page_faults={} timer_ticks={} context_switches={} cr3_loads={} frames_at_boot={} frames_at_end={}\n",
+            "EXO-STATS syscalls={} upcalls={} exceptions={} page_faults={} timer_ticks={} context_switches={} cr3_loads={} overruns={} pct_calls={} frames_at_boot={} frames_at_end={}\n",
             stats.syscalls,
             stats.upcalls,
             stats.exceptions,
@@ -517,6 +535,8 @@ impl Kernel {
             stats.timer_ticks,
             stats.context_switches,
             stats.cr3_loads,
+            stats.overruns,
+            stats.pct_calls,
             self.frames_at_boot,
             memory::free_frames()
         ));

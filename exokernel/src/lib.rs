@@ -14,5 +14,6 @@ extern crate std;
 pub mod frames;
 pub mod keys;
 pub mod slots;
+pub mod slotvec;
 pub mod stlb;
 pub mod usercheck;

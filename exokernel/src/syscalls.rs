@@ -29,6 +29,10 @@ pub const LIGHT: &[(u64, LightSyscall)] = &[
     (nr::GUARANTEE, sys_guarantee),
     (nr::REVOKE_DONE, sys_revoke_done),
     (nr::KEY_BENCH, sys_key_bench),
+    (nr::SLOT_ALLOC, sys_slot_alloc),
+    (nr::SLOT_FREE, sys_slot_free),
+    (nr::PCT_SEND, sys_pct_send),
+    (nr::ENV_INFO, sys_env_info),
 ];
 
 extern "C" fn sys_null(_: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
@@ -95,6 +99,22 @@ extern "C" fn sys_key_bench(lo: u64, hi: u64, iterations: u64, _: u64, _: u64, _
     with_kernel(|k| k.key_bench(lo, hi, iterations))
 }
 
+extern "C" fn sys_slot_alloc(position: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| k.slot_alloc(position))
+}
+
+extern "C" fn sys_slot_free(key: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| k.slot_free(key))
+}
+
+extern "C" fn sys_pct_send(target: u64, m0: u64, m1: u64, m2: u64, m3: u64, _: u64) -> u64 {
+    with_kernel(|k| k.pct_send(target, [m0, m1, m2, m3]))
+}
+
+extern "C" fn sys_env_info(out: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| k.env_info(out))
+}
+
 /// The full path: calls that may switch environments, and unknown numbers.
 pub fn handle_syscall(frame: &mut TrapFrame) -> Return {
     bump(&COUNTERS.syscalls);
@@ -105,14 +125,12 @@ pub fn handle_syscall(frame: &mut TrapFrame) -> Return {
     let result = match number {
         nr::EXIT => {
             kernel.end_current(EnvState::Exited(args[0] as i64));
-            kernel.switch_next(frame);
+            kernel.run_rest_of_slot(frame);
             return Return::Iret;
         }
-        nr::YIELD => {
-            frame.rax = 0;
-            kernel.switch_next(frame);
-            return Return::Iret;
-        }
+        nr::YIELD => return kernel.sys_yield(frame),
+        nr::PCT_CALL => return kernel.pct_call(frame),
+        nr::PCT_REPLY => return kernel.pct_reply(frame),
         _ => Err(Error::UnknownSyscall),
     };
     frame.rax = encode(result);

@@ -7,7 +7,9 @@
 //! # comments start with '#'
 //! log = info              # kernel log level: error, warn, info, debug, trace
 //! keep_running = false    # true: the kernel idles instead of exiting when all envs end
-//! quantum_us = 2000       # round-robin time slice
+//! quantum_us = 2000       # length of one time slot
+//! slot_count = 12         # slots in the vector (default: one per env)
+//! save_bound_us = 200     # end-of-slot context-save bound (default: quantum/10)
 //! tlb_policy = flush      # context switch: flush, pcid (falls back to flush where absent), stlb
 //! frame_pool_kib = 8192   # frames libOSes can allocate with keys (frame_alloc)
 //! revoke_deadline_us = 20000  # time a libOS has to answer a repossession request
@@ -18,6 +20,7 @@
 //! memory_kib = 2048       # heap memory the kernel maps for it at start
 //! quota_kib = 1024        # pool frames it may hold for sure (it may borrow more)
 //! tlb_slots = 64          # ordinary mappings the hardware sees at once
+//! slots = 2               # time slots it owns from boot (default 1)
 //! args = demo             # passed to the libOS
 //! pager = clock           # any other key is libOS policy: passed on untouched
 //! ```
@@ -99,6 +102,8 @@ pub struct EnvSpec {
     pub memory_kib: u64,
     pub quota_kib: u64,
     pub tlb_slots: u64,
+    /// Time slots owned from boot.
+    pub slots: u64,
     /// Keys the kernel does not interpret, in manifest order.
     pub params: Vec<(String, String)>,
 }
@@ -119,6 +124,10 @@ pub struct Manifest {
     pub tlb_policy: TlbPolicy,
     pub frame_pool_kib: u64,
     pub revoke_deadline_us: u64,
+    /// Length of the slot vector (0: as many slots as the envs ask for).
+    pub slot_count: u64,
+    /// End-of-slot save bound (0: a tenth of `quantum_us`).
+    pub save_bound_us: u64,
     pub envs: Vec<EnvSpec>,
 }
 
@@ -153,6 +162,8 @@ impl Manifest {
             tlb_policy: TlbPolicy::Flush,
             frame_pool_kib: 8192,
             revoke_deadline_us: 20_000,
+            slot_count: 0,
+            save_bound_us: 0,
             envs: Vec::new(),
         };
         let mut current: Option<EnvSpec> = None;
@@ -176,6 +187,7 @@ impl Manifest {
                     memory_kib: 256,
                     quota_kib: 1024,
                     tlb_slots: 64,
+                    slots: 1,
                     params: Vec::new(),
                 });
                 continue;
@@ -215,6 +227,18 @@ impl Manifest {
                             return Err(err("revoke_deadline_us must lie in 100..=10000000"));
                         }
                     }
+                    "slot_count" => {
+                        manifest.slot_count = value.parse().map_err(|_| err("expected a number"))?;
+                        if manifest.slot_count > 256 {
+                            return Err(err("slot_count must lie in 0..=256"));
+                        }
+                    }
+                    "save_bound_us" => {
+                        manifest.save_bound_us = value.parse().map_err(|_| err("expected a number"))?;
+                        if manifest.save_bound_us > 1_000_000 {
+                            return Err(err("save_bound_us out of range"));
+                        }
+                    }
                     _ => return Err(err("unknown global key")),
                 },
                 Some(env) => match key {
@@ -237,6 +261,12 @@ impl Manifest {
                         env.tlb_slots = value.parse().map_err(|_| err("expected a number"))?;
                         if !(1..=4096).contains(&env.tlb_slots) {
                             return Err(err("tlb_slots must lie in 1..=4096"));
+                        }
+                    }
+                    "slots" => {
+                        env.slots = value.parse().map_err(|_| err("expected a number"))?;
+                        if env.slots > 256 {
+                            return Err(err("slots must lie in 0..=256"));
                         }
                     }
                     _ => {

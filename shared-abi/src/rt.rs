@@ -196,6 +196,33 @@ const UPCALL_STACK_LEN: usize = 32 * 1024;
 /// the runtime's trampoline for it with the kernel.
 pub fn set_handler(kind: UpcallKind, handler: Handler) -> Result<(), syscall::Error> {
     let previous = HANDLERS[kind as usize - 1].swap(handler as usize, Ordering::SeqCst);
+    let result = register();
+    if result.is_err() {
+        // The kernel kept the old table: forget the handler too.
+        HANDLERS[kind as usize - 1].store(previous, Ordering::SeqCst);
+    }
+    result
+}
+
+/// A protected-entry handler: runs in its own activation when another
+/// environment calls (`pct_call`) or sends (`pct_send`, `is_async`); its
+/// return value is the reply.
+pub type PctHandler = fn(caller: u64, msg: [u64; 4], is_async: bool) -> [u64; 4];
+
+static PCT_HANDLER: AtomicUsize = AtomicUsize::new(0);
+
+/// Accept protected control transfers with `handler`.
+pub fn set_pct_handler(handler: PctHandler) -> Result<(), syscall::Error> {
+    let previous = PCT_HANDLER.swap(handler as usize, Ordering::SeqCst);
+    let result = register();
+    if result.is_err() {
+        PCT_HANDLER.store(previous, Ordering::SeqCst);
+    }
+    result
+}
+
+/// Tell the kernel the entry points for every handler installed.
+fn register() -> Result<(), syscall::Error> {
     let mut stack = UPCALL_STACK.load(Ordering::SeqCst);
     if stack == 0 {
         let layout = core::alloc::Layout::from_size_align(UPCALL_STACK_LEN, 16).expect("valid layout");
@@ -213,22 +240,37 @@ pub fn set_handler(kind: UpcallKind, handler: Handler) -> Result<(), syscall::Er
             0
         }
     };
+    let protected_entry = if PCT_HANDLER.load(Ordering::SeqCst) != 0 {
+        pct_entry as *const () as u64
+    } else {
+        entry(UpcallKind::ProtectedEntry)
+    };
     let table = UpcallTable {
         exception_entry: entry(UpcallKind::Exception),
         page_fault_entry: entry(UpcallKind::PageFault),
         interrupt_entry: entry(UpcallKind::Interrupt),
-        protected_entry: entry(UpcallKind::ProtectedEntry),
+        protected_entry,
         revocation_entry: entry(UpcallKind::Revocation),
         stack_base: stack as u64,
         stack_len: UPCALL_STACK_LEN as u64,
     };
-    // SAFETY: the trampoline handles any upcall frame and the stack is ours.
-    let result = unsafe { syscall::set_upcalls(&table) }.map(|_| ());
-    if result.is_err() {
-        // The kernel kept the old table: forget the handler too.
-        HANDLERS[kind as usize - 1].store(previous, Ordering::SeqCst);
-    }
-    result
+    // SAFETY: the trampolines handle what the kernel sends them and the stack is ours.
+    unsafe { syscall::set_upcalls(&table) }.map(|_| ())
+}
+
+/// Where a protected-entry activation starts: the kernel enters with the
+/// caller's id and the message in the argument registers (`flags` bit 0:
+/// asynchronous), on a fresh stack.
+extern "C" fn pct_entry(caller: u64, m0: u64, m1: u64, m2: u64, m3: u64, flags: u64) -> ! {
+    let handler = PCT_HANDLER.load(Ordering::SeqCst);
+    let reply = if handler == 0 {
+        [0; 4]
+    } else {
+        // SAFETY: only `set_pct_handler` stores into PCT_HANDLER, always a `PctHandler`.
+        let handler: PctHandler = unsafe { core::mem::transmute::<usize, PctHandler>(handler) };
+        handler(caller, [m0, m1, m2, m3], flags & 1 != 0)
+    };
+    syscall::pct_reply(reply)
 }
 
 extern "C" fn dispatch(frame: &mut UpcallFrame) {

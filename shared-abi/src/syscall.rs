@@ -52,8 +52,30 @@ pub mod nr {
     /// times on the key and return the TSC ticks it took (instructions
     /// under `-icount`). Checks the key once first: a bad key is an error.
     pub const KEY_BENCH: u64 = 15;
+    /// `slot_alloc(position) -> slot_key`: own time slot `position` of the
+    /// slot vector (`ANY_SLOT`: the first free one). The key is
+    /// `generation << 32 | position`.
+    pub const SLOT_ALLOC: u64 = 16;
+    /// `slot_free(slot_key) -> 0`: give a slot back.
+    pub const SLOT_FREE: u64 = 17;
+    /// `pct_call(target_env, m0, m1, m2, m3) -> 0`: protected control
+    /// transfer: donate the CPU to `target_env`'s protected entry with the
+    /// message in registers and wait for its reply, which comes back in
+    /// `rsi, rdx, r10, r8`.
+    pub const PCT_CALL: u64 = 18;
+    /// `pct_reply(r0, r1, r2, r3) -> !`: end the protected-entry activation;
+    /// for a call, resume the caller with the reply.
+    pub const PCT_REPLY: u64 = 19;
+    /// `pct_send(target_env, m0, m1, m2, m3) -> 0`: asynchronous transfer:
+    /// queue the message; the target's protected entry runs it when the
+    /// target next runs.
+    pub const PCT_SEND: u64 = 20;
+    /// `env_info(out_ptr) -> 0`: the caller's CPU accounting ([`EnvInfo`]).
+    pub const ENV_INFO: u64 = 21;
     /// One past the highest number in use.
-    pub const COUNT: u64 = 16;
+    pub const COUNT: u64 = 22;
+    /// `slot_alloc` position meaning "any free slot".
+    pub const ANY_SLOT: u64 = u64::MAX;
 }
 
 /// Flags for [`nr::MAP`].
@@ -94,6 +116,27 @@ pub mod rights {
 pub struct FrameKey {
     pub lo: u64,
     pub hi: u64,
+}
+
+/// What `env_info` reports: the caller's share of the CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct EnvInfo {
+    /// TSC ticks this environment has run.
+    pub cpu_ticks: u64,
+    /// Times it overran its end-of-slot bound and was preempted by force.
+    pub overruns: u64,
+    /// TSC ticks taken off its slots as penalties so far.
+    pub penalty_ticks: u64,
+    /// Slots of the vector it owns now.
+    pub slots_owned: u64,
+    /// Length of the slot vector and of one slot (TSC ticks).
+    pub vector_len: u64,
+    pub slot_ticks: u64,
+    /// The end-of-slot save bound (TSC ticks).
+    pub save_bound_ticks: u64,
+    /// The slot position running now.
+    pub slot_position: u64,
 }
 
 /// What `frame_query` reports.
@@ -227,6 +270,10 @@ pub struct KernelStats {
     pub revocation_requests: u64,
     /// Frames taken by force (abort protocol).
     pub frames_repossessed: u64,
+    /// End-of-slot upcalls delivered, and forced preemptions after overruns.
+    pub slot_end_upcalls: u64,
+    pub overruns: u64,
+    pub pct_calls: u64,
 }
 
 #[cfg(feature = "runtime")]
@@ -234,7 +281,7 @@ pub use stubs::*;
 
 #[cfg(feature = "runtime")]
 mod stubs {
-    use super::{decode, map_bits, nr, Error, FrameInfo, FrameKey, KernelStats};
+    use super::{decode, map_bits, nr, EnvInfo, Error, FrameInfo, FrameKey, KernelStats};
     use crate::upcall::UpcallTable;
     use core::arch::asm;
 
@@ -385,6 +432,63 @@ mod stubs {
     pub fn key_bench(key: FrameKey, iterations: u64) -> Result<u64, Error> {
         // SAFETY: no memory is passed.
         decode(unsafe { raw6(nr::KEY_BENCH, key.lo, key.hi, iterations, 0, 0, 0) })
+    }
+
+    /// Own time slot `position` (or [`nr::ANY_SLOT`]); returns its key.
+    pub fn slot_alloc(position: u64) -> Result<u64, Error> {
+        // SAFETY: no memory is passed.
+        decode(unsafe { raw6(nr::SLOT_ALLOC, position, 0, 0, 0, 0, 0) })
+    }
+
+    /// Give a slot back.
+    pub fn slot_free(key: u64) -> Result<(), Error> {
+        // SAFETY: no memory is passed.
+        decode(unsafe { raw6(nr::SLOT_FREE, key, 0, 0, 0, 0, 0) }).map(|_| ())
+    }
+
+    /// Synchronous protected control transfer: run `target`'s protected
+    /// entry with `msg` and return its reply.
+    #[inline(always)]
+    pub fn pct_call(target: u64, msg: [u64; 4]) -> Result<[u64; 4], Error> {
+        let ret: u64;
+        let (r0, r1, r2, r3): (u64, u64, u64, u64);
+        // SAFETY: the kernel returns the status in rax and the reply in
+        // rsi, rdx, r10, r8; rcx and r11 are clobbered by `syscall`.
+        unsafe {
+            asm!(
+                "syscall",
+                inlateout("rax") nr::PCT_CALL => ret,
+                in("rdi") target,
+                inlateout("rsi") msg[0] => r0,
+                inlateout("rdx") msg[1] => r1,
+                inlateout("r10") msg[2] => r2,
+                inlateout("r8") msg[3] => r3,
+                lateout("rcx") _, lateout("r11") _,
+                options(nostack),
+            );
+        }
+        decode(ret).map(|_| [r0, r1, r2, r3])
+    }
+
+    /// End a protected-entry activation with a reply.
+    pub fn pct_reply(reply: [u64; 4]) -> ! {
+        // SAFETY: PCT_REPLY does not return to this activation.
+        unsafe { raw6(nr::PCT_REPLY, reply[0], reply[1], reply[2], reply[3], 0, 0) };
+        unreachable!("pct_reply returned")
+    }
+
+    /// Asynchronous protected control transfer.
+    pub fn pct_send(target: u64, msg: [u64; 4]) -> Result<(), Error> {
+        // SAFETY: no memory is passed.
+        decode(unsafe { raw6(nr::PCT_SEND, target, msg[0], msg[1], msg[2], msg[3], 0) }).map(|_| ())
+    }
+
+    /// The caller's CPU accounting.
+    pub fn env_info() -> Result<EnvInfo, Error> {
+        let mut out = EnvInfo::default();
+        // SAFETY: the kernel writes one EnvInfo into `out`.
+        decode(unsafe { raw6(nr::ENV_INFO, &mut out as *mut EnvInfo as u64, 0, 0, 0, 0, 0) })?;
+        Ok(out)
     }
 
     /// Read the kernel's event counters.

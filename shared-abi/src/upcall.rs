@@ -27,6 +27,13 @@ pub enum UpcallKind {
     Revocation = 5,
 }
 
+/// `UpcallFrame::vector` of the end-of-slot interrupt upcall. Its
+/// `fault_addr` is 1 when the next slot is this environment's too (a plain
+/// tick: reschedule freely) and 0 when it must save its context and call
+/// `yield` within `error_code` TSC ticks, or be preempted by force and pay
+/// the overrun off its next slot.
+pub const SLOT_END: u64 = 32;
+
 /// `UpcallFrame::vector` of a repossession request.
 pub const REVOKE_REQUEST: u64 = 0;
 /// `UpcallFrame::vector` after the abort protocol took frames.

@@ -22,6 +22,7 @@ pub const PROGRAMS: &[(&str, &str)] = &[
     ("guest-tests", "smoke"),
     ("guest-tests", "bench"),
     ("guest-tests", "memtest"),
+    ("guest-tests", "cpu"),
 ];
 
 /// The workspace root.

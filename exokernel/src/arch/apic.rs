@@ -13,7 +13,6 @@ const REG_LVT_TIMER: u64 = 0x320;
 const REG_TIMER_INIT: u64 = 0x380;
 const REG_TIMER_CURRENT: u64 = 0x390;
 const REG_TIMER_DIVIDE: u64 = 0x3e0;
-const TIMER_PERIODIC: u32 = 1 << 17;
 const LVT_MASKED: u32 = 1 << 16;
 
 static APIC_VIRT: AtomicU64 = AtomicU64::new(0);
@@ -108,11 +107,13 @@ pub fn calibrate() -> u64 {
     tsc_ticks * (1000 / MS)
 }
 
-/// Start the periodic timer interrupt every `period_us` microseconds.
-pub fn start_periodic(period_us: u64) {
-    let ticks = (TICKS_PER_MS.load(Ordering::Relaxed) * period_us / 1000).clamp(1, u32::MAX as u64);
+/// Arm the timer to interrupt once, `tsc_ticks` TSC ticks from now (the
+/// slot vector reprograms it at every slot end and save deadline).
+pub fn arm_oneshot(tsc_ticks: u64, tsc_hz: u64) {
+    let apic_per_ms = TICKS_PER_MS.load(Ordering::Relaxed) as u128;
+    let ticks = (tsc_ticks as u128 * apic_per_ms * 1000 / tsc_hz.max(1) as u128).clamp(1, u32::MAX as u128);
     write(REG_TIMER_DIVIDE, 0x3);
-    write(REG_LVT_TIMER, super::trap::TIMER_VECTOR as u32 | TIMER_PERIODIC);
+    write(REG_LVT_TIMER, super::trap::TIMER_VECTOR as u32);
     write(REG_TIMER_INIT, ticks as u32);
 }
 

@@ -33,7 +33,8 @@ pod!(
     shared_abi::start::StartInfo,
     shared_abi::syscall::FrameKey,
     shared_abi::syscall::FrameInfo,
-    shared_abi::start::RepossessionVector
+    shared_abi::start::RepossessionVector,
+    shared_abi::syscall::EnvInfo
 );
 
 /// The ramdisk the bootloader loaded, as a byte slice.
