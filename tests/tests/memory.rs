@@ -74,6 +74,8 @@ fn a_libos_that_ignores_revocation_loses_frames_by_force() {
     assert!(holding > 4, "the hog should borrow beyond its 4-frame quota: {holding}");
     assert!(hog.iter().any(|l| l.starts_with("hog: repossession vector records ") && !l.contains("records 0 ")));
     assert!(hog.contains(&"hog: map_query of a repossessed page -> 0x0"));
+    assert!(hog.contains(&"check touch-after-revoke -> faulted"));
+    assert!(hog.contains(&"check stale-key-after-revoke -> bad-key"));
     assert!(outcome.env_lines("claim").any(|l| l.starts_with("claim: got my quota of 16 frames")));
     for name in ["hog", "claim", "rt"] {
         assert_exited(&outcome, name, 0);

@@ -246,6 +246,22 @@ fn main(env: &Env) -> i32 {
     report(unit, "exception_ud2_upcall", &ud2, Some(("bare_int_iretq", bare_int.median())), Some(120));
     report(unit, "page_fault_upcall", &page_fault, Some(("bare_int_iretq", bare_int.median())), None);
 
+    // Protected control transfer round trip to the partner (env 2).
+    let mut pct = None;
+    for _ in 0..100 {
+        if syscall::pct_call(2, [1, 2, 3, 4]).is_ok() {
+            pct = Some(measure(overhead, || {
+                let _ = syscall::pct_call(2, [1, 2, 3, 4]);
+            }));
+            break;
+        }
+        syscall::yield_now(); // the partner has not registered yet
+    }
+    match pct {
+        Some(sample) => report(unit, "pct_call_round_trip", &sample, Some(("null_syscall", null_syscall.median())), Some(150)),
+        None => println!("bench: partner never accepted protected calls"),
+    }
+
     memory_benchmarks(unit, overhead, page_fault.median());
     switch_benchmarks(unit, overhead, env.param("policy").unwrap_or("flush"));
     0
@@ -376,8 +392,14 @@ fn switch_only(env: &Env) -> i32 {
     0
 }
 
-/// The other side of the switch benchmark: yield until the bench ends.
+fn echo(_caller: u64, msg: [u64; 4], _is_async: bool) -> [u64; 4] {
+    msg
+}
+
+/// The other side of the switch and transfer benchmarks: answer protected
+/// calls and yield until the bench ends.
 fn partner() -> i32 {
+    shared_abi::rt::set_pct_handler(echo).expect("register protected entry");
     while syscall::stats().map(|s| s.envs_ended).unwrap_or(1) == 0 {
         syscall::yield_now();
     }

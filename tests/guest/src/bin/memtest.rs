@@ -268,11 +268,14 @@ fn guaranteed() -> Result<(), &'static str> {
 
 /// Grab pool frames beyond the quota and never answer revocation.
 fn hog() -> Result<(), &'static str> {
+    set_handler(UpcallKind::PageFault, on_probe_fault).map_err(|_| "register handler")?;
     let mut held = 0u64;
+    let mut keys = alloc::vec::Vec::new();
     loop {
         match syscall::frame_alloc(0, rights::ALL) {
-            Ok((_, key)) => {
+            Ok((pa, key)) => {
                 syscall::map(DYNAMIC_BASE + held * PAGE, key, map_flags::WRITE).map_err(|_| "map")?;
+                keys.push((pa, key));
                 held += 1;
             }
             Err(Error::NoMemory) | Err(Error::QuotaExceeded) | Err(Error::Again) => break,
@@ -297,6 +300,14 @@ fn hog() -> Result<(), &'static str> {
         if bits != 0 {
             return Err("repossessed page still mapped");
         }
+        // Touching it faults: gone from the slots and the software TLB.
+        if probe_read(first.va).is_some() {
+            return Err("touched a repossessed page without a fault");
+        }
+        println!("check touch-after-revoke -> faulted");
+        // The key from before the revocation is stale.
+        let (_, old_key) = *keys.iter().find(|(pa, _)| *pa == first.frame_pa).ok_or("no key for that frame")?;
+        expect_err("stale-key-after-revoke", syscall::map(DYNAMIC_BASE + 4096 * PAGE, old_key, 0), Error::BadKey)?;
     }
     Ok(())
 }
