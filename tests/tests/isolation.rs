@@ -52,11 +52,20 @@ fn garbage_to_every_syscall_gets_error_codes() {
         ("unmap-unmapped", "invalid-argument"),
         ("map-query-kernel-va", "bad-address"),
         ("guarantee-unmapped", "invalid-argument"),
+        ("key-bench-garbage-key", "bad-key"),
+        ("key-bench-huge-count", "invalid-argument"),
+        ("slot-alloc-out-of-range", "invalid-argument"),
+        ("slot-free-garbage-key", "bad-key"),
+        ("pct-call-missing-env", "no-such-env"),
+        ("pct-send-missing-env", "no-such-env"),
+        ("pct-reply-without-call", "invalid-argument"),
+        ("env-info-kernel-ptr", "bad-address"),
+        ("env-info-null", "bad-address"),
     ] {
         let expected = format!("attack {attack} -> {error}");
         assert!(lines.contains(&expected.as_str()), "missing: {expected}");
     }
-    assert!(lines.iter().any(|l| l.starts_with("garbage: 31 of 31 attacks refused, kernel still answers: true")));
+    assert!(lines.iter().any(|l| l.starts_with("garbage: 40 of 40 attacks refused, kernel still answers: true")));
     assert_exited(&outcome, "hostile", 0);
     assert_exited(&outcome, "gc", 0);
     // The runtime's panic handler reports and ends the env with code 101.

@@ -130,6 +130,15 @@ fn garbage() -> i32 {
         Attack { name: "unmap-unmapped", number: nr::UNMAP, args: [window, 0, 0, 0, 0, 0] },
         Attack { name: "map-query-kernel-va", number: nr::MAP_QUERY, args: [KERNEL_ADDR, 1, 0, 0, 0, 0] },
         Attack { name: "guarantee-unmapped", number: nr::GUARANTEE, args: [window, 1, 0, 0, 0, 0] },
+        Attack { name: "key-bench-garbage-key", number: nr::KEY_BENCH, args: [1, 2, 10, 0, 0, 0] },
+        Attack { name: "key-bench-huge-count", number: nr::KEY_BENCH, args: [1, 2, u64::MAX, 0, 0, 0] },
+        Attack { name: "slot-alloc-out-of-range", number: nr::SLOT_ALLOC, args: [1 << 40, 0, 0, 0, 0, 0] },
+        Attack { name: "slot-free-garbage-key", number: nr::SLOT_FREE, args: [u64::MAX, 0, 0, 0, 0, 0] },
+        Attack { name: "pct-call-missing-env", number: nr::PCT_CALL, args: [u64::MAX, 1, 2, 3, 4, 0] },
+        Attack { name: "pct-send-missing-env", number: nr::PCT_SEND, args: [0, 1, 2, 3, 4, 0] },
+        Attack { name: "pct-reply-without-call", number: nr::PCT_REPLY, args: [1, 2, 3, 4, 0, 0] },
+        Attack { name: "env-info-kernel-ptr", number: nr::ENV_INFO, args: [KERNEL_ADDR, 0, 0, 0, 0, 0] },
+        Attack { name: "env-info-null", number: nr::ENV_INFO, args: [0, 0, 0, 0, 0, 0] },
     ];
     let mut refused = 0;
     for attack in &attacks {
