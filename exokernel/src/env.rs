@@ -33,6 +33,9 @@ pub struct Env {
     /// Every call that changes this environment's mappings, and
     /// `set_upcalls`, must clear it.
     pub upcall_page: Option<(u64, u64)>,
+    /// Fast-upcall state (entries and a validated upcall stack) for the
+    /// exception stub, when the upcall stack qualifies.
+    pub fast: Option<(u64, u64, u64, u64)>,
     /// Console bytes since the last newline.
     pub line: Vec<u8>,
     /// Memory bindings: slots, software TLB, pool frames, revocation.

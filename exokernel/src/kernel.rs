@@ -87,11 +87,12 @@ pub static COUNTERS: Counters = Counters {
 
 impl Counters {
     pub fn snapshot(&self) -> KernelStats {
+        let (fast_exceptions, fast_page_faults) = trap::fast_upcall_counts();
         KernelStats {
             syscalls: self.syscalls.load(Relaxed),
-            upcalls: self.upcalls.load(Relaxed),
-            exceptions: self.exceptions.load(Relaxed),
-            page_faults: self.page_faults.load(Relaxed),
+            upcalls: self.upcalls.load(Relaxed) + fast_exceptions,
+            exceptions: self.exceptions.load(Relaxed) + fast_exceptions,
+            page_faults: self.page_faults.load(Relaxed) + fast_page_faults,
             timer_ticks: self.timer_ticks.load(Relaxed),
             context_switches: self.context_switches.load(Relaxed),
             cr3_loads: self.cr3_loads.load(Relaxed),
@@ -215,6 +216,7 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
             frame: TrapFrame::default(),
             upcalls: Default::default(),
             upcall_page: None,
+            fast: None,
             line: Vec::new(),
             mem: EnvMemory::new(spec.quota_kib / 4, spec.tlb_slots, 0),
             cpu: Default::default(),

@@ -116,6 +116,7 @@ impl Kernel {
         }
         self.current = index;
         self.load_space(index);
+        crate::arch::trap::set_fast_upcall(self.envs[index].fast);
         // An asynchronous transfer waiting for it starts first.
         if self.envs[index].cpu.activation.is_none() {
             if let Some((sender, msg)) = self.envs[index].cpu.pct_queue.pop_front() {
@@ -149,6 +150,7 @@ impl Kernel {
         self.slot_pos = 0;
         self.current = runner;
         self.load_space(runner);
+        crate::arch::trap::set_fast_upcall(self.envs[runner].fast);
         self.arm(self.slot_ticks);
         Some(runner)
     }

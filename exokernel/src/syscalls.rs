@@ -172,7 +172,33 @@ fn set_upcalls(kernel: &mut Kernel, ptr: u64) -> Result<u64, Error> {
     }
     env.upcalls = table;
     env.upcall_page = None;
+    env.fast = fast_upcall_state(space, &table);
+    crate::arch::trap::set_fast_upcall(env.fast);
     Ok(0)
+}
+
+/// May the exception stub write upcall frames straight to this stack? Only
+/// if every page of it is mapped user-writable outside the dynamic window,
+/// where mappings are the kernel's and no libOS call can change them.
+fn fast_upcall_state(space: &crate::arch::paging::AddressSpace, table: &UpcallTable) -> Option<(u64, u64, u64, u64)> {
+    use crate::arch::paging::Flags;
+    use shared_abi::start::{DYNAMIC_BASE, DYNAMIC_END};
+    if table.exception_entry == 0 && table.page_fault_entry == 0 {
+        return None;
+    }
+    let (lo, hi) = (table.stack_base, table.stack_base.checked_add(table.stack_len)?);
+    if lo < DYNAMIC_END && hi > DYNAMIC_BASE {
+        return None;
+    }
+    let mut page = lo & !0xfff;
+    while page < hi {
+        let (_, flags) = space.translate(page)?;
+        if !flags.contains(Flags::PRESENT | Flags::USER_ACCESSIBLE | Flags::WRITABLE) {
+            return None;
+        }
+        page += 4096;
+    }
+    Some((table.exception_entry, table.page_fault_entry, lo, hi))
 }
 
 fn stats(kernel: &mut Kernel, ptr: u64, len: u64) -> Result<u64, Error> {

@@ -132,6 +132,56 @@ pub const LIGHT_TABLE_LEN: usize = 64;
 #[no_mangle]
 static mut SYSCALL_LIGHT: [u64; LIGHT_TABLE_LEN] = [0; LIGHT_TABLE_LEN];
 
+/// The running environment's fast-upcall state, read by the exception
+/// stub. `enabled` is set only when the kernel validated that the whole
+/// upcall stack is mapped user-writable by kernel-built mappings a libOS
+/// cannot change (outside the dynamic window), so the stub may store to it
+/// by virtual address. SMAP stays off, which this relies on.
+#[repr(C)]
+pub struct FastUpcall {
+    pub enabled: u64,
+    pub exception_entry: u64,
+    pub page_fault_entry: u64,
+    pub stack_lo: u64,
+    pub stack_hi: u64,
+    /// Exceptions (each also an upcall) and page faults taken on the fast path.
+    pub exceptions: u64,
+    pub page_faults: u64,
+}
+
+#[no_mangle]
+static mut FAST_UPCALL: FastUpcall =
+    FastUpcall { enabled: 0, exception_entry: 0, page_fault_entry: 0, stack_lo: 0, stack_hi: 0, exceptions: 0, page_faults: 0 };
+
+/// Install the fast-upcall state of the environment about to run (or
+/// disable the fast path with `None`).
+pub fn set_fast_upcall(state: Option<(u64, u64, u64, u64)>) {
+    // SAFETY: single CPU, interrupts off in the kernel: the stub cannot
+    // read the fields while they change.
+    unsafe {
+        let fast = &mut *(&raw mut FAST_UPCALL);
+        match state {
+            Some((exception_entry, page_fault_entry, stack_lo, stack_hi)) => {
+                fast.exception_entry = exception_entry;
+                fast.page_fault_entry = page_fault_entry;
+                fast.stack_lo = stack_lo;
+                fast.stack_hi = stack_hi;
+                fast.enabled = 1;
+            }
+            None => fast.enabled = 0,
+        }
+    }
+}
+
+/// (exceptions, page faults) delivered on the fast path so far.
+pub fn fast_upcall_counts() -> (u64, u64) {
+    // SAFETY: plain reads of counters only the stub writes, single CPU.
+    unsafe {
+        let fast = &*(&raw const FAST_UPCALL);
+        (core::ptr::read_volatile(&fast.exceptions), core::ptr::read_volatile(&fast.page_faults))
+    }
+}
+
 /// Value of the kernel stack pointer the syscall stub switches to.
 #[no_mangle]
 static mut SYSCALL_KERNEL_RSP: u64 = 0;
@@ -295,6 +345,116 @@ trap_stub_\n:
 
 .section .text
 trap_common:
+    // Fast upcall: an exception (vector < 32, not NMI, #DF or #MC; page
+    // faults only outside the software-TLB window) from ring 3 in an
+    // environment whose upcall
+    // stack the kernel validated (see `FastUpcall`) is written straight
+    // from the registers to the libOS's upcall frame, without building a
+    // TrapFrame or entering Rust.
+    test byte ptr [rsp + 24], 3
+    jz 9f
+    cmp qword ptr [rip + FAST_UPCALL], 0
+    je 9f
+    push rax
+    push rcx
+    push rdx
+    push rsi
+    // [rsp]: rsi rdx rcx rax | vector err rip cs rflags rsp ss
+    mov rcx, [rsp + 32]
+    xor edx, edx
+    mov rsi, [rip + FAST_UPCALL + 8]
+    cmp rcx, 14
+    jne 3f
+    mov rdx, cr2
+    movabs rax, {dyn_base}
+    cmp rdx, rax
+    jb 4f
+    movabs rax, {dyn_end}
+    cmp rdx, rax
+    jb 8f
+4:
+    mov rsi, [rip + FAST_UPCALL + 16]
+    jmp 5f
+3:
+    cmp rcx, 32
+    jae 8f
+    cmp rcx, 2
+    je 8f
+    cmp rcx, 8
+    je 8f
+    cmp rcx, 18
+    je 8f
+5:
+    test rsi, rsi
+    jz 8f
+    mov rax, [rsp + 72]
+    cmp rax, [rip + FAST_UPCALL + 24]
+    jb 6f
+    cmp rax, [rip + FAST_UPCALL + 32]
+    ja 6f
+    sub rax, 128
+    jmp 7f
+6:
+    mov rax, [rip + FAST_UPCALL + 32]
+7:
+    sub rax, {frame_size}
+    and rax, -16
+    cmp rax, [rip + FAST_UPCALL + 24]
+    jb 8f
+    mov [rax + 8], rcx
+    cmp rcx, 14
+    sete cl
+    movzx ecx, cl
+    add rcx, 1
+    mov [rax], rcx
+    mov rcx, [rsp + 40]
+    mov [rax + 16], rcx
+    mov [rax + 24], rdx
+    mov rcx, [rsp + 24]
+    mov [rax + 32], rcx
+    mov [rax + 40], rbx
+    mov rcx, [rsp + 16]
+    mov [rax + 48], rcx
+    mov rcx, [rsp + 8]
+    mov [rax + 56], rcx
+    mov rcx, [rsp]
+    mov [rax + 64], rcx
+    mov [rax + 72], rdi
+    mov [rax + 80], rbp
+    mov [rax + 88], r8
+    mov [rax + 96], r9
+    mov [rax + 104], r10
+    mov [rax + 112], r11
+    mov [rax + 120], r12
+    mov [rax + 128], r13
+    mov [rax + 136], r14
+    mov [rax + 144], r15
+    mov rcx, [rsp + 48]
+    mov [rax + 152], rcx
+    mov rcx, [rsp + 72]
+    mov [rax + 160], rcx
+    mov rcx, [rsp + 64]
+    mov [rax + 168], rcx
+    mov [rsp + 48], rsi
+    mov [rsp + 72], rax
+    mov rdi, rax
+    lock inc qword ptr [rip + FAST_UPCALL + 40]
+    cmp qword ptr [rsp + 32], 14
+    jne 2f
+    lock inc qword ptr [rip + FAST_UPCALL + 48]
+2:
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rax
+    add rsp, 16
+    iretq
+8:
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rax
+9:
     SAVE_REGS
     mov rdi, rsp
     cld
@@ -425,4 +585,7 @@ syscall_entry:
     user_cs = const USER_CS,
     syscall_vector = const SYSCALL_VECTOR,
     count = const LIGHT_TABLE_LEN,
+    dyn_base = const shared_abi::start::DYNAMIC_BASE,
+    dyn_end = const shared_abi::start::DYNAMIC_END,
+    frame_size = const shared_abi::upcall::FRAME_SIZE,
 );

@@ -26,7 +26,7 @@ fn main(env: &Env) -> i32 {
         "keys" => keys(env),
         "stlb" => stlb(env),
         "guaranteed" => guaranteed(),
-        "hog" => hog(),
+        "hog" => hog(env.tsc_hz),
         "claim" => claim(env),
         "claim-later" => {
             // Let the others borrow the pool first.
@@ -267,7 +267,7 @@ fn guaranteed() -> Result<(), &'static str> {
 }
 
 /// Grab pool frames beyond the quota and never answer revocation.
-fn hog() -> Result<(), &'static str> {
+fn hog(tsc_hz: u64) -> Result<(), &'static str> {
     set_handler(UpcallKind::PageFault, on_probe_fault).map_err(|_| "register handler")?;
     let mut held = 0u64;
     let mut keys = alloc::vec::Vec::new();
@@ -285,10 +285,10 @@ fn hog() -> Result<(), &'static str> {
     println!("hog: holding {} frames; ignoring revocation", held);
     // SAFETY: the kernel maps the repossession vector read-only for us.
     let vector = unsafe { &*(REPOSSESSION_ADDR as *const RepossessionVector) };
-    let mut spins = 0u64;
-    while vector.count == 0 && spins < 2000 {
+    // Wait (yielding) until the kernel took frames, for at most ~2 s.
+    let give_up = shared_abi::rt::rdtsc() + tsc_hz * 2;
+    while vector.count == 0 && shared_abi::rt::rdtsc() < give_up {
         syscall::yield_now();
-        spins += 1;
     }
     let count = vector.count;
     let first = vector.entries[0];
