@@ -28,3 +28,12 @@ fn smoke_env_exits_cleanly() {
     assert_exited(&outcome, "smoke", 0);
     assert!(outcome.env_lines("smoke").any(|l| l == "smoke: hello from env 1 of 1"));
 }
+
+#[test]
+fn smoke_boots_through_uefi_too() {
+    let image = xtask::make_uefi_image("smoke").expect("UEFI image");
+    let options = RunOptions { timeout: std::time::Duration::from_secs(60), uefi: true, ..RunOptions::default() };
+    let outcome = xtask::run_qemu(&image, &options).expect("QEMU starts");
+    assert_success(&outcome);
+    assert_exited(&outcome, "smoke", 0);
+}

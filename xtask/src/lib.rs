@@ -129,6 +129,27 @@ pub fn make_image_from_archive(name: &str, archive_bytes: &[u8]) -> Result<PathB
     Ok(image)
 }
 
+/// Where Debian's `ovmf` package puts the UEFI firmware.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
+
+/// Make a UEFI disk image from a scenario's boot archive (built already by
+/// `make_image`); boot it with [`RunOptions::uefi`].
+pub fn make_uefi_image(name: &str) -> Result<PathBuf> {
+    let dir = image_dir();
+    let archive = dir.join(format!("{name}.archive"));
+    anyhow::ensure!(archive.exists(), "{} missing: build the BIOS image first", archive.display());
+    let image = dir.join(format!("{name}-uefi.img"));
+    let mut config = bootloader::BootConfig::default();
+    config.serial_logging = false;
+    config.frame_buffer_logging = false;
+    let mut builder = bootloader::DiskImageBuilder::new(binary("exokernel"));
+    builder.set_ramdisk(archive).set_boot_config(&config);
+    let partial = dir.join(format!("{name}-uefi.img.partial"));
+    builder.create_uefi_image(&partial).with_context(|| format!("creating {}", image.display()))?;
+    std::fs::rename(&partial, &image)?;
+    Ok(image)
+}
+
 /// Build everything and one image per scenario manifest.
 pub fn build_all() -> Result<Vec<(String, PathBuf)>> {
     build_binaries()?;
@@ -150,6 +171,8 @@ pub struct RunOptions {
     /// With icount: `sleep=off`, so virtual time follows instructions only.
     pub icount_nosleep: bool,
     pub kvm: bool,
+    /// Boot with UEFI firmware (OVMF) instead of BIOS.
+    pub uefi: bool,
     /// Copy the guest's serial output to our stdout as it arrives.
     pub echo: bool,
     pub memory_mib: u32,
@@ -157,7 +180,15 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { timeout: Duration::from_secs(60), icount: false, icount_nosleep: false, kvm: false, echo: false, memory_mib: 256 }
+        RunOptions {
+            timeout: Duration::from_secs(60),
+            icount: false,
+            icount_nosleep: false,
+            kvm: false,
+            uefi: false,
+            echo: false,
+            memory_mib: 256,
+        }
     }
 }
 
@@ -209,6 +240,9 @@ pub fn run_qemu(image: &Path, options: &RunOptions) -> Result<Outcome> {
         .args(["-serial", "stdio", "-display", "none", "-monitor", "none", "-no-reboot"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .args(["-m", &format!("{}M", options.memory_mib)]);
+    if options.uefi {
+        cmd.args(["-bios", OVMF_CODE]);
+    }
     if options.kvm {
         cmd.args(["-enable-kvm", "-cpu", "host,-arch-capabilities"]);
     } else if options.icount {

@@ -42,6 +42,9 @@ enum Cmd {
         /// Keep the kernel idling after every environment ended (the run then ends at --timeout).
         #[arg(long)]
         keep_running: bool,
+        /// Boot through UEFI firmware (OVMF, package `ovmf`) instead of BIOS.
+        #[arg(long)]
+        uefi: bool,
     },
     /// Host unit tests, then every QEMU scenario test; prints a summary.
     Test,
@@ -72,8 +75,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Run { scenario, kvm, no_kvm, bench, timeout, log, keep_running } => {
-            run(&scenario, kvm, no_kvm, bench, timeout, log.as_deref(), keep_running)
+        Cmd::Run { scenario, kvm, no_kvm, bench, timeout, log, keep_running, uefi } => {
+            run(&scenario, kvm, no_kvm, bench, timeout, log.as_deref(), keep_running, uefi)
         }
         Cmd::Test => test(),
         Cmd::Bench { timeout, kvm } => bench(timeout, kvm),
@@ -82,20 +85,37 @@ fn dispatch(cli: Cli) -> Result<()> {
 
 /// Install QEMU with apt-get when running as root; otherwise name it exactly.
 fn ensure_qemu() -> Result<()> {
-    if Command::new(qemu_binary()).arg("--version").output().is_ok() {
+    let have_qemu = Command::new(qemu_binary()).arg("--version").output().is_ok();
+    let have_ovmf = std::path::Path::new(OVMF_CODE).exists();
+    if have_qemu && have_ovmf {
         return Ok(());
     }
     let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    if have_qemu {
+        // QEMU alone runs everything but the UEFI boot test.
+        if is_root {
+            eprintln!("xtask: {OVMF_CODE} missing; installing ovmf with apt-get");
+            let _ = Command::new("apt-get").args(["install", "-y", "ovmf"]).status();
+        } else {
+            eprintln!("xtask: {OVMF_CODE} missing: UEFI boots need `sudo apt-get install -y ovmf`");
+        }
+        return Ok(());
+    }
     if is_root {
-        eprintln!("xtask: {} missing; installing qemu-system-x86 with apt-get", qemu_binary());
-        let ok = Command::new("apt-get").args(["install", "-y", "qemu-system-x86"]).status().map(|s| s.success()).unwrap_or(false)
-            || (Command::new("apt-get").arg("update").status().is_ok()
-                && Command::new("apt-get").args(["install", "-y", "qemu-system-x86"]).status().map(|s| s.success()).unwrap_or(false));
+        eprintln!("xtask: {} missing; installing qemu-system-x86 and ovmf with apt-get", qemu_binary());
+        let install = || {
+            Command::new("apt-get")
+                .args(["install", "-y", "qemu-system-x86", "ovmf"])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        let ok = install() || (Command::new("apt-get").arg("update").status().is_ok() && install());
         if ok {
             return Ok(());
         }
     }
-    bail!("{} not found: install it with `sudo apt-get install -y qemu-system-x86`", qemu_binary())
+    bail!("{} not found: install it with `sudo apt-get install -y qemu-system-x86 ovmf`", qemu_binary())
 }
 
 /// Put global `key = value` lines in front of a manifest (later global
@@ -118,7 +138,17 @@ fn override_globals(text: &str, overrides: &[(&str, String)]) -> String {
     out
 }
 
-fn run(scenario: &str, kvm: bool, no_kvm: bool, bench: bool, timeout: u64, log: Option<&str>, keep_running: bool) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn run(
+    scenario: &str,
+    kvm: bool,
+    no_kvm: bool,
+    bench: bool,
+    timeout: u64,
+    log: Option<&str>,
+    keep_running: bool,
+    uefi: bool,
+) -> Result<()> {
     let started = Instant::now();
     let images = build_all()?;
     let mut image = images
@@ -126,6 +156,7 @@ fn run(scenario: &str, kvm: bool, no_kvm: bool, bench: bool, timeout: u64, log: 
         .find(|(name, _)| name == scenario)
         .map(|(_, path)| path.clone())
         .with_context(|| format!("no scenario named {scenario} under scenarios/"))?;
+    let mut image_name = scenario.to_string();
     let mut overrides = Vec::new();
     if let Some(level) = log {
         overrides.push(("log", level.to_string()));
@@ -135,7 +166,15 @@ fn run(scenario: &str, kvm: bool, no_kvm: bool, bench: bool, timeout: u64, log: 
     }
     if !overrides.is_empty() {
         let text = std::fs::read_to_string(root().join("scenarios").join(format!("{scenario}.manifest")))?;
-        image = make_image(&format!("{scenario}-custom"), &override_globals(&text, &overrides))?;
+        image_name = format!("{scenario}-custom");
+        image = make_image(&image_name, &override_globals(&text, &overrides))?;
+    }
+    if uefi {
+        anyhow::ensure!(
+            std::path::Path::new(OVMF_CODE).exists(),
+            "{OVMF_CODE} missing: install the firmware with `apt-get install -y ovmf`"
+        );
+        image = make_uefi_image(&image_name)?;
     }
     let use_kvm = if kvm {
         true
@@ -149,9 +188,16 @@ fn run(scenario: &str, kvm: bool, no_kvm: bool, bench: bool, timeout: u64, log: 
         }
         ok
     };
-    let accel = if use_kvm { "KVM" } else if bench { "TCG, -icount shift=0" } else { "TCG" };
+    let accel = match (use_kvm, bench, uefi) {
+        (true, _, false) => "KVM",
+        (true, _, true) => "KVM, UEFI",
+        (false, true, _) => "TCG, -icount shift=0",
+        (false, false, true) => "TCG, UEFI",
+        (false, false, false) => "TCG",
+    };
     println!("xtask: booting scenario {scenario} ({accel}); build took {:.1} s", started.elapsed().as_secs_f64());
-    let options = RunOptions { timeout: Duration::from_secs(timeout), icount: bench, kvm: use_kvm, echo: true, ..Default::default() };
+    let options =
+        RunOptions { timeout: Duration::from_secs(timeout), icount: bench, kvm: use_kvm, uefi, echo: true, ..Default::default() };
     let outcome = run_qemu(&image, &options)?;
     println!("xtask: {} after {:.2} s", outcome.describe(), outcome.wall.as_secs_f64());
     match outcome.verdict {
