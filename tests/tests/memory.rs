@@ -32,7 +32,7 @@ fn frame_keys_refuse_forged_foreign_stale_and_double_freed_keys() {
     assert!(lines.iter().any(|l| l.starts_with("check write-through-read-only-share -> faulted at 0x200000001000")));
     assert!(!lines.iter().any(|l| l.contains("UNEXPECTED") || l.contains("wanted")));
     assert_exited(&outcome, "keys", 0);
-    assert_exited(&outcome, "rt", 0);
+    assert_exited(&outcome, "worker", 0);
     assert_eq!(stat(&outcome, "frames_at_end"), stat(&outcome, "frames_at_boot"));
 }
 
