@@ -10,6 +10,10 @@
 //!   calls, no clock, no `unsafe`. The program (`main.rs`) maps ticks to TSC
 //!   time; the host unit tests drive the same code with a discrete-time
 //!   simulator and run every implementation against the same trait tests.
+//! * The job table the program runs from ([`runner`]) is the same kind of
+//!   pure logic: fixed-size (no heap, so it can live in pinned memory),
+//!   driven by whatever clock the caller reads, and tested on the host
+//!   against the simulator. The manifest's task list syntax is [`spec`].
 //! * Analyses use integer arithmetic only (parts per million, exact response
 //!   times), so they behave identically on the host and on the soft-float
 //!   bare-metal target.
@@ -20,4 +24,6 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod runner;
 pub mod sched;
+pub mod spec;

@@ -1,4 +1,5 @@
-//! libos-unix's policy logic: plain Rust, host-tested, linked into the libOS program.
+//! libos-unix's policy logic: plain Rust, host-tested, linked into the libOS program
+//! (pagers, process schedulers, the user-level thread table).
 //!
 //! Design principles:
 //! * The exokernel supplies mechanism (frames, mappings, accessed bits,
@@ -19,3 +20,4 @@ extern crate std;
 
 pub mod pager;
 pub mod sched;
+pub mod uthread;

@@ -2,7 +2,9 @@
 //! through the console call, takes its own exceptions and page faults and
 //! resumes the faulting code, and demand-pages a region over keyed frames
 //! with the pager the manifest names (FIFO, Clock, LRU-approx), paging out
-//! to a backing store, also when the kernel asks for frames back.
+//! to a backing store, also when the kernel asks for frames back. Runs
+//! preemptive user-level threads under the manifest's scheduler (round
+//! robin or MLFQ), switched from the kernel's end-of-slot upcalls.
 #![no_std]
 #![no_main]
 
@@ -14,6 +16,7 @@ use shared_abi::rt::{set_handler, Env};
 use shared_abi::upcall::{UpcallFrame, UpcallKind};
 
 mod paging;
+mod threads;
 
 shared_abi::libos_main!(main);
 
@@ -23,6 +26,8 @@ fn main(env: &Env) -> i32 {
         "faults" => faults(),
         "paging" => paging_workload(env),
         "pressure" => pressure_workload(env),
+        "threads" => threads::threads_workload(env),
+        "hog" => threads::hog_workload(env),
         _ => demo(),
     }
 }

@@ -12,13 +12,15 @@
 //! [`ProcScheduler::quantum_ticks`], and when its slice ends the libOS
 //! reports through [`ProcScheduler::on_quantum_end`] whether the timer took
 //! the whole quantum or the process gave up the processor first. Reports
-//! about processes that are not runnable are ignored.
+//! about processes that are not runnable are ignored. When a process wakes
+//! while another runs, [`ProcScheduler::preempts`] says whether the policy
+//! wants the running one's slice cut short for it.
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 
 /// A policy choosing which runnable process (by pid) gets the processor next.
-pub trait ProcScheduler {
+pub trait ProcScheduler: Send {
     /// The policy's manifest name, as accepted by [`by_name`].
     fn name(&self) -> &'static str;
 
@@ -38,6 +40,10 @@ pub trait ProcScheduler {
 
     /// How long `pid` may run when picked (also defined for unknown pids).
     fn quantum_ticks(&self, pid: usize) -> u64;
+
+    /// `woken` just became runnable while `running` runs: should `running`'s
+    /// slice end now so that the policy picks again? False for unknown pids.
+    fn preempts(&self, woken: usize, running: usize) -> bool;
 }
 
 /// Manifest names of every policy, for [`by_name`].
@@ -99,6 +105,11 @@ impl ProcScheduler for RoundRobin {
 
     fn quantum_ticks(&self, _pid: usize) -> u64 {
         self.quantum_ticks
+    }
+
+    /// Never: a woken process waits for its turn at the back of the queue.
+    fn preempts(&self, _woken: usize, _running: usize) -> bool {
+        false
     }
 }
 
@@ -200,6 +211,15 @@ impl ProcScheduler for Mlfq {
 
     fn quantum_ticks(&self, pid: usize) -> u64 {
         self.base_quantum_ticks << self.level(pid).unwrap_or(0)
+    }
+
+    /// When the woken process sits on a higher level than the running one
+    /// (the running one has sunk by using whole quanta).
+    fn preempts(&self, woken: usize, running: usize) -> bool {
+        match (self.level(woken), self.level(running)) {
+            (Some(woken_level), Some(running_level)) => woken_level < running_level,
+            _ => false,
+        }
     }
 }
 
@@ -338,7 +358,26 @@ mod tests {
         }
     }
 
+    #[test]
+    fn unknown_pids_never_preempt() {
+        for mut scheduler in policies() {
+            scheduler.add(1);
+            assert!(!scheduler.preempts(2, 1), "{}", scheduler.name());
+            assert!(!scheduler.preempts(1, 2), "{}", scheduler.name());
+            assert!(!scheduler.preempts(1, 1), "{}", scheduler.name());
+        }
+    }
+
     // --- Round robin ---------------------------------------------------------
+
+    #[test]
+    fn round_robin_never_preempts_for_a_woken_process() {
+        let mut scheduler = RoundRobin::new(2);
+        scheduler.add(1);
+        run(&mut scheduler, 10, |_| true);
+        scheduler.add(2);
+        assert!(!scheduler.preempts(2, 1));
+    }
 
     #[test]
     fn round_robin_is_fair_over_many_rounds() {
@@ -394,6 +433,20 @@ mod tests {
             scheduler.on_quantum_end(HOG, true);
         }
         assert_eq!(scheduler.level(EDITOR), None);
+    }
+
+    #[test]
+    fn mlfq_preempts_a_sunken_process_for_one_above_it() {
+        const HOG: usize = 1;
+        const EDITOR: usize = 2;
+        let mut scheduler = Mlfq::new(2, 0);
+        scheduler.add(HOG);
+        scheduler.add(EDITOR);
+        assert!(!scheduler.preempts(EDITOR, HOG), "same level: wait for the turn");
+        assert_eq!(scheduler.pick(), Some(HOG));
+        scheduler.on_quantum_end(HOG, true);
+        assert!(scheduler.preempts(EDITOR, HOG), "the hog sank below the editor");
+        assert!(!scheduler.preempts(HOG, EDITOR), "never for a lower level");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!   system-call numbers and error codes ([`syscall`]), the frames the kernel
 //!   writes for upcalls ([`upcall`]), the start record a libOS receives
 //!   ([`start`]), the boot archive and manifest ([`archive`], [`manifest`]),
-//!   and the QEMU exit codes a run ends with ([`exit`]).
+//!   the packet-filter language and its encoding ([`filter`]), and the QEMU
+//!   exit codes a run ends with ([`exit`]).
 //! * No libOS hand-rolls a system call: the user stubs live in [`syscall`].
 //! * The minimal libOS runtime (entry, upcall trampolines, heap, console,
 //!   panic handler) is written once in [`rt`], behind the `runtime` feature,
@@ -20,6 +21,7 @@ extern crate std;
 
 pub mod archive;
 pub mod exit;
+pub mod filter;
 pub mod manifest;
 pub mod start;
 pub mod syscall;

@@ -292,22 +292,26 @@ extern "C" {
 
 // The trampoline: the kernel enters with rsp = rdi = frame (16-aligned).
 // Call the Rust dispatcher, then resume the interrupted code from the
-// frame: rax, rflags and rip are staged on the interrupted stack (24 bytes
-// below its rsp; libOS code has no red zone) and popped last.
+// frame: rbx, rax, rflags and rip are staged on the interrupted stack (32
+// bytes below its rsp; libOS code has no red zone); every other register
+// is loaded while rsp still points into the upcall stack, so an upcall
+// that nests at any point here is placed below this frame and cannot
+// overwrite it; switching rsp is the last step before the pops.
 core::arch::global_asm!(
     ".globl upcall_entry",
     "upcall_entry:",
     "mov rbx, rdi",
     "call {dispatch}",
     "mov rax, [rbx + {rsp}]",
-    "sub rax, 24",
+    "sub rax, 32",
     "mov rcx, [rbx + {rip}]",
-    "mov [rax + 16], rcx",
+    "mov [rax + 24], rcx",
     "mov rcx, [rbx + {rflags}]",
-    "mov [rax + 8], rcx",
+    "mov [rax + 16], rcx",
     "mov rcx, [rbx + {rax}]",
+    "mov [rax + 8], rcx",
+    "mov rcx, [rbx + {rbx}]",
     "mov [rax], rcx",
-    "mov rsp, rax",
     "mov rcx, [rbx + {rcx}]",
     "mov rdx, [rbx + {rdx}]",
     "mov rsi, [rbx + {rsi}]",
@@ -321,7 +325,8 @@ core::arch::global_asm!(
     "mov r13, [rbx + {r13}]",
     "mov r14, [rbx + {r14}]",
     "mov r15, [rbx + {r15}]",
-    "mov rbx, [rbx + {rbx}]",
+    "mov rsp, rax",
+    "pop rbx",
     "pop rax",
     "popfq",
     "ret",
