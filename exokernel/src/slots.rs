@@ -12,7 +12,8 @@
 //! second ordered map from arrival number to page.
 
 use crate::stlb::page_number;
-use alloc::collections::BTreeMap;
+use alloc::collections::VecDeque;
+use alloc::vec;
 use alloc::vec::Vec;
 
 /// One installed mapping.
@@ -65,13 +66,111 @@ impl Mapping {
     }
 }
 
+/// An open-addressing hash map from virtual page number to mapping
+/// (linear probing, backward-shift deletion): O(1) on the refill path.
+struct PageMap {
+    keys: Vec<u64>,
+    values: Vec<Mapping>,
+    len: usize,
+}
+
+const EMPTY: u64 = u64::MAX;
+
+impl PageMap {
+    fn with_capacity(entries: usize) -> Self {
+        let capacity = (entries * 2).max(16).next_power_of_two();
+        let blank = Mapping { frame_pa: 0, writable: false, class: Class::Guaranteed };
+        PageMap { keys: vec![EMPTY; capacity], values: vec![blank; capacity], len: 0 }
+    }
+
+    fn mask(&self) -> usize {
+        self.keys.len() - 1
+    }
+
+    fn home(&self, key: u64) -> usize {
+        (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize & self.mask()
+    }
+
+    fn find(&self, key: u64) -> Option<usize> {
+        let mut at = self.home(key);
+        loop {
+            match self.keys[at] {
+                EMPTY => return None,
+                k if k == key => return Some(at),
+                _ => at = (at + 1) & self.mask(),
+            }
+        }
+    }
+
+    fn get(&self, key: u64) -> Option<&Mapping> {
+        self.find(key).map(|at| &self.values[at])
+    }
+
+    fn get_mut(&mut self, key: u64) -> Option<&mut Mapping> {
+        self.find(key).map(|at| &mut self.values[at])
+    }
+
+    fn insert(&mut self, key: u64, value: Mapping) {
+        if (self.len + 1) * 2 > self.keys.len() {
+            self.grow();
+        }
+        let mut at = self.home(key);
+        while self.keys[at] != EMPTY && self.keys[at] != key {
+            at = (at + 1) & self.mask();
+        }
+        if self.keys[at] == EMPTY {
+            self.len += 1;
+        }
+        self.keys[at] = key;
+        self.values[at] = value;
+    }
+
+    fn grow(&mut self) {
+        let mut bigger = PageMap::with_capacity(self.keys.len());
+        for (key, value) in self.iter() {
+            bigger.insert(key, *value);
+        }
+        *self = bigger;
+    }
+
+    fn remove(&mut self, key: u64) -> Option<Mapping> {
+        let mut hole = self.find(key)?;
+        let removed = self.values[hole];
+        self.keys[hole] = EMPTY;
+        self.len -= 1;
+        // Backward-shift the cluster after the hole so lookups never stop early.
+        let mut at = (hole + 1) & self.mask();
+        while self.keys[at] != EMPTY {
+            let home = self.home(self.keys[at]);
+            // Move the entry if its home is not in the cyclic range (hole, at].
+            let moves = if hole <= at { home <= hole || home > at } else { home <= hole && home > at };
+            if moves {
+                self.keys[hole] = self.keys[at];
+                self.values[hole] = self.values[at];
+                self.keys[at] = EMPTY;
+                hole = at;
+            }
+            at = (at + 1) & self.mask();
+        }
+        Some(removed)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u64, &Mapping)> + '_ {
+        self.keys.iter().zip(&self.values).filter(|(k, _)| **k != EMPTY).map(|(k, v)| (*k, v))
+    }
+}
+
 /// The slots of one environment.
 pub struct SlotSet {
     /// Every installed mapping, by virtual page number.
-    mappings: BTreeMap<u64, Mapping>,
-    /// Ordinary slots by arrival number: the first entry is the next victim.
-    fifo: BTreeMap<u64, u64>,
+    mappings: PageMap,
+    /// Ordinary slots in arrival order: the first live entry is the next
+    /// victim. Entries of mappings removed since are stale and skipped
+    /// (their arrival number no longer matches); the queue is compacted
+    /// when stale entries pile up.
+    fifo: VecDeque<(u64, u64)>,
     next_arrival: u64,
+    ordinary_len: usize,
     slot_count: usize,
     guaranteed_max: usize,
     guaranteed_len: usize,
@@ -82,13 +181,19 @@ impl SlotSet {
     /// `guaranteed_max` guaranteed ones.
     pub fn new(slot_count: usize, guaranteed_max: usize) -> Self {
         SlotSet {
-            mappings: BTreeMap::new(),
-            fifo: BTreeMap::new(),
+            mappings: PageMap::with_capacity(slot_count.min(4096) + 16),
+            fifo: VecDeque::new(),
             next_arrival: 0,
+            ordinary_len: 0,
             slot_count,
             guaranteed_max,
             guaranteed_len: 0,
         }
+    }
+
+    /// Is this FIFO entry still the live arrival of an ordinary mapping?
+    fn is_live(&self, arrival: u64, va_page: u64) -> bool {
+        self.mappings.get(va_page).is_some_and(|m| m.class == Class::Ordinary { arrival })
     }
 
     /// Install or replace the mapping of `va`'s page. Replacing a mapping of
@@ -105,12 +210,12 @@ impl SlotSet {
         guaranteed: bool,
     ) -> Result<Option<Slot>, SlotError> {
         let va_page = page_number(va);
-        if let Some(mapping) = self.mappings.get(&va_page) {
+        if let Some(mapping) = self.mappings.get(va_page) {
             let was_guaranteed = mapping.class == Class::Guaranteed;
             if was_guaranteed != guaranteed {
                 self.check_room(guaranteed)?;
             }
-            let mapping = self.mappings.get_mut(&va_page).expect("present above");
+            let mapping = self.mappings.get_mut(va_page).expect("present above");
             mapping.frame_pa = frame_pa;
             mapping.writable = writable;
             return self.set_guaranteed(va, guaranteed);
@@ -141,43 +246,56 @@ impl SlotSet {
 
     /// If the ordinary slots are full, evict the oldest and return it.
     fn make_ordinary_room(&mut self) -> Option<Slot> {
-        if self.fifo.len() < self.slot_count {
+        if self.ordinary_len < self.slot_count {
             return None;
         }
-        let (_, va_page) = self.fifo.pop_first()?;
-        let mapping = self.mappings.remove(&va_page).expect("every FIFO entry is mapped");
-        Some(mapping.slot(va_page))
+        while let Some((arrival, va_page)) = self.fifo.pop_front() {
+            if self.is_live(arrival, va_page) {
+                let mapping = self.mappings.remove(va_page).expect("live entries are mapped");
+                self.ordinary_len -= 1;
+                return Some(mapping.slot(va_page));
+            }
+        }
+        None
     }
 
     /// Append `va_page` to the FIFO; returns its arrival number.
     fn enqueue(&mut self, va_page: u64) -> u64 {
         let arrival = self.next_arrival;
         self.next_arrival += 1;
-        self.fifo.insert(arrival, va_page);
+        self.fifo.push_back((arrival, va_page));
+        self.ordinary_len += 1;
+        if self.fifo.len() > 2 * self.slot_count.min(1 << 16) + 64 {
+            let fifo = core::mem::take(&mut self.fifo);
+            // The new page is not in `mappings` yet: keep it explicitly.
+            self.fifo = fifo
+                .into_iter()
+                .filter(|&(a, page)| a == arrival || self.is_live(a, page))
+                .collect();
+        }
         arrival
     }
 
     /// The mapping of the page containing `va`.
     pub fn get(&self, va: u64) -> Option<Slot> {
         let va_page = page_number(va);
-        self.mappings.get(&va_page).map(|mapping| mapping.slot(va_page))
+        self.mappings.get(va_page).map(|mapping| mapping.slot(va_page))
     }
 
     /// Remove the mapping of the page containing `va` (guaranteed or not).
     pub fn remove(&mut self, va: u64) -> Option<Slot> {
         let va_page = page_number(va);
-        let mapping = self.mappings.remove(&va_page)?;
+        let mapping = self.mappings.remove(va_page)?;
         self.forget_class(mapping.class);
         Some(mapping.slot(va_page))
     }
 
-    /// Take a removed mapping out of its set's bookkeeping.
+    /// Take a removed mapping out of its set's bookkeeping (its FIFO entry,
+    /// if any, goes stale).
     fn forget_class(&mut self, class: Class) {
         match class {
             Class::Guaranteed => self.guaranteed_len -= 1,
-            Class::Ordinary { arrival } => {
-                self.fifo.remove(&arrival);
-            }
+            Class::Ordinary { .. } => self.ordinary_len -= 1,
         }
     }
 
@@ -185,15 +303,16 @@ impl SlotSet {
     /// ones included (revocation). Returns them in virtual-address order.
     pub fn remove_frame(&mut self, frame_pa: u64) -> Vec<Slot> {
         let frame = page_number(frame_pa);
-        let pages: Vec<u64> = self
+        let mut pages: Vec<u64> = self
             .mappings
             .iter()
             .filter(|(_, mapping)| page_number(mapping.frame_pa) == frame)
-            .map(|(&va_page, _)| va_page)
+            .map(|(va_page, _)| va_page)
             .collect();
+        pages.sort_unstable();
         let mut removed = Vec::with_capacity(pages.len());
         for va_page in pages {
-            let mapping = self.mappings.remove(&va_page).expect("listed above");
+            let mapping = self.mappings.remove(va_page).expect("listed above");
             self.forget_class(mapping.class);
             removed.push(mapping.slot(va_page));
         }
@@ -207,12 +326,12 @@ impl SlotSet {
     /// Asking for the class it already has changes nothing.
     pub fn set_guaranteed(&mut self, va: u64, guaranteed: bool) -> Result<Option<Slot>, SlotError> {
         let va_page = page_number(va);
-        let class = self.mappings.get(&va_page).ok_or(SlotError::NotMapped)?.class;
+        let class = self.mappings.get(va_page).ok_or(SlotError::NotMapped)?.class;
         match (class, guaranteed) {
             (Class::Guaranteed, true) | (Class::Ordinary { .. }, false) => Ok(None),
-            (Class::Ordinary { arrival }, true) => {
+            (Class::Ordinary { .. }, true) => {
                 self.check_room(true)?;
-                self.fifo.remove(&arrival);
+                self.ordinary_len -= 1;
                 self.guaranteed_len += 1;
                 self.set_class(va_page, Class::Guaranteed);
                 Ok(None)
@@ -229,7 +348,7 @@ impl SlotSet {
     }
 
     fn set_class(&mut self, va_page: u64, class: Class) {
-        self.mappings.get_mut(&va_page).expect("caller checked").class = class;
+        self.mappings.get_mut(va_page).expect("caller checked").class = class;
     }
 
     /// Drop every ordinary slot, keeping the guaranteed ones (the policy of
@@ -237,17 +356,20 @@ impl SlotSet {
     /// first.
     pub fn drain_ordinary(&mut self) -> Vec<Slot> {
         let fifo = core::mem::take(&mut self.fifo);
-        fifo.into_values()
-            .map(|va_page| {
-                let mapping = self.mappings.remove(&va_page).expect("every FIFO entry is mapped");
-                mapping.slot(va_page)
-            })
-            .collect()
+        let mut drained = Vec::with_capacity(self.ordinary_len);
+        for (arrival, va_page) in fifo {
+            if self.is_live(arrival, va_page) {
+                let mapping = self.mappings.remove(va_page).expect("live entries are mapped");
+                drained.push(mapping.slot(va_page));
+            }
+        }
+        self.ordinary_len = 0;
+        drained
     }
 
     /// Number of ordinary slots in use.
     pub fn ordinary_len(&self) -> usize {
-        self.fifo.len()
+        self.ordinary_len
     }
 
     /// Number of guaranteed mappings.
@@ -257,12 +379,12 @@ impl SlotSet {
 
     /// Number of mappings of both kinds.
     pub fn len(&self) -> usize {
-        self.mappings.len()
+        self.mappings.len
     }
 
     /// Whether no page is mapped.
     pub fn is_empty(&self) -> bool {
-        self.mappings.is_empty()
+        self.mappings.len == 0
     }
 
     /// The bound on ordinary slots.
@@ -277,7 +399,9 @@ impl SlotSet {
 
     /// Every mapping, both kinds, in virtual-address order.
     pub fn iter(&self) -> impl Iterator<Item = Slot> + '_ {
-        self.mappings.iter().map(|(&va_page, mapping)| mapping.slot(va_page))
+        let mut all: Vec<Slot> = self.mappings.iter().map(|(va_page, mapping)| mapping.slot(va_page)).collect();
+        all.sort_unstable_by_key(|slot| slot.va_page);
+        all.into_iter()
     }
 }
 
@@ -304,9 +428,8 @@ mod tests {
         assert_eq!(set.len() - guaranteed, set.ordinary_len());
         assert!(set.ordinary_len() <= set.slot_count());
         assert!(set.guaranteed_len() <= set.guaranteed_max());
-        for (&arrival, &va_page) in &set.fifo {
-            assert_eq!(set.mappings[&va_page].class, Class::Ordinary { arrival });
-        }
+        let live = set.fifo.iter().filter(|&&(arrival, page)| set.is_live(arrival, page)).count();
+        assert_eq!(live, set.ordinary_len());
     }
 
     #[test]
@@ -536,6 +659,31 @@ mod tests {
                 assert_eq!(set.get(slot.va_page << PAGE_SHIFT), Some(*slot));
             }
             assert_eq!(set.len(), model.len());
+        }
+    }
+
+    #[test]
+    fn page_map_survives_heavy_insert_and_remove() {
+        let mut map = PageMap::with_capacity(4);
+        let mut model = std::collections::BTreeMap::new();
+        let mut state = 0x1234_5678_u64;
+        for step in 0..20_000u64 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Keys from a small range so probes collide and clusters form.
+            let key = state % 700;
+            let mapping = Mapping { frame_pa: step, writable: step % 2 == 0, class: Class::Guaranteed };
+            if state % 3 == 0 {
+                assert_eq!(map.remove(key).map(|m| m.frame_pa), model.remove(&key).map(|m: Mapping| m.frame_pa));
+            } else {
+                map.insert(key, mapping);
+                model.insert(key, mapping);
+            }
+            assert_eq!(map.len, model.len());
+        }
+        for key in 0..700 {
+            assert_eq!(map.get(key).map(|m| m.frame_pa), model.get(&key).map(|m| m.frame_pa), "key {key}");
         }
     }
 }
