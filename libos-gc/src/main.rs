@@ -1,9 +1,10 @@
 //! libos-gc: a library OS for a garbage-collected runtime. Its heap is
 //! built from keyed frames it maps itself; objects live in fixed-size cells
 //! on those pages; a mark phase from the roots finds live cells and every
-//! page with none left is unmapped and its frame given back. When the
-//! kernel asks for frames, it answers the way only a GC can: collect, and
-//! return the frames that collection emptied, instead of swapping.
+//! page with none left is reused, or, when the kernel wants frames, unmapped
+//! and its frame given back. So it answers revocation the way only a GC
+//! can: collect, and return the frames that collection emptied, instead of
+//! swapping.
 #![no_std]
 #![no_main]
 
@@ -126,7 +127,8 @@ impl GcHeap {
         for attempt in 0..2 {
             let page = match self.current.filter(|&p| self.pages[p].as_ref().is_some_and(|h| h.used < CELLS_PER_PAGE)) {
                 Some(page) => Some(page),
-                None => self.grow(),
+                // A page the last collection emptied, else a fresh one.
+                None => self.pages.iter().position(|p| p.as_ref().is_some_and(|h| h.used == 0)).or_else(|| self.grow()),
             };
             if let Some(page) = page {
                 self.current = Some(page);
@@ -141,14 +143,15 @@ impl GcHeap {
                 return Some(obj);
             }
             if attempt == 0 {
-                self.collect(roots, usize::MAX);
+                self.collect(roots, 0);
             }
         }
         None
     }
 
-    /// Mark from the roots; unmap and free up to `give_back` pages with no
-    /// live cell (they are dead pages: discarded, never written out).
+    /// Mark from the roots. Pages with no live cell are dead: up to
+    /// `give_back` of them are unmapped and their frames returned to the
+    /// kernel (discarded, never written out); the rest are kept and reused.
     /// Returns how many frames were freed.
     fn collect(&mut self, roots: &[Option<ObjRef>], give_back: usize) -> usize {
         self.collections += 1;
@@ -162,10 +165,7 @@ impl GcHeap {
         }
         let mut freed = 0;
         for index in 0..HEAP_PAGES {
-            if freed == give_back {
-                break;
-            }
-            if live[index] == 0 {
+            if live[index] == 0 && freed < give_back {
                 if let Some(page) = self.pages[index].take() {
                     let _ = syscall::unmap(DYNAMIC_BASE + index as u64 * PAGE);
                     let _ = syscall::frame_free(page.key);
@@ -173,6 +173,10 @@ impl GcHeap {
                         self.current = None;
                     }
                     freed += 1;
+                }
+            } else if live[index] == 0 {
+                if let Some(page) = self.pages[index].as_mut() {
+                    page.used = 0;
                 }
             }
         }

@@ -29,8 +29,9 @@ fn main(env: &Env) -> i32 {
         "hog" => hog(env.tsc_hz),
         "claim" => claim(env),
         "claim-later" => {
-            // Let the others borrow the pool first.
-            for _ in 0..10 {
+            // Let the others borrow the pool first (about 50 ms).
+            let start = shared_abi::rt::rdtsc();
+            while shared_abi::rt::rdtsc() - start < env.tsc_hz / 20 {
                 syscall::yield_now();
             }
             claim(env)
