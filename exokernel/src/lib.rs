@@ -11,6 +11,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod filter;
 pub mod frames;
 pub mod keys;
 pub mod slots;

@@ -554,7 +554,9 @@ mod tests {
             Filter::udp_dst_port(7),
             Filter::tcp_dst_port(80),
             Filter::new().ethertype(proto::ETHERTYPE_ARP),
-            Filter::new().shift(3, Width::Two, 0x0ff0, -4).match_masked(1, Width::Four, 0x00ff_ff00, 0x0012_3400),
+            Filter::new()
+                .shift(3, Width::Two, 0x0ff0, -4)
+                .match_masked(1, Width::Four, 0x00ff_ff00, 0x0012_3400),
             Filter::new().shift(0, Width::One, 0xff, SHIFT_MIN).shift(0, Width::One, 1, SHIFT_MAX),
         ];
         for filter in filters {
@@ -601,7 +603,8 @@ mod tests {
         let mut shift_reserved = good.clone();
         shift_reserved[shift_at + 11] = 1;
         assert_eq!(decode(&shift_reserved), Err(DecodeError::ReservedNonZero));
-        let too_many = Filter { atoms: vec![Atom::Match { offset: 0, width: Width::One, mask: 0, value: 0 }; 33] };
+        let any = Atom::Match { offset: 0, width: Width::One, mask: 0, value: 0 };
+        let too_many = Filter { atoms: vec![any; MAX_ATOMS + 1] };
         assert_eq!(decode(&too_many.encode()), Err(DecodeError::TooLong));
     }
 }

@@ -23,6 +23,7 @@ pub mod archive;
 pub mod exit;
 pub mod filter;
 pub mod manifest;
+pub mod net;
 pub mod start;
 pub mod syscall;
 pub mod upcall;
