@@ -266,12 +266,10 @@ impl SlotSet {
         self.fifo.push_back((arrival, va_page));
         self.ordinary_len += 1;
         if self.fifo.len() > 2 * self.slot_count.min(1 << 16) + 64 {
-            let fifo = core::mem::take(&mut self.fifo);
-            // The new page is not in `mappings` yet: keep it explicitly.
-            self.fifo = fifo
-                .into_iter()
-                .filter(|&(a, page)| a == arrival || self.is_live(a, page))
-                .collect();
+            // Compact in place. The new page is not in `mappings` yet: keep it explicitly.
+            let mut fifo = core::mem::take(&mut self.fifo);
+            fifo.retain(|&(a, page)| a == arrival || self.is_live(a, page));
+            self.fifo = fifo;
         }
         arrival
     }
@@ -355,16 +353,22 @@ impl SlotSet {
     /// refilling from the STLB after a context switch). Returns them oldest
     /// first.
     pub fn drain_ordinary(&mut self) -> Vec<Slot> {
-        let fifo = core::mem::take(&mut self.fifo);
         let mut drained = Vec::with_capacity(self.ordinary_len);
-        for (arrival, va_page) in fifo {
+        self.drain_ordinary_with(|slot| drained.push(slot));
+        drained
+    }
+
+    /// As [`drain_ordinary`](SlotSet::drain_ordinary), handing each slot to
+    /// `each` (oldest first) without allocating: the context-switch path.
+    pub fn drain_ordinary_with(&mut self, mut each: impl FnMut(Slot)) {
+        // Pop in place: the queue keeps its capacity for the refills to come.
+        while let Some((arrival, va_page)) = self.fifo.pop_front() {
             if self.is_live(arrival, va_page) {
                 let mapping = self.mappings.remove(va_page).expect("live entries are mapped");
-                drained.push(mapping.slot(va_page));
+                each(mapping.slot(va_page));
             }
         }
         self.ordinary_len = 0;
-        drained
     }
 
     /// Number of ordinary slots in use.

@@ -465,11 +465,11 @@ impl Kernel {
         if self.vm.policy == TlbPolicy::Stlb {
             // Only guaranteed mappings survive; the rest refault through
             // the software TLB. The CR3 load that follows flushes the TLB.
-            let drained = self.envs[index].mem.slots.drain_ordinary();
-            if let Some(space) = self.envs[index].space.as_mut() {
-                for slot in drained {
+            let env = &mut self.envs[index];
+            if let Some(space) = env.space.as_mut() {
+                env.mem.slots.drain_ordinary_with(|slot| {
                     space.unmap(slot.va_page << 12);
-                }
+                });
             }
         }
     }
