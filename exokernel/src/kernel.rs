@@ -1,6 +1,6 @@
-//! The kernel proper: boot, the environment table, round-robin
-//! multiplexing of the CPU on the timer, and dispatch of every trap from
-//! ring 3 to the libOS that owns it.
+//! The kernel proper: boot, the environment table, and dispatch of every
+//! trap from ring 3 to the libOS that owns it (the CPU's time-slot vector
+//! is in `sched.rs`, memory bindings in `vm.rs`).
 
 use crate::arch::paging::{AddressSpace, Flags};
 use crate::arch::trap::{self, TrapFrame};
@@ -437,12 +437,12 @@ impl Kernel {
         self.switch_in_tlb(index);
         let env = &mut self.envs[index];
         let space = env.space.as_ref().expect("checked above");
-        if self.vm.policy == TlbPolicy::Pcid && !env.mem.needs_flush {
-            space.activate_pcid(env.id as u16);
+        if self.vm.policy == TlbPolicy::Pcid {
+            space.activate_pcid(env.id as u16, env.mem.needs_flush);
         } else {
             space.activate();
-            env.mem.needs_flush = false;
         }
+        env.mem.needs_flush = false;
         self.loaded_root = root;
         bump(&COUNTERS.cr3_loads);
     }

@@ -119,8 +119,12 @@ impl Kernel {
         crate::arch::trap::set_fast_upcall(self.envs[index].fast);
         // An asynchronous transfer waiting for it starts first.
         if self.envs[index].cpu.activation.is_none() {
-            if let Some((sender, msg)) = self.envs[index].cpu.pct_queue.pop_front() {
-                let _ = self.start_activation(index, None, sender, msg, 1);
+            if let Some(&(sender, msg)) = self.envs[index].cpu.pct_queue.front() {
+                // Dequeue only once it starts (no room on the upcall stack
+                // now: it stays queued for a later switch).
+                if self.start_activation(index, None, sender, msg, 1).is_ok() {
+                    self.envs[index].cpu.pct_queue.pop_front();
+                }
             }
         }
         *frame = self.envs[index].frame;

@@ -8,8 +8,9 @@
 //!   another evicts the oldest ordinary slot (a FIFO hand) and hands it back
 //!   so the kernel can unmap it and keep it in the STLB.
 //!
-//! Every operation by virtual address is O(log n); the eviction order is a
-//! second ordered map from arrival number to page.
+//! Operations by virtual address are O(1): an open-addressing page map,
+//! and the eviction order is a FIFO queue of arrivals whose stale entries
+//! (pages removed since) are skipped and compacted away.
 
 use crate::stlb::page_number;
 use alloc::collections::VecDeque;

@@ -31,12 +31,21 @@ pub struct StlbEntry {
     pub frame_pa: u64,
     /// Whether the mapping may be installed writable.
     pub writable: bool,
+    /// Physical address of the page-table entry that maps the page (0 if
+    /// unknown), so a refill can write it without walking the tables.
+    pub pte_pa: u64,
 }
 
 impl StlbEntry {
     /// The entry mapping the page that contains `va` to `frame_pa`.
     pub const fn new(va: u64, frame_pa: u64, writable: bool) -> Self {
-        StlbEntry { va_page: page_number(va), frame_pa, writable }
+        StlbEntry { va_page: page_number(va), frame_pa, writable, pte_pa: 0 }
+    }
+
+    /// The same entry, remembering where its page-table entry lives.
+    pub const fn with_pte(mut self, pte_pa: u64) -> Self {
+        self.pte_pa = pte_pa;
+        self
     }
 
     /// Virtual address of the first byte of the page.

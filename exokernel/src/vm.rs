@@ -49,6 +49,28 @@ pub struct PendingUpcall {
     pub error_code: u64,
 }
 
+/// Upcalls owed to an environment, oldest first (a revocation request must
+/// not hide an earlier abort notice). Bounded: the oldest is dropped if a
+/// libOS without handlers lets them pile up.
+#[derive(Default)]
+pub struct PendingUpcalls(alloc::collections::VecDeque<PendingUpcall>);
+
+impl PendingUpcalls {
+    const MAX: usize = 8;
+
+    pub fn push(&mut self, upcall: PendingUpcall) {
+        if self.0.len() == Self::MAX {
+            self.0.pop_front();
+        }
+        self.0.push_back(upcall);
+    }
+
+    /// The oldest owed upcall.
+    pub fn take(&mut self) -> Option<PendingUpcall> {
+        self.0.pop_front()
+    }
+}
+
 /// One environment's memory bindings.
 pub struct EnvMemory {
     pub slots: SlotSet,
@@ -61,7 +83,7 @@ pub struct EnvMemory {
     pub deadline_tsc: u64,
     /// Frame of its read-only repossession vector page.
     pub repossession_pa: u64,
-    pub pending: Option<PendingUpcall>,
+    pub pending: PendingUpcalls,
     /// PCID policy: its tagged TLB entries may be stale (flush on next load).
     pub needs_flush: bool,
 }
@@ -76,7 +98,7 @@ impl EnvMemory {
             owed: 0,
             deadline_tsc: 0,
             repossession_pa,
-            pending: None,
+            pending: PendingUpcalls::default(),
             needs_flush: false,
         }
     }
@@ -151,7 +173,7 @@ impl Kernel {
 
     /// Put a mapping into one of env `index`'s TLB slots (and its page
     /// table), evicting the oldest ordinary slot if they are all taken.
-    fn install(&mut self, index: usize, va: u64, frame_pa: u64, writable: bool, guaranteed: bool) -> Result<(), Error> {
+    fn install(&mut self, index: usize, va: u64, frame_pa: u64, writable: bool, guaranteed: bool) -> Result<u64, Error> {
         let evicted = self.envs[index].mem.slots.insert(va, frame_pa, writable, guaranteed).map_err(from_slot_error)?;
         if let Some(old) = evicted {
             self.drop_pte(index, old.va_page << 12);
@@ -159,17 +181,20 @@ impl Kernel {
         }
         let loaded = self.is_loaded(index);
         let space = self.envs[index].space.as_mut().ok_or(Error::NoSuchEnv)?;
-        if let Err(error) = space.map_replace(va, frame_pa, page_flags(writable), &mut memory::alloc_frame) {
-            self.envs[index].mem.slots.remove(va);
-            return Err(match error {
-                paging::MapError::NoMemory => Error::NoMemory,
-                _ => Error::BadAddress,
-            });
-        }
+        let pte_pa = match space.map_replace(va, frame_pa, page_flags(writable), &mut memory::alloc_frame) {
+            Ok(pte_pa) => pte_pa,
+            Err(error) => {
+                self.envs[index].mem.slots.remove(va);
+                return Err(match error {
+                    paging::MapError::NoMemory => Error::NoMemory,
+                    _ => Error::BadAddress,
+                });
+            }
+        };
         if loaded {
             paging::invlpg(va);
         }
-        Ok(())
+        Ok(pte_pa)
     }
 
     /// Remove every mapping of a frame in every environment (slots, page
@@ -212,8 +237,12 @@ impl Kernel {
             return Err(Error::InvalidArgument);
         }
         let index = self.current;
-        // Check the out pointer before taking anything.
-        umem::UserSlice::new(self.envs[index].space.as_ref().ok_or(Error::NoSuchEnv)?, out, 16, 8)?;
+        if want_pa % 4096 != 0 {
+            return Err(Error::Misaligned);
+        }
+        // Check the out pointer (writable, by writing a blank key) before
+        // taking anything.
+        umem::write_value(self.envs[index].space.as_ref().ok_or(Error::NoSuchEnv)?, out, &FrameKey::default())?;
         if self.vm.pool_used >= self.vm.pool_frames {
             let me = &self.envs[index].mem;
             if me.held.len() as u64 >= me.quota_frames {
@@ -230,9 +259,6 @@ impl Kernel {
         let frame_pa = if want_pa == 0 {
             memory::alloc_frame().ok_or(Error::NoMemory)?
         } else {
-            if want_pa % 4096 != 0 {
-                return Err(Error::Misaligned);
-            }
             if !memory::alloc_frame_at(want_pa) {
                 return Err(Error::NoMemory);
             }
@@ -278,7 +304,8 @@ impl Kernel {
         if !self.envs.iter().any(|e| e.id == to_env && e.is_runnable()) {
             return Err(Error::NoSuchEnv);
         }
-        umem::UserSlice::new(self.envs[index].space.as_ref().ok_or(Error::NoSuchEnv)?, out, 16, 8)?;
+        // Check the out pointer is writable before minting anything.
+        umem::write_value(self.envs[index].space.as_ref().ok_or(Error::NoSuchEnv)?, out, &FrameKey::default())?;
         let shared = self.vm.table.share(from_abi(lo, hi), self.env_id(index), to_env, rights)?;
         let space = self.envs[index].space.as_ref().ok_or(Error::NoSuchEnv)?;
         umem::write_value(space, out, &to_abi(shared))?;
@@ -320,8 +347,8 @@ impl Kernel {
             return Err(Error::AlreadyMapped);
         }
         let frame_pa = info.frame * 4096;
-        self.install(index, va, frame_pa, writable, flags & map_flags::GUARANTEED != 0)?;
-        self.envs[index].mem.stlb.insert(StlbEntry::new(va, frame_pa, writable));
+        let pte_pa = self.install(index, va, frame_pa, writable, flags & map_flags::GUARANTEED != 0)?;
+        self.envs[index].mem.stlb.insert(StlbEntry::new(va, frame_pa, writable).with_pte(pte_pa));
         self.vm.rmap.insert((frame_pa, index, va));
         Ok(0)
     }
@@ -401,7 +428,10 @@ impl Kernel {
     }
 
     pub fn guarantee(&mut self, va: u64, on: u64) -> Result<u64, Error> {
-        if !in_dynamic_window(va) || va % 4096 != 0 {
+        if va % 4096 != 0 {
+            return Err(Error::Misaligned);
+        }
+        if !in_dynamic_window(va) {
             return Err(Error::BadAddress);
         }
         let index = self.current;
@@ -425,7 +455,7 @@ impl Kernel {
         }
         let env_id = self.env_id(self.current);
         let key = from_abi(lo, hi);
-        self.vm.table.check(key, env_id, Rights::NONE)?;
+        self.vm.table.check(key, env_id, Rights::READ)?;
         let start = crate::arch::cpu::rdtsc();
         for _ in 0..iterations {
             let _ = core::hint::black_box(self.vm.table.check(core::hint::black_box(key), env_id, Rights::READ));
@@ -453,7 +483,21 @@ impl Kernel {
         if write && !entry.writable {
             return false;
         }
-        if self.install(index, va & !0xfff, entry.frame_pa, entry.writable, false).is_err() {
+        let page = va & !0xfff;
+        if entry.pte_pa != 0 {
+            // The page-table entry is known: account the slot and write it.
+            match self.envs[index].mem.slots.insert(page, entry.frame_pa, entry.writable, false) {
+                Ok(evicted) => {
+                    if let Some(old) = evicted {
+                        self.drop_pte(index, old.va_page << 12);
+                        bump(&COUNTERS.slot_evictions);
+                    }
+                }
+                Err(_) => return false,
+            }
+            // A not-present fault: no stale TLB entry to flush.
+            paging::write_pte(entry.pte_pa, entry.frame_pa, page_flags(entry.writable));
+        } else if self.install(index, page, entry.frame_pa, entry.writable, false).is_err() {
             return false;
         }
         bump(&COUNTERS.stlb_hits);
@@ -497,7 +541,7 @@ impl Kernel {
         let over = mem.held.len() as u64 - mem.quota_frames.min(mem.held.len() as u64);
         mem.owed = over.min(REVOKE_BATCH);
         mem.deadline_tsc = deadline;
-        mem.pending = Some(PendingUpcall {
+        mem.pending.push(PendingUpcall {
             kind: UpcallKind::Revocation,
             vector: REVOKE_REQUEST,
             fault_addr: mem.owed,
@@ -537,8 +581,7 @@ impl Kernel {
         }
         let env = &mut self.envs[index];
         env.mem.owed = 0;
-        env.mem.pending =
-            Some(PendingUpcall { kind: UpcallKind::Revocation, vector: REVOKE_ABORTED, fault_addr: take, error_code: 0 });
+        env.mem.pending.push(PendingUpcall { kind: UpcallKind::Revocation, vector: REVOKE_ABORTED, fault_addr: take, error_code: 0 });
         log::info!("abort protocol: took {} frame(s) from env {} ({})", take, env.id, env.name);
     }
 

@@ -117,6 +117,14 @@ impl Region {
     pub fn fault(&mut self, va: u64) -> Result<(), Error> {
         self.stats.faults += 1;
         let page = ((va - self.base) / PAGE) as usize;
+        if let Some((key, _)) = self.resident[page] {
+            // Resident, yet it faulted: the kernel's software TLB is a cache
+            // and dropped the mapping. Our page table is the authority:
+            // establish it again with the same frame.
+            let page_va = self.va(page);
+            let _ = syscall::unmap(page_va);
+            return syscall::map(page_va, key, map_flags::WRITE);
+        }
         let mut fresh = None;
         if self.held < self.budget {
             match Self::new_frame() {

@@ -19,14 +19,12 @@
 //! because the handler allocates in the policy's queues and must never
 //! find the heap lock taken by the code it interrupted.
 //!
-//! One more window: the runtime's trampoline resumes a thread by moving
-//! `rsp` to the thread's stack and *then* loading the remaining registers
-//! from the upcall frame. A slot-end upcall landing in between is written
-//! over that very frame (the kernel starts at the top of the upcall stack
-//! when `rsp` is outside it), so the trampoline would go on to load `rbx`
-//! and others from the wrong frame. The handlers remember the context the
-//! trampoline is resuming and, when a tick lands in that window, resume
-//! the thread from it directly ([`repair_interrupted_resume`]).
+//! Defence in depth: an older runtime trampoline moved `rsp` to the
+//! thread's stack before loading the remaining registers, so a slot-end
+//! upcall landing in between overwrote the frame being read. The runtime
+//! now loads every register first; the handlers still remember the context
+//! the trampoline is resuming and, should a tick land in such a window,
+//! resume the thread from it directly ([`repair_interrupted_resume`]).
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;

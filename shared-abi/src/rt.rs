@@ -194,7 +194,13 @@ const UPCALL_STACK_LEN: usize = 32 * 1024;
 
 /// Install (or replace) the handler for one kind of upcall and register
 /// the runtime's trampoline for it with the kernel.
+///
+/// Protected entries use their own convention: install them with
+/// [`set_pct_handler`]; `ProtectedEntry` here is refused.
 pub fn set_handler(kind: UpcallKind, handler: Handler) -> Result<(), syscall::Error> {
+    if kind == UpcallKind::ProtectedEntry {
+        return Err(syscall::Error::InvalidArgument);
+    }
     let previous = HANDLERS[kind as usize - 1].swap(handler as usize, Ordering::SeqCst);
     let result = register();
     if result.is_err() {
@@ -240,11 +246,7 @@ fn register() -> Result<(), syscall::Error> {
             0
         }
     };
-    let protected_entry = if PCT_HANDLER.load(Ordering::SeqCst) != 0 {
-        pct_entry as *const () as u64
-    } else {
-        entry(UpcallKind::ProtectedEntry)
-    };
+    let protected_entry = if PCT_HANDLER.load(Ordering::SeqCst) != 0 { pct_entry as *const () as u64 } else { 0 };
     let table = UpcallTable {
         exception_entry: entry(UpcallKind::Exception),
         page_fault_entry: entry(UpcallKind::PageFault),

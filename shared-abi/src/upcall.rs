@@ -100,7 +100,8 @@ pub struct UpcallFrame {
     pub vector: u64,
     /// Hardware error code, or 0.
     pub error_code: u64,
-    /// CR2 for page faults; for protected entries the caller's environment id.
+    /// CR2 for page faults; the frame count for revocation upcalls; 1 or 0
+    /// for SLOT_END (see [`SLOT_END`]).
     pub fault_addr: u64,
     pub regs: Regs,
     pub rip: u64,

@@ -60,6 +60,17 @@ pub fn phys_mut<T: super::pod::Pod>(pa: u64) -> &'static mut T {
     unsafe { &mut *(phys_to_virt(pa) as *mut T) }
 }
 
+/// Rewrite a leaf page-table entry found earlier by [`AddressSpace::map_replace`].
+pub fn write_pte(pte_pa: u64, frame_pa: u64, flags: PageTableFlags) {
+    assert!(pte_pa % 8 == 0);
+    let value = (frame_pa & 0x000f_ffff_ffff_f000) | (flags | PageTableFlags::PRESENT).bits();
+    // SAFETY: `pte_pa` is the 8-byte-aligned address of a leaf entry in a
+    // page table of a live address space (map_replace returned it; tables
+    // live until the space is destroyed); the caller checked the mapping
+    // with the environment's key when it was established.
+    unsafe { core::ptr::write_volatile(phys_to_virt(pte_pa) as *mut u64, value) };
+}
+
 fn table(pa: u64) -> &'static mut PageTable {
     // SAFETY: `pa` is a page-table frame owned by an address space the
     // kernel manages, reached through the physical-memory window; the
@@ -170,20 +181,24 @@ impl AddressSpace {
     }
 
     /// Map the page at `va` (user half) to `pa`, replacing any mapping it
-    /// had (one walk). The caller flushes the old TLB entry if needed.
+    /// had (one walk). Returns the physical address of the page-table entry,
+    /// which stays valid until the address space is destroyed (tables are
+    /// never freed before), so a refill can rewrite it with [`write_pte`].
+    /// The caller flushes the old TLB entry if needed.
     pub fn map_replace(
         &mut self,
         va: u64,
         pa: u64,
         flags: PageTableFlags,
         alloc: &mut dyn FnMut() -> Option<u64>,
-    ) -> Result<(), MapError> {
+    ) -> Result<u64, MapError> {
         if va >= shared_abi::USER_TOP || va % 4096 != 0 {
             return Err(MapError::BadAddress);
         }
         let entry = self.leaf(va, Some(alloc))?;
         entry.set_addr(PhysAddr::new(pa), flags | PageTableFlags::PRESENT);
-        Ok(())
+        let entry_virt = entry as *const _ as u64;
+        Ok(entry_virt - PHYS_OFFSET.load(Ordering::Relaxed))
     }
 
     /// Map a page anywhere (kernel use at boot: MMIO windows).
@@ -240,15 +255,18 @@ impl AddressSpace {
         Some(flags)
     }
 
-    /// Make this address space the active one tagged with `pcid`, keeping
-    /// that tag's TLB entries (CR4.PCIDE must be set).
-    pub fn activate_pcid(&self, pcid: u16) {
-        // SAFETY: as for `activate`; the caller enabled PCIDs, and bit 63
-        // (no-flush) keeps the tagged entries, which stay correct because
-        // every unmap in this address space is followed by invlpg while it
-        // is loaded or a flush of its tag before it is next loaded.
+    /// Make this address space the active one tagged with `pcid` (CR4.PCIDE
+    /// must be set). With `flush`, that tag's TLB entries are dropped (its
+    /// mappings changed while it was not loaded); otherwise they are kept.
+    pub fn activate_pcid(&self, pcid: u16, flush: bool) {
+        // SAFETY: as for `activate`; the caller enabled PCIDs. Bit 63
+        // (no-flush) keeps the tagged entries only when `flush` is false,
+        // which the kernel passes only if every unmap in this address space
+        // was followed by invlpg while it was loaded; otherwise the load
+        // flushes the tag.
         unsafe {
-            let value = self.pml4 | (pcid as u64 & 0xfff) | (1 << 63);
+            let no_flush = if flush { 0 } else { 1 << 63 };
+            let value = self.pml4 | (pcid as u64 & 0xfff) | no_flush;
             core::arch::asm!("mov cr3, {}", in(reg) value, options(nostack, preserves_flags));
         }
     }
