@@ -136,6 +136,8 @@ pub struct Kernel {
     /// Free frames before any environment was built: once all have ended
     /// and been reclaimed, the count must be back to this.
     pub frames_at_boot: u64,
+    /// The network binding: NIC, filters, receive rings.
+    pub net: crate::net::Net,
 }
 
 pub static KERNEL: Mutex<Option<Kernel>> = Mutex::new(None);
@@ -170,6 +172,16 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
         .expect("a free top-level slot for the APIC window");
     apic::init(&mut kernel_space, window, &mut memory::alloc_frame);
     let tsc_hz = apic::calibrate();
+    // The NIC (if QEMU has one) maps its registers into a kernel window of
+    // its own, before environments copy the kernel half of the page tables.
+    let nic = (256..512u64)
+        .rev()
+        .map(|slot| 0xffff_0000_0000_0000 | (slot << 39))
+        .find(|&va| kernel_space.top_level_free(va))
+        .and_then(|nic_window| arch::nic::Nic::probe(nic_window, memory::ram_end()));
+    if nic.is_none() {
+        log::debug!("net: no virtio-net device; network calls will answer invalid-argument");
+    }
     log::info!(
         "exokernel up: {} MiB free, tsc {} MHz, {} environment(s), quantum {} us",
         memory::free_frames() / 256,
@@ -190,8 +202,11 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
         }
         other => other,
     };
+    let secret = boot_secret();
+    let net_seed = crate::vm::derive_secret(&[&secret[..], b"demux"].concat());
+    let net = crate::net::Net::new(nic, u64::from_le_bytes(net_seed[..8].try_into().expect("8 bytes")), manifest.envs.len());
     let vm = crate::vm::Vm {
-        table: exokernel::keys::FrameTable::new(boot_secret()),
+        table: exokernel::keys::FrameTable::new(secret),
         pool_frames: manifest.frame_pool_kib / 4,
         pool_used: 0,
         policy,
@@ -269,6 +284,7 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
         grace: None,
         last_switch_tsc: 0,
         tsc_hz,
+        net,
     };
     let Some(first) = kernel.first_slot() else { kernel.finish() };
     let frame = kernel.envs[first].frame;
@@ -292,6 +308,11 @@ fn handle_trap(frame: &mut TrapFrame) {
         }
         let mut guard = KERNEL.lock();
         let kernel = guard.as_mut().expect("kernel initialised");
+        // Frames the NIC received go to their rings; a NET_RX upcall owed
+        // to the running env is delivered first, so that a slot-end upcall
+        // of this tick nests above it.
+        kernel.poll_net();
+        kernel.deliver_net_rx(frame);
         kernel.on_timer(frame);
         return;
     }
@@ -458,6 +479,7 @@ impl Kernel {
             EnvState::Runnable => {}
         }
         env.state = state;
+        self.net_env_ended(index);
         self.reclaim_memory(index);
         self.release_cpu(index);
         let env = &mut self.envs[index];

@@ -9,7 +9,12 @@ static LOGGER: SerialLogger = SerialLogger;
 
 impl Log for SerialLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= log::max_level()
+        // Driver crates' informational chatter shows at debug level only.
+        let level = match metadata.level() {
+            log::Level::Info if metadata.target().starts_with("virtio_drivers") => log::Level::Debug,
+            level => level,
+        };
+        level <= log::max_level()
     }
 
     fn log(&self, record: &Record) {

@@ -23,6 +23,7 @@ mod kernel;
 mod loader;
 mod logger;
 mod memory;
+mod net;
 mod sched;
 mod syscalls;
 mod umem;

@@ -13,6 +13,7 @@ static HEAP: LockedHeap = LockedHeap::empty();
 const HEAP_SIZE: u64 = 16 * 1024 * 1024;
 
 static FRAMES: Mutex<Option<FrameBitmap>> = Mutex::new(None);
+static RAM_END: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// Carve the kernel heap out of the first large usable region, then build
 /// the frame bitmap (on that heap) from every usable region.
@@ -26,6 +27,7 @@ pub fn init(regions: &MemoryRegions) {
     crate::arch::pod::init_heap(&HEAP, heap_start, HEAP_SIZE);
 
     let end = regions.iter().filter(|r| r.kind == MemoryRegionKind::Usable).map(|r| r.end).max().unwrap_or(0);
+    RAM_END.store(end, core::sync::atomic::Ordering::Relaxed);
     let mut bitmap = FrameBitmap::new_reserved(end);
     for region in regions.iter().filter(|r| r.kind == MemoryRegionKind::Usable) {
         // Frame 0 stays reserved: a physical address of 0 is never handed out.
@@ -39,6 +41,18 @@ pub fn init(regions: &MemoryRegions) {
 /// Allocate one zeroed-or-not physical frame.
 pub fn alloc_frame() -> Option<u64> {
     FRAMES.lock().as_mut()?.alloc()
+}
+
+/// Allocate `count` physically contiguous frames (DMA memory for the NIC);
+/// returns the first one's address.
+pub fn alloc_contiguous(count: u64) -> Option<u64> {
+    FRAMES.lock().as_mut()?.alloc_contiguous(count)
+}
+
+/// End of the usable RAM the frame allocator manages (the part of the
+/// physical-memory window DMA buffers may lie in).
+pub fn ram_end() -> u64 {
+    RAM_END.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 /// Allocate the named frame if it is free RAM nobody holds.

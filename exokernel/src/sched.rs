@@ -133,6 +133,8 @@ impl Kernel {
             // No handler: the abort protocol will act at the deadline.
             let _ = self.deliver_upcall(frame, pending.kind, pending.vector, pending.error_code, pending.fault_addr);
         }
+        // Packets arrived for it: one NET_RX upcall (unless it is now in a handler).
+        self.deliver_net_rx(frame);
     }
 
     /// Start slot `pos`: switch to its runner and arm the timer for the

@@ -6,6 +6,7 @@ use crate::env::EnvState;
 use crate::kernel::{bump, Kernel, COUNTERS, KERNEL};
 use crate::umem::{self, UserSlice};
 use exokernel::usercheck::check_user_entry;
+use shared_abi::net::nr as net_nr;
 use shared_abi::syscall::{encode, nr, Error, KernelStats};
 use shared_abi::upcall::{UpcallTable, FRAME_SIZE};
 
@@ -33,6 +34,12 @@ pub const LIGHT: &[(u64, LightSyscall)] = &[
     (nr::SLOT_FREE, sys_slot_free),
     (nr::PCT_SEND, sys_pct_send),
     (nr::ENV_INFO, sys_env_info),
+    (net_nr::NET_RX_RING, sys_net_rx_ring),
+    (net_nr::NET_FILTER_INSTALL, sys_net_filter_install),
+    (net_nr::NET_FILTER_REMOVE, sys_net_filter_remove),
+    (net_nr::NET_TX, sys_net_tx),
+    (net_nr::NET_INFO, sys_net_info),
+    (net_nr::DEMUX_BENCH, sys_demux_bench),
 ];
 
 extern "C" fn sys_null(_: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
@@ -113,6 +120,30 @@ extern "C" fn sys_pct_send(target: u64, m0: u64, m1: u64, m2: u64, m3: u64, _: u
 
 extern "C" fn sys_env_info(out: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     with_kernel(|k| k.env_info(out))
+}
+
+extern "C" fn sys_net_rx_ring(va: u64, len: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| k.net_rx_ring(va, len))
+}
+
+extern "C" fn sys_net_filter_install(ptr: u64, len: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| k.net_filter_install(ptr, len))
+}
+
+extern "C" fn sys_net_filter_remove(id: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| k.net_filter_remove(id))
+}
+
+extern "C" fn sys_net_tx(lo: u64, hi: u64, offset: u64, len: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| k.net_tx(lo, hi, offset, len))
+}
+
+extern "C" fn sys_net_info(out: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| k.net_info(out))
+}
+
+extern "C" fn sys_demux_bench(filters: u64, linear: u64, packets: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| k.demux_bench(filters, linear, packets))
 }
 
 /// The full path: calls that may switch environments, and unknown numbers.

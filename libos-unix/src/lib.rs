@@ -1,5 +1,6 @@
 //! libos-unix's policy logic: plain Rust, host-tested, linked into the libOS program
-//! (pagers, process schedulers, the user-level thread table).
+//! (pagers, process schedulers, the user-level thread table, the HTTP
+//! server's logic and the receive ring's arithmetic).
 //!
 //! Design principles:
 //! * The exokernel supplies mechanism (frames, mappings, accessed bits,
@@ -18,6 +19,8 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod http;
 pub mod pager;
+pub mod rxring;
 pub mod sched;
 pub mod uthread;

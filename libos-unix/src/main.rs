@@ -4,7 +4,9 @@
 //! with the pager the manifest names (FIFO, Clock, LRU-approx), paging out
 //! to a backing store, also when the kernel asks for frames back. Runs
 //! preemptive user-level threads under the manifest's scheduler (round
-//! robin or MLFQ), switched from the kernel's end-of-slot upcalls.
+//! robin or MLFQ), switched from the kernel's end-of-slot upcalls. Runs a
+//! TCP/IP stack (smoltcp) on packets its downloaded filters claim, serving
+//! UDP echo and a tiny HTTP server reachable from the host.
 #![no_std]
 #![no_main]
 
@@ -15,6 +17,7 @@ use shared_abi::println;
 use shared_abi::rt::{set_handler, Env};
 use shared_abi::upcall::{UpcallFrame, UpcallKind};
 
+mod net;
 mod paging;
 mod threads;
 
@@ -28,6 +31,7 @@ fn main(env: &Env) -> i32 {
         "pressure" => pressure_workload(env),
         "threads" => threads::threads_workload(env),
         "hog" => threads::hog_workload(env),
+        "net" => net::net_workload(env),
         _ => demo(),
     }
 }

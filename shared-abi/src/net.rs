@@ -83,3 +83,57 @@ pub mod nr {
     /// or a linear scan (1) and return the ticks it took.
     pub const DEMUX_BENCH: u64 = 27;
 }
+
+#[cfg(feature = "runtime")]
+pub use stubs::*;
+
+/// The user stubs of the network calls.
+#[cfg(feature = "runtime")]
+mod stubs {
+    use super::{nr, NetInfo};
+    use crate::syscall::{decode, raw6, Error, FrameKey};
+
+    /// Register the receive ring at `ring_va` (`ring_len` bytes, page
+    /// aligned, at most 1 MiB); returns its slot count. The kernel writes
+    /// into the ring for as long as the environment lives (or until another
+    /// ring is registered), so the memory must stay the ring's.
+    pub fn net_rx_ring(ring_va: u64, ring_len: u64) -> Result<u64, Error> {
+        // SAFETY: the kernel writes only inside [ring_va, ring_va + ring_len),
+        // which the caller dedicates to the ring.
+        decode(unsafe { raw6(nr::NET_RX_RING, ring_va, ring_len, 0, 0, 0, 0) })
+    }
+
+    /// Install an encoded filter (`crate::filter::Filter::encode`); returns its id.
+    pub fn net_filter_install(encoded: &[u8]) -> Result<u64, Error> {
+        // SAFETY: the kernel only reads `encoded`.
+        decode(unsafe { raw6(nr::NET_FILTER_INSTALL, encoded.as_ptr() as u64, encoded.len() as u64, 0, 0, 0, 0) })
+    }
+
+    /// Remove one of the caller's filters.
+    pub fn net_filter_remove(filter_id: u64) -> Result<(), Error> {
+        // SAFETY: no memory is passed.
+        decode(unsafe { raw6(nr::NET_FILTER_REMOVE, filter_id, 0, 0, 0, 0, 0) }).map(|_| ())
+    }
+
+    /// Transmit `len` bytes at `offset` in the frame `key` names (read right).
+    pub fn net_tx(key: FrameKey, offset: u64, len: u64) -> Result<u64, Error> {
+        // SAFETY: the kernel only reads the frame the key names.
+        decode(unsafe { raw6(nr::NET_TX, key.lo, key.hi, offset, len, 0, 0) })
+    }
+
+    /// The NIC's MAC (0 if there is none) and the binding's counters.
+    pub fn net_info() -> Result<NetInfo, Error> {
+        let mut out = NetInfo::default();
+        // SAFETY: the kernel writes one NetInfo into `out`.
+        decode(unsafe { raw6(nr::NET_INFO, &mut out as *mut NetInfo as u64, 0, 0, 0, 0, 0) })?;
+        Ok(out)
+    }
+
+    /// Measurement: TSC ticks to classify `packets` synthetic packets with
+    /// `filter_count` filters installed, through the trie or (`linear`) a
+    /// linear scan.
+    pub fn demux_bench(filter_count: u64, linear: bool, packets: u64) -> Result<u64, Error> {
+        // SAFETY: no memory is passed.
+        decode(unsafe { raw6(nr::DEMUX_BENCH, filter_count, linear as u64, packets, 0, 0, 0) })
+    }
+}

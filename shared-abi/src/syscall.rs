@@ -72,8 +72,9 @@ pub mod nr {
     pub const PCT_SEND: u64 = 20;
     /// `env_info(out_ptr) -> 0`: the caller's CPU accounting ([`EnvInfo`]).
     pub const ENV_INFO: u64 = 21;
-    /// One past the highest number in use.
-    pub const COUNT: u64 = 22;
+    /// One past the highest number in use (22..=27 are the network
+    /// calls, numbered in [`crate::net::nr`]).
+    pub const COUNT: u64 = 28;
     /// `slot_alloc` position meaning "any free slot".
     pub const ANY_SLOT: u64 = u64::MAX;
 }

@@ -23,6 +23,7 @@ pub const PROGRAMS: &[(&str, &str)] = &[
     ("guest-tests", "bench"),
     ("guest-tests", "memtest"),
     ("guest-tests", "cpu"),
+    ("guest-tests", "netecho"),
 ];
 
 /// The workspace root.
@@ -176,6 +177,12 @@ pub struct RunOptions {
     /// Copy the guest's serial output to our stdout as it arrives.
     pub echo: bool,
     pub memory_mib: u32,
+    /// A virtio-net NIC on QEMU user networking, with host ports
+    /// `(udp, tcp)` on 127.0.0.1 forwarded to the guest's (10.0.2.15)
+    /// UDP port 7 and TCP port 80. The kernel reaches PCI configuration
+    /// space through ports 0xCF8/0xCFC, so the default machine (i440fx)
+    /// serves; no `-machine q35` is needed.
+    pub net: Option<(u16, u16)>,
 }
 
 impl Default for RunOptions {
@@ -188,6 +195,7 @@ impl Default for RunOptions {
             uefi: false,
             echo: false,
             memory_mib: 256,
+            net: None,
         }
     }
 }
@@ -231,6 +239,27 @@ pub fn qemu_binary() -> &'static str {
     "qemu-system-x86_64"
 }
 
+/// The `-netdev` argument of [`RunOptions::net`].
+pub fn net_backend(udp: u16, tcp: u16) -> String {
+    format!("user,id=n0,hostfwd=udp:127.0.0.1:{udp}-:7,hostfwd=tcp:127.0.0.1:{tcp}-:80")
+}
+
+/// Host ports for [`RunOptions::net`]: `(udp, tcp)` as asked if both are
+/// free on 127.0.0.1, else ports the OS picks (bound, then released).
+pub fn free_net_ports(udp: u16, tcp: u16) -> (u16, u16) {
+    let udp = std::net::UdpSocket::bind(("127.0.0.1", udp))
+        .or_else(|_| std::net::UdpSocket::bind(("127.0.0.1", 0)))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(udp);
+    let tcp = std::net::TcpListener::bind(("127.0.0.1", tcp))
+        .or_else(|_| std::net::TcpListener::bind(("127.0.0.1", 0)))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(tcp);
+    (udp, tcp)
+}
+
 /// Boot `image` in QEMU and collect its serial output until it exits or
 /// the timeout passes.
 pub fn run_qemu(image: &Path, options: &RunOptions) -> Result<Outcome> {
@@ -242,6 +271,9 @@ pub fn run_qemu(image: &Path, options: &RunOptions) -> Result<Outcome> {
         .args(["-m", &format!("{}M", options.memory_mib)]);
     if options.uefi {
         cmd.args(["-bios", OVMF_CODE]);
+    }
+    if let Some((udp, tcp)) = options.net {
+        cmd.args(["-netdev", &net_backend(udp, tcp), "-device", "virtio-net-pci,netdev=n0"]);
     }
     if options.kvm {
         cmd.args(["-enable-kvm", "-cpu", "host,-arch-capabilities"]);

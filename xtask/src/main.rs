@@ -45,6 +45,10 @@ enum Cmd {
         /// Boot through UEFI firmware (OVMF, package `ovmf`) instead of BIOS.
         #[arg(long)]
         uefi: bool,
+        /// Boot without the virtio-net NIC (by default the guest gets one,
+        /// with host UDP 5555 and TCP 8080 forwarded to its ports 7 and 80).
+        #[arg(long)]
+        no_net: bool,
     },
     /// Host unit tests, then every QEMU scenario test; prints a summary.
     Test,
@@ -75,8 +79,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Run { scenario, kvm, no_kvm, bench, timeout, log, keep_running, uefi } => {
-            run(&scenario, kvm, no_kvm, bench, timeout, log.as_deref(), keep_running, uefi)
+        Cmd::Run { scenario, kvm, no_kvm, bench, timeout, log, keep_running, uefi, no_net } => {
+            run(&scenario, kvm, no_kvm, bench, timeout, log.as_deref(), keep_running, uefi, !no_net)
         }
         Cmd::Test => test(),
         Cmd::Bench { timeout, kvm } => bench(timeout, kvm),
@@ -148,6 +152,7 @@ fn run(
     log: Option<&str>,
     keep_running: bool,
     uefi: bool,
+    net: bool,
 ) -> Result<()> {
     let started = Instant::now();
     let images = build_all()?;
@@ -196,8 +201,21 @@ fn run(
         (false, false, false) => "TCG",
     };
     println!("xtask: booting scenario {scenario} ({accel}); build took {:.1} s", started.elapsed().as_secs_f64());
-    let options =
-        RunOptions { timeout: Duration::from_secs(timeout), icount: bench, kvm: use_kvm, uefi, echo: true, ..Default::default() };
+    let net = net.then(|| free_net_ports(5555, 8080));
+    if let Some((udp, tcp)) = net {
+        println!(
+            "xtask: guest network 10.0.2.15 (QEMU user networking): UDP echo `nc -u 127.0.0.1 {udp}`, HTTP `curl http://127.0.0.1:{tcp}/`"
+        );
+    }
+    let options = RunOptions {
+        timeout: Duration::from_secs(timeout),
+        icount: bench,
+        kvm: use_kvm,
+        uefi,
+        echo: true,
+        net,
+        ..Default::default()
+    };
     let outcome = run_qemu(&image, &options)?;
     println!("xtask: {} after {:.2} s", outcome.describe(), outcome.wall.as_secs_f64());
     match outcome.verdict {

@@ -1,12 +1,13 @@
 //! Every piece of hardware-touching unsafe code in the kernel lives here:
 //! serial port, GDT/TSS, IDT and trap stubs, the `syscall` entry, the local
-//! APIC timer, page tables, and the QEMU exit device. Each unsafe block
-//! carries a `// SAFETY:` comment. The rest of the kernel calls the safe
-//! functions this module exports.
+//! APIC timer, page tables, the virtio-net NIC, and the QEMU exit device.
+//! Each unsafe block carries a `// SAFETY:` comment. The rest of the kernel
+//! calls the safe functions this module exports.
 
 pub mod apic;
 pub mod cpu;
 pub mod gdt;
+pub mod nic;
 pub mod paging;
 pub mod pod;
 pub mod serial;

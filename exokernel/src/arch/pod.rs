@@ -2,7 +2,7 @@
 //! user memory, and the boot-time views of memory the bootloader handed us
 //! (the ramdisk, the kernel heap).
 
-/// Types made only of `u64` fields, so any bytes are a valid value.
+/// Types made only of `u64` fields (or a `u64`), so any bytes are a valid value.
 pub trait Pod: Copy {
     fn zeroed() -> Self;
     fn as_bytes(&self) -> &[u8];
@@ -34,7 +34,10 @@ pod!(
     shared_abi::syscall::FrameKey,
     shared_abi::syscall::FrameInfo,
     shared_abi::start::RepossessionVector,
-    shared_abi::syscall::EnvInfo
+    shared_abi::syscall::EnvInfo,
+    shared_abi::net::RxRingHeader,
+    shared_abi::net::NetInfo,
+    u64
 );
 
 /// The ramdisk the bootloader loaded, as a byte slice.

@@ -264,6 +264,7 @@ fn main(env: &Env) -> i32 {
 
     memory_benchmarks(unit, overhead, page_fault.median());
     switch_benchmarks(unit, overhead, env.param("policy").unwrap_or("flush"));
+    demux_benchmarks(unit);
     0
 }
 
@@ -404,4 +405,37 @@ fn partner() -> i32 {
         syscall::yield_now();
     }
     0
+}
+
+/// Packet demultiplexing per packet, measured inside the kernel
+/// (`demux_bench`): the merged trie against a linear scan of the same
+/// filters, with 1 to 1000 "UDP to port N" filters installed. The trie's
+/// cost should stay flat (its 1000-filter row has the 1-filter row as floor).
+fn demux_benchmarks(unit: &str) {
+    const PACKETS: u64 = 200;
+    const SAMPLES: usize = 7;
+    let mut trie_one = 0;
+    for filters in [1u64, 10, 100, 1000] {
+        for linear in [false, true] {
+            let mut per_packet = Vec::with_capacity(SAMPLES);
+            for _ in 0..SAMPLES {
+                match shared_abi::net::demux_bench(filters, linear, PACKETS) {
+                    Ok(ticks) => per_packet.push(ticks / PACKETS),
+                    Err(error) => {
+                        println!("bench: demux_bench({}, {}): {}", filters, linear, error.name());
+                        return;
+                    }
+                }
+            }
+            per_packet.sort_unstable();
+            let sample = Sample { counts: per_packet, events: KernelStats::default() };
+            let kind = if linear { "linear" } else { "trie" };
+            let op = alloc::format!("demux_{}_{}_filters", kind, filters);
+            let floor = if !linear && filters == 1000 { Some(("demux_trie_1_filters", trie_one)) } else { None };
+            report(unit, &op, &sample, floor, None);
+            if !linear && filters == 1 {
+                trie_one = sample.median();
+            }
+        }
+    }
 }

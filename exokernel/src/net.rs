@@ -1,0 +1,309 @@
+//! The network secure binding (ABI in `shared_abi::net`): receive rings the
+//! libOSes lend, packet filters merged into one decision trie, key-checked
+//! transmit, and the polling that moves frames from the NIC into rings.
+//!
+//! * Receive by polling: on every timer interrupt and every network call
+//!   the kernel drains the NIC's receive queue; each frame is classified by
+//!   the merged trie ([`exokernel::filter::Demux`]) and copied into the
+//!   owning environment's ring through the checked user-memory path. The
+//!   ring header is the libOS's memory, so the kernel keeps `head`,
+//!   `slot_count` and `dropped` itself and only *reads* `tail`; a `tail`
+//!   that makes no sense (ahead of `head`, or more than a ring behind) drops
+//!   the packet. A ring page the libOS unmapped also drops it.
+//! * After a delivery, an environment that registered an interrupt entry is
+//!   owed one `Interrupt` upcall with vector `NET_RX`; it is delivered when
+//!   the environment next runs its ordinary code (not while it is inside an
+//!   upcall handler or a protected-entry activation), at a context switch
+//!   or at a timer tick (before that tick's slot-end upcall, which then
+//!   nests above it). Several deliveries before that make one upcall.
+//! * No NIC (QEMU started without virtio-net): the kernel runs as usual,
+//!   `net_info` reports MAC 0, `demux_bench` works, and the other network
+//!   calls answer `InvalidArgument`.
+//! * When an environment ends, its filters and ring go with it.
+
+use crate::arch::nic::Nic;
+use crate::arch::trap::TrapFrame;
+use crate::kernel::{bump, Kernel, COUNTERS};
+use crate::umem::{self, UserSlice};
+use alloc::vec;
+use alloc::vec::Vec;
+use exokernel::filter::{Demux, FilterId};
+use exokernel::keys::{FrameKey, Rights};
+use shared_abi::filter::MAX_ENCODED_LEN;
+use shared_abi::net::{NetInfo, RxRingHeader, MAX_FRAME, NET_RX, RX_RING_HEADER, RX_SLOT_SIZE};
+use shared_abi::syscall::Error;
+use shared_abi::upcall::UpcallKind;
+
+/// Largest receive ring a libOS may register.
+pub const MAX_RING_BYTES: u64 = 1 << 20;
+/// Byte offsets of the header fields the kernel reads or writes.
+const HEAD_OFFSET: u64 = 0;
+const TAIL_OFFSET: u64 = 8;
+const DROPPED_OFFSET: u64 = 24;
+
+/// One environment's registered receive ring (the kernel's own copy of
+/// what matters: the libOS may scribble on the header in its memory).
+struct Ring {
+    va: u64,
+    slot_count: u64,
+    head: u64,
+    dropped: u64,
+}
+
+/// Kernel-wide network state.
+pub struct Net {
+    nic: Option<Nic>,
+    mac: u64,
+    demux: Demux,
+    /// Secret seed of the demultiplexer's hash maps (also for benchmarks).
+    hash_seed: u64,
+    /// By environment index.
+    rings: Vec<Option<Ring>>,
+    /// By environment index: a `NET_RX` upcall is owed.
+    rx_upcall_owed: Vec<bool>,
+    counters: NetInfo,
+}
+
+impl Net {
+    pub fn new(nic: Option<Nic>, hash_seed: u64, env_count: usize) -> Net {
+        let mac = nic.as_ref().map_or(0, |nic| {
+            let mut bytes = [0u8; 8];
+            bytes[..6].copy_from_slice(&nic.mac());
+            u64::from_le_bytes(bytes)
+        });
+        Net {
+            nic,
+            mac,
+            demux: Demux::new(hash_seed),
+            hash_seed,
+            rings: (0..env_count).map(|_| None).collect(),
+            rx_upcall_owed: vec![false; env_count],
+            counters: NetInfo::default(),
+        }
+    }
+}
+
+impl Kernel {
+    fn env_id_of(&self, index: usize) -> u64 {
+        self.envs[index].id
+    }
+
+    fn require_nic(&self) -> Result<(), Error> {
+        if self.net.nic.is_some() {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument)
+        }
+    }
+
+    /// Move every frame the NIC has received into the ring of the
+    /// environment that claims it.
+    pub fn poll_net(&mut self) {
+        let Some(mut nic) = self.net.nic.take() else { return };
+        nic.drain(|frame| self.demultiplex(frame));
+        self.net.nic = Some(nic);
+    }
+
+    fn demultiplex(&mut self, frame: &[u8]) {
+        self.net.counters.rx_packets += 1;
+        let owner = self.net.demux.classify(frame).and_then(|(env_id, _)| {
+            self.envs.iter().position(|e| e.id == env_id && e.is_runnable())
+        });
+        let Some(index) = owner else {
+            self.net.counters.rx_unclaimed += 1;
+            return;
+        };
+        if self.copy_into_ring(index, frame) {
+            self.net.counters.rx_delivered += 1;
+            if self.envs[index].upcalls.interrupt_entry != 0 {
+                self.net.rx_upcall_owed[index] = true;
+            }
+        }
+    }
+
+    /// Copy `frame` into env `index`'s ring; false if it was dropped.
+    fn copy_into_ring(&mut self, index: usize, frame: &[u8]) -> bool {
+        let env = &self.envs[index];
+        let (Some(space), Some(ring)) = (env.space.as_ref(), self.net.rings[index].as_mut()) else {
+            return false;
+        };
+        let Ok(tail) = umem::read_value::<u64>(space, ring.va + TAIL_OFFSET) else {
+            return false;
+        };
+        let in_flight = ring.head.wrapping_sub(tail);
+        if in_flight >= ring.slot_count {
+            // Full (or a tail that makes no sense): drop and say so.
+            ring.dropped += 1;
+            let _ = umem::write_value(space, ring.va + DROPPED_OFFSET, &ring.dropped);
+            return false;
+        }
+        let len = frame.len().min((RX_SLOT_SIZE - 8) as usize);
+        let mut slot = [0u8; RX_SLOT_SIZE as usize];
+        slot[..4].copy_from_slice(&(len as u32).to_le_bytes());
+        slot[8..8 + len].copy_from_slice(&frame[..len]);
+        let slot_va = ring.va + RX_RING_HEADER + (ring.head % ring.slot_count) * RX_SLOT_SIZE;
+        let written = UserSlice::new(space, slot_va, 8 + len as u64, 8).and_then(|s| s.write(&slot[..8 + len]));
+        if written.is_err() {
+            return false;
+        }
+        ring.head += 1;
+        umem::write_value(space, ring.va + HEAD_OFFSET, &ring.head).is_ok()
+    }
+
+    /// Deliver the `NET_RX` upcall owed to the current environment, if it
+    /// is running its ordinary code (see the module doc).
+    pub fn deliver_net_rx(&mut self, frame: &mut TrapFrame) {
+        let index = self.current;
+        if !self.net.rx_upcall_owed.get(index).copied().unwrap_or(false) {
+            return;
+        }
+        let env = &self.envs[index];
+        let table = env.upcalls;
+        let in_handler = (table.stack_base..=table.stack_base.saturating_add(table.stack_len)).contains(&frame.rsp);
+        if !frame.from_user() || !env.is_runnable() || env.cpu.activation.is_some() || in_handler {
+            return;
+        }
+        self.net.rx_upcall_owed[index] = false;
+        let _ = self.deliver_upcall(frame, UpcallKind::Interrupt, NET_RX, 0, 0);
+    }
+
+    /// Env `index` ended: its filters and ring go.
+    pub fn net_env_ended(&mut self, index: usize) {
+        let id = self.env_id_of(index);
+        self.net.demux.remove_env(id);
+        if let Some(ring) = self.net.rings.get_mut(index) {
+            *ring = None;
+        }
+        if let Some(owed) = self.net.rx_upcall_owed.get_mut(index) {
+            *owed = false;
+        }
+    }
+
+    /// `net_rx_ring(ring_va, ring_len) -> slot_count`.
+    pub fn net_rx_ring(&mut self, ring_va: u64, ring_len: u64) -> Result<u64, Error> {
+        self.require_nic()?;
+        self.poll_net();
+        if ring_va % 4096 != 0 {
+            return Err(Error::Misaligned);
+        }
+        if ring_len < RX_RING_HEADER + RX_SLOT_SIZE || ring_len > MAX_RING_BYTES {
+            return Err(Error::BadLength);
+        }
+        let index = self.current;
+        let space = self.envs[index].space.as_ref().ok_or(Error::NoSuchEnv)?;
+        // Every page must be the caller's and writable: zero it all.
+        let zeros = [0u8; 4096];
+        let mut at = 0;
+        while at < ring_len {
+            let chunk = (ring_len - at).min(4096);
+            UserSlice::new(space, ring_va + at, chunk, 1)?.write(&zeros[..chunk as usize])?;
+            at += chunk;
+        }
+        let slot_count = (ring_len - RX_RING_HEADER) / RX_SLOT_SIZE;
+        let header = RxRingHeader { slot_count, ..Default::default() };
+        umem::write_value(space, ring_va, &header)?;
+        self.net.rings[index] = Some(Ring { va: ring_va, slot_count, head: 0, dropped: 0 });
+        Ok(slot_count)
+    }
+
+    /// `net_filter_install(filter_ptr, filter_len) -> filter_id`.
+    pub fn net_filter_install(&mut self, ptr: u64, len: u64) -> Result<u64, Error> {
+        self.require_nic()?;
+        self.poll_net();
+        if len == 0 || len > MAX_ENCODED_LEN as u64 {
+            return Err(Error::BadLength);
+        }
+        let index = self.current;
+        let space = self.envs[index].space.as_ref().ok_or(Error::NoSuchEnv)?;
+        let mut encoded = [0u8; MAX_ENCODED_LEN];
+        UserSlice::new(space, ptr, len, 1)?.read(&mut encoded[..len as usize])?;
+        let id = self.net.demux.install(self.env_id_of(index), &encoded[..len as usize])?;
+        Ok(id.raw())
+    }
+
+    /// `net_filter_remove(filter_id) -> 0`.
+    pub fn net_filter_remove(&mut self, filter_id: u64) -> Result<u64, Error> {
+        self.require_nic()?;
+        self.poll_net();
+        let env_id = self.env_id_of(self.current);
+        self.net.demux.remove(env_id, FilterId::from_raw(filter_id))?;
+        Ok(0)
+    }
+
+    /// `net_tx(key_lo, key_hi, offset, len) -> len`.
+    pub fn net_tx(&mut self, lo: u64, hi: u64, offset: u64, len: u64) -> Result<u64, Error> {
+        self.require_nic()?;
+        if len == 0 || len > MAX_FRAME {
+            return Err(Error::BadLength);
+        }
+        if offset.checked_add(len).is_none_or(|end| end > 4096) {
+            return Err(Error::InvalidArgument);
+        }
+        bump(&COUNTERS.key_checks);
+        let env_id = self.env_id_of(self.current);
+        let info = self.vm.table.check(FrameKey { handle: lo, mac: hi }, env_id, Rights::READ)?;
+        let sent = self.net.nic.as_mut().is_some_and(|nic| nic.transmit_from_frame(info.frame * 4096, offset, len as usize));
+        self.poll_net();
+        if !sent {
+            return Err(Error::Again);
+        }
+        self.net.counters.tx_packets += 1;
+        Ok(len)
+    }
+
+    /// `net_info(out_ptr) -> 0`.
+    pub fn net_info(&mut self, out: u64) -> Result<u64, Error> {
+        self.poll_net();
+        let info = NetInfo { mac: self.net.mac, filters: self.net.demux.len() as u64, ..self.net.counters };
+        let space = self.envs[self.current].space.as_ref().ok_or(Error::NoSuchEnv)?;
+        umem::write_value(space, out, &info)?;
+        Ok(0)
+    }
+
+    /// `demux_bench(filter_count, linear, packets) -> tsc_ticks`: a private
+    /// demultiplexer with `filter_count` "UDP to port N" filters; time
+    /// classifying a packet for the last-installed one `packets` times.
+    pub fn demux_bench(&mut self, filter_count: u64, linear: u64, packets: u64) -> Result<u64, Error> {
+        if !(1..=1000).contains(&filter_count) || !(1..=100_000).contains(&packets) || linear > 1 {
+            return Err(Error::InvalidArgument);
+        }
+        self.poll_net();
+        const FIRST_PORT: u16 = 10_000;
+        let mut demux = Demux::new(self.net.hash_seed ^ 0x6265_6e63_68);
+        for n in 0..filter_count as u16 {
+            let filter = shared_abi::filter::Filter::udp_dst_port(FIRST_PORT + n).encode();
+            demux.install(1, &filter).map_err(|_| Error::NoMemory)?;
+        }
+        let packet = synthetic_udp(FIRST_PORT + filter_count as u16 - 1);
+        let expected = if linear == 1 { demux.classify_linear(&packet) } else { demux.classify(&packet) };
+        if expected.is_none() {
+            return Err(Error::InvalidArgument);
+        }
+        let start = crate::arch::cpu::rdtsc();
+        for _ in 0..packets {
+            let packet = core::hint::black_box(&packet[..]);
+            let answer = if linear == 1 { demux.classify_linear(packet) } else { demux.classify(packet) };
+            core::hint::black_box(answer);
+        }
+        Ok(crate::arch::cpu::rdtsc() - start)
+    }
+}
+
+/// A minimal Ethernet + IPv4 + UDP frame to `dst_port` (checksums zero:
+/// filters do not look at them).
+fn synthetic_udp(dst_port: u16) -> [u8; 60] {
+    let mut frame = [0u8; 60];
+    frame[0..6].copy_from_slice(&[0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
+    frame[6..12].copy_from_slice(&[0x52, 0x55, 0x0a, 0x00, 0x02, 0x02]);
+    frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    frame[14] = 0x45;
+    frame[16..18].copy_from_slice(&46u16.to_be_bytes());
+    frame[22] = 64;
+    frame[23] = 17;
+    frame[26..30].copy_from_slice(&[10, 0, 2, 2]);
+    frame[30..34].copy_from_slice(&[10, 0, 2, 15]);
+    frame[34..36].copy_from_slice(&40000u16.to_be_bytes());
+    frame[36..38].copy_from_slice(&dst_port.to_be_bytes());
+    frame[38..40].copy_from_slice(&26u16.to_be_bytes());
+    frame
+}
