@@ -24,7 +24,10 @@ fn touching_kernel_memory_ends_only_the_offender() {
 
 #[test]
 fn garbage_to_every_syscall_gets_error_codes() {
-    let outcome = boot("garbage", 60);
+    // With a NIC, so the network calls reach their argument checks.
+    let ports = xtask::free_net_ports(0, 0);
+    let options = RunOptions { timeout: std::time::Duration::from_secs(60), net: Some(ports), ..RunOptions::default() };
+    let outcome = boot_with("garbage", options);
     assert_success(&outcome);
     let lines: Vec<&str> = outcome.env_lines("hostile").collect();
     assert!(!lines.iter().any(|l| l.contains("UNEXPECTED")), "an attack succeeded");
@@ -61,11 +64,18 @@ fn garbage_to_every_syscall_gets_error_codes() {
         ("pct-reply-without-call", "invalid-argument"),
         ("env-info-kernel-ptr", "bad-address"),
         ("env-info-null", "bad-address"),
+        ("net-info-kernel-ptr", "bad-address"),
+        ("demux-bench-no-filters", "invalid-argument"),
+        ("demux-bench-huge", "invalid-argument"),
+        ("net-rx-ring-kernel", "bad-address"),
+        ("net-filter-garbage", "invalid-argument"),
+        ("net-filter-remove-garbage", "invalid-argument"),
+        ("net-tx-forged-key", "bad-key"),
     ] {
         let expected = format!("attack {attack} -> {error}");
         assert!(lines.contains(&expected.as_str()), "missing: {expected}");
     }
-    assert!(lines.iter().any(|l| l.starts_with("garbage: 40 of 40 attacks refused, kernel still answers: true")));
+    assert!(lines.iter().any(|l| l.starts_with("garbage: 47 of 47 attacks refused, kernel still answers: true")));
     assert_exited(&outcome, "hostile", 0);
     assert_exited(&outcome, "gc", 0);
     // The runtime's panic handler reports and ends the env with code 101.

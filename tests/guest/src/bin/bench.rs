@@ -203,14 +203,7 @@ fn main(env: &Env) -> i32 {
     set_handler(UpcallKind::Exception, on_exception).expect("register exception handler");
     set_handler(UpcallKind::PageFault, on_page_fault).expect("register page-fault handler");
 
-    let overhead = (0..50)
-        .map(|_| {
-            let t0 = rdtsc();
-            let t1 = rdtsc();
-            t1 - t0
-        })
-        .min()
-        .unwrap_or(0);
+    let overhead = rdtsc_overhead();
     println!("bench: rdtsc pair overhead {} (subtracted)", overhead);
 
     let bare_syscall = measure(overhead, || {
@@ -369,17 +362,22 @@ fn switch_benchmarks(unit: &str, overhead: u64, policy: &str) {
     }
 }
 
-/// Only the switch benchmarks (for boots with another TLB policy).
-fn switch_only(env: &Env) -> i32 {
-    let unit = env.param("unit").unwrap_or("tsc-ticks");
-    let overhead = (0..50)
+/// The cost of the two `rdtsc`s around every measurement (subtracted).
+fn rdtsc_overhead() -> u64 {
+    (0..50)
         .map(|_| {
             let t0 = rdtsc();
             let t1 = rdtsc();
             t1 - t0
         })
         .min()
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+/// Only the switch benchmarks (for boots with another TLB policy).
+fn switch_only(env: &Env) -> i32 {
+    let unit = env.param("unit").unwrap_or("tsc-ticks");
+    let overhead = rdtsc_overhead();
     set_handler(UpcallKind::PageFault, on_page_fault).expect("register page-fault handler");
     let policy = env.param("policy").unwrap_or("?");
     switch_benchmarks(unit, overhead, policy);

@@ -139,6 +139,13 @@ fn garbage() -> i32 {
         Attack { name: "pct-reply-without-call", number: nr::PCT_REPLY, args: [1, 2, 3, 4, 0, 0] },
         Attack { name: "env-info-kernel-ptr", number: nr::ENV_INFO, args: [KERNEL_ADDR, 0, 0, 0, 0, 0] },
         Attack { name: "env-info-null", number: nr::ENV_INFO, args: [0, 0, 0, 0, 0, 0] },
+        Attack { name: "net-info-kernel-ptr", number: shared_abi::net::nr::NET_INFO, args: [KERNEL_ADDR, 0, 0, 0, 0, 0] },
+        Attack { name: "demux-bench-no-filters", number: shared_abi::net::nr::DEMUX_BENCH, args: [0, 0, 10, 0, 0, 0] },
+        Attack { name: "demux-bench-huge", number: shared_abi::net::nr::DEMUX_BENCH, args: [u64::MAX, 1, u64::MAX, 0, 0, 0] },
+        Attack { name: "net-rx-ring-kernel", number: shared_abi::net::nr::NET_RX_RING, args: [KERNEL_ADDR, 1 << 20, 0, 0, 0, 0] },
+        Attack { name: "net-filter-garbage", number: shared_abi::net::nr::NET_FILTER_INSTALL, args: [heap.as_ptr() as u64, 64, 0, 0, 0, 0] },
+        Attack { name: "net-filter-remove-garbage", number: shared_abi::net::nr::NET_FILTER_REMOVE, args: [u64::MAX, 0, 0, 0, 0, 0] },
+        Attack { name: "net-tx-forged-key", number: shared_abi::net::nr::NET_TX, args: [1, 2, 0, 64, 0, 0] },
     ];
     let mut refused = 0;
     for attack in &attacks {
