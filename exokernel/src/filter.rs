@@ -163,22 +163,9 @@ impl FilterId {
 /// Why a filter was refused, or a removal failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FilterError {
-    /// The encoding is longer than `MAX_ENCODED_LEN`.
-    TooLong,
-    /// More than [`MAX_ATOMS`] atoms.
-    TooManyAtoms,
-    /// Shorter than its header or than the atoms it announces.
-    Truncated,
-    /// Bytes after the last atom.
-    TrailingBytes,
-    /// An encoding version the kernel does not know.
-    BadVersion,
-    /// A reserved byte is not zero.
-    ReservedNonZero,
-    /// An atom kind the kernel does not know.
-    UnknownKind,
-    /// A width other than 1, 2 or 4.
-    BadWidth,
+    /// The bytes are not a filter encoding (the ABI decoder's verdict:
+    /// oversize, truncated, bad version, unknown kind, bad width...).
+    Decode(DecodeError),
     /// No atoms: a filter must test something.
     Empty,
     /// A field reaches past [`MAX_FRAME_LEN`] bytes from the base.
@@ -204,16 +191,7 @@ pub enum FilterError {
 
 impl From<DecodeError> for FilterError {
     fn from(error: DecodeError) -> FilterError {
-        match error {
-            DecodeError::TooLong => FilterError::TooLong,
-            DecodeError::TooManyAtoms => FilterError::TooManyAtoms,
-            DecodeError::Truncated => FilterError::Truncated,
-            DecodeError::TrailingBytes => FilterError::TrailingBytes,
-            DecodeError::BadVersion => FilterError::BadVersion,
-            DecodeError::ReservedNonZero => FilterError::ReservedNonZero,
-            DecodeError::UnknownKind => FilterError::UnknownKind,
-            DecodeError::BadWidth => FilterError::BadWidth,
-        }
+        FilterError::Decode(error)
     }
 }
 
@@ -223,13 +201,8 @@ impl From<DecodeError> for FilterError {
 impl From<FilterError> for Error {
     fn from(error: FilterError) -> Error {
         match error {
-            FilterError::TooLong | FilterError::TooManyAtoms => Error::BadLength,
-            FilterError::Truncated
-            | FilterError::TrailingBytes
-            | FilterError::BadVersion
-            | FilterError::ReservedNonZero
-            | FilterError::UnknownKind
-            | FilterError::BadWidth
+            FilterError::Decode(DecodeError::TooLong | DecodeError::TooManyAtoms) => Error::BadLength,
+            FilterError::Decode(_)
             | FilterError::Empty
             | FilterError::OffsetOutOfRange
             | FilterError::MaskWiderThanWidth
@@ -309,7 +282,7 @@ pub fn verify(encoded: &[u8]) -> Result<Verified, FilterError> {
 /// Verify decoded atoms (the value rules of the module doc).
 pub fn verify_atoms(atoms: &[Atom]) -> Result<Verified, FilterError> {
     if atoms.len() > MAX_ATOMS {
-        return Err(FilterError::TooManyAtoms);
+        return Err(FilterError::Decode(DecodeError::TooManyAtoms));
     }
     if atoms.is_empty() {
         return Err(FilterError::Empty);
@@ -1257,33 +1230,33 @@ mod tests {
 
         // Oversize: BadLength.
         let too_many = encode(vec![byte(0, 0xff, 1); MAX_ATOMS + 1]);
-        assert_eq!(verify(&too_many), Err(FilterError::TooLong));
+        assert_eq!(verify(&too_many), Err(FilterError::Decode(DecodeError::TooLong)));
         let mut count_only = good[..HEADER_LEN].to_vec();
         count_only[2] = MAX_ATOMS as u8 + 1;
-        assert_eq!(verify(&count_only), Err(FilterError::TooManyAtoms));
-        assert_eq!(verify(&vec![0; MAX_ENCODED_LEN + 1]), Err(FilterError::TooLong));
+        assert_eq!(verify(&count_only), Err(FilterError::Decode(DecodeError::TooManyAtoms)));
+        assert_eq!(verify(&vec![0; MAX_ENCODED_LEN + 1]), Err(FilterError::Decode(DecodeError::TooLong)));
         assert!(verify(&encode(vec![byte(0, 0xff, 1); MAX_ATOMS])).is_ok(), "32 atoms are allowed");
-        assert_eq!(verify_atoms(&vec![byte(0, 0xff, 1); MAX_ATOMS + 1]), Err(FilterError::TooManyAtoms));
+        assert_eq!(verify_atoms(&vec![byte(0, 0xff, 1); MAX_ATOMS + 1]), Err(FilterError::Decode(DecodeError::TooManyAtoms)));
 
         // Malformed encodings: InvalidArgument.
-        assert_eq!(verify(&good[..5]), Err(FilterError::Truncated));
-        assert_eq!(verify(&good[..good.len() - ATOM_LEN / 2]), Err(FilterError::Truncated));
-        assert_eq!(verify(&[good.as_slice(), &[0]].concat()), Err(FilterError::TrailingBytes));
+        assert_eq!(verify(&good[..5]), Err(FilterError::Decode(DecodeError::Truncated)));
+        assert_eq!(verify(&good[..good.len() - ATOM_LEN / 2]), Err(FilterError::Decode(DecodeError::Truncated)));
+        assert_eq!(verify(&[good.as_slice(), &[0]].concat()), Err(FilterError::Decode(DecodeError::TrailingBytes)));
         let mut version = good.clone();
         version[0] = 0;
-        assert_eq!(verify(&version), Err(FilterError::BadVersion));
+        assert_eq!(verify(&version), Err(FilterError::Decode(DecodeError::BadVersion)));
         let mut reserved = good.clone();
         reserved[5] = 1;
-        assert_eq!(verify(&reserved), Err(FilterError::ReservedNonZero));
+        assert_eq!(verify(&reserved), Err(FilterError::Decode(DecodeError::ReservedNonZero)));
         for kind in [0u8, 3, 0xff] {
             let mut unknown = good.clone();
             unknown[HEADER_LEN + ATOM_LEN] = kind;
-            assert_eq!(verify(&unknown), Err(FilterError::UnknownKind), "kind {kind}");
+            assert_eq!(verify(&unknown), Err(FilterError::Decode(DecodeError::UnknownKind)), "kind {kind}");
         }
         for width in [0u8, 3, 8] {
             let mut bad = good.clone();
             bad[HEADER_LEN + 1] = width;
-            assert_eq!(verify(&bad), Err(FilterError::BadWidth), "width {width}");
+            assert_eq!(verify(&bad), Err(FilterError::Decode(DecodeError::BadWidth)), "width {width}");
         }
         assert_eq!(verify(&Filter::new().encode()), Err(FilterError::Empty));
 
@@ -1316,16 +1289,16 @@ mod tests {
 
     #[test]
     fn errors_map_to_abi_codes() {
-        for oversize in [FilterError::TooLong, FilterError::TooManyAtoms] {
+        for oversize in [FilterError::Decode(DecodeError::TooLong), FilterError::Decode(DecodeError::TooManyAtoms)] {
             assert_eq!(Error::from(oversize), Error::BadLength);
         }
         let malformed = [
-            FilterError::Truncated,
-            FilterError::TrailingBytes,
-            FilterError::BadVersion,
-            FilterError::ReservedNonZero,
-            FilterError::UnknownKind,
-            FilterError::BadWidth,
+            FilterError::Decode(DecodeError::Truncated),
+            FilterError::Decode(DecodeError::TrailingBytes),
+            FilterError::Decode(DecodeError::BadVersion),
+            FilterError::Decode(DecodeError::ReservedNonZero),
+            FilterError::Decode(DecodeError::UnknownKind),
+            FilterError::Decode(DecodeError::BadWidth),
             FilterError::Empty,
             FilterError::OffsetOutOfRange,
             FilterError::MaskWiderThanWidth,

@@ -171,14 +171,20 @@ impl Kernel {
         }
     }
 
-    /// Put a mapping into one of env `index`'s TLB slots (and its page
-    /// table), evicting the oldest ordinary slot if they are all taken.
-    fn install(&mut self, index: usize, va: u64, frame_pa: u64, writable: bool, guaranteed: bool) -> Result<u64, Error> {
-        let evicted = self.envs[index].mem.slots.insert(va, frame_pa, writable, guaranteed).map_err(from_slot_error)?;
+    /// A slot the slot set pushed out: its page-table entry goes (it stays
+    /// in the software TLB).
+    fn evicted(&mut self, index: usize, evicted: Option<Slot>) {
         if let Some(old) = evicted {
             self.drop_pte(index, old.va_page << 12);
             bump(&COUNTERS.slot_evictions);
         }
+    }
+
+    /// Put a mapping into one of env `index`'s TLB slots (and its page
+    /// table), evicting the oldest ordinary slot if they are all taken.
+    fn install(&mut self, index: usize, va: u64, frame_pa: u64, writable: bool, guaranteed: bool) -> Result<u64, Error> {
+        let evicted = self.envs[index].mem.slots.insert(va, frame_pa, writable, guaranteed).map_err(from_slot_error)?;
+        self.evicted(index, evicted);
         let loaded = self.is_loaded(index);
         let space = self.envs[index].space.as_mut().ok_or(Error::NoSuchEnv)?;
         let pte_pa = match space.map_replace(va, frame_pa, page_flags(writable), &mut memory::alloc_frame) {
@@ -442,10 +448,7 @@ impl Kernel {
             return self.install(index, va, entry.frame_pa, entry.writable, on).map(|_| 0);
         }
         let evicted = self.envs[index].mem.slots.set_guaranteed(va, on).map_err(from_slot_error)?;
-        if let Some(old) = evicted {
-            self.drop_pte(index, old.va_page << 12);
-            bump(&COUNTERS.slot_evictions);
-        }
+        self.evicted(index, evicted);
         Ok(0)
     }
 
@@ -487,12 +490,7 @@ impl Kernel {
         if entry.pte_pa != 0 {
             // The page-table entry is known: account the slot and write it.
             match self.envs[index].mem.slots.insert(page, entry.frame_pa, entry.writable, false) {
-                Ok(evicted) => {
-                    if let Some(old) = evicted {
-                        self.drop_pte(index, old.va_page << 12);
-                        bump(&COUNTERS.slot_evictions);
-                    }
-                }
+                Ok(evicted) => self.evicted(index, evicted),
                 Err(_) => return false,
             }
             // A not-present fault: no stale TLB entry to flush.

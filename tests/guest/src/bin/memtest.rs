@@ -11,6 +11,7 @@
 
 extern crate alloc;
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use shared_abi::println;
 use shared_abi::rt::{set_handler, Env};
 use shared_abi::start::{RepossessionVector, DYNAMIC_BASE, REPOSSESSION_ADDR};
@@ -68,39 +69,32 @@ fn expect_err<T>(what: &str, result: Result<T, Error>, want: Error) -> Result<()
     }
 }
 
-static mut LAST_FAULT: u64 = 0;
-static mut FAULTS: u64 = 0;
+static LAST_FAULT: AtomicU64 = AtomicU64::new(0);
+static FAULTS: AtomicU64 = AtomicU64::new(0);
 
 /// Page-fault handler for probes: record the fault and skip the probing
 /// instruction (the 4-byte `mov [r12], r13` or `mov r13, [r12]`).
 fn on_probe_fault(frame: &mut UpcallFrame) {
-    // SAFETY: single-threaded libOS; the handler runs between instructions.
-    unsafe {
-        LAST_FAULT = frame.fault_addr;
-        FAULTS += 1;
-    }
+    LAST_FAULT.store(frame.fault_addr, Ordering::Relaxed);
+    FAULTS.fetch_add(1, Ordering::Relaxed);
     frame.rip += 4;
 }
 
 /// Write `value` at `va`; false if it faulted.
 fn probe_write(va: u64, value: u64) -> bool {
-    // SAFETY: single-threaded; the handler counts faults.
-    let before = unsafe { FAULTS };
+    let before = FAULTS.load(Ordering::Relaxed);
     // SAFETY: a fault is caught by `on_probe_fault`, which skips the 4-byte instruction.
     unsafe { core::arch::asm!("mov qword ptr [r12 + 0], r13", in("r12") va, in("r13") value, options(nostack)) };
-    // SAFETY: as above.
-    unsafe { FAULTS == before }
+    FAULTS.load(Ordering::Relaxed) == before
 }
 
 /// Read the word at `va`, or None if it faulted.
 fn probe_read(va: u64) -> Option<u64> {
-    // SAFETY: as for `probe_write`.
-    let before = unsafe { FAULTS };
+    let before = FAULTS.load(Ordering::Relaxed);
     let value: u64;
     // SAFETY: a fault is caught by `on_probe_fault`, which skips the 4-byte instruction.
     unsafe { core::arch::asm!("mov r13, qword ptr [r12 + 0]", in("r12") va, out("r13") value, options(nostack)) };
-    // SAFETY: as above.
-    if unsafe { FAULTS == before } { Some(value) } else { None }
+    if FAULTS.load(Ordering::Relaxed) == before { Some(value) } else { None }
 }
 
 fn keys(env: &Env) -> Result<(), &'static str> {
@@ -145,7 +139,7 @@ fn keys(env: &Env) -> Result<(), &'static str> {
     if probe_write(va + PAGE, 1) {
         return Err("wrote through a read-only share");
     }
-    println!("check write-through-read-only-share -> faulted at {:#x}", unsafe { LAST_FAULT });
+    println!("check write-through-read-only-share -> faulted at {:#x}", LAST_FAULT.load(Ordering::Relaxed));
     expect_err("share-with-more-rights", syscall::frame_share(read_only, env.id, rights::ALL), Error::PermissionDenied)?;
 
     // Mapping rules.
@@ -200,8 +194,7 @@ fn stlb(env: &Env) -> Result<(), &'static str> {
         }
     }
     let before = syscall::stats().map_err(|_| "stats")?;
-    // SAFETY: single-threaded.
-    let faults_before = unsafe { FAULTS };
+    let faults_before = FAULTS.load(Ordering::Relaxed);
     for i in 0..pages {
         if probe_read(DYNAMIC_BASE + i * PAGE) != Some(i) {
             return Err("page lost its contents");
@@ -217,7 +210,7 @@ fn stlb(env: &Env) -> Result<(), &'static str> {
         env.tlb_slots,
         after.stlb_hits - before.stlb_hits,
         after.upcalls - before.upcalls,
-        unsafe { FAULTS } - faults_before,
+        FAULTS.load(Ordering::Relaxed) - faults_before,
         in_slots
     );
     if after.stlb_hits - before.stlb_hits < pages - env.tlb_slots || after.upcalls != before.upcalls {
