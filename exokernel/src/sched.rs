@@ -380,6 +380,11 @@ impl Kernel {
             slot_ticks: self.slot_ticks,
             save_bound_ticks: self.save_bound_ticks,
             slot_position: self.slot_pos as u64,
+            kmem_used: self.envs[index].mem.kmem.used() as u64,
+            kmem_limit: self.envs[index].mem.kmem.limit() as u64,
+            frames_charged: self.envs[index].mem.charged_frames(),
+            page_table_frames: self.envs[index].mem.page_table_frames,
+            quota_frames: self.envs[index].mem.quota_frames,
         };
         let space = self.envs[index].space.as_ref().ok_or(Error::NoSuchEnv)?;
         umem::write_value(space, out, &info)?;

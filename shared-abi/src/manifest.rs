@@ -13,6 +13,7 @@
 //! tlb_policy = flush      # context switch: flush, pcid (falls back to flush where absent), stlb
 //! frame_pool_kib = 8192   # frames libOSes can allocate with keys (frame_alloc)
 //! revoke_deadline_us = 20000  # time a libOS has to answer a repossession request
+//! benchmarks = false      # true: the benchmark-only calls (key_bench, demux_bench) answer
 //!
 //! [env]                   # one section per environment, booted in this order
 //! name = unix             # console prefix; at most 16 characters
@@ -21,6 +22,7 @@
 //! quota_kib = 1024        # pool frames it may hold for sure (it may borrow more)
 //! tlb_slots = 64          # ordinary mappings the hardware sees at once
 //! slots = 2               # time slots it owns from boot (default 1)
+//! kmem_kib = 256          # kernel-memory budget: grants, mappings, filters it causes
 //! args = demo             # passed to the libOS
 //! pager = clock           # any other key is libOS policy: passed on untouched
 //! ```
@@ -38,6 +40,10 @@ pub const MAX_NAME_LEN: usize = 16;
 pub const MAX_ENVS: usize = 16;
 /// Largest heap one environment may ask for at boot.
 pub const MAX_MEMORY_KIB: u64 = 64 * 1024;
+/// Default kernel-memory budget of an environment (`kmem_kib`).
+pub const DEFAULT_KMEM_KIB: u64 = 256;
+/// Largest kernel-memory budget one environment may be given.
+pub const MAX_KMEM_KIB: u64 = 4096;
 
 /// Kernel log level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -104,6 +110,10 @@ pub struct EnvSpec {
     pub tlb_slots: u64,
     /// Time slots owned from boot.
     pub slots: u64,
+    /// Kernel-memory budget: the kernel heap this environment may cause
+    /// the kernel to allocate (grant-table entries, reverse-map entries,
+    /// packet filters), in KiB.
+    pub kmem_kib: u64,
     /// Keys the kernel does not interpret, in manifest order.
     pub params: Vec<(String, String)>,
 }
@@ -128,6 +138,9 @@ pub struct Manifest {
     pub slot_count: u64,
     /// End-of-slot save bound (0: a tenth of `quantum_us`).
     pub save_bound_us: u64,
+    /// Whether the benchmark-only calls (`key_bench`, `demux_bench`)
+    /// answer; outside benchmark scenarios they are refused.
+    pub benchmarks: bool,
     pub envs: Vec<EnvSpec>,
 }
 
@@ -164,6 +177,7 @@ impl Manifest {
             revoke_deadline_us: 20_000,
             slot_count: 0,
             save_bound_us: 0,
+            benchmarks: false,
             envs: Vec::new(),
         };
         let mut current: Option<EnvSpec> = None;
@@ -188,6 +202,7 @@ impl Manifest {
                     quota_kib: 1024,
                     tlb_slots: 64,
                     slots: 1,
+                    kmem_kib: DEFAULT_KMEM_KIB,
                     params: Vec::new(),
                 });
                 continue;
@@ -239,6 +254,9 @@ impl Manifest {
                             return Err(err("save_bound_us out of range"));
                         }
                     }
+                    "benchmarks" => {
+                        manifest.benchmarks = parse_bool(value).ok_or(err("expected true or false"))?
+                    }
                     _ => return Err(err("unknown global key")),
                 },
                 Some(env) => match key {
@@ -267,6 +285,12 @@ impl Manifest {
                         env.slots = value.parse().map_err(|_| err("expected a number"))?;
                         if env.slots > 256 {
                             return Err(err("slots must lie in 0..=256"));
+                        }
+                    }
+                    "kmem_kib" => {
+                        env.kmem_kib = value.parse().map_err(|_| err("expected a number"))?;
+                        if !(16..=MAX_KMEM_KIB).contains(&env.kmem_kib) {
+                            return Err(err("kmem_kib must lie in 16..=4096"));
                         }
                     }
                     _ => {
@@ -343,6 +367,8 @@ mod tests {
             ("[env]\nname=a\nprogram=b\nk=1\nk=2", "duplicate key"),
             ("tlb_policy = magic\n[env]\nname=a\nprogram=b", "tlb_policy: flush, pcid or stlb"),
             ("[env]\nname=a\nprogram=b\ntlb_slots=0", "tlb_slots must lie in 1..=4096"),
+            ("[env]\nname=a\nprogram=b\nkmem_kib=1", "kmem_kib must lie in 16..=4096"),
+            ("benchmarks = maybe\n[env]\nname=a\nprogram=b", "expected true or false"),
         ];
         for (text, message) in cases {
             assert_eq!(Manifest::parse(text).unwrap_err().message, message, "{text:?}");

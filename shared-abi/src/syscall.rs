@@ -138,6 +138,15 @@ pub struct EnvInfo {
     pub save_bound_ticks: u64,
     /// The slot position running now.
     pub slot_position: u64,
+    /// Kernel memory (bytes) this environment has caused the kernel to
+    /// allocate (grants, reverse-map entries, filters), and its budget.
+    pub kmem_used: u64,
+    pub kmem_limit: u64,
+    /// Pool frames charged to it: frames held under keys plus page-table
+    /// frames the kernel built for its mappings; and its quota (frames).
+    pub frames_charged: u64,
+    pub page_table_frames: u64,
+    pub quota_frames: u64,
 }
 
 /// What `frame_query` reports.
