@@ -29,10 +29,6 @@ pub struct Env {
     /// Registers to resume with when it next runs.
     pub frame: TrapFrame,
     pub upcalls: UpcallTable,
-    /// Translation of the upcall-stack page last written: (page va, frame).
-    /// Every call that changes this environment's mappings, and
-    /// `set_upcalls`, must clear it.
-    pub upcall_page: Option<(u64, u64)>,
     /// Fast-upcall state (entries and a validated upcall stack) for the
     /// exception stub, when the upcall stack qualifies.
     pub fast: Option<(u64, u64, u64, u64)>,

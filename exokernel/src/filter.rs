@@ -651,6 +651,14 @@ impl Demux {
         self.nodes.len() - self.free_nodes.len()
     }
 
+    /// Drop the storage of an empty demultiplexer (every environment has
+    /// ended): retired slots and freed nodes keep their memory otherwise.
+    pub fn retire(&mut self) {
+        if self.live == 0 {
+            *self = Demux::with_filters_per_env(self.hash_seed, self.max_filters_per_env);
+        }
+    }
+
     /// Filters `env` has installed.
     pub fn filters_of(&self, env: EnvId) -> usize {
         self.filters_per_env.get(&env).copied().unwrap_or(0)

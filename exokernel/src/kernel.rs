@@ -4,9 +4,10 @@
 
 use crate::arch::paging::{AddressSpace, Flags};
 use crate::arch::trap::{self, TrapFrame};
-use crate::arch::{self, apic, cpu};
+use crate::arch::{self, apic, cpu, memory};
 use crate::env::{Env, EnvState};
-use crate::{loader, logger, memory, umem};
+use crate::umem::Pod;
+use crate::{loader, logger};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -17,6 +18,7 @@ use shared_abi::exit::Verdict;
 use shared_abi::manifest::Manifest;
 use shared_abi::syscall::KernelStats;
 use shared_abi::upcall::{UpcallFrame, UpcallKind, FRAME_SIZE};
+use exokernel::kmem;
 use crate::vm::EnvMemory;
 use shared_abi::manifest::TlbPolicy;
 use spin::Mutex;
@@ -136,6 +138,11 @@ pub struct Kernel {
     /// Free frames before any environment was built: once all have ended
     /// and been reclaimed, the count must be back to this.
     pub frames_at_boot: u64,
+    /// Kernel heap in use before any environment was built: the same
+    /// invariant for kernel memory.
+    pub heap_at_boot: u64,
+    /// The manifest allows the benchmark-only calls.
+    pub benchmarks: bool,
     /// The network binding: NIC, filters, receive rings.
     pub net: crate::net::Net,
 }
@@ -170,7 +177,7 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
         .map(|slot| 0xffff_0000_0000_0000 | (slot << 39))
         .find(|&va| kernel_space.top_level_free(va))
         .expect("a free top-level slot for the APIC window");
-    apic::init(&mut kernel_space, window, &mut memory::alloc_frame);
+    apic::init(&mut kernel_space, window);
     let tsc_hz = apic::calibrate();
     // The NIC (if QEMU has one) maps its registers into a kernel window of
     // its own, before environments copy the kernel half of the page tables.
@@ -205,6 +212,14 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
     let secret = boot_secret();
     let net_seed = crate::vm::derive_secret(&[&secret[..], b"demux"].concat());
     let net = crate::net::Net::new(nic, u64::from_le_bytes(net_seed[..8].try_into().expect("8 bytes")), manifest.envs.len());
+    let (_, heap_free) = memory::heap_usage();
+    let budgets = manifest.envs.iter().map(|e| e.kmem_kib * 1024);
+    if !kmem::budgets_fit(budgets, heap_free) {
+        panic!(
+            "boot manifest: the environments' kernel-memory budgets (kmem_kib) exceed half of the {} KiB of free kernel heap",
+            heap_free / 1024
+        );
+    }
     let vm = crate::vm::Vm {
         table: exokernel::keys::FrameTable::new(secret),
         pool_frames: manifest.frame_pool_kib / 4,
@@ -220,6 +235,7 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
         manifest.revoke_deadline_us
     );
     let count = manifest.envs.len() as u64;
+    let heap_at_boot = memory::heap_usage().0;
     let mut envs = Vec::new();
     for (index, spec) in manifest.envs.iter().enumerate() {
         let id = index as u64 + 1;
@@ -230,10 +246,9 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
             space: None,
             frame: TrapFrame::default(),
             upcalls: Default::default(),
-            upcall_page: None,
             fast: None,
             line: Vec::new(),
-            mem: EnvMemory::new(spec.quota_kib / 4, spec.tlb_slots, 0),
+            mem: EnvMemory::new(spec.quota_kib / 4, spec.tlb_slots, spec.kmem_kib * 1024),
             cpu: Default::default(),
         };
         let built = match archive.find(&spec.program) {
@@ -244,8 +259,6 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
             Ok((space, entry)) => {
                 log::debug!("env {} {}: {} loaded, entry {:#x}", id, spec.name, spec.program, entry);
                 env.frame = TrapFrame::new_user(entry, shared_abi::start::STACK_TOP, shared_abi::start::START_INFO_ADDR);
-                env.mem.repossession_pa =
-                    space.translate(shared_abi::start::REPOSSESSION_ADDR).map(|(pa, _)| pa).expect("loader maps the repossession page");
                 env.space = Some(space);
             }
             Err((error, space)) => {
@@ -253,6 +266,7 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
                     reclaim(space);
                 }
                 env.state = EnvState::Killed(format!("not started: {:?} ({})", error, spec.program));
+                env.mem = EnvMemory::ended();
                 bump(&COUNTERS.envs_ended);
             }
         }
@@ -276,6 +290,8 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
         kernel_space,
         keep_running: manifest.keep_running,
         frames_at_boot,
+        heap_at_boot,
+        benchmarks: manifest.benchmarks,
         vm,
         slots,
         slot_pos: 0,
@@ -292,9 +308,9 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
     trap::enter_user(&frame)
 }
 
-/// Free every frame of an address space.
-fn reclaim(space: AddressSpace) {
-    space.destroy(&mut memory::free_frame, &mut memory::free_frame);
+/// Free every frame of an address space; returns how many were page tables.
+fn reclaim(space: AddressSpace) -> u64 {
+    space.destroy(&mut memory::free_frame)
 }
 
 /// Every trap but system calls.
@@ -396,19 +412,6 @@ impl Kernel {
             return Err("upcall stack exhausted");
         }
         let space = env.space.as_ref().ok_or("no address space")?;
-        let offset = at & 0xfff;
-        let page = at & !0xfff;
-        let frame_pa = match env.upcall_page {
-            Some((va, pa)) if va == page => pa,
-            _ => {
-                let (pa, flags) = space.translate(at).ok_or("upcall stack not writable")?;
-                if !flags.contains(Flags::PRESENT | Flags::USER_ACCESSIBLE | Flags::WRITABLE) {
-                    return Err("upcall stack not writable");
-                }
-                env.upcall_page = Some((page, pa));
-                pa
-            }
-        };
         let write = |out: &mut UpcallFrame| {
             out.kind = kind as u64;
             out.vector = vector;
@@ -433,14 +436,12 @@ impl Kernel {
             out.rsp = frame.rsp;
             out.rflags = frame.rflags;
         };
-        if offset as usize + FRAME_SIZE <= 4096 {
-            // One page: written in place through the physical window.
-            write(arch::paging::phys_mut::<UpcallFrame>(frame_pa + offset));
-        } else {
-            let mut upcall = UpcallFrame::default();
-            write(&mut upcall);
-            umem::write_value(space, at, &upcall).map_err(|_| "upcall stack not writable")?;
-        }
+        // Translated afresh on every delivery: no translation of the upcall
+        // stack outlives a mapping change (the stack may be in the dynamic
+        // window, where `unmap`, `frame_free` and the abort protocol move it).
+        let mut upcall = UpcallFrame::default();
+        write(&mut upcall);
+        space.write_user(at, upcall.as_bytes(), Flags::WRITABLE).map_err(|()| "upcall stack not writable")?;
         frame.rip = entry;
         frame.rsp = at;
         frame.rdi = at;
@@ -491,6 +492,13 @@ impl Kernel {
             }
             reclaim(space);
         }
+        // Its page tables went with the address space: out of the pool.
+        self.vm.pool_used -= env.mem.page_table_frames;
+        // Drop what the kernel heap held for it (slots, software TLB,
+        // queues); the record stays for the end-of-run summary.
+        env.mem = EnvMemory::ended();
+        env.line = Vec::new();
+        env.cpu.pct_queue = Default::default();
         bump(&COUNTERS.envs_ended);
     }
 
@@ -568,7 +576,52 @@ impl Kernel {
             log::info!("all environments ended; idling (keep_running)");
             cpu::idle_forever();
         }
-        arch::serial::write_fmt(format_args!("EXO-END verdict=success\n"));
-        arch::exit_qemu(Verdict::Success)
+        let verdict = if self.check_invariants() { Verdict::Success } else { Verdict::Failure };
+        let word = if verdict == Verdict::Success { "success" } else { "failure" };
+        arch::serial::write_fmt(format_args!("EXO-END verdict={}\n", word));
+        arch::exit_qemu(verdict)
+    }
+
+    /// Every environment has ended: everything they held must be back.
+    /// Free frames and kernel heap in use return to their values from
+    /// before the first environment was built, and no key, mapping, filter
+    /// or pool frame is left. Prints the `EXO-INVARIANTS` line; false if
+    /// one does not hold (the run then ends with verdict failure).
+    fn check_invariants(&mut self) -> bool {
+        let live_keys = self.vm.table.live_keys();
+        let rmap_entries = self.vm.rmap.len();
+        let pool_used = self.vm.pool_used;
+        let filters = self.net.filter_count();
+        // The state built for the environments goes: their records (the
+        // summary is printed), the slot vector, and the containers whose
+        // storage outlives their contents (the grant table keeps retired
+        // slots so that old keys stay stale; no key can be presented now),
+        // each only once it is empty, so a leak still shows.
+        drop(core::mem::take(&mut self.envs));
+        self.slots = exokernel::slotvec::SlotVector::new(0);
+        self.grace = None;
+        if live_keys == 0 {
+            self.vm.table.retire();
+        }
+        if rmap_entries == 0 {
+            // An emptied B-tree may keep its root node.
+            self.vm.rmap = exokernel::rmap::ReverseMap::new();
+        }
+        if filters == 0 {
+            self.net.retire_filters();
+        }
+        let heap_at_end = memory::heap_usage().0;
+        let frames_at_end = memory::free_frames();
+        let ok = frames_at_end == self.frames_at_boot
+            && heap_at_end == self.heap_at_boot
+            && live_keys == 0
+            && rmap_entries == 0
+            && pool_used == 0
+            && filters == 0;
+        arch::serial::write_fmt(format_args!(
+            "EXO-INVARIANTS frames_at_boot={} frames_at_end={} heap_at_boot={} heap_at_end={} live_keys={} rmap_entries={} pool_used={} filters={} ok={}\n",
+            self.frames_at_boot, frames_at_end, self.heap_at_boot, heap_at_end, live_keys, rmap_entries, pool_used, filters, ok
+        ));
+        ok
     }
 }

@@ -226,12 +226,14 @@ impl KeyMinter {
     }
 }
 
-/// One live key: the key as minted, whom it was minted for, and what it
-/// grants.
+/// One live key: the key as minted, whom it was minted for, what it
+/// grants, and which environment's kernel-memory budget pays for it (the
+/// allocator for an owner key, the sharer for a share).
 #[derive(Clone, Copy)]
 struct Grant {
     key: FrameKey,
     env: EnvId,
+    payer: EnvId,
     info: FrameInfo,
 }
 
@@ -266,6 +268,8 @@ pub struct FrameTable {
     minted: u64,
     /// Slots holding a grant.
     live: usize,
+    /// Live grants by the environment that pays for them.
+    paid: BTreeMap<EnvId, usize>,
 }
 
 impl FrameTable {
@@ -278,7 +282,25 @@ impl FrameTable {
             frames: BTreeMap::new(),
             minted: 0,
             live: 0,
+            paid: BTreeMap::new(),
         }
+    }
+
+    /// Drop the table's storage once no key is live and none can ever be
+    /// presented again (every environment has ended): the retired slots
+    /// that keep old keys stale are no longer needed.
+    pub fn retire(&mut self) {
+        debug_assert_eq!(self.live, 0);
+        self.slots = Vec::new();
+        self.free_slots = Vec::new();
+        self.frames = BTreeMap::new();
+        self.paid = BTreeMap::new();
+    }
+
+    /// Live grants `env` pays for (its owner keys and the shares it minted):
+    /// what the kernel charges to its kernel-memory budget.
+    pub fn grants_paid_by(&self, env: EnvId) -> usize {
+        self.paid.get(&env).copied().unwrap_or(0)
     }
 
     /// Number of live keys (for statistics and tests).
@@ -304,7 +326,7 @@ impl FrameTable {
         }
         let generation = self.minted;
         let info = FrameInfo { frame, rights, owner: env, generation };
-        let (owner_slot, key) = self.mint(env, info)?;
+        let (owner_slot, key) = self.mint(env, env, info)?;
         self.frames.insert(frame, FrameRecord { owner: env, owner_slot, shares: Vec::new() });
         Ok(key)
     }
@@ -369,7 +391,7 @@ impl FrameTable {
         if held.owner != from_env && !held.rights.contains(Rights::SHARE) {
             return Err(KeyError::InsufficientRights);
         }
-        let (slot, shared) = self.mint(to_env, FrameInfo { rights, ..held })?;
+        let (slot, shared) = self.mint(to_env, from_env, FrameInfo { rights, ..held })?;
         self.frames
             .get_mut(&held.frame)
             .expect("a live key's frame has a record")
@@ -403,7 +425,8 @@ impl FrameTable {
 
     /// An environment ended: free every frame it owns (returned, in
     /// ascending order, for the kernel to unmap and give back) and destroy
-    /// every key shared to it.
+    /// every key shared to it and every key it paid for (the shares it
+    /// minted die with the budget that paid for them).
     pub fn reclaim_env(&mut self, env: EnvId) -> Vec<FrameNumber> {
         let owned: Vec<FrameNumber> =
             self.frames.iter().filter(|(_, r)| r.owner == env).map(|(frame, _)| *frame).collect();
@@ -414,7 +437,7 @@ impl FrameTable {
         for record in self.frames.values_mut() {
             let slots = &self.slots;
             record.shares.retain(|&s| {
-                let held = slots[s].grant.is_some_and(|g| g.env == env);
+                let held = slots[s].grant.is_some_and(|g| g.env == env || g.payer == env);
                 if held {
                     held_by_env.push(s);
                 }
@@ -428,7 +451,7 @@ impl FrameTable {
     }
 
     /// Store a new grant in a free slot and return its slot and key.
-    fn mint(&mut self, env: EnvId, info: FrameInfo) -> Result<(usize, FrameKey), KeyError> {
+    fn mint(&mut self, env: EnvId, payer: EnvId, info: FrameInfo) -> Result<(usize, FrameKey), KeyError> {
         let slot = match self.free_slots.pop() {
             Some(slot) => slot,
             None if self.slots.len() < MAX_GRANTS => {
@@ -441,17 +464,24 @@ impl FrameTable {
         let key = FrameKey { handle, mac: self.minter.mac(handle, info.frame, env, self.minted) };
         self.minted += 1;
         self.live += 1;
-        self.slots[slot].grant = Some(Grant { key, env, info });
+        self.slots[slot].grant = Some(Grant { key, env, payer, info });
+        *self.paid.entry(payer).or_insert(0) += 1;
         Ok((slot, key))
     }
 
     /// Destroy the grant in `slot` and make the slot reusable under a new generation.
     fn vacate(&mut self, slot: usize) {
         let entry = &mut self.slots[slot];
-        if entry.grant.take().is_none() {
+        let Some(grant) = entry.grant.take() else {
             return;
-        }
+        };
         self.live -= 1;
+        if let Some(count) = self.paid.get_mut(&grant.payer) {
+            *count -= 1;
+            if *count == 0 {
+                self.paid.remove(&grant.payer);
+            }
+        }
         // A slot that held a grant has a generation below the maximum.
         entry.generation += 1;
         if entry.generation < u32::MAX {
@@ -782,6 +812,47 @@ mod tests {
         assert!(table.check(b1_to_c, C, Rights::READ).is_ok());
         assert_eq!(table.revoke(40), Ok(vec![B, C]), "A's share was dropped from the record");
         assert_eq!(table.live_keys(), 0);
+    }
+
+    #[test]
+    fn grants_are_paid_for_by_their_minter() {
+        let mut table = FrameTable::new(SECRET);
+        let a1 = table.alloc(30, A, Rights::ALL).unwrap();
+        let b1 = table.alloc(40, B, Rights::ALL).unwrap();
+        for _ in 0..5 {
+            table.share(a1, A, A, Rights::READ).unwrap();
+        }
+        let a_to_c = table.share(a1, A, C, Rights::READ).unwrap();
+        let b_to_c = table.share(b1, B, C, Rights::READ).unwrap();
+        assert_eq!(table.grants_paid_by(A), 7);
+        assert_eq!(table.grants_paid_by(B), 2);
+        assert_eq!(table.grants_paid_by(C), 0, "receiving a key costs nothing");
+        table.free(a1, A).unwrap();
+        assert_eq!(table.grants_paid_by(A), 0, "every key to a freed frame is released");
+        assert_eq!(table.check(a_to_c, C, Rights::READ), Err(KeyError::Stale));
+        assert!(table.check(b_to_c, C, Rights::READ).is_ok());
+        assert_eq!(table.live_keys(), 2);
+    }
+
+    #[test]
+    fn shares_die_with_the_environment_that_paid_for_them() {
+        let mut table = FrameTable::new(SECRET);
+        let a1 = table.alloc(30, A, Rights::ALL).unwrap();
+        let a_to_b = table.share(a1, A, B, Rights::READ | Rights::SHARE).unwrap();
+        let b_to_c = table.share(a_to_b, B, C, Rights::READ).unwrap();
+        assert_eq!(table.grants_paid_by(B), 1);
+        assert_eq!(table.reclaim_env(B), vec![]);
+        assert_eq!(table.grants_paid_by(B), 0);
+        assert_eq!(table.check(b_to_c, C, Rights::READ), Err(KeyError::Stale));
+        assert_eq!(table.check(a_to_b, B, Rights::READ), Err(KeyError::Stale));
+        assert!(table.check(a1, A, Rights::ALL).is_ok());
+        // The frame's record no longer lists the vacated slots: a reused
+        // slot is never destroyed by freeing this frame.
+        let other = table.alloc(31, A, Rights::ALL).unwrap();
+        let reused = table.share(other, A, C, Rights::READ).unwrap();
+        table.free(a1, A).unwrap();
+        assert!(table.check(reused, C, Rights::READ).is_ok());
+        assert_eq!(table.live_keys(), 2);
     }
 
     #[test]

@@ -14,6 +14,8 @@ extern crate std;
 pub mod filter;
 pub mod frames;
 pub mod keys;
+pub mod kmem;
+pub mod rmap;
 pub mod slots;
 pub mod slotvec;
 pub mod stlb;

@@ -3,7 +3,7 @@
 //! read-only start page.
 
 use crate::arch::paging::{AddressSpace, Flags, MapError};
-use crate::memory::{alloc_frame, free_frame};
+use crate::arch::memory::{alloc_frame, alloc_zeroed_frame, free_frame, Frame};
 use alloc::string::String;
 use elf::abi::{EM_X86_64, ET_EXEC, PF_W, PF_X, PT_LOAD};
 use elf::endian::LittleEndian;
@@ -31,7 +31,7 @@ impl From<MapError> for LoadError {
     }
 }
 
-fn alloc() -> Option<u64> {
+fn alloc() -> Option<Frame> {
     alloc_frame()
 }
 
@@ -47,8 +47,7 @@ fn map_zeroed(space: &mut AddressSpace, start: u64, end: u64, flags: Flags) -> R
             }
             space.set_flags(page, merged);
         } else {
-            let frame = alloc_frame().ok_or(LoadError::NoMemory)?;
-            crate::arch::paging::zero_frame(frame);
+            let frame = alloc_zeroed_frame().ok_or(LoadError::NoMemory)?.into_user();
             if let Err(e) = space.map(page, frame, flags | Flags::USER_ACCESSIBLE, &mut alloc) {
                 free_frame(frame);
                 return Err(e.into());
@@ -59,16 +58,10 @@ fn map_zeroed(space: &mut AddressSpace, start: u64, end: u64, flags: Flags) -> R
     Ok(())
 }
 
-/// Copy bytes into mapped pages of `space` (kernel-side, ignores flags).
-fn copy_in(space: &AddressSpace, mut va: u64, mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        let (frame, _) = space.translate(va).expect("page mapped by map_zeroed");
-        let offset = (va % PAGE) as usize;
-        let chunk = bytes.len().min(PAGE as usize - offset);
-        crate::arch::paging::write_frame(frame, offset, &bytes[..chunk]);
-        bytes = &bytes[chunk..];
-        va += chunk as u64;
-    }
+/// Copy bytes into pages of `space` that `map_zeroed` mapped (kernel-side:
+/// read-only pages too).
+fn copy_in(space: &AddressSpace, va: u64, bytes: &[u8]) -> Result<(), LoadError> {
+    space.write_user(va, bytes, Flags::empty()).map_err(|()| LoadError::BadElf("segment not mapped"))
 }
 
 /// Load the ELF program into `space`; returns its entry point.
@@ -100,7 +93,7 @@ pub fn load_elf(space: &mut AddressSpace, image: &[u8]) -> Result<u64, LoadError
             flags |= Flags::NO_EXECUTE;
         }
         map_zeroed(space, start, end, flags)?;
-        copy_in(space, start, data);
+        copy_in(space, start, data)?;
     }
     Ok(entry)
 }
@@ -163,7 +156,7 @@ pub fn build(
         use crate::arch::pod::Pod;
         page[..core::mem::size_of::<StartInfo>()].copy_from_slice(info.as_bytes());
         map_zeroed(&mut space, START_INFO_ADDR, START_INFO_ADDR + PAGE, Flags::NO_EXECUTE)?;
-        copy_in(&space, START_INFO_ADDR, &page);
+        copy_in(&space, START_INFO_ADDR, &page)?;
         // The repossession vector: read-only to the libOS, written by the kernel.
         map_zeroed(&mut space, REPOSSESSION_ADDR, REPOSSESSION_ADDR + PAGE, Flags::NO_EXECUTE)?;
         Ok(entry)

@@ -22,29 +22,30 @@ pub const fn page_number(va: u64) -> u64 {
 }
 
 /// One cached mapping: a virtual page and the frame it maps, with the
-/// access the environment's key allowed.
+/// access the environment's key allowed, and a handle `P` to the page-table
+/// entry that maps it (the kernel's typed reference; `u64` in tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StlbEntry {
+pub struct StlbEntry<P = u64> {
     /// Virtual page number (`va >> PAGE_SHIFT`), not an address.
     pub va_page: u64,
     /// Physical address of the frame (page aligned).
     pub frame_pa: u64,
     /// Whether the mapping may be installed writable.
     pub writable: bool,
-    /// Physical address of the page-table entry that maps the page (0 if
+    /// The page-table entry that maps the page (the default value if
     /// unknown), so a refill can write it without walking the tables.
-    pub pte_pa: u64,
+    pub pte: P,
 }
 
-impl StlbEntry {
+impl<P: Copy + Default> StlbEntry<P> {
     /// The entry mapping the page that contains `va` to `frame_pa`.
-    pub const fn new(va: u64, frame_pa: u64, writable: bool) -> Self {
-        StlbEntry { va_page: page_number(va), frame_pa, writable, pte_pa: 0 }
+    pub fn new(va: u64, frame_pa: u64, writable: bool) -> Self {
+        StlbEntry { va_page: page_number(va), frame_pa, writable, pte: P::default() }
     }
 
     /// The same entry, remembering where its page-table entry lives.
-    pub const fn with_pte(mut self, pte_pa: u64) -> Self {
-        self.pte_pa = pte_pa;
+    pub fn with_pte(mut self, pte: P) -> Self {
+        self.pte = pte;
         self
     }
 
@@ -55,13 +56,13 @@ impl StlbEntry {
 }
 
 /// A direct-mapped software TLB of `capacity()` entries (a power of two).
-pub struct Stlb {
-    entries: Vec<Option<StlbEntry>>,
+pub struct Stlb<P = u64> {
+    entries: Vec<Option<StlbEntry<P>>>,
     index_mask: u64,
     len: usize,
 }
 
-impl Stlb {
+impl<P: Copy + Default> Stlb<P> {
     /// An empty STLB of `entry_count` entries, rounded up to a power of two
     /// (at least one).
     pub fn new(entry_count: usize) -> Self {
@@ -75,7 +76,7 @@ impl Stlb {
 
     /// The cached mapping of the page containing `va`, if any.
     #[inline]
-    pub fn lookup(&self, va: u64) -> Option<StlbEntry> {
+    pub fn lookup(&self, va: u64) -> Option<StlbEntry<P>> {
         let va_page = page_number(va);
         match self.entries[self.index(va_page)] {
             Some(entry) if entry.va_page == va_page => Some(entry),
@@ -85,7 +86,7 @@ impl Stlb {
 
     /// Cache `entry`, replacing whatever shared its index (another page, or
     /// an older mapping of the same page). Returns the entry it replaced.
-    pub fn insert(&mut self, entry: StlbEntry) -> Option<StlbEntry> {
+    pub fn insert(&mut self, entry: StlbEntry<P>) -> Option<StlbEntry<P>> {
         let index = self.index(entry.va_page);
         let replaced = self.entries[index].replace(entry);
         if replaced.is_none() {
@@ -146,7 +147,7 @@ impl Stlb {
     }
 
     /// Every cached mapping, in index order.
-    pub fn iter(&self) -> impl Iterator<Item = StlbEntry> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = StlbEntry<P>> + '_ {
         self.entries.iter().flatten().copied()
     }
 }
@@ -154,6 +155,8 @@ impl Stlb {
 #[cfg(test)]
 mod tests {
     use super::*;
+    type Stlb = super::Stlb<u64>;
+    type StlbEntry = super::StlbEntry<u64>;
 
     const PAGE: u64 = 1 << PAGE_SHIFT;
 

@@ -202,7 +202,6 @@ fn set_upcalls(kernel: &mut Kernel, ptr: u64) -> Result<u64, Error> {
         }
     }
     env.upcalls = table;
-    env.upcall_page = None;
     env.fast = fast_upcall_state(space, &table);
     crate::arch::trap::set_fast_upcall(env.fast);
     Ok(0)

@@ -2,7 +2,7 @@
 //! validate range, alignment and the environment's own page-table entries
 //! before the kernel reads or writes a byte of it.
 
-use crate::arch::paging::{read_frame, write_frame, AddressSpace, Flags};
+use crate::arch::paging::{AddressSpace, Flags};
 use exokernel::usercheck::check_user_range;
 use shared_abi::syscall::Error;
 
@@ -20,35 +20,16 @@ impl<'a> UserSlice<'a> {
         Ok(UserSlice { space, addr, len })
     }
 
-    /// Walk the pages, giving (frame, offset in frame, chunk start, chunk len).
-    fn chunks(&self, need: Flags, mut each: impl FnMut(u64, usize, usize, usize)) -> Result<(), Error> {
-        let mut done = 0u64;
-        while done < self.len {
-            let va = self.addr + done;
-            let (frame, flags) = self.space.translate(va).ok_or(Error::BadAddress)?;
-            if !flags.contains(Flags::USER_ACCESSIBLE | need) {
-                return Err(Error::BadAddress);
-            }
-            let offset = (va & 0xfff) as usize;
-            let chunk = (4096 - offset as u64).min(self.len - done);
-            each(frame, offset, done as usize, chunk as usize);
-            done += chunk;
-        }
-        Ok(())
-    }
-
     /// Check every page is readable, then copy it all into `out` (same length).
     pub fn read(&self, out: &mut [u8]) -> Result<(), Error> {
         debug_assert_eq!(out.len() as u64, self.len);
-        self.chunks(Flags::PRESENT, |_, _, _, _| {})?;
-        self.chunks(Flags::PRESENT, |frame, offset, at, len| read_frame(frame, offset, &mut out[at..at + len]))
+        self.space.read_user(self.addr, out, Flags::empty()).map_err(|()| Error::BadAddress)
     }
 
     /// Check every page is writable, then copy `bytes` (same length) in.
     pub fn write(&self, bytes: &[u8]) -> Result<(), Error> {
         debug_assert_eq!(bytes.len() as u64, self.len);
-        self.chunks(Flags::WRITABLE, |_, _, _, _| {})?;
-        self.chunks(Flags::WRITABLE, |frame, offset, at, len| write_frame(frame, offset, &bytes[at..at + len]))
+        self.space.write_user(self.addr, bytes, Flags::WRITABLE).map_err(|()| Error::BadAddress)
     }
 }
 

@@ -12,17 +12,18 @@
 //! kernel takes its most recently allocated frames, removes every mapping
 //! of them, records them in its repossession vector and tells it.
 
-use crate::arch::paging::{self, Flags};
+use crate::arch::memory;
+use crate::arch::paging::{self, Flags, MapError, PteRef};
 use crate::kernel::{bump, Kernel, COUNTERS};
-use crate::memory;
-use crate::umem;
-use alloc::collections::BTreeSet;
+use crate::umem::{self, Pod};
 use alloc::vec::Vec;
 use exokernel::keys::{FrameKey as KernelKey, FrameTable, Rights};
+use exokernel::kmem::{KmemObject, KmemUse};
+use exokernel::rmap::ReverseMap;
 use exokernel::slots::{Slot, SlotError, SlotSet};
-use exokernel::stlb::{Stlb, StlbEntry};
+use exokernel::stlb::{page_number, Stlb, StlbEntry};
 use shared_abi::manifest::TlbPolicy;
-use shared_abi::start::{RepossessionVector, DYNAMIC_BASE, DYNAMIC_END, REPOSSESSION_SLOTS};
+use shared_abi::start::{RepossessionVector, DYNAMIC_BASE, DYNAMIC_END, REPOSSESSION_ADDR, REPOSSESSION_SLOTS};
 use shared_abi::syscall::{map_bits, map_flags, Error, FrameInfo, FrameKey};
 use shared_abi::upcall::{UpcallKind, REVOKE_ABORTED, REVOKE_REQUEST};
 
@@ -74,22 +75,25 @@ impl PendingUpcalls {
 /// One environment's memory bindings.
 pub struct EnvMemory {
     pub slots: SlotSet,
-    pub stlb: Stlb,
+    pub stlb: Stlb<PteRef>,
     pub quota_frames: u64,
     /// Pool frames it owns (frame numbers), oldest first.
     pub held: Vec<u64>,
     /// Frames still owed to an open repossession request, and its deadline.
     pub owed: u64,
     pub deadline_tsc: u64,
-    /// Frame of its read-only repossession vector page.
-    pub repossession_pa: u64,
     pub pending: PendingUpcalls,
     /// PCID policy: its tagged TLB entries may be stale (flush on next load).
     pub needs_flush: bool,
+    /// Page-table frames the kernel built for its `map` calls: pool frames
+    /// charged to it like the ones it holds under keys, freed when it ends.
+    pub page_table_frames: u64,
+    /// Its kernel-memory budget in bytes (see `exokernel::kmem`).
+    pub kmem_limit: u64,
 }
 
 impl EnvMemory {
-    pub fn new(quota_frames: u64, tlb_slots: u64, repossession_pa: u64) -> Self {
+    pub fn new(quota_frames: u64, tlb_slots: u64, kmem_limit: u64) -> Self {
         EnvMemory {
             slots: SlotSet::new(tlb_slots as usize, GUARANTEED_MAX),
             stlb: Stlb::new(STLB_ENTRIES),
@@ -97,10 +101,32 @@ impl EnvMemory {
             held: Vec::new(),
             owed: 0,
             deadline_tsc: 0,
-            repossession_pa,
             pending: PendingUpcalls::default(),
             needs_flush: false,
+            page_table_frames: 0,
+            kmem_limit,
         }
+    }
+
+    /// An ended environment's record: nothing held, nothing allocated.
+    pub fn ended() -> Self {
+        EnvMemory {
+            slots: SlotSet::new(0, 0),
+            stlb: Stlb::new(1),
+            quota_frames: 0,
+            held: Vec::new(),
+            owed: 0,
+            deadline_tsc: 0,
+            pending: PendingUpcalls::default(),
+            needs_flush: false,
+            page_table_frames: 0,
+            kmem_limit: 0,
+        }
+    }
+
+    /// Pool frames charged to it: frames held under keys and page tables.
+    pub fn charged_frames(&self) -> u64 {
+        self.held.len() as u64 + self.page_table_frames
     }
 }
 
@@ -113,11 +139,10 @@ pub struct Vm {
     /// The policy in force (PCID falls back to flush where the CPU lacks it).
     pub policy: TlbPolicy,
     pub revoke_deadline_tsc: u64,
-    /// Reverse map: every (environment index, page) a frame was mapped at
-    /// with `map`, so freeing or revoking a frame finds its mappings
-    /// without scanning every software TLB.
-    /// Ordered by frame, so one frame's mappings are one range.
-    pub rmap: BTreeSet<(u64, usize, u64)>,
+    /// Every (frame, environment, page) mapped with `map`: an entry exists
+    /// exactly while the page is in the environment's slots or software
+    /// TLB naming the frame.
+    pub rmap: ReverseMap,
 }
 
 fn to_abi(key: KernelKey) -> FrameKey {
@@ -176,23 +201,97 @@ impl Kernel {
     fn evicted(&mut self, index: usize, evicted: Option<Slot>) {
         if let Some(old) = evicted {
             self.drop_pte(index, old.va_page << 12);
+            self.forget_if_unmapped(index, old.va_page << 12, old.frame_pa);
             bump(&COUNTERS.slot_evictions);
+        }
+    }
+
+    /// Keep the reverse map exact: drop the entry for (`frame_pa`, `va`) of
+    /// env `index` once neither its slots nor its software TLB hold it.
+    fn forget_if_unmapped(&mut self, index: usize, va: u64, frame_pa: u64) {
+        let mem = &self.envs[index].mem;
+        let in_slot = mem.slots.get(va).is_some_and(|s| s.frame_pa == frame_pa);
+        let in_stlb = mem.stlb.lookup(va).is_some_and(|e| e.frame_pa == frame_pa);
+        if !in_slot && !in_stlb {
+            self.vm.rmap.remove(frame_pa, index, va);
+        }
+    }
+
+    /// The kernel objects env `index` pays for.
+    pub fn kmem_use(&self, index: usize) -> KmemUse {
+        let id = self.envs[index].id;
+        KmemUse {
+            grants: self.vm.table.grants_paid_by(id) as u64,
+            mappings: self.vm.rmap.count_of(index),
+            filters: self.net.filters_of(id) as u64,
+        }
+    }
+
+    /// `NoMemory` unless env `index` may create one more `object`.
+    pub fn kmem_room(&self, index: usize, object: KmemObject) -> Result<(), Error> {
+        if self.kmem_use(index).has_room(self.envs[index].mem.kmem_limit, object) {
+            Ok(())
+        } else {
+            Err(Error::NoMemory)
+        }
+    }
+
+    /// The pool has no frame for env `index`: what to answer. An env
+    /// within its quota gets `Again` while the kernel asks the env furthest
+    /// over its quota for frames back; one at or over its quota gets
+    /// `QuotaExceeded`.
+    fn pool_refusal(&mut self, index: usize) -> Error {
+        let me = &self.envs[index].mem;
+        if me.charged_frames() >= me.quota_frames {
+            return Error::QuotaExceeded;
+        }
+        match self.pick_victim(index) {
+            Some(victim) => {
+                self.request_revocation(victim);
+                Error::Again
+            }
+            None => Error::NoMemory,
         }
     }
 
     /// Put a mapping into one of env `index`'s TLB slots (and its page
     /// table), evicting the oldest ordinary slot if they are all taken.
-    fn install(&mut self, index: usize, va: u64, frame_pa: u64, writable: bool, guaranteed: bool) -> Result<u64, Error> {
+    /// Page tables it needs come out of the pool and are charged to env
+    /// `index` like frames it holds, but only within its quota: a page
+    /// table is never borrowed, because the kernel cannot take it back
+    /// without tearing down the mappings it holds (the abort protocol takes
+    /// frames, never tables). So page tables are bounded by the quotas, and
+    /// what an environment holds beyond its quota is always revocable.
+    fn install(&mut self, index: usize, va: u64, frame_pa: u64, writable: bool, guaranteed: bool) -> Result<PteRef, Error> {
         let evicted = self.envs[index].mem.slots.insert(va, frame_pa, writable, guaranteed).map_err(from_slot_error)?;
         self.evicted(index, evicted);
         let loaded = self.is_loaded(index);
+        let pool_room = self.vm.pool_frames.saturating_sub(self.vm.pool_used);
+        let mem = &self.envs[index].mem;
+        let room = mem.quota_frames.saturating_sub(mem.charged_frames()).min(pool_room);
+        let mut made = 0u64;
         let space = self.envs[index].space.as_mut().ok_or(Error::NoSuchEnv)?;
-        let pte_pa = match space.map_replace(va, frame_pa, page_flags(writable), &mut memory::alloc_frame) {
-            Ok(pte_pa) => pte_pa,
+        let mut alloc = || {
+            if made >= room {
+                return None;
+            }
+            let frame = memory::alloc_frame()?;
+            made += 1;
+            Some(frame)
+        };
+        let result = space.map_replace(va, frame_pa, page_flags(writable), &mut alloc);
+        // Tables built are kept (and charged) even if the map failed further down.
+        self.envs[index].mem.page_table_frames += made;
+        self.vm.pool_used += made;
+        let pte = match result {
+            Ok(pte) => pte,
             Err(error) => {
                 self.envs[index].mem.slots.remove(va);
                 return Err(match error {
-                    paging::MapError::NoMemory => Error::NoMemory,
+                    // The frame allocator itself ran dry.
+                    MapError::NoMemory if made < room => Error::NoMemory,
+                    // Out of quota (QuotaExceeded), or the pool is full (Again).
+                    MapError::NoMemory => self.pool_refusal(index),
                     _ => Error::BadAddress,
                 });
             }
@@ -200,7 +299,7 @@ impl Kernel {
         if loaded {
             paging::invlpg(va);
         }
-        Ok(pte_pa)
+        Ok(pte)
     }
 
     /// Remove every mapping of a frame in every environment (slots, page
@@ -208,11 +307,7 @@ impl Kernel {
     /// env `owner`, if any.
     fn unmap_frame_everywhere(&mut self, frame_pa: u64, owner: usize) -> u64 {
         let mut owner_va = 0;
-        let mappings: Vec<(u64, usize, u64)> = self.vm.rmap.range((frame_pa, 0, 0)..=(frame_pa, usize::MAX, u64::MAX)).copied().collect();
-        for &mapping in &mappings {
-            self.vm.rmap.remove(&mapping);
-        }
-        for (_, index, va) in mappings {
+        for (index, va) in self.vm.rmap.take_frame(frame_pa) {
             if self.envs[index].mem.slots.get(va).is_some_and(|s| s.frame_pa == frame_pa) {
                 self.envs[index].mem.slots.remove(va);
                 self.drop_pte(index, va);
@@ -225,10 +320,6 @@ impl Kernel {
             }
         }
         owner_va
-    }
-
-    fn rmap_remove(&mut self, frame_pa: u64, index: usize, va: u64) {
-        self.vm.rmap.remove(&(frame_pa, index, va));
     }
 
     /// Give a pool frame back to the allocator.
@@ -249,28 +340,18 @@ impl Kernel {
         // Check the out pointer (writable, by writing a blank key) before
         // taking anything.
         umem::write_value(self.envs[index].space.as_ref().ok_or(Error::NoSuchEnv)?, out, &FrameKey::default())?;
+        self.kmem_room(index, KmemObject::Grant)?;
         if self.vm.pool_used >= self.vm.pool_frames {
-            let me = &self.envs[index].mem;
-            if me.held.len() as u64 >= me.quota_frames {
-                return Err(Error::QuotaExceeded);
-            }
-            return match self.pick_victim(index) {
-                Some(victim) => {
-                    self.request_revocation(victim);
-                    Err(Error::Again)
-                }
-                None => Err(Error::NoMemory),
-            };
+            return Err(self.pool_refusal(index));
         }
-        let frame_pa = if want_pa == 0 {
+        let mut frame = if want_pa == 0 {
             memory::alloc_frame().ok_or(Error::NoMemory)?
         } else {
-            if !memory::alloc_frame_at(want_pa) {
-                return Err(Error::NoMemory);
-            }
-            want_pa
+            memory::alloc_frame_at(want_pa).ok_or(Error::NoMemory)?
         };
-        paging::zero_frame(frame_pa);
+        // Never hand out a frame holding another environment's data.
+        frame.zero();
+        let frame_pa = frame.into_user();
         let env_id = self.env_id(index);
         let key = match self.vm.table.alloc(frame_pa / 4096, env_id, rights) {
             Ok(key) => key,
@@ -312,6 +393,7 @@ impl Kernel {
         }
         // Check the out pointer is writable before minting anything.
         umem::write_value(self.envs[index].space.as_ref().ok_or(Error::NoSuchEnv)?, out, &FrameKey::default())?;
+        self.kmem_room(index, KmemObject::Grant)?;
         let shared = self.vm.table.share(from_abi(lo, hi), self.env_id(index), to_env, rights)?;
         let space = self.envs[index].space.as_ref().ok_or(Error::NoSuchEnv)?;
         umem::write_value(space, out, &to_abi(shared))?;
@@ -352,10 +434,16 @@ impl Kernel {
         if mem.slots.get(va).is_some() || mem.stlb.lookup(va).is_some() {
             return Err(Error::AlreadyMapped);
         }
+        self.kmem_room(index, KmemObject::Mapping)?;
         let frame_pa = info.frame * 4096;
-        let pte_pa = self.install(index, va, frame_pa, writable, flags & map_flags::GUARANTEED != 0)?;
-        self.envs[index].mem.stlb.insert(StlbEntry::new(va, frame_pa, writable).with_pte(pte_pa));
-        self.vm.rmap.insert((frame_pa, index, va));
+        let pte = self.install(index, va, frame_pa, writable, flags & map_flags::GUARANTEED != 0)?;
+        let displaced = self.envs[index].mem.stlb.insert(StlbEntry::new(va, frame_pa, writable).with_pte(pte));
+        self.vm.rmap.insert(frame_pa, index, va);
+        if let Some(old) = displaced.filter(|old| old.va_page != page_number(va)) {
+            // The software TLB is direct-mapped: the page that shared the
+            // entry may still be in a slot; if not, its mapping is gone.
+            self.forget_if_unmapped(index, old.page_va(), old.frame_pa);
+        }
         Ok(0)
     }
 
@@ -373,12 +461,15 @@ impl Kernel {
         }
         let entry = self.envs[index].mem.stlb.lookup(va);
         self.envs[index].mem.stlb.remove_va(va);
-        match slot.map(|s| s.frame_pa).or(entry.map(|e| e.frame_pa)) {
-            Some(frame_pa) => {
-                self.rmap_remove(frame_pa, index, va);
-                Ok(0)
-            }
-            None => Err(Error::InvalidArgument),
+        let mut found = false;
+        for frame_pa in [slot.map(|s| s.frame_pa), entry.map(|e| e.frame_pa)].into_iter().flatten() {
+            self.vm.rmap.remove(frame_pa, index, va);
+            found = true;
+        }
+        if found {
+            Ok(0)
+        } else {
+            Err(Error::InvalidArgument)
         }
     }
 
@@ -453,6 +544,9 @@ impl Kernel {
     }
 
     pub fn key_bench(&mut self, lo: u64, hi: u64, iterations: u64) -> Result<u64, Error> {
+        if !self.benchmarks {
+            return Err(Error::PermissionDenied);
+        }
         if !(1..=100_000).contains(&iterations) {
             return Err(Error::InvalidArgument);
         }
@@ -487,15 +581,20 @@ impl Kernel {
             return false;
         }
         let page = va & !0xfff;
-        if entry.pte_pa != 0 {
+        let mut written = false;
+        if entry.pte.is_known() {
             // The page-table entry is known: account the slot and write it.
             match self.envs[index].mem.slots.insert(page, entry.frame_pa, entry.writable, false) {
                 Ok(evicted) => self.evicted(index, evicted),
                 Err(_) => return false,
             }
             // A not-present fault: no stale TLB entry to flush.
-            paging::write_pte(entry.pte_pa, entry.frame_pa, page_flags(entry.writable));
-        } else if self.install(index, page, entry.frame_pa, entry.writable, false).is_err() {
+            written = self.envs[index]
+                .space
+                .as_mut()
+                .is_some_and(|space| space.write_leaf(entry.pte, entry.frame_pa, page_flags(entry.writable)));
+        }
+        if !written && self.install(index, page, entry.frame_pa, entry.writable, false).is_err() {
             return false;
         }
         bump(&COUNTERS.stlb_hits);
@@ -508,9 +607,15 @@ impl Kernel {
             // Only guaranteed mappings survive; the rest refault through
             // the software TLB. The CR3 load that follows flushes the TLB.
             let env = &mut self.envs[index];
+            let rmap = &mut self.vm.rmap;
+            let EnvMemory { slots, stlb, .. } = &mut env.mem;
             if let Some(space) = env.space.as_mut() {
-                env.mem.slots.drain_ordinary_with(|slot| {
-                    space.unmap(slot.va_page << 12);
+                slots.drain_ordinary_with(|slot| {
+                    let va = slot.va_page << 12;
+                    space.unmap(va);
+                    if !stlb.lookup(va).is_some_and(|e| e.frame_pa == slot.frame_pa) {
+                        rmap.remove(slot.frame_pa, index, va);
+                    }
                 });
             }
         }
@@ -522,7 +627,7 @@ impl Kernel {
             .iter()
             .enumerate()
             .filter(|(i, e)| *i != asker && e.is_runnable())
-            .map(|(i, e)| (i, e.mem.held.len() as u64 as i64 - e.mem.quota_frames as i64))
+            .map(|(i, e)| (i, e.mem.charged_frames() as i64 - e.mem.quota_frames as i64))
             .filter(|&(_, over)| over > 0)
             .max_by_key(|&(_, over)| over)
             .map(|(i, _)| i)
@@ -536,7 +641,7 @@ impl Kernel {
         if mem.owed > 0 {
             return;
         }
-        let over = mem.held.len() as u64 - mem.quota_frames.min(mem.held.len() as u64);
+        let over = mem.charged_frames().saturating_sub(mem.quota_frames);
         mem.owed = over.min(REVOKE_BATCH);
         mem.deadline_tsc = deadline;
         mem.pending.push(PendingUpcall {
@@ -570,11 +675,7 @@ impl Kernel {
             let va = self.unmap_frame_everywhere(frame * 4096, index);
             let _ = self.vm.table.revoke(frame);
             self.release_pool_frame(frame);
-            let vector = paging::phys_mut::<RepossessionVector>(self.envs[index].mem.repossession_pa);
-            let at = (vector.count as usize) % REPOSSESSION_SLOTS;
-            vector.entries[at].frame_pa = frame * 4096;
-            vector.entries[at].va = va;
-            vector.count += 1;
+            self.record_repossession(index, frame * 4096, va);
             bump(&COUNTERS.frames_repossessed);
         }
         let env = &mut self.envs[index];
@@ -583,8 +684,24 @@ impl Kernel {
         log::info!("abort protocol: took {} frame(s) from env {} ({})", take, env.id, env.name);
     }
 
+    /// Note a repossessed frame in env `index`'s repossession vector (a
+    /// page the kernel built read-only for it).
+    fn record_repossession(&mut self, index: usize, frame_pa: u64, va: u64) {
+        let Some(space) = self.envs[index].space.as_ref() else { return };
+        let mut vector = RepossessionVector::zeroed();
+        if space.read_user(REPOSSESSION_ADDR, vector.as_bytes_mut(), Flags::empty()).is_err() {
+            return;
+        }
+        let at = (vector.count as usize) % REPOSSESSION_SLOTS;
+        vector.entries[at].frame_pa = frame_pa;
+        vector.entries[at].va = va;
+        vector.count += 1;
+        let _ = space.write_user(REPOSSESSION_ADDR, vector.as_bytes(), Flags::empty());
+    }
+
     /// An environment ended: unmap and return its pool frames, drop the
-    /// keys shared to it, and remove its mappings of others' frames.
+    /// keys shared to it and those it paid for, and remove its mappings of
+    /// others' frames.
     pub fn reclaim_memory(&mut self, index: usize) {
         let slots: Vec<Slot> = self.envs[index].mem.slots.iter().collect();
         if let Some(space) = self.envs[index].space.as_mut() {
@@ -593,7 +710,7 @@ impl Kernel {
             }
         }
         self.envs[index].mem.stlb.clear();
-        self.vm.rmap.retain(|&(_, i, _)| i != index);
+        self.vm.rmap.remove_env(index);
         let owned = self.vm.table.reclaim_env(self.env_id(index));
         for frame in owned {
             self.unmap_frame_everywhere(frame * 4096, index);

@@ -55,7 +55,7 @@ fn disable_pic() {
 
 /// Map and enable the local APIC at `window` (a kernel virtual address in
 /// an unused top-level slot).
-pub fn init(kernel: &mut AddressSpace, window: u64, alloc: &mut dyn FnMut() -> Option<u64>) {
+pub fn init(kernel: &mut AddressSpace, window: u64) {
     disable_pic();
     // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU.
     let base_msr = unsafe { Msr::new(IA32_APIC_BASE).read() };
@@ -65,7 +65,6 @@ pub fn init(kernel: &mut AddressSpace, window: u64, alloc: &mut dyn FnMut() -> O
             window,
             phys,
             Flags::WRITABLE | Flags::NO_CACHE | Flags::WRITE_THROUGH | Flags::NO_EXECUTE,
-            alloc,
         )
         .expect("map the local APIC");
     APIC_VIRT.store(window, Ordering::Relaxed);

@@ -7,6 +7,7 @@
 pub mod apic;
 pub mod cpu;
 pub mod gdt;
+pub mod memory;
 pub mod nic;
 pub mod paging;
 pub mod pod;

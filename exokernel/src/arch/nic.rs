@@ -12,8 +12,8 @@
 //! * No interrupts: the kernel polls the receive queue (timer and network
 //!   system calls), so the device's INTx line stays masked at the PIC.
 
-use super::paging::{phys_to_virt, zero_frame, AddressSpace, Flags};
-use crate::memory;
+use super::paging::{phys_to_virt, zero_owned, AddressSpace, Flags};
+use super::memory;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 use virtio_drivers::device::net::VirtIONetRaw;
@@ -83,7 +83,7 @@ impl ConfigurationAccess for PortCam {
 fn alloc_dma(pages: usize) -> Option<u64> {
     let pa = memory::alloc_contiguous(pages as u64)?;
     for page in 0..pages as u64 {
-        zero_frame(pa + page * 4096);
+        zero_owned(pa + page * 4096);
     }
     Some(pa)
 }
@@ -176,7 +176,6 @@ fn map_mmio(pa: u64, size: u64) -> Option<u64> {
                 base + page * 4096,
                 first + page * 4096,
                 Flags::WRITABLE | Flags::NO_CACHE | Flags::WRITE_THROUGH | Flags::NO_EXECUTE,
-                &mut memory::alloc_frame,
             )
             .ok()?;
     }
@@ -307,7 +306,7 @@ impl Nic {
         // device has handed back (every transmission is waited for).
         let page = unsafe { core::slice::from_raw_parts_mut(phys_to_virt(self.tx_pa) as *mut u8, 4096) };
         let Ok(header) = self.device.fill_buffer_header(page) else { return false };
-        super::paging::read_frame(frame_pa, offset as usize, &mut page[header..header + len]);
+        super::paging::read_env_frame(frame_pa, offset as usize, &mut page[header..header + len]);
         let packet = &page[..header + len];
         // SAFETY: the page is not touched again until the device has
         // completed the transmission (waited for below).

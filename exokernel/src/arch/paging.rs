@@ -1,11 +1,22 @@
 //! Page tables through the bootloader's physical-memory mapping: creating
 //! an environment's address space (sharing the kernel half), mapping,
-//! translating, unmapping, and tearing it down; plus raw frame access.
+//! translating, unmapping, and tearing it down; and the kernel's only way
+//! into environment memory, the user-memory copies of [`AddressSpace`].
+//!
+//! Soundness rests on two rules this module keeps: page-table frames come
+//! from owned [`Frame`]s and are freed only when their address space is
+//! destroyed; user-half leaf entries point only at environment memory
+//! (frames handed out with [`Frame::into_user`]), never at page tables or
+//! the kernel heap. So writing through a user-half translation can corrupt
+//! only an environment's memory, never the kernel's, and a [`PteRef`]
+//! names a live leaf entry for as long as its address space lives.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::registers::control::{Cr3, Cr3Flags};
 use x86_64::structures::paging::{PageTable, PageTableFlags, PhysFrame};
 use x86_64::PhysAddr;
+
+use super::memory::{self, Frame};
 
 pub use x86_64::structures::paging::PageTableFlags as Flags;
 
@@ -23,53 +34,54 @@ pub fn phys_to_virt(pa: u64) -> u64 {
 
 const FRAME: usize = 4096;
 
-/// Fill a frame with zeros. The caller owns the frame.
-pub fn zero_frame(pa: u64) {
+/// Fill a frame with zeros: only for a frame its caller owns (a
+/// [`Frame`], or DMA memory this module allocated).
+pub(super) fn zero_owned(pa: u64) {
     debug_assert!(pa % FRAME as u64 == 0);
     // SAFETY: every physical frame is mapped at PHYS_OFFSET + pa, and the
-    // caller owns this frame (fresh from the frame allocator), so nothing
-    // else reads or writes it concurrently.
+    // caller owns this frame (a `Frame` value, or fresh DMA pages), so
+    // nothing else reads or writes it concurrently.
     unsafe { core::ptr::write_bytes(phys_to_virt(pa) as *mut u8, 0, FRAME) };
 }
 
-/// Copy `bytes` into a frame at `offset`; out-of-frame parts are cut off.
-pub fn write_frame(pa: u64, offset: usize, bytes: &[u8]) {
+/// Copy `bytes` into environment memory at `offset` of frame `pa`; parts
+/// past the frame are cut off. Only for frames reached through a user-half
+/// leaf entry (environment memory, see the module doc).
+fn write_env_frame(pa: u64, offset: usize, bytes: &[u8]) {
     let len = bytes.len().min(FRAME.saturating_sub(offset));
-    // SAFETY: the destination lies inside one frame, mapped through the
-    // physical-memory window; the kernel is single-threaded.
+    // SAFETY: the destination lies inside one frame of environment memory
+    // (never kernel heap or page tables), mapped through the
+    // physical-memory window; the kernel holds no reference into it and is
+    // single-threaded, so the copy aliases nothing.
     unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), (phys_to_virt(pa) + offset as u64) as *mut u8, len) };
 }
 
-/// Copy from a frame at `offset` into `out`; out-of-frame parts are cut off.
-pub fn read_frame(pa: u64, offset: usize, out: &mut [u8]) {
+/// Copy from environment memory at `offset` of frame `pa` into `out`.
+pub(super) fn read_env_frame(pa: u64, offset: usize, out: &mut [u8]) {
     let len = out.len().min(FRAME.saturating_sub(offset));
-    // SAFETY: as for `write_frame`, reading instead of writing.
+    // SAFETY: as for `write_env_frame`, reading instead of writing.
     unsafe { core::ptr::copy_nonoverlapping((phys_to_virt(pa) + offset as u64) as *const u8, out.as_mut_ptr(), len) };
 }
 
-/// A mutable view of a plain value at physical address `pa`, which must
-/// lie with the whole value inside one frame the caller has checked it may
-/// write (the environment's own writable memory).
-pub fn phys_mut<T: super::pod::Pod>(pa: u64) -> &'static mut T {
-    assert!((pa & 0xfff) as usize + core::mem::size_of::<T>() <= FRAME);
-    assert!(pa as usize % core::mem::align_of::<T>() == 0);
-    // SAFETY: in bounds of one frame (checked above), aligned, reached
-    // through the physical-memory window; every bit pattern is a valid
-    // `Pod`; the kernel is single-threaded and drops the reference before
-    // returning to user mode.
-    unsafe { &mut *(phys_to_virt(pa) as *mut T) }
+/// A leaf page-table entry of one address space, found by
+/// [`AddressSpace::map_replace`], so a refill can rewrite it without a
+/// walk ([`AddressSpace::write_leaf`]). Only this module makes one; the
+/// default value names no entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PteRef {
+    space: u64,
+    pa: u64,
 }
 
-/// Rewrite a leaf page-table entry found earlier by [`AddressSpace::map_replace`].
-pub fn write_pte(pte_pa: u64, frame_pa: u64, flags: PageTableFlags) {
-    assert!(pte_pa % 8 == 0);
-    let value = (frame_pa & 0x000f_ffff_ffff_f000) | (flags | PageTableFlags::PRESENT).bits();
-    // SAFETY: `pte_pa` is the 8-byte-aligned address of a leaf entry in a
-    // page table of a live address space (map_replace returned it; tables
-    // live until the space is destroyed); the caller checked the mapping
-    // with the environment's key when it was established.
-    unsafe { core::ptr::write_volatile(phys_to_virt(pte_pa) as *mut u64, value) };
+impl PteRef {
+    /// Does it name an entry (not the default)?
+    pub fn is_known(&self) -> bool {
+        self.space != 0
+    }
 }
+
+/// Source of address-space identities (0 is never used).
+static NEXT_SPACE_ID: AtomicU64 = AtomicU64::new(1);
 
 fn table(pa: u64) -> &'static mut PageTable {
     // SAFETY: `pa` is a page-table frame owned by an address space the
@@ -91,7 +103,12 @@ pub enum MapError {
 /// every address space; the lower half belongs to one environment.
 pub struct AddressSpace {
     pml4: u64,
+    /// Unique for the kernel's life: ties [`PteRef`]s to this space.
+    id: u64,
 }
+
+/// A frame for a new page table.
+pub type TableAlloc<'a> = &'a mut dyn FnMut() -> Option<Frame>;
 
 const INTERMEDIATE: PageTableFlags = PageTableFlags::PRESENT
     .union(PageTableFlags::WRITABLE)
@@ -109,18 +126,19 @@ fn indices(va: u64) -> [usize; 4] {
 impl AddressSpace {
     /// The address space active now (the kernel's, at boot).
     pub fn current() -> Self {
-        AddressSpace { pml4: Cr3::read().0.start_address().as_u64() }
+        AddressSpace { pml4: Cr3::read().0.start_address().as_u64(), id: NEXT_SPACE_ID.fetch_add(1, Ordering::Relaxed) }
     }
 
     /// A new address space whose kernel half is that of `kernel`.
-    pub fn new(kernel: &AddressSpace, alloc: &mut dyn FnMut() -> Option<u64>) -> Option<Self> {
-        let pml4 = alloc()?;
-        zero_frame(pml4);
+    pub fn new(kernel: &AddressSpace, alloc: TableAlloc) -> Option<Self> {
+        let mut frame = alloc()?;
+        frame.zero();
+        let pml4 = frame.into_table();
         let (src, dst) = (table(kernel.pml4), table(pml4));
         for i in 256..512 {
             dst[i] = src[i].clone();
         }
-        Some(AddressSpace { pml4 })
+        Some(AddressSpace { pml4, id: NEXT_SPACE_ID.fetch_add(1, Ordering::Relaxed) })
     }
 
     /// Physical address of the top-level table (the CR3 value).
@@ -141,7 +159,7 @@ impl AddressSpace {
     fn leaf(
         &self,
         va: u64,
-        mut alloc: Option<&mut dyn FnMut() -> Option<u64>>,
+        mut alloc: Option<TableAlloc>,
     ) -> Result<&'static mut x86_64::structures::paging::page_table::PageTableEntry, MapError> {
         let idx = indices(va);
         let mut current = table(self.pml4);
@@ -152,23 +170,18 @@ impl AddressSpace {
             }
             if entry.is_unused() {
                 let alloc = alloc.as_mut().ok_or(MapError::BadAddress)?;
-                let frame = alloc().ok_or(MapError::NoMemory)?;
-                zero_frame(frame);
-                entry.set_addr(PhysAddr::new(frame), INTERMEDIATE);
+                let mut frame = alloc().ok_or(MapError::NoMemory)?;
+                frame.zero();
+                entry.set_addr(PhysAddr::new(frame.into_table()), INTERMEDIATE);
             }
             current = table(entry.addr().as_u64());
         }
         Ok(&mut current[idx[3]])
     }
 
-    /// Map the page at `va` (user half) to the frame at `pa`.
-    pub fn map(
-        &mut self,
-        va: u64,
-        pa: u64,
-        flags: PageTableFlags,
-        alloc: &mut dyn FnMut() -> Option<u64>,
-    ) -> Result<(), MapError> {
+    /// Map the page at `va` (user half) to the frame at `pa`, which must be
+    /// environment memory ([`Frame::into_user`]).
+    pub fn map(&mut self, va: u64, pa: u64, flags: PageTableFlags, alloc: TableAlloc) -> Result<(), MapError> {
         if va >= shared_abi::USER_TOP || va % 4096 != 0 {
             return Err(MapError::BadAddress);
         }
@@ -180,29 +193,90 @@ impl AddressSpace {
         Ok(())
     }
 
-    /// Map the page at `va` (user half) to `pa`, replacing any mapping it
-    /// had (one walk). Returns the physical address of the page-table entry,
-    /// which stays valid until the address space is destroyed (tables are
-    /// never freed before), so a refill can rewrite it with [`write_pte`].
-    /// The caller flushes the old TLB entry if needed.
-    pub fn map_replace(
-        &mut self,
-        va: u64,
-        pa: u64,
-        flags: PageTableFlags,
-        alloc: &mut dyn FnMut() -> Option<u64>,
-    ) -> Result<u64, MapError> {
+    /// Map the page at `va` (user half) to `pa` (environment memory),
+    /// replacing any mapping it had (one walk). Returns a reference to the
+    /// leaf entry, valid while this address space lives (tables are never
+    /// freed before), so a refill can rewrite it with
+    /// [`write_leaf`](AddressSpace::write_leaf). The caller flushes the old
+    /// TLB entry if needed.
+    pub fn map_replace(&mut self, va: u64, pa: u64, flags: PageTableFlags, alloc: TableAlloc) -> Result<PteRef, MapError> {
         if va >= shared_abi::USER_TOP || va % 4096 != 0 {
             return Err(MapError::BadAddress);
         }
         let entry = self.leaf(va, Some(alloc))?;
         entry.set_addr(PhysAddr::new(pa), flags | PageTableFlags::PRESENT);
         let entry_virt = entry as *const _ as u64;
-        Ok(entry_virt - PHYS_OFFSET.load(Ordering::Relaxed))
+        Ok(PteRef { space: self.id, pa: entry_virt - PHYS_OFFSET.load(Ordering::Relaxed) })
     }
 
-    /// Map a page anywhere (kernel use at boot: MMIO windows).
-    pub fn map_kernel(&mut self, va: u64, pa: u64, flags: PageTableFlags, alloc: &mut dyn FnMut() -> Option<u64>) -> Result<(), MapError> {
+    /// Rewrite the leaf entry `pte` of this address space to map `frame_pa`
+    /// (environment memory) with `flags`. False, changing nothing, if `pte`
+    /// is not one of this address space's entries.
+    pub fn write_leaf(&mut self, pte: PteRef, frame_pa: u64, flags: PageTableFlags) -> bool {
+        if pte.space != self.id || pte.pa % 8 != 0 {
+            return false;
+        }
+        let value = (frame_pa & 0x000f_ffff_ffff_f000) | (flags | PageTableFlags::PRESENT).bits();
+        // SAFETY: `pte` was made by `map_replace` of this address space (the
+        // identity matches, and identities are never reused), so it is an
+        // aligned leaf entry in one of its page tables, which live until the
+        // space is destroyed; `self` is borrowed mutably, so it is alive.
+        unsafe { core::ptr::write_volatile(phys_to_virt(pte.pa) as *mut u64, value) };
+        true
+    }
+
+    /// Copy `bytes` to user memory at `va`. Every page must be mapped
+    /// present and user-accessible with the flags in `need` (WRITABLE for a
+    /// write on the environment's behalf; none for the kernel's own writes
+    /// into read-only pages it built, such as the start page); otherwise
+    /// nothing is written and the result is `Err`.
+    pub fn write_user(&self, va: u64, bytes: &[u8], need: PageTableFlags) -> Result<(), ()> {
+        self.user_chunks(va, bytes.len(), need, |_, _, _, _| {})?;
+        self.user_chunks(va, bytes.len(), need, |frame, offset, at, len| {
+            write_env_frame(frame, offset, &bytes[at..at + len])
+        })
+    }
+
+    /// Copy user memory at `va` into `out`; every page must be mapped
+    /// present and user-accessible with the flags in `need`.
+    pub fn read_user(&self, va: u64, out: &mut [u8], need: PageTableFlags) -> Result<(), ()> {
+        self.user_chunks(va, out.len(), need, |_, _, _, _| {})?;
+        self.user_chunks(va, out.len(), need, |frame, offset, at, len| {
+            read_env_frame(frame, offset, &mut out[at..at + len])
+        })
+    }
+
+    /// Walk the user pages of `[va, va + len)`, giving (frame, offset in
+    /// frame, offset in the buffer, chunk length) for each.
+    fn user_chunks(
+        &self,
+        va: u64,
+        len: usize,
+        need: PageTableFlags,
+        mut each: impl FnMut(u64, usize, usize, usize),
+    ) -> Result<(), ()> {
+        let end = va.checked_add(len as u64).ok_or(())?;
+        if end > shared_abi::USER_TOP {
+            return Err(());
+        }
+        let mut done = 0usize;
+        while done < len {
+            let at = va + done as u64;
+            let (frame, flags) = self.translate(at).ok_or(())?;
+            if !flags.contains(PageTableFlags::PRESENT | PageTableFlags::USER_ACCESSIBLE | need) {
+                return Err(());
+            }
+            let offset = (at & 0xfff) as usize;
+            let chunk = (FRAME - offset).min(len - done);
+            each(frame, offset, done, chunk);
+            done += chunk;
+        }
+        Ok(())
+    }
+
+    /// Map a page of the kernel half (MMIO windows at boot).
+    pub(super) fn map_kernel(&mut self, va: u64, pa: u64, flags: PageTableFlags) -> Result<(), MapError> {
+        let alloc: TableAlloc = &mut memory::alloc_frame;
         let entry = self.leaf(va, Some(alloc))?;
         if !entry.is_unused() {
             return Err(MapError::AlreadyMapped);
@@ -284,8 +358,15 @@ impl AddressSpace {
     }
 
     /// Free every user-half page-table frame and hand each mapped frame to
-    /// `release`; the address space must not be active.
-    pub fn destroy(self, release: &mut dyn FnMut(u64), free_table: &mut dyn FnMut(u64)) {
+    /// `release`; the address space must not be active. Returns how many
+    /// page-table frames were freed (the top level included).
+    pub fn destroy(self, release: &mut dyn FnMut(u64)) -> u64 {
+        let mut tables = 0;
+        let mut free_table = |pa: u64| {
+            tables += 1;
+            memory::free_frame(pa);
+        };
+        let free_table: &mut dyn FnMut(u64) = &mut free_table;
         fn walk(pa: u64, level: usize, release: &mut dyn FnMut(u64), free_table: &mut dyn FnMut(u64)) {
             let t = table(pa);
             for entry in t.iter_mut() {
@@ -310,6 +391,7 @@ impl AddressSpace {
             }
         }
         free_table(self.pml4);
+        tables
     }
 }
 

@@ -1,5 +1,14 @@
 //! Physical memory: the kernel heap and the frame allocator, both built
 //! from the bootloader's memory map.
+//!
+//! A frame fresh from the allocator comes as a [`Frame`]: a value only this
+//! module creates and nobody can copy, so the one holding it owns the
+//! frame and may write it (zero it, fill it). Owning code hands the frame
+//! on with [`Frame::into_table`] (an address space makes it a page table)
+//! or [`Frame::into_user`] (it becomes environment memory: mapped into user
+//! space, written by the libOS, reached by the kernel only through an
+//! address space's user-memory copies). No function here or in `paging`
+//! writes a physical address the caller merely names.
 
 use bootloader_api::info::{MemoryRegionKind, MemoryRegions};
 use exokernel::frames::FrameBitmap;
@@ -24,7 +33,7 @@ pub fn init(regions: &MemoryRegions) {
         .find(|r| r.end.saturating_sub(r.start.next_multiple_of(4096)) >= HEAP_SIZE)
         .expect("a usable region large enough for the kernel heap");
     let heap_start = heap_region.start.next_multiple_of(4096);
-    crate::arch::pod::init_heap(&HEAP, heap_start, HEAP_SIZE);
+    super::pod::init_heap(&HEAP, heap_start, HEAP_SIZE);
 
     let end = regions.iter().filter(|r| r.kind == MemoryRegionKind::Usable).map(|r| r.end).max().unwrap_or(0);
     RAM_END.store(end, core::sync::atomic::Ordering::Relaxed);
@@ -38,9 +47,42 @@ pub fn init(regions: &MemoryRegions) {
     *FRAMES.lock() = Some(bitmap);
 }
 
-/// Allocate one zeroed-or-not physical frame.
-pub fn alloc_frame() -> Option<u64> {
-    FRAMES.lock().as_mut()?.alloc()
+/// A physical frame owned by whoever holds this value (see the module doc).
+#[must_use = "a frame that is dropped is never freed"]
+pub struct Frame {
+    pa: u64,
+}
+
+impl Frame {
+    /// Fill the frame with zeros.
+    pub fn zero(&mut self) {
+        super::paging::zero_owned(self.pa);
+    }
+
+    /// Hand the frame to an address space as a page table (arch only).
+    pub(super) fn into_table(self) -> u64 {
+        self.pa
+    }
+
+    /// The frame becomes environment memory: it may be mapped into user
+    /// space, and the kernel reaches it only through address spaces. Returns
+    /// its physical address, for the key table and mappings.
+    pub fn into_user(self) -> u64 {
+        self.pa
+    }
+}
+
+/// Allocate one physical frame (contents unspecified: zero it before it
+/// reaches anyone).
+pub fn alloc_frame() -> Option<Frame> {
+    FRAMES.lock().as_mut()?.alloc().map(|pa| Frame { pa })
+}
+
+/// Allocate one physical frame, zeroed.
+pub fn alloc_zeroed_frame() -> Option<Frame> {
+    let mut frame = alloc_frame()?;
+    frame.zero();
+    Some(frame)
 }
 
 /// Allocate `count` physically contiguous frames (DMA memory for the NIC);
@@ -56,11 +98,12 @@ pub fn ram_end() -> u64 {
 }
 
 /// Allocate the named frame if it is free RAM nobody holds.
-pub fn alloc_frame_at(pa: u64) -> bool {
-    FRAMES.lock().as_mut().is_some_and(|b| b.alloc_at(pa))
+pub fn alloc_frame_at(pa: u64) -> Option<Frame> {
+    FRAMES.lock().as_mut().is_some_and(|b| b.alloc_at(pa)).then_some(Frame { pa })
 }
 
-/// Return a frame to the allocator.
+/// Return a frame to the allocator (a frame not allocated is refused and
+/// logged: a double free changes nothing).
 pub fn free_frame(pa: u64) {
     if let Some(bitmap) = FRAMES.lock().as_mut() {
         if !bitmap.free(pa) {
@@ -72,4 +115,10 @@ pub fn free_frame(pa: u64) {
 /// Number of free frames.
 pub fn free_frames() -> u64 {
     FRAMES.lock().as_ref().map(|b| b.free_frames()).unwrap_or(0)
+}
+
+/// Bytes of kernel heap in use, and free.
+pub fn heap_usage() -> (u64, u64) {
+    let heap = HEAP.lock();
+    (heap.used() as u64, heap.free() as u64)
 }
