@@ -18,7 +18,7 @@ use shared_abi::exit::Verdict;
 use shared_abi::manifest::Manifest;
 use shared_abi::syscall::KernelStats;
 use shared_abi::upcall::{UpcallFrame, UpcallKind, FRAME_SIZE};
-use exokernel::kmem;
+use kcore::kmem;
 use crate::vm::EnvMemory;
 use shared_abi::manifest::TlbPolicy;
 use spin::Mutex;
@@ -128,7 +128,7 @@ pub struct Kernel {
     pub keep_running: bool,
     pub vm: crate::vm::Vm,
     /// The time-slot vector and where in it the CPU is.
-    pub slots: exokernel::slotvec::SlotVector,
+    pub slots: kcore::slotvec::SlotVector,
     pub slot_pos: usize,
     pub slot_ticks: u64,
     pub save_bound_ticks: u64,
@@ -221,7 +221,7 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
         );
     }
     let vm = crate::vm::Vm {
-        table: exokernel::keys::FrameTable::new(secret),
+        table: kcore::keys::FrameTable::new(secret),
         pool_frames: manifest.frame_pool_kib / 4,
         pool_used: 0,
         policy,
@@ -274,7 +274,7 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
     }
     let wanted: u64 = manifest.envs.iter().map(|e| e.slots).sum();
     let vector_len = if manifest.slot_count > 0 { manifest.slot_count } else { wanted.max(1) };
-    let mut slots = exokernel::slotvec::SlotVector::new(vector_len as usize);
+    let mut slots = kcore::slotvec::SlotVector::new(vector_len as usize);
     for (index, spec) in manifest.envs.iter().enumerate() {
         if envs[index].is_runnable() {
             slots.alloc_spread(spec.slots as usize, index);
@@ -598,14 +598,14 @@ impl Kernel {
         // slots so that old keys stay stale; no key can be presented now),
         // each only once it is empty, so a leak still shows.
         drop(core::mem::take(&mut self.envs));
-        self.slots = exokernel::slotvec::SlotVector::new(0);
+        self.slots = kcore::slotvec::SlotVector::new(0);
         self.grace = None;
         if live_keys == 0 {
             self.vm.table.retire();
         }
         if rmap_entries == 0 {
             // An emptied B-tree may keep its root node.
-            self.vm.rmap = exokernel::rmap::ReverseMap::new();
+            self.vm.rmap = kcore::rmap::ReverseMap::new();
         }
         if filters == 0 {
             self.net.retire_filters();

@@ -4,7 +4,7 @@
 //!
 //! * Receive by polling: on every timer interrupt and every network call
 //!   the kernel drains the NIC's receive queue; each frame is classified by
-//!   the merged trie ([`exokernel::filter::Demux`]) and copied into the
+//!   the merged trie ([`kcore::filter::Demux`]) and copied into the
 //!   owning environment's ring through the checked user-memory path. The
 //!   ring header is the libOS's memory, so the kernel keeps `head`,
 //!   `slot_count` and `dropped` itself and only *reads* `tail`; a `tail`
@@ -27,9 +27,9 @@ use crate::kernel::{bump, Kernel, COUNTERS};
 use crate::umem::{self, UserSlice};
 use alloc::vec;
 use alloc::vec::Vec;
-use exokernel::filter::{Demux, FilterId};
-use exokernel::keys::{FrameKey, Rights};
-use exokernel::kmem::KmemObject;
+use kcore::filter::{Demux, FilterId};
+use kcore::keys::{FrameKey, Rights};
+use kcore::kmem::KmemObject;
 use shared_abi::filter::MAX_ENCODED_LEN;
 use shared_abi::net::{NetInfo, RxRingHeader, MAX_FRAME, NET_RX, RX_RING_HEADER, RX_SLOT_SIZE};
 use shared_abi::syscall::Error;

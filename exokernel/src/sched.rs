@@ -12,7 +12,7 @@ use crate::arch::trap::{Return, TrapFrame};
 use crate::arch::{apic, cpu};
 use crate::kernel::{bump, Kernel, COUNTERS};
 use crate::umem;
-use exokernel::slotvec::{apply_penalty, SlotVecError};
+use kcore::slotvec::{apply_penalty, SlotVecError};
 use shared_abi::syscall::{encode, nr, EnvInfo, Error};
 use shared_abi::upcall::{UpcallKind, SLOT_END};
 

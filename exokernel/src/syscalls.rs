@@ -5,7 +5,7 @@ use crate::arch::trap::{LightSyscall, Return, TrapFrame};
 use crate::env::EnvState;
 use crate::kernel::{bump, Kernel, COUNTERS, KERNEL};
 use crate::umem::{self, UserSlice};
-use exokernel::usercheck::check_user_entry;
+use kcore::usercheck::check_user_entry;
 use shared_abi::net::nr as net_nr;
 use shared_abi::syscall::{encode, nr, Error, KernelStats};
 use shared_abi::upcall::{UpcallTable, FRAME_SIZE};
@@ -196,7 +196,7 @@ fn set_upcalls(kernel: &mut Kernel, ptr: u64) -> Result<u64, Error> {
     }
     let any = entries.iter().any(|&e| e != 0);
     if any {
-        exokernel::usercheck::check_user_range(table.stack_base, table.stack_len, 16)?;
+        kcore::usercheck::check_user_range(table.stack_base, table.stack_len, 16)?;
         if table.stack_len < 2 * FRAME_SIZE as u64 + 128 {
             return Err(Error::BadLength);
         }

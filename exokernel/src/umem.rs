@@ -3,7 +3,7 @@
 //! before the kernel reads or writes a byte of it.
 
 use crate::arch::paging::{AddressSpace, Flags};
-use exokernel::usercheck::check_user_range;
+use kcore::usercheck::check_user_range;
 use shared_abi::syscall::Error;
 
 /// A checked range of an environment's memory.

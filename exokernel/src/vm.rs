@@ -17,11 +17,11 @@ use crate::arch::paging::{self, Flags, MapError, PteRef};
 use crate::kernel::{bump, Kernel, COUNTERS};
 use crate::umem::{self, Pod};
 use alloc::vec::Vec;
-use exokernel::keys::{FrameKey as KernelKey, FrameTable, Rights};
-use exokernel::kmem::{KmemObject, KmemUse};
-use exokernel::rmap::ReverseMap;
-use exokernel::slots::{Slot, SlotError, SlotSet};
-use exokernel::stlb::{page_number, Stlb, StlbEntry};
+use kcore::keys::{FrameKey as KernelKey, FrameTable, Rights};
+use kcore::kmem::{KmemObject, KmemUse};
+use kcore::rmap::ReverseMap;
+use kcore::slots::{Slot, SlotError, SlotSet};
+use kcore::stlb::{page_number, Stlb, StlbEntry};
 use shared_abi::manifest::TlbPolicy;
 use shared_abi::start::{RepossessionVector, DYNAMIC_BASE, DYNAMIC_END, REPOSSESSION_ADDR, REPOSSESSION_SLOTS};
 use shared_abi::syscall::{map_bits, map_flags, Error, FrameInfo, FrameKey};
@@ -88,7 +88,7 @@ pub struct EnvMemory {
     /// Page-table frames the kernel built for its `map` calls: pool frames
     /// charged to it like the ones it holds under keys, freed when it ends.
     pub page_table_frames: u64,
-    /// Its kernel-memory budget in bytes (see `exokernel::kmem`).
+    /// Its kernel-memory budget in bytes (see `kcore::kmem`).
     pub kmem_limit: u64,
 }
 

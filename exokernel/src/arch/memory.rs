@@ -11,7 +11,7 @@
 //! writes a physical address the caller merely names.
 
 use bootloader_api::info::{MemoryRegionKind, MemoryRegions};
-use exokernel::frames::FrameBitmap;
+use kcore::frames::FrameBitmap;
 use linked_list_allocator::LockedHeap;
 use spin::Mutex;
 
