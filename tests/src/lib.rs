@@ -66,3 +66,33 @@ pub fn stat(outcome: &Outcome, key: &str) -> u64 {
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or_else(|| panic!("no {key} in {line}"))
 }
+
+/// The kernel's end-of-run `EXO-INVARIANTS ...` line, if it printed one.
+pub fn invariants_line(outcome: &Outcome) -> Option<&str> {
+    outcome.lines.iter().find_map(|l| l.find("EXO-INVARIANTS ").map(|at| &l[at..]))
+}
+
+/// Assert the kernel printed its end-of-run invariant check and it held
+/// (`ok=true`: frames, heap, keys, reverse map and pool back where they
+/// belong once every environment ended).
+pub fn assert_invariants(outcome: &Outcome) {
+    let line = invariants_line(outcome).unwrap_or_else(|| panic!("no EXO-INVARIANTS line (run ended: {})", outcome.describe()));
+    assert!(line.split_whitespace().any(|f| f == "ok=true"), "kernel invariants broken: {line}");
+}
+
+/// The value of `key=` on the EXO-INVARIANTS line.
+pub fn invariant(outcome: &Outcome, key: &str) -> u64 {
+    let line = invariants_line(outcome).expect("EXO-INVARIANTS line");
+    line.split_whitespace()
+        .filter_map(|f| f.split_once('='))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+}
+
+/// Assert the kernel never panicked during the run.
+pub fn assert_no_panic(outcome: &Outcome) {
+    if let Some(line) = outcome.lines.iter().find(|l| l.contains("KERNEL PANIC")) {
+        panic!("the kernel panicked: {line}");
+    }
+}

@@ -11,6 +11,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use wait_timeout::ChildExt;
 
+pub mod fuzz;
+
 /// The bare-metal target of the kernel and every libOS.
 pub const TARGET: &str = "x86_64-unknown-none";
 /// LibOS programs packed into every boot archive.
@@ -24,6 +26,7 @@ pub const PROGRAMS: &[(&str, &str)] = &[
     ("guest-tests", "memtest"),
     ("guest-tests", "cpu"),
     ("guest-tests", "netecho"),
+    ("guest-tests", "attacker"),
 ];
 
 /// The workspace root.

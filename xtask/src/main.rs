@@ -52,6 +52,35 @@ enum Cmd {
     },
     /// Host unit tests, then every QEMU scenario test; prints a summary.
     Test,
+    /// Boot the seeded fuzzer (the `attacker` program's `fuzz` mode) with
+    /// seeds S, S+1, ... until the time is up; stop at the first run that
+    /// breaks the kernel.
+    Fuzz {
+        /// Keep starting runs for this many seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// First seed (default: taken from the clock, and printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Stop after this many runs even if time is left (1: replay one seed).
+        #[arg(long)]
+        runs: Option<u64>,
+        /// Calls each fuzzing environment makes.
+        #[arg(long, default_value_t = 10000)]
+        calls: u64,
+        /// Fuzzing environments per run (1-8).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=8))]
+        envs: u64,
+        /// Seconds before one run is stopped as "no verdict".
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// Have the guests print every raw call (for replaying a seed).
+        #[arg(long)]
+        trace: bool,
+        /// Show each run's console output as it arrives.
+        #[arg(long)]
+        echo: bool,
+    },
     /// The benchmark suite under `-icount shift=0`, printed as a table.
     Bench {
         /// Seconds before the run is stopped.
@@ -83,6 +112,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             run(&scenario, kvm, no_kvm, bench, timeout, log.as_deref(), keep_running, uefi, !no_net)
         }
         Cmd::Test => test(),
+        Cmd::Fuzz { seconds, seed, runs, calls, envs, timeout, trace, echo } => {
+            fuzz(seconds, seed, runs, calls, envs, timeout, trace, echo)
+        }
         Cmd::Bench { timeout, kvm } => bench(timeout, kvm),
     }
 }
@@ -275,6 +307,76 @@ fn test() -> Result<()> {
     } else {
         bail!("result: FAILED")
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fuzz(seconds: u64, seed: Option<u64>, runs: Option<u64>, calls: u64, envs: u64, timeout: u64, trace: bool, echo: bool) -> Result<()> {
+    use xtask::fuzz::{fuzz_manifest, judge_fuzz_run, FuzzConfig};
+    let first = seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() % 1_000_000).unwrap_or(1)
+    });
+    build_binaries()?;
+    println!("xtask: fuzzing for {seconds} s from seed {first}: {envs} env(s) x {calls} calls per run, {timeout} s per run");
+    let started = Instant::now();
+    let options = RunOptions { timeout: Duration::from_secs(timeout), echo, ..Default::default() };
+    let (mut done, mut total_calls, mut total_errors) = (0u64, 0u64, 0u64);
+    let mut killed = Vec::new();
+    let mut seed = first;
+    while started.elapsed() < Duration::from_secs(seconds) && runs.is_none_or(|n| done < n) {
+        let config = FuzzConfig { seed, calls, envs, trace };
+        let text = fuzz_manifest(&config);
+        let image = make_image("fuzz-run", &text)?;
+        let outcome = run_qemu(&image, &options)?;
+        match judge_fuzz_run(&outcome, envs) {
+            Ok(report) => {
+                println!(
+                    "fuzz: seed {seed}: ok in {:.1} s ({} calls, {} errors returned{})",
+                    outcome.wall.as_secs_f64(),
+                    report.calls,
+                    report.errors,
+                    if report.killed.is_empty() { String::new() } else { format!(", {} env(s) killed", report.killed.len()) }
+                );
+                for why in &report.killed {
+                    println!("fuzz: seed {seed}: warning: {why}");
+                }
+                total_calls += report.calls;
+                total_errors += report.errors;
+                killed.extend(report.killed.into_iter().map(|k| format!("seed {seed} {k}")));
+            }
+            Err(reason) => {
+                println!("fuzz: seed {seed} broke the kernel: {reason}");
+                println!("--- last 30 lines of output:");
+                for line in outcome.lines.iter().skip(outcome.lines.len().saturating_sub(30)) {
+                    println!("{line}");
+                }
+                let log = image_dir().join(format!("fuzz-seed-{seed}.log"));
+                let mut text_out = format!("{text}\n--- output ({}):\n", outcome.describe());
+                for line in &outcome.lines {
+                    text_out.push_str(line);
+                    text_out.push('\n');
+                }
+                std::fs::write(&log, text_out)?;
+                println!("---");
+                println!("manifest and full output: {}", log.display());
+                println!(
+                    "replay: cargo xtask fuzz --seed {seed} --runs 1 --calls {calls} --envs {envs} --echo (add --trace to see every call)"
+                );
+                bail!("fuzz: seed {seed} broke the kernel after {} good run(s)", done);
+            }
+        }
+        done += 1;
+        seed += 1;
+    }
+    println!(
+        "fuzz: summary: {done} run(s), seeds {first}..={}, all held; {total_calls} calls, {total_errors} refused with an error code, {} env(s) killed, {:.1} s",
+        seed.saturating_sub(1).max(first),
+        killed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for k in &killed {
+        println!("fuzz: killed: {k}");
+    }
+    Ok(())
 }
 
 fn bench(timeout: u64, kvm: bool) -> Result<()> {

@@ -1,0 +1,1413 @@
+//! Attacker: legal system-call *sequences* that broke the kernel once, kept
+//! as regressions, and a seeded random fuzzer. Each mode prints `PASS` or
+//! `FAIL` lines and exits 0 only if the kernel held.
+//!
+//! Modes (the manifest's `args`, first word):
+//! - `upcall-stack`: the upcall stack lives on a dynamic-window page; the
+//!   page is remapped to another frame between two upcalls, and the old
+//!   frame, allocated again by physical address and mapped elsewhere, must
+//!   stay untouched (the kernel must not write through a stale translation).
+//! - `grant-flood`: share one frame with ourselves until the kernel-memory
+//!   budget says `no-memory`; freeing the frame gives it all back.
+//! - `rmap-churn`: mappings the direct-mapped software TLB and the TLB slots
+//!   both drop must not leave reverse-map entries behind.
+//! - `page-tables`: map one frame 1 GiB apart across the dynamic window:
+//!   the page tables this costs are charged to the pool, so `map` fails
+//!   cleanly; `victim` (another env) holds half its quota through the
+//!   attack and gets the rest while the attacker still holds its tables.
+//! - `demux-flood`: the benchmark-only calls with huge counts are refused
+//!   outside benchmark scenarios; `bench-bounds`: inside one, they are
+//!   bounded.
+//! - `fuzz seed=S calls=N`: random raw system calls with hostile arguments
+//!   mixed with valid call sequences.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+use shared_abi::println;
+use shared_abi::rt::{rdtsc, set_handler, Env};
+use shared_abi::start::{DYNAMIC_BASE, DYNAMIC_END, REPOSSESSION_ADDR, STACK_SIZE, STACK_TOP, START_INFO_ADDR};
+use shared_abi::syscall::{self, decode, map_flags, nr, raw6, rights, Error, FrameKey};
+use shared_abi::upcall::{UpcallFrame, UpcallKind, UpcallTable, FRAME_SIZE};
+use shared_abi::USER_TOP;
+
+shared_abi::libos_main!(main);
+
+const PAGE: u64 = 4096;
+const GIB: u64 = 1 << 30;
+/// An address in the kernel half.
+const KERNEL_ADDR: u64 = 0xffff_8000_0000_0000;
+/// Where the program is linked (its code is mapped read-only there).
+const CODE_PAGE: u64 = 0x40_1000;
+
+type Outcome = Result<(), &'static str>;
+
+fn main(env: &Env) -> i32 {
+    let mode = env.arg_words().next().unwrap_or("");
+    if let Err(why) = setup_upcalls() {
+        println!("{}: FAIL: cannot register upcalls: {}", mode, why);
+        return 1;
+    }
+    let result = match mode {
+        "upcall-stack" => upcall_stack(),
+        "grant-flood" => grant_flood(env),
+        "rmap-churn" => rmap_churn(env),
+        "page-tables" => page_tables(env),
+        "victim" => victim(env),
+        "demux-flood" => demux_flood(),
+        "bench-bounds" => bench_bounds(),
+        "fuzz" => fuzz(env),
+        other => {
+            println!("unknown mode {:?}", other);
+            Err("unknown mode")
+        }
+    };
+    match result {
+        Ok(()) => 0,
+        Err(why) => {
+            println!("{}: FAIL: {}", mode, why);
+            1
+        }
+    }
+}
+
+/// `key=value` from the args words.
+fn arg(env: &Env, key: &str) -> Option<u64> {
+    env.arg_words().filter_map(|w| w.split_once('=')).find(|(k, _)| *k == key).and_then(|(_, v)| v.parse().ok())
+}
+
+fn info() -> Result<syscall::EnvInfo, &'static str> {
+    syscall::env_info().map_err(|_| "env_info failed")
+}
+
+// ---------------------------------------------------------------------------
+// Upcalls: our own entry (checks the frame is really where the kernel
+// says, then runs the runtime's dispatcher and resume sequence), our own
+// protected entry, and the handlers the dispatcher calls.
+
+static INT3S: AtomicU64 = AtomicU64::new(0);
+static UD2S: AtomicU64 = AtomicU64::new(0);
+static FAULTS: AtomicU64 = AtomicU64::new(0);
+static LAST_FAULT: AtomicU64 = AtomicU64::new(0);
+static REVOCATIONS: AtomicU64 = AtomicU64::new(0);
+/// Address of the last upcall frame, and the page whose content to report
+/// if a frame ever arrives empty (the `upcall-stack` check).
+static LAST_FRAME: AtomicU64 = AtomicU64::new(0);
+static WATCH_PAGE: AtomicU64 = AtomicU64::new(0);
+
+/// Heap upcall stack (the ordinary one).
+static HEAP_STACK: AtomicU64 = AtomicU64::new(0);
+const HEAP_STACK_LEN: u64 = 32 * 1024;
+
+/// Marks a deliberate memory probe (in r14) for the page-fault handler.
+const PROBE_MAGIC: u64 = 0x5052_4f42_4521_0001;
+/// Marks a deliberate `ud2` (in r14) for the exception handler.
+const UD2_MAGIC: u64 = 0x5544_3221_0000_0002;
+
+extern "C" {
+    fn attacker_upcall_entry();
+}
+
+// rsp = rdi = the frame. Check it first (rbx survives the call; the
+// interrupted rbx is in the frame), then enter the runtime's trampoline,
+// which dispatches to the handlers and resumes from the frame.
+core::arch::global_asm!(
+    ".globl attacker_upcall_entry",
+    "attacker_upcall_entry:",
+    "mov rbx, rdi",
+    "call {check}",
+    "mov rdi, rbx",
+    "jmp upcall_entry",
+    check = sym check_frame,
+);
+
+/// The frame the kernel says it wrote must be readable at `rsp` and sane.
+/// If it is not (say the kernel wrote it into a stale frame), resuming
+/// from it would jump to garbage: report and end instead.
+extern "C" fn check_frame(frame: *const UpcallFrame) {
+    // SAFETY: the kernel entered with rsp = rdi = this address; we only read.
+    let f = unsafe { core::ptr::read_volatile(frame) };
+    LAST_FRAME.store(frame as u64, Ordering::SeqCst);
+    if UpcallKind::from_raw(f.kind).is_none() || f.rip == 0 || f.rsp == 0 {
+        let watch = WATCH_PAGE.load(Ordering::SeqCst);
+        let mut nonzero = 0;
+        if watch != 0 {
+            for i in 0..512 {
+                // SAFETY: the watched page is mapped (the mode mapped it before the upcall).
+                if unsafe { core::ptr::read_volatile((watch + i * 8) as *const u64) } != 0 {
+                    nonzero += 1;
+                }
+            }
+        }
+        println!(
+            "upcall-stack: FAIL: the upcall frame at {:#x} is not there (kind {} rip {:#x}); the watched page at {:#x} has {} nonzero words",
+            frame as u64, f.kind, f.rip, watch, nonzero
+        );
+        syscall::exit(1);
+    }
+}
+
+/// Messages received through the protected entry (any sender): a small
+/// lock-free inbox of frame keys others shared with us, and counters.
+const INBOX: usize = 16;
+static INBOX_LO: [AtomicU64; INBOX] = [const { AtomicU64::new(0) }; INBOX];
+static INBOX_HI: [AtomicU64; INBOX] = [const { AtomicU64::new(0) }; INBOX];
+static INBOX_COUNT: AtomicU64 = AtomicU64::new(0);
+static PCT_MSGS: AtomicU64 = AtomicU64::new(0);
+/// Bit per control message received (MSG_GO, MSG_DONE).
+static CONTROL: AtomicU64 = AtomicU64::new(0);
+const TAG_KEY: u64 = 0x4b45_5900;
+const TAG_CONTROL: u64 = 0x4354_4c00;
+const MSG_GO: u64 = 1;
+const MSG_DONE: u64 = 2;
+const MSG_FINISHED: u64 = 4;
+
+/// The protected entry. Runs in its own activation at any point of the
+/// main code, so it touches only atomics (never the heap, whose lock the
+/// interrupted code may hold).
+extern "C" fn attacker_pct_entry(caller: u64, m0: u64, m1: u64, m2: u64, m3: u64, flags: u64) -> ! {
+    PCT_MSGS.fetch_add(1, Ordering::SeqCst);
+    if m0 == TAG_KEY {
+        let at = INBOX_COUNT.fetch_add(1, Ordering::SeqCst) as usize % INBOX;
+        INBOX_LO[at].store(m1, Ordering::SeqCst);
+        INBOX_HI[at].store(m2, Ordering::SeqCst);
+    } else if m0 == TAG_CONTROL {
+        CONTROL.fetch_or(m1, Ordering::SeqCst);
+    }
+    syscall::pct_reply([m0 ^ m3, caller, flags, 0x5e7e])
+}
+
+fn on_exception(frame: &mut UpcallFrame) {
+    match frame.vector {
+        3 => {
+            INT3S.fetch_add(1, Ordering::SeqCst);
+        }
+        6 if frame.regs.r14 == UD2_MAGIC => {
+            UD2S.fetch_add(1, Ordering::SeqCst);
+            frame.rip += 2;
+        }
+        vector => {
+            println!("FAIL: unexpected exception {} at rip {:#x} (error {:#x})", vector, frame.rip, frame.error_code);
+            syscall::exit(3);
+        }
+    }
+}
+
+fn on_page_fault(frame: &mut UpcallFrame) {
+    if frame.regs.r14 == PROBE_MAGIC {
+        LAST_FAULT.store(frame.fault_addr, Ordering::SeqCst);
+        FAULTS.fetch_add(1, Ordering::SeqCst);
+        frame.rip += 4;
+        return;
+    }
+    println!(
+        "FAIL: unexpected page fault at {:#x}, rip {:#x}, error {:#x}",
+        frame.fault_addr, frame.rip, frame.error_code
+    );
+    syscall::exit(3);
+}
+
+/// Frames the kernel asked back and nobody has answered yet.
+static OWED: AtomicU64 = AtomicU64::new(0);
+static ABORTS: AtomicU64 = AtomicU64::new(0);
+
+fn on_revocation(frame: &mut UpcallFrame) {
+    REVOCATIONS.fetch_add(1, Ordering::SeqCst);
+    if frame.vector == shared_abi::upcall::REVOKE_REQUEST {
+        OWED.store(frame.fault_addr, Ordering::SeqCst);
+    } else {
+        ABORTS.fetch_add(1, Ordering::SeqCst);
+        OWED.store(0, Ordering::SeqCst);
+    }
+}
+
+/// Register our upcall table with the upcall stack at `[base, base + len)`
+/// (`pct`: accept protected control transfers too).
+fn install_upcalls_with(base: u64, len: u64, pct: bool) -> Result<(), Error> {
+    let entry = attacker_upcall_entry as *const () as u64;
+    let table = UpcallTable {
+        exception_entry: entry,
+        page_fault_entry: entry,
+        interrupt_entry: 0,
+        protected_entry: if pct { attacker_pct_entry as *const () as u64 } else { 0 },
+        revocation_entry: entry,
+        stack_base: base,
+        stack_len: len,
+    };
+    // SAFETY: the entries handle every upcall kind they are registered for
+    // and the stack is ours (the heap stack, or a page a mode mapped for it).
+    unsafe { syscall::set_upcalls(&table) }.map(|_| ())
+}
+
+fn install_upcalls(base: u64, len: u64) -> Result<(), Error> {
+    install_upcalls_with(base, len, true)
+}
+
+/// Back to the heap upcall stack.
+fn install_heap_upcalls() -> Result<(), Error> {
+    install_upcalls(HEAP_STACK.load(Ordering::SeqCst), HEAP_STACK_LEN)
+}
+
+fn setup_upcalls() -> Result<(), &'static str> {
+    // The runtime's dispatcher calls these; then our table replaces the
+    // runtime's registration (same dispatcher, our entry and stack).
+    set_handler(UpcallKind::Exception, on_exception).map_err(|_| "exception handler")?;
+    set_handler(UpcallKind::PageFault, on_page_fault).map_err(|_| "page-fault handler")?;
+    set_handler(UpcallKind::Revocation, on_revocation).map_err(|_| "revocation handler")?;
+    let layout = core::alloc::Layout::from_size_align(HEAP_STACK_LEN as usize, 16).map_err(|_| "layout")?;
+    // SAFETY: a nonzero size; the block is never freed.
+    let stack = unsafe { alloc::alloc::alloc_zeroed(layout) } as u64;
+    if stack == 0 {
+        return Err("no heap for the upcall stack");
+    }
+    HEAP_STACK.store(stack, Ordering::SeqCst);
+    install_heap_upcalls().map_err(|_| "set_upcalls refused")
+}
+
+fn int3() {
+    // SAFETY: a breakpoint trap; on_exception counts it and resumes after it.
+    unsafe { core::arch::asm!("int3") };
+}
+
+fn ud2() {
+    // SAFETY: on_exception sees the marker in r14 and skips the 2-byte ud2.
+    unsafe { core::arch::asm!("ud2", in("r14") UD2_MAGIC) };
+}
+
+/// Write `value` at `va`; false if it faulted.
+fn probe_write(va: u64, value: u64) -> bool {
+    let before = FAULTS.load(Ordering::SeqCst);
+    // SAFETY: a fault is caught by on_page_fault (marker in r14), which
+    // skips this 4-byte instruction; va is never our own state.
+    unsafe {
+        core::arch::asm!("mov qword ptr [r12], r13", in("r12") va, in("r13") value, in("r14") PROBE_MAGIC, options(nostack))
+    };
+    FAULTS.load(Ordering::SeqCst) == before
+}
+
+/// Read the word at `va`, or None if it faulted.
+fn probe_read(va: u64) -> Option<u64> {
+    let before = FAULTS.load(Ordering::SeqCst);
+    let value: u64;
+    // SAFETY: as for probe_write.
+    unsafe {
+        core::arch::asm!("mov r13, qword ptr [r12]", in("r12") va, out("r13") value, in("r14") PROBE_MAGIC, options(nostack))
+    };
+    if FAULTS.load(Ordering::SeqCst) == before { Some(value) } else { None }
+}
+
+/// Words of the page at `va` that are not zero (None: it faulted).
+fn nonzero_words(va: u64) -> Option<u64> {
+    let mut count = 0;
+    for i in 0..512 {
+        if probe_read(va + i * 8)? != 0 {
+            count += 1;
+        }
+    }
+    Some(count)
+}
+
+fn expect_err<T>(what: &str, result: Result<T, Error>, want: Error) -> Outcome {
+    match result {
+        Err(error) if error == want => {
+            println!("check {} -> {}", what, error.name());
+            Ok(())
+        }
+        Err(error) => {
+            println!("check {} -> {} (wanted {})", what, error.name(), want.name());
+            Err("wrong error")
+        }
+        Ok(_) => {
+            println!("check {} -> UNEXPECTED success (wanted {})", what, want.name());
+            Err("unexpected success")
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 1. upcall-stack
+
+fn upcall_stack() -> Outcome {
+    let low = DYNAMIC_BASE + 0x100 * PAGE; // the stack's lower page
+    let top = low + PAGE; // the page the frames land on
+    let elsewhere = DYNAMIC_BASE + 0x200 * PAGE;
+    let (_, k0) = syscall::frame_alloc(0, rights::ALL).map_err(|_| "alloc low page")?;
+    let (pa1, k1) = syscall::frame_alloc(0, rights::ALL).map_err(|_| "alloc F1")?;
+    syscall::map(low, k0, map_flags::WRITE | map_flags::GUARANTEED).map_err(|_| "map low page")?;
+    syscall::map(top, k1, map_flags::WRITE | map_flags::GUARANTEED).map_err(|_| "map F1")?;
+    install_upcalls(low, 2 * PAGE).map_err(|_| "set_upcalls on the dynamic window")?;
+    let expected_frame = top + PAGE - FRAME_SIZE as u64;
+
+    int3();
+    if INT3S.load(Ordering::SeqCst) != 1 || LAST_FRAME.load(Ordering::SeqCst) != expected_frame {
+        return Err("first upcall not delivered on the dynamic-window stack");
+    }
+    println!("upcall-stack: first upcall frame at {:#x} in F1 {:#x}", expected_frame, pa1);
+
+    // Swap the page under the (unchanged) registration: F1 goes, is
+    // allocated again by address and mapped elsewhere (before F2 is taken,
+    // so the allocator cannot hand F1 out as F2), and F2 takes the page.
+    syscall::unmap(top).map_err(|_| "unmap F1")?;
+    syscall::frame_free(k1).map_err(|_| "free F1")?;
+    let (again, k1b) = match syscall::frame_alloc(pa1, rights::ALL) {
+        Ok(got) => got,
+        Err(error) => {
+            println!("upcall-stack: frame_alloc(want_pa = F1 {:#x}) -> {}", pa1, error.name());
+            return Err("could not allocate F1 again by address");
+        }
+    };
+    if again != pa1 {
+        return Err("named allocation returned another frame");
+    }
+    syscall::map(elsewhere, k1b, map_flags::WRITE).map_err(|_| "map F1 elsewhere")?;
+    if nonzero_words(elsewhere) != Some(0) {
+        return Err("F1 not zeroed on reallocation");
+    }
+    let (pa2, k2) = syscall::frame_alloc(0, rights::ALL).map_err(|_| "alloc F2")?;
+    syscall::map(top, k2, map_flags::WRITE | map_flags::GUARANTEED).map_err(|_| "map F2")?;
+    println!("upcall-stack: page remapped to F2 {:#x}; F1 {:#x} allocated again at {:#x}", pa2, pa1, elsewhere);
+    WATCH_PAGE.store(elsewhere, Ordering::SeqCst);
+
+    int3();
+    let delivered = INT3S.load(Ordering::SeqCst) == 2 && LAST_FRAME.load(Ordering::SeqCst) == expected_frame;
+    let f1_dirty = nonzero_words(elsewhere).ok_or("F1's page faulted")?;
+    WATCH_PAGE.store(0, Ordering::SeqCst);
+    install_heap_upcalls().map_err(|_| "restore upcalls")?;
+    if !delivered {
+        return Err("second upcall not delivered on the stack page");
+    }
+    if f1_dirty != 0 {
+        println!("upcall-stack: F1 has {} nonzero words after the second upcall", f1_dirty);
+        return Err("the kernel wrote the upcall frame into the old frame F1");
+    }
+    let frame_words = nonzero_words(top).ok_or("stack page faulted")?;
+    if frame_words == 0 {
+        return Err("the stack page (F2) holds no frame");
+    }
+    println!("upcall-stack: PASS: second upcall frame landed in F2 ({} nonzero words), F1 stayed zero", frame_words);
+    for va in [low, top, elsewhere] {
+        syscall::unmap(va).map_err(|_| "unmap")?;
+    }
+    for key in [k0, k2, k1b] {
+        syscall::frame_free(key).map_err(|_| "free")?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 2. grant-flood
+
+fn grant_flood(env: &Env) -> Outcome {
+    let before = info()?;
+    let (_, key) = syscall::frame_alloc(0, rights::ALL).map_err(|_| "alloc")?;
+    let with_frame = info()?;
+    let mut shares = 0u64;
+    let mut stop = None;
+    while shares < 200_000 {
+        match syscall::frame_share(key, env.id, rights::READ) {
+            Ok(_) => shares += 1,
+            Err(error) => {
+                stop = Some(error);
+                break;
+            }
+        }
+    }
+    let full = info()?;
+    println!(
+        "grant-flood: {} shares, then {}; kmem_used={} kmem_limit={} (before: {}, with the frame: {})",
+        shares,
+        stop.map(Error::name).unwrap_or("nothing"),
+        full.kmem_used,
+        full.kmem_limit,
+        before.kmem_used,
+        with_frame.kmem_used
+    );
+    if stop != Some(Error::NoMemory) {
+        return Err("the share flood did not end in no-memory");
+    }
+    if full.kmem_limit == 0 || full.kmem_used <= with_frame.kmem_used || full.kmem_used > full.kmem_limit {
+        return Err("kernel memory accounting does not show the grants within the limit");
+    }
+    syscall::frame_free(key).map_err(|_| "free the flooded frame")?;
+    let after = info()?;
+    println!("grant-flood: after frame_free kmem_used={}", after.kmem_used);
+    if after.kmem_used != before.kmem_used {
+        return Err("kernel memory not given back when the frame was freed");
+    }
+    let (_, key) = syscall::frame_alloc(0, rights::ALL).map_err(|_| "alloc after the flood")?;
+    let share = syscall::frame_share(key, env.id, rights::READ).map_err(|_| "a share after the flood")?;
+    syscall::map(DYNAMIC_BASE, share, 0).map_err(|_| "map a share after the flood")?;
+    syscall::frame_free(key).map_err(|_| "free")?;
+    if info()?.kmem_used != before.kmem_used {
+        return Err("kernel memory not back to the start");
+    }
+    println!("grant-flood: PASS: {} shares refused at the budget, all given back by frame_free, sharing works again", shares);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 3. rmap-churn
+
+fn rmap_churn(env: &Env) -> Outcome {
+    let rounds = arg(env, "rounds").unwrap_or(20_000);
+    let (_, key) = syscall::frame_alloc(0, rights::ALL).map_err(|_| "alloc")?;
+    let baseline = info()?.kmem_used;
+    // A and B share a software-TLB entry (page numbers equal mod 4096).
+    let a = DYNAMIC_BASE + 0x40 * PAGE;
+    let b = a + 4096 * PAGE;
+    // Enough other pages to push A (the oldest) out of its TLB slot.
+    let extra = env.tlb_slots + 2;
+    let extra_va = |i: u64| a + (1 + i) * PAGE;
+    let mut forgotten = 0u64;
+    let mut peak = baseline;
+    for round in 1..=rounds {
+        syscall::map(a, key, 0).map_err(|_| "map A")?;
+        syscall::map(b, key, 0).map_err(|_| "map B")?;
+        for i in 0..extra {
+            syscall::map(extra_va(i), key, 0).map_err(|_| "map an extra page")?;
+        }
+        if round == 1 || round % 1000 == 0 {
+            peak = peak.max(info()?.kmem_used);
+        }
+        match syscall::unmap(a) {
+            Ok(()) => {}
+            Err(Error::InvalidArgument) => forgotten += 1,
+            Err(_) => return Err("unmap A"),
+        }
+        syscall::unmap(b).map_err(|_| "unmap B")?;
+        for i in 0..extra {
+            syscall::unmap(extra_va(i)).map_err(|_| "unmap an extra page")?;
+        }
+        if round % 1000 == 0 {
+            let used = info()?.kmem_used;
+            if used != baseline {
+                println!("rmap-churn: round {}: kmem_used={} baseline={}", round, used, baseline);
+                return Err("kernel memory grew with nothing mapped (reverse-map leak)");
+            }
+            if syscall::map_query(a, false) != Ok(0) {
+                return Err("A still mapped after unmapping");
+            }
+        }
+        if round % 5000 == 0 {
+            println!("rmap-churn: round {}: kmem_used={} (baseline {}, peak {})", round, baseline, baseline, peak);
+        }
+    }
+    let limit = info()?.kmem_limit;
+    if limit == 0 || peak <= baseline {
+        return Err("kernel memory accounting does not count mappings");
+    }
+    syscall::frame_free(key).map_err(|_| "free")?;
+    println!(
+        "rmap-churn: PASS: {} rounds, A dropped by both TLBs {} times, kmem_used back to {} after every 1000 (peak {}, limit {})",
+        rounds, forgotten, baseline, peak, limit
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 4. page-tables and victim
+
+fn send_control(to: u64, message: u64, tsc_hz: u64) -> Outcome {
+    let give_up = rdtsc() + tsc_hz * 10;
+    loop {
+        match syscall::pct_send(to, [TAG_CONTROL, message, 0, 0]) {
+            Ok(()) => return Ok(()),
+            Err(Error::Again) | Err(Error::PermissionDenied) if rdtsc() < give_up => syscall::yield_now(),
+            Err(error) => {
+                println!("pct_send to env {} -> {}", to, error.name());
+                return Err("could not message the other env");
+            }
+        }
+    }
+}
+
+fn wait_control(message: u64, tsc_hz: u64) -> Outcome {
+    let give_up = rdtsc() + tsc_hz * 30;
+    while CONTROL.load(Ordering::SeqCst) & message == 0 {
+        if rdtsc() > give_up {
+            return Err("the other env never sent its message");
+        }
+        syscall::yield_now();
+    }
+    Ok(())
+}
+
+fn page_tables(env: &Env) -> Outcome {
+    let victim = arg(env, "victim").ok_or("args need victim=<env id>")?;
+    let pool_frames = arg(env, "pool_kib").ok_or("args need pool_kib=<frame_pool_kib>")? / 4;
+    wait_control(MSG_GO, env.tsc_hz)?;
+    let (_, key) = syscall::frame_alloc(0, rights::READ).map_err(|_| "alloc")?;
+    let va_of = |i: u64| DYNAMIC_BASE + i * GIB + (i % 4096) * PAGE;
+    let mut mapped = 0u64;
+    let mut stop = None;
+    while va_of(mapped) < DYNAMIC_END {
+        match syscall::map(va_of(mapped), key, 0) {
+            Ok(()) => mapped += 1,
+            Err(error) => {
+                stop = Some(error);
+                break;
+            }
+        }
+    }
+    let full = info()?;
+    println!(
+        "page-tables: {} pages mapped 1 GiB apart, then {}; frames_charged={} page_table_frames={} quota_frames={} pool_frames={}",
+        mapped,
+        stop.map(Error::name).unwrap_or("the end of the window"),
+        full.frames_charged,
+        full.page_table_frames,
+        full.quota_frames,
+        pool_frames
+    );
+    match stop {
+        Some(Error::QuotaExceeded) | Some(Error::Again) | Some(Error::NoMemory) => {}
+        _ => return Err("mapping across the window did not end in quota-exceeded, again or no-memory"),
+    }
+    if mapped >= pool_frames || full.page_table_frames < mapped || full.frames_charged > pool_frames {
+        return Err("page-table frames were not charged to the pool");
+    }
+    // Hold every table while the victim takes the rest of its quota.
+    send_control(victim, MSG_DONE, env.tsc_hz)?;
+    wait_control(MSG_FINISHED, env.tsc_hz)?;
+    for i in 0..mapped {
+        syscall::unmap(va_of(i)).map_err(|_| "unmap")?;
+    }
+    syscall::frame_free(key).map_err(|_| "free")?;
+    let after = info()?;
+    println!(
+        "page-tables: PASS: refused within the pool, the victim kept its quota, all unmapped; frames_charged={} page_table_frames={}",
+        after.frames_charged, after.page_table_frames
+    );
+    Ok(())
+}
+
+fn victim(env: &Env) -> Outcome {
+    let attacker = arg(env, "attacker").ok_or("args need attacker=<env id>")?;
+    let quota = env.quota_frames;
+    let first = quota / 2;
+    let va_of = |i: u64| DYNAMIC_BASE + i * PAGE;
+    let mut retries = 0u64;
+    let take = |i: u64, retries: &mut u64| -> Outcome {
+        loop {
+            match syscall::frame_alloc(0, rights::ALL) {
+                Ok((_, key)) => {
+                    syscall::map(va_of(i), key, map_flags::WRITE).map_err(|_| "map")?;
+                    if !probe_write(va_of(i), 0xa11c_e000 + i) {
+                        return Err("own page faulted");
+                    }
+                    return Ok(());
+                }
+                Err(Error::Again) if *retries < 100_000 => {
+                    *retries += 1;
+                    syscall::yield_now();
+                }
+                Err(error) => {
+                    println!("victim: frame_alloc #{} -> {} after {} retries", i + 1, error.name(), retries);
+                    return Err("could not get a frame within the quota");
+                }
+            }
+        }
+    };
+    for i in 0..first {
+        take(i, &mut retries)?;
+    }
+    println!("victim: holding {} of my {} quota frames; telling env {} to go", first, quota, attacker);
+    send_control(attacker, MSG_GO, env.tsc_hz)?;
+    wait_control(MSG_DONE, env.tsc_hz)?;
+    for i in 0..first {
+        if probe_read(va_of(i)) != Some(0xa11c_e000 + i) {
+            return Err("a frame held through the attack lost its contents");
+        }
+    }
+    for i in first..quota {
+        take(i, &mut retries)?;
+    }
+    for i in 0..quota {
+        if probe_read(va_of(i)) != Some(0xa11c_e000 + i) {
+            return Err("a frame lost its contents");
+        }
+    }
+    println!("victim: PASS: got my quota of {} frames ({} before the attack, {} after, {} retries)", quota, first, quota - first, retries);
+    send_control(attacker, MSG_FINISHED, env.tsc_hz)
+}
+
+// ---------------------------------------------------------------------------
+// 5. demux-flood and bench-bounds
+
+fn demux_flood() -> Outcome {
+    let (_, key) = syscall::frame_alloc(0, rights::READ).map_err(|_| "alloc")?;
+    expect_err("demux-bench-linear-huge", shared_abi::net::demux_bench(1000, true, 100_000), Error::PermissionDenied)?;
+    expect_err("demux-bench-trie-huge", shared_abi::net::demux_bench(1000, false, 100_000), Error::PermissionDenied)?;
+    expect_err("demux-bench-small", shared_abi::net::demux_bench(1, false, 1), Error::PermissionDenied)?;
+    expect_err("key-bench-max", syscall::key_bench(key, u64::MAX), Error::PermissionDenied)?;
+    expect_err("key-bench-small", syscall::key_bench(key, 10), Error::PermissionDenied)?;
+    syscall::frame_free(key).map_err(|_| "free")?;
+    println!("demux-flood: PASS: benchmark calls refused outside a benchmark scenario");
+    Ok(())
+}
+
+fn bench_bounds() -> Outcome {
+    let (_, key) = syscall::frame_alloc(0, rights::READ).map_err(|_| "alloc")?;
+    use shared_abi::net::demux_bench;
+    expect_err("demux-bench-linear-huge", demux_bench(1000, true, 100_000), Error::InvalidArgument)?;
+    expect_err("demux-bench-trie-too-many-packets", demux_bench(1000, false, 20_001), Error::InvalidArgument)?;
+    expect_err("demux-bench-linear-over-product", demux_bench(1000, true, 2_001), Error::InvalidArgument)?;
+    expect_err("key-bench-max", syscall::key_bench(key, u64::MAX), Error::InvalidArgument)?;
+    expect_err("key-bench-over", syscall::key_bench(key, 100_001), Error::InvalidArgument)?;
+    let within = [
+        ("demux-bench-trie-at-bound", demux_bench(1000, false, 20_000)),
+        ("demux-bench-linear-at-bound", demux_bench(1000, true, 2_000)),
+        ("key-bench-at-bound", syscall::key_bench(key, 100_000)),
+    ];
+    for (what, result) in within {
+        match result {
+            Ok(ticks) => println!("check {} -> ok ({} ticks)", what, ticks),
+            Err(error) => {
+                println!("check {} -> {} (wanted success)", what, error.name());
+                return Err("a bounded benchmark call was refused");
+            }
+        }
+    }
+    syscall::frame_free(key).map_err(|_| "free")?;
+    println!("bench-bounds: PASS: benchmark calls bounded");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 6. fuzz
+
+/// splitmix64.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+    fn chance(&mut self, one_in: u64) -> bool {
+        self.below(one_in) == 0
+    }
+    fn pick<T: Copy>(&mut self, items: &[T]) -> Option<T> {
+        if items.is_empty() { None } else { Some(items[self.below(items.len() as u64) as usize]) }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Held {
+    key: FrameKey,
+    pa: u64,
+    owned: bool,
+}
+
+/// The region random mappings go to (512 pages), and the page the upcall
+/// steps put their stack on (never handed to random calls).
+const FUZZ_BASE: u64 = DYNAMIC_BASE + 0x1000_0000;
+const FUZZ_PAGES: u64 = 512;
+const FUZZ_STACK_VA: u64 = DYNAMIC_BASE + 0x40_0000_0000;
+const FUZZ_CHECK_VA: u64 = DYNAMIC_BASE + 0x50_0000_0000;
+/// Scratch memory the kernel may write: 2 MiB, pointers only into the
+/// first 64 KiB, so no write of at most 1 MiB can leave it.
+const SCRATCH_LEN: usize = 2 << 20;
+const SCRATCH_WINDOW: u64 = 64 * 1024;
+
+struct Fuzz {
+    rng: Rng,
+    me: u64,
+    env_count: u64,
+    trace: bool,
+    scratch: u64,
+    /// Refusable upcall tables, kept apart from the scratch memory.
+    bad_tables: u64,
+    keys: Vec<Held>,
+    stale: Vec<FrameKey>,
+    mapped: Vec<u64>,
+    slot_keys: Vec<u64>,
+    step: u64,
+    calls: u64,
+    errors: u64,
+    failures: u64,
+}
+
+impl Fuzz {
+    fn fail(&mut self, what: &str) {
+        self.failures += 1;
+        println!("fuzz: FAIL step={} {}", self.step, what);
+    }
+
+    fn count<T>(&mut self, result: &Result<T, Error>) {
+        self.calls += 1;
+        if result.is_err() {
+            self.errors += 1;
+        }
+    }
+
+    fn fuzz_va(&mut self) -> u64 {
+        FUZZ_BASE + self.rng.below(FUZZ_PAGES) * PAGE
+    }
+
+    fn va(&mut self) -> u64 {
+        let va = match self.rng.below(12) {
+            0..=4 => self.fuzz_va(),
+            5..=6 => {
+                let mapped = self.mapped.clone();
+                self.rng.pick(&mapped).unwrap_or(FUZZ_BASE)
+            }
+            7 => (DYNAMIC_BASE + self.rng.below((DYNAMIC_END - DYNAMIC_BASE) / PAGE) * PAGE) & !0xfff,
+            8 => self.fuzz_va() + 1 + self.rng.below(PAGE - 1),
+            9 => DYNAMIC_END - PAGE,
+            10 => [0, CODE_PAGE, shared_abi::start::HEAP_BASE, KERNEL_ADDR, DYNAMIC_END, DYNAMIC_BASE - PAGE, u64::MAX & !0xfff, START_INFO_ADDR]
+                [self.rng.below(8) as usize],
+            _ => self.rng.next(),
+        };
+        // Never the upcall step's stack page or the final check page.
+        if va & !0xfff == FUZZ_STACK_VA || va & !0xfff == FUZZ_CHECK_VA { FUZZ_BASE } else { va }
+    }
+
+    /// A pointer for a random call; `for_table`: never memory whose
+    /// contents could make a valid upcall table.
+    fn pointer(&mut self) -> u64 {
+        match self.rng.below(14) {
+            0 => 0,
+            1 => KERNEL_ADDR + (self.rng.next() & 0x0000_7fff_ffff_fff8),
+            2 => [0x7000_0000_0000 + self.rng.below(1 << 20) * PAGE, STACK_TOP - STACK_SIZE - PAGE, 0x1000, FUZZ_BASE + FUZZ_PAGES * PAGE]
+                [self.rng.below(4) as usize],
+            3..=5 => self.scratch + (self.rng.below(SCRATCH_WINDOW - 256) & !7),
+            6 => self.scratch + (self.rng.below(SCRATCH_WINDOW - 256) & !7) + 1 + self.rng.below(7),
+            7 => START_INFO_ADDR + (self.rng.below(64) * 8),
+            8 => CODE_PAGE,
+            9 => {
+                let mapped = self.mapped.clone();
+                let page = self.rng.pick(&mapped).unwrap_or(FUZZ_BASE);
+                page + (self.rng.below(PAGE - 256) & !7)
+            }
+            10 => self.fuzz_va(),
+            11 => [USER_TOP - 8, USER_TOP - PAGE, USER_TOP, u64::MAX - 7][self.rng.below(4) as usize],
+            12 => REPOSSESSION_ADDR,
+            _ => self.rng.next(),
+        }
+    }
+
+    fn length(&mut self) -> u64 {
+        [0, 1, 8, 16, 32, 56, 104, 144, 4096, 4097, 1 << 20, (1 << 20) + 1, 1 << 40, u64::MAX, self.rng.below(5000), self.rng.next()]
+            [self.rng.below(16) as usize]
+    }
+
+    fn key(&mut self) -> FrameKey {
+        match self.rng.below(7) {
+            0..=2 => {
+                let keys = self.keys.clone();
+                self.rng.pick(&keys).map(|h| h.key).unwrap_or(FrameKey { lo: 1, hi: 2 })
+            }
+            3 => {
+                let stale = self.stale.clone();
+                self.rng.pick(&stale).unwrap_or(FrameKey { lo: 3, hi: 4 })
+            }
+            4 => FrameKey { lo: self.rng.next(), hi: self.rng.next() },
+            5 => {
+                let keys = self.keys.clone();
+                let mut key = self.rng.pick(&keys).map(|h| h.key).unwrap_or_default();
+                let bit = self.rng.below(128);
+                if bit < 64 { key.lo ^= 1 << bit } else { key.hi ^= 1 << (bit - 64) }
+                key
+            }
+            _ => {
+                let n = INBOX_COUNT.load(Ordering::SeqCst).min(INBOX as u64);
+                if n == 0 {
+                    FrameKey::default()
+                } else {
+                    let at = self.rng.below(n) as usize;
+                    FrameKey { lo: INBOX_LO[at].load(Ordering::SeqCst), hi: INBOX_HI[at].load(Ordering::SeqCst) }
+                }
+            }
+        }
+    }
+
+    fn env_id(&mut self) -> u64 {
+        match self.rng.below(6) {
+            0 => 0,
+            1 => self.me,
+            2 | 3 => 1 + self.rng.below(self.env_count.max(1) + 1),
+            4 => u64::MAX,
+            _ => self.rng.below(8),
+        }
+    }
+
+    fn small(&mut self) -> u64 {
+        if self.rng.chance(8) { self.rng.next() } else { self.rng.below(9) }
+    }
+
+    /// One argument of a random class.
+    fn any_arg(&mut self) -> u64 {
+        match self.rng.below(7) {
+            0 => self.pointer(),
+            1 => self.length(),
+            2 => self.va(),
+            3 => self.env_id(),
+            4 => self.small(),
+            5 => {
+                let keys = self.keys.clone();
+                self.rng.pick(&keys).map(|h| if self.rng.chance(2) { h.key.lo } else { h.key.hi }).unwrap_or(0)
+            }
+            _ => self.rng.next(),
+        }
+    }
+
+    /// A random raw system call with arguments shaped for its number.
+    fn raw_call(&mut self) {
+        let number = match self.rng.below(20) {
+            0 => [u64::MAX, 1 << 32, 0x8000_0000_0000_0000, nr::COUNT, 41, 64, 255, (-1i64) as u64 - 1][self.rng.below(8) as usize],
+            _ => loop {
+                let n = self.rng.below(41);
+                if n != nr::EXIT {
+                    break n;
+                }
+            },
+        };
+        let mut a = [0u64; 6];
+        for slot in a.iter_mut() {
+            *slot = self.any_arg();
+        }
+        // Shape the arguments the call reads, most of the time (always for
+        // set_upcalls: a table read from memory the kernel wrote could be
+        // valid garbage).
+        if number == nr::SET_UPCALLS {
+            a[0] = self.table_pointer();
+        } else if number == nr::CONSOLE_WRITE {
+            // Short (what it prints from code or scratch is noise), or a
+            // length the kernel must refuse.
+            a[0] = self.pointer();
+            a[1] = match self.rng.below(4) {
+                0 => [0, 4097, 1 << 20, 1 << 40, u64::MAX][self.rng.below(5) as usize],
+                _ => self.rng.below(48),
+            };
+        } else if !self.rng.chance(5) {
+            match number {
+                nr::CONSOLE_WRITE => {}
+                nr::STATS => {
+                    a[0] = self.pointer();
+                    a[1] = if self.rng.chance(2) { 144 } else { self.length() };
+                }
+                nr::FRAME_ALLOC => {
+                    a[0] = match self.rng.below(4) {
+                        0 | 1 => 0,
+                        2 => {
+                            let stale_pa = self.keys.last().map(|h| h.pa).unwrap_or(0x10_0000);
+                            stale_pa + PAGE * self.rng.below(4)
+                        }
+                        _ => self.rng.next() & 0x0fff_ffff_f000,
+                    };
+                    a[1] = self.small();
+                    a[2] = self.pointer();
+                }
+                nr::FRAME_FREE | nr::FRAME_QUERY | nr::KEY_BENCH | 25 => {
+                    let key = self.key();
+                    a[0] = key.lo;
+                    a[1] = key.hi;
+                    a[2] = if number == nr::FRAME_QUERY { self.pointer() } else { self.length() };
+                }
+                nr::FRAME_SHARE => {
+                    let key = self.key();
+                    a[0] = key.lo;
+                    a[1] = key.hi;
+                    a[2] = self.env_id();
+                    a[3] = self.small();
+                    a[4] = self.pointer();
+                }
+                nr::MAP => {
+                    let key = self.key();
+                    a[0] = self.va();
+                    a[1] = key.lo;
+                    a[2] = key.hi;
+                    a[3] = self.small();
+                }
+                nr::UNMAP | nr::MAP_QUERY | nr::GUARANTEE => {
+                    a[0] = self.va();
+                    a[1] = self.small();
+                }
+                nr::SLOT_ALLOC => a[0] = if self.rng.chance(2) { nr::ANY_SLOT } else { self.small() },
+                nr::SLOT_FREE => {
+                    let slot_keys = self.slot_keys.clone();
+                    a[0] = self.rng.pick(&slot_keys).unwrap_or(0) ^ if self.rng.chance(3) { 1 << self.rng.below(40) } else { 0 };
+                }
+                nr::PCT_CALL | nr::PCT_SEND => a[0] = self.env_id(),
+                nr::ENV_INFO | 26 => a[0] = self.pointer(),
+                22 | 23 => {
+                    a[0] = self.pointer();
+                    a[1] = self.length();
+                }
+                _ => {}
+            }
+        }
+        if self.trace {
+            println!("fuzz: step={} raw {} {:#x} {:#x} {:#x} {:#x} {:#x} {:#x}", self.step, number, a[0], a[1], a[2], a[3], a[4], a[5]);
+        }
+        // SAFETY: every argument may be garbage; the kernel checks them. No
+        // pointer names our own state: writes can land only in the scratch
+        // block, in pages we mapped for fuzzing, or nowhere.
+        let raw = unsafe { raw6(number, a[0], a[1], a[2], a[3], a[4], a[5]) };
+        let result = decode(raw);
+        self.count(&result);
+        if (raw as i64) < 0 && Error::from_code((raw as i64).wrapping_neg()).is_none() {
+            println!("fuzz: call {} returned {:#x}, no error code", number, raw);
+            self.fail("unknown error code");
+        }
+        match (number, result) {
+            (nr::CONSOLE_WRITE, Ok(n)) if n > 0 => {
+                // End the noise's line, so our own lines start clean.
+                let _ = syscall::console_write(b"\n");
+            }
+            (nr::SET_UPCALLS, _) => {
+                if result.is_ok() && a[0] != REPOSSESSION_ADDR {
+                    println!("fuzz: set_upcalls accepted the table at {:#x}", a[0]);
+                    self.fail("an invalid upcall table was accepted");
+                }
+                // Whatever happened, our own table again.
+                if install_heap_upcalls().is_err() {
+                    self.fail("could not restore the upcall table");
+                }
+            }
+            (nr::FRAME_ALLOC, Ok(pa)) => {
+                if let Some(key) = self.read_scratch_key(a[2]) {
+                    self.keys.push(Held { key, pa, owned: true });
+                }
+            }
+            (nr::FRAME_SHARE, Ok(_)) if a[2] == self.me => {
+                if let Some(key) = self.read_scratch_key(a[4]) {
+                    let pa = self.keys.iter().find(|h| h.key.lo == a[0] && h.key.hi == a[1]).map(|h| h.pa).unwrap_or(0);
+                    self.keys.push(Held { key, pa, owned: false });
+                }
+            }
+            (nr::FRAME_FREE, Ok(_)) => self.forget_frame_of(FrameKey { lo: a[0], hi: a[1] }),
+            (nr::SLOT_ALLOC, Ok(key)) => self.slot_keys.push(key),
+            (nr::MAP, Ok(_)) => self.mapped.push(a[0]),
+            _ => {}
+        }
+    }
+
+    /// A pointer for a random `set_upcalls`: only memory that cannot hold
+    /// a valid table with live entries (a refusable table we prepared, the
+    /// all-zero repossession page, or addresses the kernel must refuse).
+    fn table_pointer(&mut self) -> u64 {
+        match self.rng.below(8) {
+            0..=2 => self.bad_tables + self.rng.below(BAD_TABLES) * 64,
+            3 => 0,
+            4 => KERNEL_ADDR,
+            5 => [0x7000_0000_0000, USER_TOP - 8, USER_TOP - 32][self.rng.below(3) as usize],
+            6 => self.bad_tables + 4,
+            _ => {
+                // The repossession page reads as an all-zero table (no
+                // handlers) while nothing was repossessed.
+                // SAFETY: the kernel maps the page read-only for us.
+                let count = unsafe { core::ptr::read_volatile(REPOSSESSION_ADDR as *const u64) };
+                if count == 0 && self.rng.chance(2) { REPOSSESSION_ADDR } else { START_INFO_ADDR }
+            }
+        }
+    }
+
+    fn read_scratch_key(&self, at: u64) -> Option<FrameKey> {
+        if at >= self.scratch && at + 16 <= self.scratch + SCRATCH_WINDOW && at % 8 == 0 {
+            // SAFETY: inside the scratch block the kernel just wrote.
+            Some(unsafe { core::ptr::read_volatile(at as *const FrameKey) })
+        } else {
+            None
+        }
+    }
+
+    /// The frame of `key` was freed: every key to it is stale now.
+    fn forget_frame_of(&mut self, key: FrameKey) {
+        let Some(pa) = self.keys.iter().find(|h| h.key == key).map(|h| h.pa) else { return };
+        let mut i = 0;
+        while i < self.keys.len() {
+            if self.keys[i].pa == pa && pa != 0 {
+                let gone = self.keys.swap_remove(i);
+                self.stale.push(gone.key);
+            } else {
+                i += 1;
+            }
+        }
+        if self.stale.len() > 64 {
+            self.stale.remove(0);
+        }
+    }
+
+    fn owned_index(&mut self) -> Option<usize> {
+        let owned: Vec<usize> = (0..self.keys.len()).filter(|&i| self.keys[i].owned).collect();
+        self.rng.pick(&owned)
+    }
+
+    /// One valid step of a call sequence.
+    fn valid_step(&mut self) {
+        match self.rng.below(16) {
+            0 | 1 => {
+                if self.keys.iter().filter(|h| h.owned).count() > 96 {
+                    return self.free_one();
+                }
+                let wanted = [rights::ALL, rights::ALL, rights::READ | rights::WRITE, rights::READ, rights::READ | rights::SHARE]
+                    [self.rng.below(5) as usize];
+                let result = syscall::frame_alloc(0, wanted);
+                self.count(&result);
+                if let Ok((pa, key)) = result {
+                    self.keys.push(Held { key, pa, owned: true });
+                }
+            }
+            2 | 3 => {
+                let keys = self.keys.clone();
+                let Some(held) = self.rng.pick(&keys) else { return };
+                let va = self.fuzz_va();
+                let flags = [0, map_flags::WRITE, map_flags::WRITE, map_flags::GUARANTEED | map_flags::WRITE][self.rng.below(4) as usize];
+                let result = syscall::map(va, held.key, flags);
+                self.count(&result);
+                if result.is_ok() {
+                    self.mapped.push(va);
+                    if flags & map_flags::WRITE != 0 {
+                        // May fault only if the frame's owner freed it meanwhile.
+                        let _ = probe_write(va, self.step);
+                    }
+                }
+            }
+            4 => {
+                let mapped = self.mapped.clone();
+                if let Some(va) = self.rng.pick(&mapped) {
+                    let _ = probe_read(va + (self.rng.below(512) * 8));
+                    let _ = probe_write(va + (self.rng.below(512) * 8), self.rng.next());
+                }
+            }
+            5 => {
+                let keys = self.keys.clone();
+                let Some(held) = self.rng.pick(&keys) else { return };
+                let to = if self.rng.chance(2) { self.me } else { 1 + self.rng.below(self.env_count.max(1)) };
+                let result = syscall::frame_share(held.key, to, self.rng.below(8));
+                self.count(&result);
+                match result {
+                    Ok(key) if to == self.me => self.keys.push(Held { key, pa: held.pa, owned: false }),
+                    Ok(key) => {
+                        let sent = syscall::pct_send(to, [TAG_KEY, key.lo, key.hi, held.pa]);
+                        self.count(&sent);
+                    }
+                    Err(_) => {}
+                }
+            }
+            6 => {
+                if self.mapped.is_empty() {
+                    return;
+                }
+                let at = self.rng.below(self.mapped.len() as u64) as usize;
+                let va = self.mapped.swap_remove(at);
+                let result = syscall::unmap(va);
+                self.count(&result);
+            }
+            7 => self.free_one(),
+            8 => self.upcall_step(),
+            9 => {
+                let mapped = self.mapped.clone();
+                let va = self.rng.pick(&mapped).unwrap_or(FUZZ_BASE);
+                let result = if self.rng.chance(2) { syscall::guarantee(va, self.rng.chance(2)).map(|_| 0) } else { syscall::map_query_clear(va, self.rng.below(4) << 4) };
+                self.count(&result);
+            }
+            10 => {
+                if self.slot_keys.len() < 2 && self.rng.chance(2) {
+                    let result = syscall::slot_alloc(nr::ANY_SLOT);
+                    self.count(&result);
+                    if let Ok(key) = result {
+                        self.slot_keys.push(key);
+                    }
+                } else if !self.slot_keys.is_empty() {
+                    let key = self.slot_keys.swap_remove(0);
+                    let result = syscall::slot_free(key);
+                    self.count(&result);
+                }
+            }
+            11 => {
+                let to = 1 + self.rng.below(self.env_count.max(1));
+                let message = [self.rng.next(), self.rng.next(), self.rng.next(), self.rng.next()];
+                let result = if self.rng.chance(3) && to != self.me { syscall::pct_call(to, message).map(|_| ()) } else { syscall::pct_send(to, message) };
+                self.count(&result);
+            }
+            12 => {
+                if self.rng.chance(2) {
+                    int3();
+                } else {
+                    ud2();
+                }
+            }
+            13 => self.check_bad_keys(),
+            14 => {
+                syscall::yield_now();
+                self.calls += 1;
+            }
+            _ => {
+                // Touch a page we never mapped: the fault comes back to us.
+                let va = FUZZ_BASE + FUZZ_PAGES * PAGE + self.rng.below(64) * PAGE;
+                if probe_read(va).is_some() {
+                    self.fail("read an address nobody mapped");
+                }
+            }
+        }
+    }
+
+    fn free_one(&mut self) {
+        let Some(at) = self.owned_index() else { return };
+        let key = self.keys[at].key;
+        let result = syscall::frame_free(key);
+        self.count(&result);
+        match result {
+            // BadKey: the abort protocol may have taken it.
+            Ok(()) | Err(Error::BadKey) => self.forget_frame_of(key),
+            Err(error) => {
+                println!("fuzz: frame_free of an owned key -> {}", error.name());
+                self.fail("frame_free refused an owned key");
+            }
+        }
+    }
+
+    /// Stale and forged keys must be refused with bad-key.
+    fn check_bad_keys(&mut self) {
+        let stale = self.stale.clone();
+        let key = if self.rng.chance(2) {
+            match self.rng.pick(&stale) {
+                Some(key) => key,
+                None => return,
+            }
+        } else {
+            FrameKey { lo: self.rng.next(), hi: self.rng.next() }
+        };
+        let result = syscall::map(FUZZ_CHECK_VA, key, 0);
+        self.count(&result);
+        match result {
+            Err(Error::BadKey) => {}
+            Ok(()) => {
+                let _ = syscall::unmap(FUZZ_CHECK_VA);
+                println!("fuzz: map with stale/forged key {:#x}:{:#x} succeeded", key.lo, key.hi);
+                self.fail("a stale or forged key was accepted");
+            }
+            Err(error) => {
+                println!("fuzz: map with stale/forged key -> {}", error.name());
+                self.fail("a stale or forged key got the wrong error");
+            }
+        }
+    }
+
+    /// Answer a repossession request (most of the time: the rest, the
+    /// abort protocol takes the frames by force).
+    fn answer_revocation(&mut self) {
+        let owed = OWED.load(Ordering::SeqCst);
+        if owed == 0 || self.rng.chance(4) {
+            return;
+        }
+        for _ in 0..owed {
+            self.free_one();
+        }
+        let result = syscall::revoke_done();
+        self.count(&result);
+        OWED.store(0, Ordering::SeqCst);
+    }
+
+    /// An upcall with the stack on a dynamic-window page; half the time the
+    /// page is remapped to a new frame between two upcalls.
+    fn upcall_step(&mut self) {
+        // A request we ignored may end in the abort protocol taking the
+        // newest frame (the stack's) at any tick: not now.
+        if OWED.load(Ordering::SeqCst) != 0 {
+            return;
+        }
+        let Ok((_, k1)) = syscall::frame_alloc(0, rights::ALL) else { return };
+        self.calls += 1;
+        if syscall::map(FUZZ_STACK_VA, k1, map_flags::WRITE | map_flags::GUARANTEED).is_err() {
+            let _ = syscall::frame_free(k1);
+            return;
+        }
+        // No protected entry meanwhile: an activation arriving while the
+        // page is being swapped would have no stack.
+        if install_upcalls_with(FUZZ_STACK_VA, PAGE, false).is_err() {
+            self.fail("set_upcalls on a mapped dynamic-window page refused");
+            let _ = syscall::unmap(FUZZ_STACK_VA);
+            let _ = syscall::frame_free(k1);
+            return;
+        }
+        let expected = FUZZ_STACK_VA + PAGE - FRAME_SIZE as u64;
+        let before = INT3S.load(Ordering::SeqCst);
+        int3();
+        if INT3S.load(Ordering::SeqCst) != before + 1 || LAST_FRAME.load(Ordering::SeqCst) != expected {
+            self.fail("upcall not delivered on the dynamic-window stack");
+        }
+        let mut key = k1;
+        if self.rng.chance(2) {
+            let _ = syscall::unmap(FUZZ_STACK_VA);
+            let _ = syscall::frame_free(k1);
+            match syscall::frame_alloc(0, rights::ALL) {
+                Ok((_, k2)) => {
+                    key = k2;
+                    if syscall::map(FUZZ_STACK_VA, k2, map_flags::WRITE | map_flags::GUARANTEED).is_ok() {
+                        int3();
+                        if INT3S.load(Ordering::SeqCst) != before + 2 || LAST_FRAME.load(Ordering::SeqCst) != expected {
+                            self.fail("upcall after remapping the stack page went astray");
+                        }
+                    }
+                }
+                Err(_) => key = FrameKey::default(),
+            }
+            self.calls += 4;
+        }
+        if install_heap_upcalls().is_err() {
+            self.fail("could not restore the upcall table");
+        }
+        let _ = syscall::unmap(FUZZ_STACK_VA);
+        let _ = syscall::frame_free(key);
+        self.calls += 4;
+    }
+}
+
+const BAD_TABLES: u64 = 6;
+
+/// Allocate, map, touch, unmap and free one frame (retrying while the
+/// kernel is taking frames back for us).
+fn final_check() -> Result<(), &'static str> {
+    let mut tries = 0;
+    let key = loop {
+        match syscall::frame_alloc(0, rights::ALL) {
+            Ok((_, key)) => break key,
+            Err(Error::Again) if tries < 10_000 => {
+                tries += 1;
+                syscall::yield_now();
+            }
+            Err(error) => {
+                println!("fuzz: final frame_alloc -> {}", error.name());
+                return Err("frame_alloc");
+            }
+        }
+    };
+    if let Err(error) = syscall::map(FUZZ_CHECK_VA, key, map_flags::WRITE) {
+        println!("fuzz: final map -> {}", error.name());
+        return Err("map");
+    }
+    if !probe_write(FUZZ_CHECK_VA, 0x600d) || probe_read(FUZZ_CHECK_VA) != Some(0x600d) {
+        return Err("touch");
+    }
+    syscall::unmap(FUZZ_CHECK_VA).map_err(|_| "unmap")?;
+    syscall::frame_free(key).map_err(|_| "free")
+}
+
+/// Write the refusable tables: each has live entries but a defect the
+/// kernel must refuse.
+fn write_bad_tables(base: u64, scratch: u64) {
+    let entry = attacker_upcall_entry as *const () as u64;
+    let good = UpcallTable {
+        exception_entry: entry,
+        page_fault_entry: entry,
+        interrupt_entry: entry,
+        protected_entry: entry,
+        revocation_entry: entry,
+        stack_base: scratch,
+        stack_len: 4096,
+    };
+    let tables = [
+        UpcallTable { exception_entry: KERNEL_ADDR, ..good },
+        UpcallTable { stack_len: 100, ..good },
+        UpcallTable { stack_base: scratch + 8, ..good },
+        UpcallTable { stack_base: 0, ..good },
+        UpcallTable { stack_base: USER_TOP - 256, ..good },
+        UpcallTable { stack_len: (1 << 20) + 16, ..good },
+    ];
+    for (i, table) in tables.iter().enumerate() {
+        // SAFETY: `base` is a page of our own, 64 bytes per table.
+        unsafe { core::ptr::write((base + i as u64 * 64) as *mut UpcallTable, *table) };
+    }
+}
+
+fn fuzz(env: &Env) -> Outcome {
+    let seed = arg(env, "seed").unwrap_or(1);
+    let calls = arg(env, "calls").unwrap_or(3000);
+    let trace = arg(env, "trace").unwrap_or(0) != 0;
+    println!("fuzz: seed={} calls={} env={}", seed, calls, env.id);
+    let alloc_block = |len: usize| {
+        let layout = core::alloc::Layout::from_size_align(len, 4096).expect("layout");
+        // SAFETY: nonzero size; never freed.
+        unsafe { alloc::alloc::alloc_zeroed(layout) as u64 }
+    };
+    let scratch = alloc_block(SCRATCH_LEN);
+    let bad_tables = alloc_block(PAGE as usize);
+    if scratch == 0 || bad_tables == 0 {
+        return Err("heap too small for the scratch block (memory_kib >= 4096)");
+    }
+    write_bad_tables(bad_tables, scratch);
+    let mut f = Fuzz {
+        rng: Rng(seed ^ env.id.wrapping_mul(0xa076_1d64_78bd_642f)),
+        me: env.id,
+        env_count: env.env_count,
+        trace,
+        scratch,
+        bad_tables,
+        keys: Vec::new(),
+        stale: Vec::new(),
+        mapped: Vec::new(),
+        slot_keys: Vec::new(),
+        step: 0,
+        calls: 0,
+        errors: 0,
+        failures: 0,
+    };
+    while f.calls < calls {
+        f.step += 1;
+        f.answer_revocation();
+        if f.rng.chance(2) {
+            f.raw_call();
+        } else {
+            f.valid_step();
+        }
+        if f.step % 1000 == 0 {
+            println!("fuzz: seed={} step={} calls={} errors={} keys={} mapped={}", seed, f.step, f.calls, f.errors, f.keys.len(), f.mapped.len());
+        }
+        if f.failures > 20 {
+            break;
+        }
+    }
+    if install_heap_upcalls().is_err() {
+        f.fail("final set_upcalls refused");
+    }
+    // Give back what we hold (the kernel would at exit anyway).
+    while let Some(at) = f.owned_index() {
+        let key = f.keys[at].key;
+        let _ = syscall::frame_free(key);
+        f.forget_frame_of(key);
+    }
+    // The kernel still does its job: a fresh frame maps, holds data and frees.
+    if let Err(why) = final_check() {
+        println!("fuzz: final check: {}", why);
+        f.fail("alloc/map/touch/free does not work after fuzzing");
+    }
+    let stale = f.stale.clone();
+    for key in stale.iter().take(16) {
+        if syscall::map(FUZZ_CHECK_VA, *key, 0) != Err(Error::BadKey) {
+            f.fail("a stale key is not refused at the end");
+        }
+    }
+    println!(
+        "fuzz: stats seed={} steps={} int3={} ud2={} faults={} revocations={} aborts={} pct_in={} keys_in={} last_fault={:#x}",
+        seed,
+        f.step,
+        INT3S.load(Ordering::SeqCst),
+        UD2S.load(Ordering::SeqCst),
+        FAULTS.load(Ordering::SeqCst),
+        REVOCATIONS.load(Ordering::SeqCst),
+        ABORTS.load(Ordering::SeqCst),
+        PCT_MSGS.load(Ordering::SeqCst),
+        INBOX_COUNT.load(Ordering::SeqCst),
+        LAST_FAULT.load(Ordering::SeqCst)
+    );
+    if f.failures == 0 {
+        println!("fuzz: done seed={} calls={} errors={} ok", seed, f.calls, f.errors);
+        Ok(())
+    } else {
+        println!("fuzz: done seed={} calls={} errors={} FAILED failures={}", seed, f.calls, f.errors, f.failures);
+        Err("the kernel misbehaved under fuzzing")
+    }
+}
