@@ -22,6 +22,7 @@ extern crate alloc;
 
 #[allow(unsafe_code)]
 mod arch;
+mod counters;
 mod env;
 mod kernel;
 mod loader;

@@ -1,6 +1,8 @@
-//! The network secure binding (ABI in `shared_abi::net`): receive rings the
-//! libOSes lend, packet filters merged into one decision trie, key-checked
-//! transmit, and the polling that moves frames from the NIC into rings.
+//! The network subsystem, the network secure binding (ABI in
+//! `shared_abi::net`): it owns the NIC, the receive rings the libOSes lend,
+//! and their packet filters merged into one decision trie; it transmits
+//! from frames whose keys the kernel checked, and polls frames from the NIC
+//! into rings.
 //!
 //! * Receive by polling: on every timer interrupt and every network call
 //!   the kernel drains the NIC's receive queue; each frame is classified by
@@ -22,18 +24,14 @@
 //! * When an environment ends, its filters and ring go with it.
 
 use crate::arch::nic::Nic;
-use crate::arch::trap::TrapFrame;
-use crate::kernel::{bump, Kernel, COUNTERS};
+use crate::arch::paging::AddressSpace;
 use crate::umem::{self, UserSlice};
 use alloc::vec;
 use alloc::vec::Vec;
 use kcore::filter::{Demux, FilterId};
-use kcore::keys::{FrameKey, Rights};
-use kcore::kmem::KmemObject;
 use shared_abi::filter::MAX_ENCODED_LEN;
-use shared_abi::net::{NetInfo, RxRingHeader, MAX_FRAME, NET_RX, RX_RING_HEADER, RX_SLOT_SIZE};
+use shared_abi::net::{NetInfo, RxRingHeader, MAX_FRAME, RX_RING_HEADER, RX_SLOT_SIZE};
 use shared_abi::syscall::Error;
-use shared_abi::upcall::UpcallKind;
 
 /// Most packets one `demux_bench` call classifies (trie: about 700
 /// instructions each, so at most ~14M instructions with interrupts off).
@@ -70,10 +68,12 @@ pub struct Net {
     /// By environment index: a `NET_RX` upcall is owed.
     rx_upcall_owed: Vec<bool>,
     counters: NetInfo,
+    /// The manifest allows `demux_bench`.
+    benchmarks: bool,
 }
 
 impl Net {
-    pub fn new(nic: Option<Nic>, hash_seed: u64, env_count: usize) -> Net {
+    pub fn new(nic: Option<Nic>, hash_seed: u64, env_count: usize, benchmarks: bool) -> Net {
         let mac = nic.as_ref().map_or(0, |nic| {
             let mut bytes = [0u8; 8];
             bytes[..6].copy_from_slice(&nic.mac());
@@ -87,6 +87,7 @@ impl Net {
             rings: (0..env_count).map(|_| None).collect(),
             rx_upcall_owed: vec![false; env_count],
             counters: NetInfo::default(),
+            benchmarks,
         }
     }
 
@@ -107,13 +108,10 @@ impl Net {
     }
 }
 
-impl Kernel {
-    fn env_id_of(&self, index: usize) -> u64 {
-        self.envs[index].id
-    }
-
-    fn require_nic(&self) -> Result<(), Error> {
-        if self.net.nic.is_some() {
+impl Net {
+    /// `InvalidArgument` without a NIC (the calls that need one).
+    pub fn require_nic(&self) -> Result<(), Error> {
+        if self.nic.is_some() {
             Ok(())
         } else {
             Err(Error::InvalidArgument)
@@ -121,34 +119,29 @@ impl Kernel {
     }
 
     /// Move every frame the NIC has received into the ring of the
-    /// environment that claims it.
-    pub fn poll_net(&mut self) {
-        let Some(mut nic) = self.net.nic.take() else { return };
-        nic.drain(|frame| self.demultiplex(frame));
-        self.net.nic = Some(nic);
+    /// environment that claims it. `env` finds a running environment's
+    /// index and address space by id.
+    pub fn poll<'a>(&mut self, env: impl Fn(u64) -> Option<(usize, &'a AddressSpace)>) {
+        let Some(mut nic) = self.nic.take() else { return };
+        nic.drain(|frame| self.demultiplex(frame, &env));
+        self.nic = Some(nic);
     }
 
-    fn demultiplex(&mut self, frame: &[u8]) {
-        self.net.counters.rx_packets += 1;
-        let owner = self.net.demux.classify(frame).and_then(|(env_id, _)| {
-            self.envs.iter().position(|e| e.id == env_id && e.is_runnable())
-        });
-        let Some(index) = owner else {
-            self.net.counters.rx_unclaimed += 1;
+    fn demultiplex<'a>(&mut self, frame: &[u8], env: &impl Fn(u64) -> Option<(usize, &'a AddressSpace)>) {
+        self.counters.rx_packets += 1;
+        let Some((index, space)) = self.demux.classify(frame).and_then(|(env_id, _)| env(env_id)) else {
+            self.counters.rx_unclaimed += 1;
             return;
         };
-        if self.copy_into_ring(index, frame) {
-            self.net.counters.rx_delivered += 1;
-            if self.envs[index].upcalls.interrupt_entry != 0 {
-                self.net.rx_upcall_owed[index] = true;
-            }
+        if self.copy_into_ring(index, space, frame) {
+            self.counters.rx_delivered += 1;
+            self.rx_upcall_owed[index] = true;
         }
     }
 
     /// Copy `frame` into env `index`'s ring; false if it was dropped.
-    fn copy_into_ring(&mut self, index: usize, frame: &[u8]) -> bool {
-        let env = &self.envs[index];
-        let (Some(space), Some(ring)) = (env.space.as_ref(), self.net.rings[index].as_mut()) else {
+    fn copy_into_ring(&mut self, index: usize, space: &AddressSpace, frame: &[u8]) -> bool {
+        let Some(ring) = self.rings[index].as_mut() else {
             return false;
         };
         let Ok(tail) = umem::read_value::<u64>(space, ring.va + TAIL_OFFSET) else {
@@ -174,47 +167,35 @@ impl Kernel {
         umem::write_value(space, ring.va + HEAD_OFFSET, &ring.head).is_ok()
     }
 
-    /// Deliver the `NET_RX` upcall owed to the current environment, if it
-    /// is running its ordinary code (see the module doc).
-    pub fn deliver_net_rx(&mut self, frame: &mut TrapFrame) {
-        let index = self.current;
-        if !self.net.rx_upcall_owed.get(index).copied().unwrap_or(false) {
-            return;
-        }
-        let env = &self.envs[index];
-        let table = env.upcalls;
-        let in_handler = (table.stack_base..=table.stack_base.saturating_add(table.stack_len)).contains(&frame.rsp);
-        if !frame.from_user() || !env.is_runnable() || env.cpu.activation.is_some() || in_handler {
-            return;
-        }
-        self.net.rx_upcall_owed[index] = false;
-        let _ = self.deliver_upcall(frame, UpcallKind::Interrupt, NET_RX, 0, 0);
+    /// Is a `NET_RX` upcall owed to env `index`?
+    pub fn rx_owed(&self, index: usize) -> bool {
+        self.rx_upcall_owed.get(index).copied().unwrap_or(false)
     }
 
-    /// Env `index` ended: its filters and ring go.
-    pub fn net_env_ended(&mut self, index: usize) {
-        let id = self.env_id_of(index);
-        self.net.demux.remove_env(id);
-        if let Some(ring) = self.net.rings.get_mut(index) {
-            *ring = None;
-        }
-        if let Some(owed) = self.net.rx_upcall_owed.get_mut(index) {
+    /// The owed `NET_RX` upcall is being delivered (or cannot be).
+    pub fn clear_rx_owed(&mut self, index: usize) {
+        if let Some(owed) = self.rx_upcall_owed.get_mut(index) {
             *owed = false;
         }
     }
 
-    /// `net_rx_ring(ring_va, ring_len) -> slot_count`.
-    pub fn net_rx_ring(&mut self, ring_va: u64, ring_len: u64) -> Result<u64, Error> {
-        self.require_nic()?;
-        self.poll_net();
+    /// Env `index` (id `env_id`) ended: its filters and ring go.
+    pub fn env_ended(&mut self, index: usize, env_id: u64) {
+        self.demux.remove_env(env_id);
+        if let Some(ring) = self.rings.get_mut(index) {
+            *ring = None;
+        }
+        self.clear_rx_owed(index);
+    }
+
+    /// `net_rx_ring(ring_va, ring_len) -> slot_count` for env `index`.
+    pub fn rx_ring(&mut self, index: usize, space: &AddressSpace, ring_va: u64, ring_len: u64) -> Result<u64, Error> {
         if ring_va % 4096 != 0 {
             return Err(Error::Misaligned);
         }
         if ring_len < RX_RING_HEADER + RX_SLOT_SIZE || ring_len > MAX_RING_BYTES {
             return Err(Error::BadLength);
         }
-        let index = self.current;
-        let space = self.envs[index].space.as_ref().ok_or(Error::NoSuchEnv)?;
         // Every page must be the caller's and writable: zero it all.
         let zeros = [0u8; 4096];
         let mut at = 0;
@@ -226,61 +207,48 @@ impl Kernel {
         let slot_count = (ring_len - RX_RING_HEADER) / RX_SLOT_SIZE;
         let header = RxRingHeader { slot_count, ..Default::default() };
         umem::write_value(space, ring_va, &header)?;
-        self.net.rings[index] = Some(Ring { va: ring_va, slot_count, head: 0, dropped: 0 });
+        self.rings[index] = Some(Ring { va: ring_va, slot_count, head: 0, dropped: 0 });
         Ok(slot_count)
     }
 
-    /// `net_filter_install(filter_ptr, filter_len) -> filter_id`.
-    pub fn net_filter_install(&mut self, ptr: u64, len: u64) -> Result<u64, Error> {
-        self.require_nic()?;
-        self.poll_net();
+    /// `net_filter_install(filter_ptr, filter_len) -> filter_id` for env
+    /// `env_id`; `room` says whether its kernel-memory budget has room for
+    /// one more filter.
+    pub fn filter_install(&mut self, env_id: u64, space: &AddressSpace, ptr: u64, len: u64, room: Result<(), Error>) -> Result<u64, Error> {
         if len == 0 || len > MAX_ENCODED_LEN as u64 {
             return Err(Error::BadLength);
         }
-        let index = self.current;
-        let space = self.envs[index].space.as_ref().ok_or(Error::NoSuchEnv)?;
         let mut encoded = [0u8; MAX_ENCODED_LEN];
         UserSlice::new(space, ptr, len, 1)?.read(&mut encoded[..len as usize])?;
-        self.kmem_room(index, KmemObject::Filter)?;
-        let id = self.net.demux.install(self.env_id_of(index), &encoded[..len as usize])?;
+        room?;
+        let id = self.demux.install(env_id, &encoded[..len as usize])?;
         Ok(id.raw())
     }
 
-    /// `net_filter_remove(filter_id) -> 0`.
-    pub fn net_filter_remove(&mut self, filter_id: u64) -> Result<u64, Error> {
-        self.require_nic()?;
-        self.poll_net();
-        let env_id = self.env_id_of(self.current);
-        self.net.demux.remove(env_id, FilterId::from_raw(filter_id))?;
+    /// `net_filter_remove(filter_id) -> 0` for env `env_id`.
+    pub fn filter_remove(&mut self, env_id: u64, filter_id: u64) -> Result<u64, Error> {
+        self.demux.remove(env_id, FilterId::from_raw(filter_id))?;
         Ok(0)
     }
 
-    /// `net_tx(key_lo, key_hi, offset, len) -> len`.
-    pub fn net_tx(&mut self, lo: u64, hi: u64, offset: u64, len: u64) -> Result<u64, Error> {
-        self.require_nic()?;
-        if len == 0 || len > MAX_FRAME {
-            return Err(Error::BadLength);
-        }
-        if offset.checked_add(len).is_none_or(|end| end > 4096) {
+    /// Transmit `len` bytes at `offset` of the frame at `frame_pa` (the
+    /// kernel checked the caller's key for it).
+    /// (The kernel checks `len` and `offset` before the key.)
+    pub fn transmit(&mut self, frame_pa: u64, offset: u64, len: u64) -> Result<u64, Error> {
+        if len == 0 || len > MAX_FRAME || offset.checked_add(len).is_none_or(|end| end > 4096) {
             return Err(Error::InvalidArgument);
         }
-        bump(&COUNTERS.key_checks);
-        let env_id = self.env_id_of(self.current);
-        let info = self.vm.table.check(FrameKey { handle: lo, mac: hi }, env_id, Rights::READ)?;
-        let sent = self.net.nic.as_mut().is_some_and(|nic| nic.transmit_from_frame(info.frame * 4096, offset, len as usize));
-        self.poll_net();
+        let sent = self.nic.as_mut().is_some_and(|nic| nic.transmit_from_frame(frame_pa, offset, len as usize));
         if !sent {
             return Err(Error::Again);
         }
-        self.net.counters.tx_packets += 1;
+        self.counters.tx_packets += 1;
         Ok(len)
     }
 
     /// `net_info(out_ptr) -> 0`.
-    pub fn net_info(&mut self, out: u64) -> Result<u64, Error> {
-        self.poll_net();
-        let info = NetInfo { mac: self.net.mac, filters: self.net.demux.len() as u64, ..self.net.counters };
-        let space = self.envs[self.current].space.as_ref().ok_or(Error::NoSuchEnv)?;
+    pub fn info(&self, space: &AddressSpace, out: u64) -> Result<u64, Error> {
+        let info = NetInfo { mac: self.mac, filters: self.demux.len() as u64, ..self.counters };
         umem::write_value(space, out, &info)?;
         Ok(0)
     }
@@ -300,9 +268,8 @@ impl Kernel {
         if linear == 1 && filter_count * packets > MAX_BENCH_LINEAR_WORK {
             return Err(Error::InvalidArgument);
         }
-        self.poll_net();
         const FIRST_PORT: u16 = 10_000;
-        let mut demux = Demux::new(self.net.hash_seed ^ 0x6265_6e63_68);
+        let mut demux = Demux::new(self.hash_seed ^ 0x6265_6e63_68);
         for n in 0..filter_count as u16 {
             let filter = shared_abi::filter::Filter::udp_dst_port(FIRST_PORT + n).encode();
             demux.install(1, &filter).map_err(|_| Error::NoMemory)?;

@@ -1,5 +1,9 @@
-//! CPU multiplexing: the time-slot vector, the bounded end-of-slot context
-//! save with overrun penalties, and protected control transfer.
+//! The CPU subsystem: the time-slot vector and where in it the CPU is,
+//! each environment's saved registers, CPU accounting and overrun
+//! penalties, and the state of protected control transfers (who waits on
+//! whom, activations, queued asynchronous messages). Who runs a slot is
+//! decided in `kcore::cpu`; the kernel composes switches from this and the
+//! other subsystems (`kernel/switch.rs`).
 //!
 //! At every slot boundary the kernel upcalls the running libOS (if it
 //! registered an interrupt entry) with `SLOT_END`. If the next slot is its
@@ -8,13 +12,14 @@
 //! and the overrun is taken off its next slot. Slots nobody owns (or whose
 //! owner cannot run) go round-robin to the runnable environments.
 
-use crate::arch::trap::{Return, TrapFrame};
-use crate::arch::{apic, cpu};
-use crate::kernel::{bump, Kernel, COUNTERS};
-use crate::umem;
-use kcore::slotvec::{apply_penalty, SlotVecError};
-use shared_abi::syscall::{encode, nr, EnvInfo, Error};
-use shared_abi::upcall::{UpcallKind, SLOT_END};
+use crate::arch::apic;
+use crate::arch::trap::TrapFrame;
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use kcore::cpu::{self, Runnable, States};
+use kcore::slotvec::{apply_penalty, SlotVecError, SlotVector};
+use kcore::upcall::{self, UpcallStack};
+use shared_abi::syscall::{encode, nr, Error};
 
 /// Most asynchronous transfers queued for one environment.
 pub const PCT_QUEUE_MAX: usize = 8;
@@ -39,19 +44,35 @@ pub struct Grace {
 
 /// Per-environment CPU state.
 #[derive(Default)]
-pub struct EnvCpu {
-    pub cpu_ticks: u64,
-    pub overruns: u64,
-    pub penalty_owed: u64,
-    pub penalty_total: u64,
+struct EnvCpu {
+    /// Not ended: may be given the CPU.
+    alive: bool,
+    /// Registers to resume it with when it next runs.
+    context: TrapFrame,
+    cpu_ticks: u64,
+    overruns: u64,
+    penalty_owed: u64,
+    penalty_total: u64,
     /// Blocked in `pct_call` on this environment index.
-    pub waiting_on: Option<usize>,
-    pub activation: Option<Activation>,
+    waiting_on: Option<usize>,
+    activation: Option<Activation>,
     /// Queued asynchronous transfers: (sender id, message).
-    pub pct_queue: alloc::collections::VecDeque<(u64, [u64; 4])>,
+    pct_queue: VecDeque<(u64, [u64; 4])>,
 }
 
-fn from_slot_error(error: SlotVecError) -> Error {
+/// What `env_info` reports about an environment's CPU.
+pub struct CpuInfo {
+    pub cpu_ticks: u64,
+    pub overruns: u64,
+    pub penalty_ticks: u64,
+    pub slots_owned: u64,
+    pub vector_len: u64,
+    pub slot_ticks: u64,
+    pub save_bound_ticks: u64,
+    pub slot_position: u64,
+}
+
+pub fn from_slot_error(error: SlotVecError) -> Error {
     match error {
         SlotVecError::OutOfRange => Error::InvalidArgument,
         SlotVecError::Taken => Error::PermissionDenied,
@@ -59,335 +80,332 @@ fn from_slot_error(error: SlotVecError) -> Error {
     }
 }
 
-impl Kernel {
-    /// Can env `e` be given the CPU on its own behalf?
-    fn schedulable(&self, e: usize) -> bool {
-        self.envs[e].is_runnable() && self.envs[e].cpu.waiting_on.is_none()
+/// The CPU subsystem.
+pub struct Cpu {
+    slots: SlotVector,
+    /// The slot running now, its length and the end-of-slot save bound.
+    slot_pos: usize,
+    slot_ticks: u64,
+    save_bound_ticks: u64,
+    /// An environment inside its save bound.
+    grace: Option<Grace>,
+    last_switch_tsc: u64,
+    tsc_hz: u64,
+    /// Index of the environment whose state the CPU holds.
+    current: usize,
+    envs: Vec<EnvCpu>,
+}
+
+impl States for Cpu {
+    fn count(&self) -> usize {
+        self.envs.len()
     }
 
-    /// Follow donation: an env blocked in a call runs its callee.
-    fn resolve(&self, mut e: usize) -> usize {
-        for _ in 0..self.envs.len() {
-            match self.envs[e].cpu.waiting_on {
-                Some(t) if self.envs[t].is_runnable() => e = t,
-                _ => break,
-            }
+    fn state(&self, env: usize) -> Runnable {
+        let e = &self.envs[env];
+        Runnable { alive: e.alive, waiting_on: e.waiting_on }
+    }
+}
+
+impl Cpu {
+    pub fn new(vector_len: usize, slot_ticks: u64, save_bound_ticks: u64, tsc_hz: u64) -> Cpu {
+        Cpu {
+            slots: SlotVector::new(vector_len),
+            slot_pos: 0,
+            slot_ticks,
+            save_bound_ticks,
+            grace: None,
+            last_switch_tsc: 0,
+            tsc_hz,
+            current: 0,
+            envs: Vec::new(),
         }
-        e
     }
 
-    /// Who runs slot `pos`: its owner (or whom it donated to), else the
+    /// Record an environment (runnable or not) starting from `context`,
+    /// owning `slots` slots spread over the vector; returns its index.
+    pub fn add_env(&mut self, alive: bool, context: TrapFrame, slots: usize) -> usize {
+        self.envs.push(EnvCpu { alive, context, ..Default::default() });
+        let index = self.envs.len() - 1;
+        if alive {
+            self.slots.alloc_spread(slots, index);
+        }
+        index
+    }
+
+    pub fn current(&self) -> usize {
+        self.current
+    }
+
+    pub fn slot_pos(&self) -> usize {
+        self.slot_pos
+    }
+
+    /// The position after the one running now.
+    pub fn next_pos(&self) -> usize {
+        (self.slot_pos + 1) % self.slots.len().max(1)
+    }
+
+    pub fn save_bound_ticks(&self) -> u64 {
+        self.save_bound_ticks
+    }
+
+    // ----- contexts -----
+
+    /// Env `index`'s saved registers.
+    pub fn context(&self, index: usize) -> &TrapFrame {
+        &self.envs[index].context
+    }
+
+    pub fn context_mut(&mut self, index: usize) -> &mut TrapFrame {
+        &mut self.envs[index].context
+    }
+
+    /// Is env `index` running a protected-entry activation?
+    pub fn in_activation(&self, index: usize) -> bool {
+        self.envs[index].activation.is_some()
+    }
+
+    // ----- who runs -----
+
+    /// Who runs slot `pos`: its owner (or whom it donates to), else the
     /// next runnable environment round-robin.
-    fn runner_for_slot(&mut self, pos: usize) -> Option<usize> {
-        if let Some(owner) = self.slots.owner(pos) {
-            if self.envs[owner].is_runnable() {
-                let r = self.resolve(owner);
-                if self.envs[r].is_runnable() && (r != owner || self.schedulable(owner)) {
-                    return Some(r);
-                }
-            }
+    pub fn runner_for_slot(&mut self, pos: usize) -> Option<usize> {
+        if let Some(runner) = self.slots.owner(pos).and_then(|owner| cpu::owner_runner(self, owner)) {
+            return Some(runner);
         }
         let count = self.envs.len();
         let envs = &self.envs;
-        self.slots.next_unowned_runner(count, |e| envs[e].is_runnable() && envs[e].cpu.waiting_on.is_none())
+        self.slots.next_unowned_runner(count, |e| envs[e].alive && envs[e].waiting_on.is_none())
     }
 
+    /// Someone other than `me` to give the rest of a slot to (`yield`).
+    pub fn other_runner(&mut self, me: usize) -> Option<usize> {
+        let count = self.envs.len();
+        let envs = &self.envs;
+        self.slots.next_unowned_runner(count, |e| e != me && envs[e].alive && envs[e].waiting_on.is_none())
+    }
+
+    // ----- time -----
+
     /// Charge the CPU time since the last switch to the running env.
-    fn account(&mut self, now: u64) {
+    pub fn account(&mut self, now: u64) {
         let used = now.saturating_sub(self.last_switch_tsc);
-        self.envs[self.current].cpu.cpu_ticks += used;
+        if let Some(env) = self.envs.get_mut(self.current) {
+            env.cpu_ticks += used;
+        }
         self.last_switch_tsc = now;
+    }
+
+    /// The CPU now holds env `index`.
+    pub fn set_current(&mut self, index: usize) -> bool {
+        let switched = index != self.current;
+        self.current = index;
+        switched
+    }
+
+    /// Start slot `pos` for `runner`: the timer is armed for the slot,
+    /// shortened by any penalty the runner owes.
+    pub fn begin_slot(&mut self, pos: usize, runner: usize) {
+        self.slot_pos = pos;
+        let env = &mut self.envs[runner];
+        let (len, owed) = apply_penalty(self.slot_ticks, env.penalty_owed, self.slot_ticks / 10);
+        env.penalty_owed = owed;
+        self.arm(len);
+    }
+
+    /// The very first slot, at boot.
+    pub fn begin_first_slot(&mut self, runner: usize, now: u64) {
+        self.last_switch_tsc = now;
+        self.slot_pos = 0;
+        self.current = runner;
+        self.arm(self.slot_ticks);
+    }
+
+    /// Start a save bound for the running env, which was told its slot ended.
+    pub fn begin_grace(&mut self, next_pos: usize, now: u64) {
+        self.grace = Some(Grace { env: self.current, next_pos, started_tsc: now });
+        self.arm(self.save_bound_ticks);
+    }
+
+    /// The save bound running, if any (it ends now).
+    pub fn take_grace(&mut self) -> Option<Grace> {
+        self.grace.take()
+    }
+
+    /// The save bound of env `index`, if it is inside one (it ends now).
+    pub fn take_grace_of(&mut self, index: usize) -> Option<Grace> {
+        let grace = self.grace.filter(|g| g.env == index)?;
+        self.grace = None;
+        Some(grace)
+    }
+
+    /// Env `grace.env` did not yield within its bound: it pays the overrun
+    /// off its next slots. Returns the overrun.
+    pub fn charge_overrun(&mut self, grace: Grace, now: u64) -> u64 {
+        let overrun = now.saturating_sub(grace.started_tsc);
+        let env = &mut self.envs[grace.env];
+        env.overruns += 1;
+        env.penalty_owed = cpu::charge_overrun(env.penalty_owed, overrun);
+        env.penalty_total = env.penalty_total.saturating_add(overrun);
+        overrun
     }
 
     fn arm(&self, tsc_ticks: u64) {
         apic::arm_oneshot(tsc_ticks, self.tsc_hz);
     }
 
-    /// Resume env `index` from `frame`, saving the running env's registers
-    /// first when `save` (and it still runs).
-    pub fn switch_to(&mut self, index: usize, frame: &mut TrapFrame, save: bool) {
-        let now = cpu::rdtsc();
-        self.account(now);
-        if save && self.envs[self.current].is_runnable() {
-            self.envs[self.current].frame = *frame;
-        }
-        if index != self.current {
-            bump(&COUNTERS.context_switches);
-        }
-        self.current = index;
-        self.load_space(index);
-        crate::arch::trap::set_fast_upcall(self.envs[index].fast);
-        // An asynchronous transfer waiting for it starts first.
-        if self.envs[index].cpu.activation.is_none() {
-            if let Some(&(sender, msg)) = self.envs[index].cpu.pct_queue.front() {
-                // Dequeue only once it starts (no room on the upcall stack
-                // now: it stays queued for a later switch).
-                if self.start_activation(index, None, sender, msg, 1).is_ok() {
-                    self.envs[index].cpu.pct_queue.pop_front();
-                }
-            }
-        }
-        *frame = self.envs[index].frame;
-        if let Some(pending) = self.envs[index].mem.pending.take() {
-            // A revocation notice: the handler runs first, then resumes.
-            // No handler: the abort protocol will act at the deadline.
-            let _ = self.deliver_upcall(frame, pending.kind, pending.vector, pending.error_code, pending.fault_addr);
-        }
-        // Packets arrived for it: one NET_RX upcall (unless it is now in a handler).
-        self.deliver_net_rx(frame);
+    /// Whole time the run took so far, charged.
+    pub fn cpu_ticks(&self, index: usize) -> u64 {
+        self.envs[index].cpu_ticks
     }
 
-    /// Start slot `pos`: switch to its runner and arm the timer for the
-    /// slot, shortened by any penalty the runner owes.
-    fn begin_slot(&mut self, pos: usize, runner: Option<usize>, frame: &mut TrapFrame, save: bool) {
-        self.slot_pos = pos;
-        let Some(runner) = runner else { self.finish() };
-        self.switch_to(runner, frame, save);
-        let cpu = &mut self.envs[runner].cpu;
-        let (len, owed) = apply_penalty(self.slot_ticks, cpu.penalty_owed, self.slot_ticks / 10);
-        cpu.penalty_owed = owed;
-        self.arm(len);
+    pub fn overruns(&self, index: usize) -> u64 {
+        self.envs[index].overruns
     }
 
-    /// First slot at boot: returns the env to enter.
-    pub fn first_slot(&mut self) -> Option<usize> {
-        self.last_switch_tsc = cpu::rdtsc();
-        let runner = self.runner_for_slot(0)?;
-        self.slot_pos = 0;
-        self.current = runner;
-        self.load_space(runner);
-        crate::arch::trap::set_fast_upcall(self.envs[runner].fast);
-        self.arm(self.slot_ticks);
-        Some(runner)
+    // ----- protected control transfer -----
+
+    /// Can env `t` take a synchronous call now?
+    pub fn busy(&self, t: usize) -> bool {
+        self.envs[t].activation.is_some() || self.envs[t].waiting_on.is_some()
     }
 
-    /// The timer: a slot boundary, or the end of a save bound.
-    pub fn on_timer(&mut self, frame: &mut TrapFrame) {
-        self.check_revocation_deadlines();
-        let now = cpu::rdtsc();
-        if let Some(grace) = self.grace.take() {
-            // Overrun: it did not yield within the bound. Preempt by force;
-            // the time it took past its slot comes off its next slot.
-            let overrun = now.saturating_sub(grace.started_tsc);
-            let cpu = &mut self.envs[grace.env].cpu;
-            cpu.overruns += 1;
-            cpu.penalty_owed += overrun;
-            cpu.penalty_total += overrun;
-            bump(&COUNTERS.overruns);
-            log::debug!("env {} overran its save bound by {} ticks", self.envs[grace.env].id, overrun);
-            let runner = self.runner_for_slot(grace.next_pos);
-            self.begin_slot(grace.next_pos, runner, frame, true);
-            return;
-        }
-        let next_pos = (self.slot_pos + 1) % self.slots.len().max(1);
-        let runner = self.runner_for_slot(next_pos);
-        let cur = self.current;
-        let env = &self.envs[cur];
-        let wants_upcall = frame.from_user()
-            && env.is_runnable()
-            && env.cpu.activation.is_none()
-            && env.upcalls.interrupt_entry != 0;
-        if wants_upcall {
-            if runner == Some(cur) {
-                // A tick: the next slot is its own too.
-                if self.deliver_upcall(frame, UpcallKind::Interrupt, SLOT_END, 0, 1).is_ok() {
-                    bump(&COUNTERS.slot_end_upcalls);
-                }
-                self.slot_pos = next_pos;
-                self.account(now);
-                let cpu = &mut self.envs[cur].cpu;
-                let (len, owed) = apply_penalty(self.slot_ticks, cpu.penalty_owed, self.slot_ticks / 10);
-                cpu.penalty_owed = owed;
-                self.arm(len);
-                return;
-            }
-            if self.deliver_upcall(frame, UpcallKind::Interrupt, SLOT_END, self.save_bound_ticks, 0).is_ok() {
-                bump(&COUNTERS.slot_end_upcalls);
-                self.grace = Some(Grace { env: cur, next_pos, started_tsc: now });
-                self.arm(self.save_bound_ticks);
-                return;
-            }
-        }
-        self.begin_slot(next_pos, runner, frame, true);
-    }
-
-    /// `yield`: inside a save bound, the libOS saved its context: start the
-    /// next slot. Otherwise give the rest of this slot to another env.
-    pub fn sys_yield(&mut self, frame: &mut TrapFrame) -> Return {
-        frame.rax = 0;
-        if let Some(grace) = self.grace.filter(|g| g.env == self.current) {
-            self.grace = None;
-            let runner = self.runner_for_slot(grace.next_pos);
-            self.begin_slot(grace.next_pos, runner, frame, true);
-            return Return::Iret;
-        }
-        let me = self.current;
-        let count = self.envs.len();
-        let envs = &self.envs;
-        let other = self
-            .slots
-            .next_unowned_runner(count, |e| e != me && envs[e].is_runnable() && envs[e].cpu.waiting_on.is_none());
-        match other {
-            Some(other) => {
-                self.switch_to(other, frame, true);
-                Return::Iret
-            }
-            None => Return::Sysret,
-        }
-    }
-
-    /// The running env ended: someone else gets the rest of the slot.
-    pub fn run_rest_of_slot(&mut self, frame: &mut TrapFrame) {
-        if self.grace.is_some_and(|g| g.env == self.current) {
-            self.grace = None;
-        }
-        let runner = self.runner_for_slot(self.slot_pos);
-        let Some(runner) = runner else { self.finish() };
-        self.switch_to(runner, frame, false);
-    }
-
-    /// An env ended: free its slots, fail calls blocked on it.
-    pub fn release_cpu(&mut self, index: usize) {
-        self.slots.release_env(index);
-        for e in 0..self.envs.len() {
-            if self.envs[e].cpu.waiting_on == Some(index) {
-                self.envs[e].cpu.waiting_on = None;
-                self.envs[e].frame.rax = encode(Err(Error::NoSuchEnv));
-            }
-        }
-        self.envs[index].cpu.pct_queue.clear();
-    }
-
-    /// Make env `t` run its protected entry for `sender` with `msg`.
-    fn start_activation(&mut self, t: usize, caller: Option<usize>, sender: u64, msg: [u64; 4], flags: u64) -> Result<(), Error> {
-        let env = &mut self.envs[t];
-        let table = env.upcalls;
-        if table.protected_entry == 0 {
+    /// Make env `t` run its protected entry `entry` on its upcall stack for
+    /// `sender` with `msg`; `caller` blocks on it (None: asynchronous).
+    pub fn start_activation(
+        &mut self,
+        t: usize,
+        entry: u64,
+        stack: UpcallStack,
+        caller: Option<usize>,
+        sender: u64,
+        msg: [u64; 4],
+        flags: u64,
+    ) -> Result<(), Error> {
+        if entry == 0 {
             return Err(Error::InvalidArgument);
         }
-        let (base, top) = (table.stack_base, table.stack_base + table.stack_len);
-        let normal = env.frame;
-        let below = if (base..=top).contains(&normal.rsp) { normal.rsp.saturating_sub(256) } else { top };
-        let rsp = (below & !15).saturating_sub(8);
-        if rsp < base + 512 {
-            return Err(Error::NoMemory);
-        }
-        let mut activation = TrapFrame::new_user(table.protected_entry, rsp, sender);
+        let env = &mut self.envs[t];
+        let normal = env.context;
+        let rsp = upcall::place_activation(stack, normal.rsp).map_err(|_| Error::NoMemory)?;
+        let mut activation = TrapFrame::new_user(entry, rsp, sender);
         activation.rsi = msg[0];
         activation.rdx = msg[1];
         activation.rcx = msg[2];
         activation.r8 = msg[3];
         activation.r9 = flags;
-        env.cpu.activation = Some(Activation { caller, stash: normal });
-        env.frame = activation;
+        env.activation = Some(Activation { caller, stash: normal });
+        env.context = activation;
         Ok(())
     }
 
-    fn env_index(&self, id: u64) -> Option<usize> {
-        self.envs.iter().position(|e| e.id == id && e.is_runnable())
+    /// `caller` blocks on env `t` (its registers are saved first).
+    pub fn block_on(&mut self, caller: usize, t: usize, frame: &TrapFrame) {
+        let env = &mut self.envs[caller];
+        env.context = *frame;
+        env.waiting_on = Some(t);
     }
 
-    /// `pct_call(target, m0..m3)`: donate the CPU to the target's protected
-    /// entry and block until it replies.
-    pub fn pct_call(&mut self, frame: &mut TrapFrame) -> Return {
-        let me = self.current;
-        let result = (|| {
-            let t = self.env_index(frame.rdi).ok_or(Error::NoSuchEnv)?;
-            if t == me {
-                return Err(Error::InvalidArgument);
-            }
-            let target = &self.envs[t];
-            if target.cpu.activation.is_some() || target.cpu.waiting_on.is_some() {
-                return Err(Error::Again);
-            }
-            self.start_activation(t, Some(me), self.envs[me].id, [frame.rsi, frame.rdx, frame.r10, frame.r8], 0)?;
-            Ok(t)
-        })();
-        match result {
-            Ok(t) => {
-                bump(&COUNTERS.pct_calls);
-                self.envs[me].frame = *frame;
-                self.envs[me].cpu.waiting_on = Some(t);
-                self.switch_to(t, frame, false);
-                Return::Iret
-            }
-            Err(error) => {
-                frame.rax = encode(Err(error));
-                Return::Sysret
-            }
-        }
+    /// End env `me`'s activation: its own state comes back; returns the
+    /// activation, or None if it ran none.
+    pub fn end_activation(&mut self, me: usize) -> Option<Activation> {
+        let activation = self.envs[me].activation.take()?;
+        self.envs[me].context = activation.stash;
+        Some(activation)
     }
 
-    /// `pct_reply(r0..r3)`: end the activation; wake the caller with the reply.
-    pub fn pct_reply(&mut self, frame: &mut TrapFrame) -> Return {
-        let me = self.current;
-        let Some(activation) = self.envs[me].cpu.activation.take() else {
-            frame.rax = encode(Err(Error::InvalidArgument));
-            return Return::Sysret;
-        };
-        let reply = [frame.rdi, frame.rsi, frame.rdx, frame.r10];
-        self.envs[me].frame = activation.stash;
-        match activation.caller {
-            Some(c) if self.envs[c].is_runnable() && self.envs[c].cpu.waiting_on == Some(me) => {
-                let caller = &mut self.envs[c];
-                caller.cpu.waiting_on = None;
-                caller.frame.rax = 0;
-                caller.frame.rsi = reply[0];
-                caller.frame.rdx = reply[1];
-                caller.frame.r10 = reply[2];
-                caller.frame.r8 = reply[3];
-                self.switch_to(c, frame, false);
-            }
-            _ => self.switch_to(me, frame, false),
+    /// Wake `caller`, blocked on `me`, with `reply`; false if it is not
+    /// (any more) waiting on `me`.
+    pub fn wake_with_reply(&mut self, caller: usize, me: usize, reply: [u64; 4]) -> bool {
+        let Some(env) = self.envs.get_mut(caller) else { return false };
+        if !env.alive || env.waiting_on != Some(me) {
+            return false;
         }
-        Return::Iret
+        env.waiting_on = None;
+        env.context.rax = 0;
+        env.context.rsi = reply[0];
+        env.context.rdx = reply[1];
+        env.context.r10 = reply[2];
+        env.context.r8 = reply[3];
+        true
     }
 
-    /// `pct_send(target, m0..m3)`: queue an asynchronous transfer.
-    pub fn pct_send(&mut self, target: u64, msg: [u64; 4]) -> Result<u64, Error> {
-        let t = self.env_index(target).ok_or(Error::NoSuchEnv)?;
-        if self.envs[t].upcalls.protected_entry == 0 {
-            return Err(Error::InvalidArgument);
-        }
-        let sender = self.envs[self.current].id;
-        let queue = &mut self.envs[t].cpu.pct_queue;
+    /// Queue an asynchronous transfer for env `t`.
+    pub fn queue_send(&mut self, t: usize, sender: u64, msg: [u64; 4]) -> Result<(), Error> {
+        let queue = &mut self.envs[t].pct_queue;
         if queue.len() >= PCT_QUEUE_MAX {
             return Err(Error::Again);
         }
         queue.push_back((sender, msg));
-        Ok(0)
+        Ok(())
     }
 
-    pub fn slot_alloc(&mut self, position: u64) -> Result<u64, Error> {
+    /// The oldest transfer queued for env `t`, if it can start one now.
+    pub fn next_send(&self, t: usize) -> Option<(u64, [u64; 4])> {
+        if self.envs[t].activation.is_some() {
+            return None;
+        }
+        self.envs[t].pct_queue.front().copied()
+    }
+
+    /// The transfer `next_send` gave has started.
+    pub fn send_started(&mut self, t: usize) {
+        self.envs[t].pct_queue.pop_front();
+    }
+
+    // ----- slots -----
+
+    pub fn slot_alloc(&mut self, index: usize, position: u64) -> Result<u64, Error> {
         let position = if position == nr::ANY_SLOT { None } else { Some(position as usize) };
-        self.slots.alloc(position, self.current).map_err(from_slot_error)
+        self.slots.alloc(position, index).map_err(from_slot_error)
     }
 
-    pub fn slot_free(&mut self, key: u64) -> Result<u64, Error> {
-        self.slots.free(key, self.current).map_err(from_slot_error).map(|_| 0)
+    pub fn slot_free(&mut self, index: usize, key: u64) -> Result<u64, Error> {
+        self.slots.free(key, index).map_err(from_slot_error).map(|_| 0)
     }
 
-    pub fn env_info(&mut self, out: u64) -> Result<u64, Error> {
-        self.account(cpu::rdtsc());
-        let index = self.current;
-        let cpu = &self.envs[index].cpu;
-        let info = EnvInfo {
-            cpu_ticks: cpu.cpu_ticks,
-            overruns: cpu.overruns,
-            penalty_ticks: cpu.penalty_total,
+    /// What `env_info` reports (the time is charged first).
+    pub fn info(&mut self, index: usize, now: u64) -> CpuInfo {
+        self.account(now);
+        let env = &self.envs[index];
+        CpuInfo {
+            cpu_ticks: env.cpu_ticks,
+            overruns: env.overruns,
+            penalty_ticks: env.penalty_total,
             slots_owned: self.slots.owned_by(index) as u64,
             vector_len: self.slots.len() as u64,
             slot_ticks: self.slot_ticks,
             save_bound_ticks: self.save_bound_ticks,
             slot_position: self.slot_pos as u64,
-            kmem_used: self.kmem_use(index).bytes(),
-            kmem_limit: self.envs[index].mem.kmem_limit,
-            frames_charged: self.envs[index].mem.charged_frames(),
-            page_table_frames: self.envs[index].mem.page_table_frames,
-            quota_frames: self.envs[index].mem.quota_frames,
-        };
-        let space = self.envs[index].space.as_ref().ok_or(Error::NoSuchEnv)?;
-        umem::write_value(space, out, &info)?;
-        Ok(0)
+        }
+    }
+
+    // ----- the end of an environment -----
+
+    /// Env `index` ended: free its slots and its queue, end its save bound,
+    /// and fail the calls blocked on it with `NoSuchEnv`.
+    pub fn release(&mut self, index: usize) {
+        self.slots.release_env(index);
+        if self.grace.is_some_and(|g| g.env == index) {
+            self.grace = None;
+        }
+        for env in self.envs.iter_mut() {
+            if env.waiting_on == Some(index) {
+                env.waiting_on = None;
+                env.context.rax = encode(Err(Error::NoSuchEnv));
+            }
+        }
+        let env = &mut self.envs[index];
+        env.alive = false;
+        env.activation = None;
+        env.pct_queue = VecDeque::new();
+    }
+
+    /// Every environment has ended: drop what was built for them.
+    pub fn retire(&mut self) {
+        self.slots = SlotVector::new(0);
+        self.grace = None;
+        self.envs = Vec::new();
     }
 }

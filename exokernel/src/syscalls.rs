@@ -1,13 +1,17 @@
 //! System-call dispatch: decode the number and arguments from the trap
 //! frame, check every argument, act, and encode the result in `rax`.
 
+use crate::arch::cpu::rdtsc;
 use crate::arch::trap::{LightSyscall, Return, TrapFrame};
+use crate::counters::{bump, COUNTERS};
 use crate::env::EnvState;
-use crate::kernel::{bump, Kernel, COUNTERS, KERNEL};
+use crate::kernel::{Kernel, KERNEL};
 use crate::umem::{self, UserSlice};
+use kcore::keys::Rights;
+use kcore::kmem::KmemObject;
 use kcore::usercheck::check_user_entry;
 use shared_abi::net::nr as net_nr;
-use shared_abi::syscall::{encode, nr, Error, KernelStats};
+use shared_abi::syscall::{encode, nr, EnvInfo, Error, FrameKey, KernelStats};
 use shared_abi::upcall::{UpcallTable, FRAME_SIZE};
 
 /// Largest console write in one call.
@@ -66,52 +70,72 @@ extern "C" fn sys_stats(ptr: u64, len: u64, _: u64, _: u64, _: u64, _: u64) -> u
     with_kernel(|k| stats(k, ptr, len))
 }
 
+// Each handler decodes its arguments once (a frame key from its two
+// registers) and hands them to the subsystem that owns what the call is
+// about, with the calling environment's index and whatever else it needs.
+
+fn key(lo: u64, hi: u64) -> FrameKey {
+    FrameKey { lo, hi }
+}
+
 extern "C" fn sys_frame_alloc(want_pa: u64, rights: u64, out: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_kernel(|k| k.frame_alloc(want_pa, rights, out))
+    with_kernel(|k| {
+        let me = k.current();
+        let other = k.kmem_elsewhere(me);
+        k.memory.frame_alloc(me, want_pa, rights, out, other, rdtsc())
+    })
 }
 
 extern "C" fn sys_frame_free(lo: u64, hi: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_kernel(|k| k.frame_free(lo, hi))
+    with_kernel(|k| k.memory.frame_free(k.current(), key(lo, hi)))
 }
 
 extern "C" fn sys_frame_share(lo: u64, hi: u64, to_env: u64, rights: u64, out: u64, _: u64) -> u64 {
-    with_kernel(|k| k.frame_share(lo, hi, to_env, rights, out))
+    with_kernel(|k| {
+        let me = k.current();
+        let other = k.kmem_elsewhere(me);
+        k.memory.frame_share(me, key(lo, hi), to_env, rights, out, other)
+    })
 }
 
 extern "C" fn sys_frame_query(lo: u64, hi: u64, out: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_kernel(|k| k.frame_query(lo, hi, out))
+    with_kernel(|k| k.memory.frame_query(k.current(), key(lo, hi), out))
 }
 
 extern "C" fn sys_map(va: u64, lo: u64, hi: u64, flags: u64, _: u64, _: u64) -> u64 {
-    with_kernel(|k| k.map(va, lo, hi, flags))
+    with_kernel(|k| {
+        let me = k.current();
+        let other = k.kmem_elsewhere(me);
+        k.memory.map(me, va, key(lo, hi), flags, other, rdtsc())
+    })
 }
 
 extern "C" fn sys_unmap(va: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_kernel(|k| k.unmap(va))
+    with_kernel(|k| k.memory.unmap(k.current(), va))
 }
 
 extern "C" fn sys_map_query(va: u64, clear: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_kernel(|k| k.map_query(va, clear))
+    with_kernel(|k| k.memory.map_query(k.current(), va, clear))
 }
 
 extern "C" fn sys_guarantee(va: u64, on: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_kernel(|k| k.guarantee(va, on))
+    with_kernel(|k| k.memory.guarantee(k.current(), va, on, rdtsc()))
 }
 
 extern "C" fn sys_revoke_done(_: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_kernel(|k| k.revoke_done())
+    with_kernel(|k| Ok(k.memory.revoke_done(k.current())))
 }
 
 extern "C" fn sys_key_bench(lo: u64, hi: u64, iterations: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_kernel(|k| k.key_bench(lo, hi, iterations))
+    with_kernel(|k| k.memory.key_bench(k.current(), key(lo, hi), iterations))
 }
 
 extern "C" fn sys_slot_alloc(position: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_kernel(|k| k.slot_alloc(position))
+    with_kernel(|k| k.cpu.slot_alloc(k.current(), position))
 }
 
 extern "C" fn sys_slot_free(key: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_kernel(|k| k.slot_free(key))
+    with_kernel(|k| k.cpu.slot_free(k.current(), key))
 }
 
 extern "C" fn sys_pct_send(target: u64, m0: u64, m1: u64, m2: u64, m3: u64, _: u64) -> u64 {
@@ -119,31 +143,67 @@ extern "C" fn sys_pct_send(target: u64, m0: u64, m1: u64, m2: u64, m3: u64, _: u
 }
 
 extern "C" fn sys_env_info(out: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_kernel(|k| k.env_info(out))
+    with_kernel(|k| env_info(k, out))
 }
 
 extern "C" fn sys_net_rx_ring(va: u64, len: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_kernel(|k| k.net_rx_ring(va, len))
+    with_kernel(|k| {
+        k.net.require_nic()?;
+        k.poll_net();
+        let me = k.current();
+        let space = k.memory.space(me).ok_or(Error::NoSuchEnv)?;
+        k.net.rx_ring(me, space, va, len)
+    })
 }
 
 extern "C" fn sys_net_filter_install(ptr: u64, len: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_kernel(|k| k.net_filter_install(ptr, len))
+    with_kernel(|k| {
+        k.net.require_nic()?;
+        k.poll_net();
+        let me = k.current();
+        let room = k.kmem_room(me, KmemObject::Filter);
+        let id = k.envs.get(me).id;
+        let space = k.memory.space(me).ok_or(Error::NoSuchEnv)?;
+        k.net.filter_install(id, space, ptr, len, room)
+    })
 }
 
-extern "C" fn sys_net_filter_remove(id: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_kernel(|k| k.net_filter_remove(id))
+extern "C" fn sys_net_filter_remove(filter: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| {
+        k.net.require_nic()?;
+        k.poll_net();
+        k.net.filter_remove(k.envs.get(k.current()).id, filter)
+    })
 }
 
 extern "C" fn sys_net_tx(lo: u64, hi: u64, offset: u64, len: u64, _: u64, _: u64) -> u64 {
-    with_kernel(|k| k.net_tx(lo, hi, offset, len))
+    with_kernel(|k| {
+        k.net.require_nic()?;
+        if len == 0 || len > shared_abi::net::MAX_FRAME {
+            return Err(Error::BadLength);
+        }
+        if offset.checked_add(len).is_none_or(|end| end > 4096) {
+            return Err(Error::InvalidArgument);
+        }
+        let info = k.memory.check_key(k.current(), key(lo, hi), Rights::READ)?;
+        let sent = k.net.transmit(info.frame * 4096, offset, len);
+        k.poll_net();
+        sent
+    })
 }
 
 extern "C" fn sys_net_info(out: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_kernel(|k| k.net_info(out))
+    with_kernel(|k| {
+        k.poll_net();
+        k.net.info(k.current_space()?, out)
+    })
 }
 
 extern "C" fn sys_demux_bench(filters: u64, linear: u64, packets: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_kernel(|k| k.demux_bench(filters, linear, packets))
+    with_kernel(|k| {
+        k.poll_net();
+        k.net.demux_bench(filters, linear, packets)
+    })
 }
 
 /// The full path: calls that may switch environments, and unknown numbers.
@@ -176,16 +236,13 @@ fn console_write(kernel: &mut Kernel, ptr: u64, len: u64) -> Result<u64, Error> 
         return Ok(0);
     }
     let mut buf = [0u8; MAX_CONSOLE_WRITE as usize];
-    let index = kernel.current;
-    let space = kernel.envs[index].space.as_ref().ok_or(Error::NoSuchEnv)?;
-    UserSlice::new(space, ptr, len, 1)?.read(&mut buf[..len as usize])?;
-    kernel.console_bytes(index, &buf[..len as usize]);
+    UserSlice::new(kernel.current_space()?, ptr, len, 1)?.read(&mut buf[..len as usize])?;
+    kernel.envs.console_bytes(kernel.current(), &buf[..len as usize]);
     Ok(len)
 }
 
 fn set_upcalls(kernel: &mut Kernel, ptr: u64) -> Result<u64, Error> {
-    let env = kernel.current_env();
-    let space = env.space.as_ref().ok_or(Error::NoSuchEnv)?;
+    let space = kernel.current_space()?;
     let table: UpcallTable = umem::read_value(space, ptr)?;
     let entries =
         [table.exception_entry, table.page_fault_entry, table.interrupt_entry, table.protected_entry, table.revocation_entry];
@@ -201,9 +258,11 @@ fn set_upcalls(kernel: &mut Kernel, ptr: u64) -> Result<u64, Error> {
             return Err(Error::BadLength);
         }
     }
+    let fast = fast_upcall_state(space, &table);
+    let env = kernel.envs.get_mut(kernel.cpu.current());
     env.upcalls = table;
-    env.fast = fast_upcall_state(space, &table);
-    crate::arch::trap::set_fast_upcall(env.fast);
+    env.fast = fast;
+    crate::arch::trap::set_fast_upcall(fast);
     Ok(0)
 }
 
@@ -236,7 +295,29 @@ fn stats(kernel: &mut Kernel, ptr: u64, len: u64) -> Result<u64, Error> {
     if len != size {
         return Err(Error::BadLength);
     }
-    let space = kernel.current_env().space.as_ref().ok_or(Error::NoSuchEnv)?;
-    umem::write_value(space, ptr, &COUNTERS.snapshot())?;
+    umem::write_value(kernel.current_space()?, ptr, &COUNTERS.snapshot())?;
     Ok(size)
+}
+
+fn env_info(kernel: &mut Kernel, out: u64) -> Result<u64, Error> {
+    let me = kernel.current();
+    let cpu = kernel.cpu.info(me, rdtsc());
+    let mem = kernel.memory.info(me, kernel.kmem_use(me).bytes());
+    let info = EnvInfo {
+        cpu_ticks: cpu.cpu_ticks,
+        overruns: cpu.overruns,
+        penalty_ticks: cpu.penalty_ticks,
+        slots_owned: cpu.slots_owned,
+        vector_len: cpu.vector_len,
+        slot_ticks: cpu.slot_ticks,
+        save_bound_ticks: cpu.save_bound_ticks,
+        slot_position: cpu.slot_position,
+        kmem_used: mem.kmem_used,
+        kmem_limit: mem.kmem_limit,
+        frames_charged: mem.frames_charged,
+        page_table_frames: mem.page_table_frames,
+        quota_frames: mem.quota_frames,
+    };
+    umem::write_value(kernel.current_space()?, out, &info)?;
+    Ok(0)
 }

@@ -1,24 +1,30 @@
-//! Virtual memory as secure bindings: keyed frames from a shared pool,
-//! TLB slots and the software TLB, guaranteed mappings, quotas, visible
-//! revocation and the abort protocol.
+//! The memory subsystem: virtual memory as secure bindings. It owns every
+//! environment's address space, the grant table of frame keys, the pool,
+//! TLB slots and software TLBs, guaranteed mappings, the reverse map, and
+//! the revocation state; the kernel calls it with the environment index a
+//! call concerns and whatever else it needs (the kernel-memory charges held
+//! in other subsystems, the time).
 //!
-//! Revocation policy (the kernel's only memory policy): a libOS may hold
-//! its `quota_kib` of pool frames for sure and may borrow more while the
-//! pool has them. When the pool is empty and a libOS *within* its quota
-//! asks for a frame, the kernel asks the libOS furthest over its quota to
-//! give back up to [`REVOKE_BATCH`] frames (a revocation upcall with a
-//! deadline) and tells the asker `Again`. A libOS that has not given them
-//! back by the deadline loses them by force (the abort protocol): the
-//! kernel takes its most recently allocated frames, removes every mapping
-//! of them, records them in its repossession vector and tells it.
+//! Revocation policy (the kernel's only memory policy, decided in
+//! `kcore::revoke`): a libOS may hold its `quota_kib` of pool frames for
+//! sure and may borrow more while the pool has them. When the pool is empty
+//! and a libOS *within* its quota asks for a frame, the kernel asks the
+//! libOS furthest over its quota to give back up to `REVOKE_BATCH` frames (a
+//! revocation upcall with a deadline) and tells the asker `Again`. A libOS
+//! that has not given them back by the deadline loses them by force (the
+//! abort protocol): the kernel takes its most recently allocated frames,
+//! removes every mapping of them, records them in its repossession vector
+//! and tells it.
 
 use crate::arch::memory;
-use crate::arch::paging::{self, Flags, MapError, PteRef};
-use crate::kernel::{bump, Kernel, COUNTERS};
+use crate::arch::paging::{self, AddressSpace, Flags, MapError, PteRef};
+use crate::counters::{bump, COUNTERS};
 use crate::umem::{self, Pod};
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
-use kcore::keys::{FrameKey as KernelKey, FrameTable, Rights};
+use kcore::keys::{EnvId, FrameInfo as KeyInfo, FrameKey as KernelKey, FrameTable, Rights};
 use kcore::kmem::{KmemObject, KmemUse};
+use kcore::revoke::{self, Holding};
 use kcore::rmap::ReverseMap;
 use kcore::slots::{Slot, SlotError, SlotSet};
 use kcore::stlb::{page_number, Stlb, StlbEntry};
@@ -27,8 +33,6 @@ use shared_abi::start::{RepossessionVector, DYNAMIC_BASE, DYNAMIC_END, REPOSSESS
 use shared_abi::syscall::{map_bits, map_flags, Error, FrameInfo, FrameKey};
 use shared_abi::upcall::{UpcallKind, REVOKE_ABORTED, REVOKE_REQUEST};
 
-/// Frames asked back in one repossession request.
-pub const REVOKE_BATCH: u64 = 8;
 /// Entries of each environment's software TLB (Aegis used 4096).
 pub const STLB_ENTRIES: usize = 4096;
 /// Most guaranteed mappings an environment may hold through `map`.
@@ -54,7 +58,7 @@ pub struct PendingUpcall {
 /// not hide an earlier abort notice). Bounded: the oldest is dropped if a
 /// libOS without handlers lets them pile up.
 #[derive(Default)]
-pub struct PendingUpcalls(alloc::collections::VecDeque<PendingUpcall>);
+pub struct PendingUpcalls(VecDeque<PendingUpcall>);
 
 impl PendingUpcalls {
     const MAX: usize = 8;
@@ -73,44 +77,40 @@ impl PendingUpcalls {
 }
 
 /// One environment's memory bindings.
-pub struct EnvMemory {
-    pub slots: SlotSet,
-    pub stlb: Stlb<PteRef>,
-    pub quota_frames: u64,
+struct EnvMemory {
+    /// Its id, as keys name it.
+    id: EnvId,
+    /// None once it ended and everything was reclaimed.
+    space: Option<AddressSpace>,
+    slots: SlotSet,
+    stlb: Stlb<PteRef>,
+    quota_frames: u64,
     /// Pool frames it owns (frame numbers), oldest first.
-    pub held: Vec<u64>,
+    held: Vec<u64>,
     /// Frames still owed to an open repossession request, and its deadline.
-    pub owed: u64,
-    pub deadline_tsc: u64,
-    pub pending: PendingUpcalls,
+    owed: u64,
+    deadline_tsc: u64,
+    pending: PendingUpcalls,
     /// PCID policy: its tagged TLB entries may be stale (flush on next load).
-    pub needs_flush: bool,
+    needs_flush: bool,
     /// Page-table frames the kernel built for its `map` calls: pool frames
     /// charged to it like the ones it holds under keys, freed when it ends.
-    pub page_table_frames: u64,
+    page_table_frames: u64,
     /// Its kernel-memory budget in bytes (see `kcore::kmem`).
-    pub kmem_limit: u64,
+    kmem_limit: u64,
 }
 
 impl EnvMemory {
-    pub fn new(quota_frames: u64, tlb_slots: u64, kmem_limit: u64) -> Self {
-        EnvMemory {
-            slots: SlotSet::new(tlb_slots as usize, GUARANTEED_MAX),
-            stlb: Stlb::new(STLB_ENTRIES),
-            quota_frames,
-            held: Vec::new(),
-            owed: 0,
-            deadline_tsc: 0,
-            pending: PendingUpcalls::default(),
-            needs_flush: false,
-            page_table_frames: 0,
-            kmem_limit,
-        }
+    /// Pool frames charged to it: frames held under keys and page tables.
+    fn charged_frames(&self) -> u64 {
+        self.held.len() as u64 + self.page_table_frames
     }
 
     /// An ended environment's record: nothing held, nothing allocated.
-    pub fn ended() -> Self {
+    fn ended(id: EnvId) -> Self {
         EnvMemory {
+            id,
+            space: None,
             slots: SlotSet::new(0, 0),
             stlb: Stlb::new(1),
             quota_frames: 0,
@@ -123,34 +123,54 @@ impl EnvMemory {
             kmem_limit: 0,
         }
     }
-
-    /// Pool frames charged to it: frames held under keys and page tables.
-    pub fn charged_frames(&self) -> u64 {
-        self.held.len() as u64 + self.page_table_frames
-    }
 }
 
-/// Kernel-wide memory state.
-pub struct Vm {
-    pub table: FrameTable,
-    /// Frames libOSes may hold through `frame_alloc`, and how many they do.
-    pub pool_frames: u64,
+/// What `env_info` reports about an environment's memory.
+pub struct MemoryInfo {
+    pub kmem_used: u64,
+    pub kmem_limit: u64,
+    pub frames_charged: u64,
+    pub page_table_frames: u64,
+    pub quota_frames: u64,
+}
+
+/// What must be empty when every environment has ended.
+pub struct Leftovers {
+    pub live_keys: usize,
+    pub rmap_entries: usize,
     pub pool_used: u64,
+}
+
+/// The memory subsystem.
+pub struct Memory {
+    table: FrameTable,
+    /// Frames libOSes may hold through `frame_alloc` (and page tables), and
+    /// how many they do.
+    pool_frames: u64,
+    pool_used: u64,
     /// The policy in force (PCID falls back to flush where the CPU lacks it).
-    pub policy: TlbPolicy,
-    pub revoke_deadline_tsc: u64,
+    policy: TlbPolicy,
+    revoke_deadline_tsc: u64,
     /// Every (frame, environment, page) mapped with `map`: an entry exists
-    /// exactly while the page is in the environment's slots or software
-    /// TLB naming the frame.
-    pub rmap: ReverseMap,
+    /// exactly while the page is in the environment's slots or software TLB
+    /// naming the frame.
+    rmap: ReverseMap,
+    /// By environment index.
+    envs: Vec<EnvMemory>,
+    /// The boot address space (kernel half only, once envs run), and the
+    /// root of the address space loaded in CR3.
+    kernel_space: AddressSpace,
+    loaded_root: u64,
+    /// The manifest allows `key_bench`.
+    benchmarks: bool,
 }
 
 fn to_abi(key: KernelKey) -> FrameKey {
     FrameKey { lo: key.handle, hi: key.mac }
 }
 
-fn from_abi(lo: u64, hi: u64) -> KernelKey {
-    KernelKey { handle: lo, mac: hi }
+fn from_abi(key: FrameKey) -> KernelKey {
+    KernelKey { handle: key.lo, mac: key.hi }
 }
 
 fn page_flags(writable: bool) -> Flags {
@@ -172,14 +192,123 @@ pub fn in_dynamic_window(va: u64) -> bool {
     (DYNAMIC_BASE..DYNAMIC_END).contains(&va)
 }
 
-impl Kernel {
-    fn env_id(&self, index: usize) -> u64 {
-        self.envs[index].id
+impl Memory {
+    /// The subsystem at boot, before any environment exists.
+    pub fn new(
+        secret: [u8; 32],
+        pool_frames: u64,
+        policy: TlbPolicy,
+        revoke_deadline_tsc: u64,
+        kernel_space: AddressSpace,
+        benchmarks: bool,
+    ) -> Memory {
+        Memory {
+            table: FrameTable::new(secret),
+            pool_frames,
+            pool_used: 0,
+            policy,
+            revoke_deadline_tsc,
+            rmap: ReverseMap::new(),
+            envs: Vec::new(),
+            loaded_root: kernel_space.root(),
+            kernel_space,
+            benchmarks,
+        }
+    }
+
+    /// The kernel's own address space (to build environments' from).
+    pub fn kernel_space(&self) -> &AddressSpace {
+        &self.kernel_space
+    }
+
+    /// Record environment `id`'s memory (its address space, if it was
+    /// built); returns its index, which must match the kernel's.
+    pub fn add_env(&mut self, id: EnvId, space: Option<AddressSpace>, quota_frames: u64, tlb_slots: u64, kmem_limit: u64) -> usize {
+        let record = match space {
+            Some(space) => EnvMemory {
+                id,
+                space: Some(space),
+                slots: SlotSet::new(tlb_slots as usize, GUARANTEED_MAX),
+                stlb: Stlb::new(STLB_ENTRIES),
+                quota_frames,
+                held: Vec::new(),
+                owed: 0,
+                deadline_tsc: 0,
+                pending: PendingUpcalls::default(),
+                needs_flush: false,
+                page_table_frames: 0,
+                kmem_limit,
+            },
+            None => EnvMemory::ended(id),
+        };
+        self.envs.push(record);
+        self.envs.len() - 1
+    }
+
+    /// Env `index`'s address space (None once it ended).
+    pub fn space(&self, index: usize) -> Option<&AddressSpace> {
+        self.envs.get(index)?.space.as_ref()
+    }
+
+    fn space_of(&self, index: usize) -> Result<&AddressSpace, Error> {
+        self.space(index).ok_or(Error::NoSuchEnv)
+    }
+
+    fn alive(&self, index: usize) -> bool {
+        self.envs[index].space.is_some()
     }
 
     fn is_loaded(&self, index: usize) -> bool {
         self.envs[index].space.as_ref().is_some_and(|s| s.root() == self.loaded_root)
     }
+
+    // ----- kernel-memory charges -----
+
+    /// The kernel objects env `index` pays for that this subsystem holds
+    /// (grant-table entries and reverse-map entries).
+    pub fn kmem_charges(&self, index: usize) -> KmemUse {
+        KmemUse {
+            grants: self.table.grants_paid_by(self.envs[index].id) as u64,
+            mappings: self.rmap.count_of(index),
+            filters: 0,
+        }
+    }
+
+    /// Env `index`'s kernel-memory budget in bytes.
+    pub fn kmem_limit(&self, index: usize) -> u64 {
+        self.envs[index].kmem_limit
+    }
+
+    /// `NoMemory` unless env `index`, whose other subsystems hold `other`,
+    /// may create one more `object`.
+    fn kmem_room(&self, index: usize, other: KmemUse, object: KmemObject) -> Result<(), Error> {
+        let mine = self.kmem_charges(index);
+        let used = KmemUse {
+            grants: mine.grants + other.grants,
+            mappings: mine.mappings + other.mappings,
+            filters: mine.filters + other.filters,
+        };
+        if used.has_room(self.envs[index].kmem_limit, object) {
+            Ok(())
+        } else {
+            Err(Error::NoMemory)
+        }
+    }
+
+    /// What `env_info` reports; `kmem_used` comes from the kernel, which
+    /// adds every subsystem's charges.
+    pub fn info(&self, index: usize, kmem_used: u64) -> MemoryInfo {
+        let mem = &self.envs[index];
+        MemoryInfo {
+            kmem_used,
+            kmem_limit: mem.kmem_limit,
+            frames_charged: mem.charged_frames(),
+            page_table_frames: mem.page_table_frames,
+            quota_frames: mem.quota_frames,
+        }
+    }
+
+    // ----- slots, page tables and the reverse map -----
 
     /// Remove the page-table entry of `va` in env `index` and flush it.
     fn drop_pte(&mut self, index: usize, va: u64) {
@@ -192,7 +321,7 @@ impl Kernel {
             paging::invlpg(va);
             bump(&COUNTERS.invlpg);
         } else {
-            env.mem.needs_flush = true;
+            env.needs_flush = true;
         }
     }
 
@@ -209,30 +338,11 @@ impl Kernel {
     /// Keep the reverse map exact: drop the entry for (`frame_pa`, `va`) of
     /// env `index` once neither its slots nor its software TLB hold it.
     fn forget_if_unmapped(&mut self, index: usize, va: u64, frame_pa: u64) {
-        let mem = &self.envs[index].mem;
+        let mem = &self.envs[index];
         let in_slot = mem.slots.get(va).is_some_and(|s| s.frame_pa == frame_pa);
         let in_stlb = mem.stlb.lookup(va).is_some_and(|e| e.frame_pa == frame_pa);
         if !in_slot && !in_stlb {
-            self.vm.rmap.remove(frame_pa, index, va);
-        }
-    }
-
-    /// The kernel objects env `index` pays for.
-    pub fn kmem_use(&self, index: usize) -> KmemUse {
-        let id = self.envs[index].id;
-        KmemUse {
-            grants: self.vm.table.grants_paid_by(id) as u64,
-            mappings: self.vm.rmap.count_of(index),
-            filters: self.net.filters_of(id) as u64,
-        }
-    }
-
-    /// `NoMemory` unless env `index` may create one more `object`.
-    pub fn kmem_room(&self, index: usize, object: KmemObject) -> Result<(), Error> {
-        if self.kmem_use(index).has_room(self.envs[index].mem.kmem_limit, object) {
-            Ok(())
-        } else {
-            Err(Error::NoMemory)
+            self.rmap.remove(frame_pa, index, va);
         }
     }
 
@@ -240,14 +350,19 @@ impl Kernel {
     /// within its quota gets `Again` while the kernel asks the env furthest
     /// over its quota for frames back; one at or over its quota gets
     /// `QuotaExceeded`.
-    fn pool_refusal(&mut self, index: usize) -> Error {
-        let me = &self.envs[index].mem;
+    fn pool_refusal(&mut self, index: usize, now: u64) -> Error {
+        let me = &self.envs[index];
         if me.charged_frames() >= me.quota_frames {
             return Error::QuotaExceeded;
         }
-        match self.pick_victim(index) {
+        let holdings: Vec<Holding> = self
+            .envs
+            .iter()
+            .map(|e| Holding { runnable: e.space.is_some(), charged: e.charged_frames(), quota: e.quota_frames })
+            .collect();
+        match revoke::pick_victim(&holdings, index) {
             Some(victim) => {
-                self.request_revocation(victim);
+                self.request_revocation(victim, now);
                 Error::Again
             }
             None => Error::NoMemory,
@@ -256,21 +371,22 @@ impl Kernel {
 
     /// Put a mapping into one of env `index`'s TLB slots (and its page
     /// table), evicting the oldest ordinary slot if they are all taken.
-    /// Page tables it needs come out of the pool and are charged to env
-    /// `index` like frames it holds, but only within its quota: a page
-    /// table is never borrowed, because the kernel cannot take it back
-    /// without tearing down the mappings it holds (the abort protocol takes
-    /// frames, never tables). So page tables are bounded by the quotas, and
-    /// what an environment holds beyond its quota is always revocable.
-    fn install(&mut self, index: usize, va: u64, frame_pa: u64, writable: bool, guaranteed: bool) -> Result<PteRef, Error> {
-        let evicted = self.envs[index].mem.slots.insert(va, frame_pa, writable, guaranteed).map_err(from_slot_error)?;
+    ///
+    /// Page tables it needs come out of the pool and are charged to the env
+    /// like frames it holds, but only within its quota: a page table is
+    /// never borrowed, because the kernel cannot take it back without
+    /// tearing down the mappings it holds (the abort protocol takes frames,
+    /// never tables). So page tables are bounded by the quotas, and what an
+    /// environment holds beyond its quota is always revocable.
+    fn install(&mut self, index: usize, va: u64, frame_pa: u64, writable: bool, guaranteed: bool, now: u64) -> Result<PteRef, Error> {
+        let evicted = self.envs[index].slots.insert(va, frame_pa, writable, guaranteed).map_err(from_slot_error)?;
         self.evicted(index, evicted);
         let loaded = self.is_loaded(index);
-        let pool_room = self.vm.pool_frames.saturating_sub(self.vm.pool_used);
-        let mem = &self.envs[index].mem;
+        let pool_room = self.pool_frames.saturating_sub(self.pool_used);
+        let mem = &mut self.envs[index];
         let room = mem.quota_frames.saturating_sub(mem.charged_frames()).min(pool_room);
         let mut made = 0u64;
-        let space = self.envs[index].space.as_mut().ok_or(Error::NoSuchEnv)?;
+        let space = mem.space.as_mut().ok_or(Error::NoSuchEnv)?;
         let mut alloc = || {
             if made >= room {
                 return None;
@@ -281,17 +397,17 @@ impl Kernel {
         };
         let result = space.map_replace(va, frame_pa, page_flags(writable), &mut alloc);
         // Tables built are kept (and charged) even if the map failed further down.
-        self.envs[index].mem.page_table_frames += made;
-        self.vm.pool_used += made;
+        mem.page_table_frames += made;
+        self.pool_used += made;
         let pte = match result {
             Ok(pte) => pte,
             Err(error) => {
-                self.envs[index].mem.slots.remove(va);
+                self.envs[index].slots.remove(va);
                 return Err(match error {
                     // The frame allocator itself ran dry.
                     MapError::NoMemory if made < room => Error::NoMemory,
                     // Out of quota (QuotaExceeded), or the pool is full (Again).
-                    MapError::NoMemory => self.pool_refusal(index),
+                    MapError::NoMemory => self.pool_refusal(index, now),
                     _ => Error::BadAddress,
                 });
             }
@@ -307,13 +423,13 @@ impl Kernel {
     /// env `owner`, if any.
     fn unmap_frame_everywhere(&mut self, frame_pa: u64, owner: usize) -> u64 {
         let mut owner_va = 0;
-        for (index, va) in self.vm.rmap.take_frame(frame_pa) {
-            if self.envs[index].mem.slots.get(va).is_some_and(|s| s.frame_pa == frame_pa) {
-                self.envs[index].mem.slots.remove(va);
+        for (index, va) in self.rmap.take_frame(frame_pa) {
+            if self.envs[index].slots.get(va).is_some_and(|s| s.frame_pa == frame_pa) {
+                self.envs[index].slots.remove(va);
                 self.drop_pte(index, va);
             }
-            if self.envs[index].mem.stlb.lookup(va).is_some_and(|e| e.frame_pa == frame_pa) {
-                self.envs[index].mem.stlb.remove_va(va);
+            if self.envs[index].stlb.lookup(va).is_some_and(|e| e.frame_pa == frame_pa) {
+                self.envs[index].stlb.remove_va(va);
             }
             if index == owner && owner_va == 0 {
                 owner_va = va;
@@ -325,24 +441,26 @@ impl Kernel {
     /// Give a pool frame back to the allocator.
     fn release_pool_frame(&mut self, frame: u64) {
         memory::free_frame(frame * 4096);
-        self.vm.pool_used -= 1;
+        self.pool_used -= 1;
     }
 
-    pub fn frame_alloc(&mut self, want_pa: u64, rights: u64, out: u64) -> Result<u64, Error> {
+    // ----- the calls -----
+
+    /// `frame_alloc(want_pa, rights, out_key_ptr)` for env `index`.
+    pub fn frame_alloc(&mut self, index: usize, want_pa: u64, rights: u64, out: u64, other: KmemUse, now: u64) -> Result<u64, Error> {
         let rights = u8::try_from(rights).ok().and_then(Rights::from_bits).ok_or(Error::InvalidArgument)?;
         if rights == Rights::NONE {
             return Err(Error::InvalidArgument);
         }
-        let index = self.current;
         if want_pa % 4096 != 0 {
             return Err(Error::Misaligned);
         }
         // Check the out pointer (writable, by writing a blank key) before
         // taking anything.
-        umem::write_value(self.envs[index].space.as_ref().ok_or(Error::NoSuchEnv)?, out, &FrameKey::default())?;
-        self.kmem_room(index, KmemObject::Grant)?;
-        if self.vm.pool_used >= self.vm.pool_frames {
-            return Err(self.pool_refusal(index));
+        umem::write_value(self.space_of(index)?, out, &FrameKey::default())?;
+        self.kmem_room(index, other, KmemObject::Grant)?;
+        if self.pool_used >= self.pool_frames {
+            return Err(self.pool_refusal(index, now));
         }
         let mut frame = if want_pa == 0 {
             memory::alloc_frame().ok_or(Error::NoMemory)?
@@ -352,31 +470,30 @@ impl Kernel {
         // Never hand out a frame holding another environment's data.
         frame.zero();
         let frame_pa = frame.into_user();
-        let env_id = self.env_id(index);
-        let key = match self.vm.table.alloc(frame_pa / 4096, env_id, rights) {
+        let env_id = self.envs[index].id;
+        let key = match self.table.alloc(frame_pa / 4096, env_id, rights) {
             Ok(key) => key,
             Err(error) => {
                 memory::free_frame(frame_pa);
                 return Err(error.into());
             }
         };
-        self.vm.pool_used += 1;
-        self.envs[index].mem.held.push(frame_pa / 4096);
-        let space = self.envs[index].space.as_ref().ok_or(Error::NoSuchEnv)?;
-        if let Err(error) = umem::write_value(space, out, &to_abi(key)) {
-            let _ = self.vm.table.free(key, env_id);
-            self.envs[index].mem.held.pop();
+        self.pool_used += 1;
+        self.envs[index].held.push(frame_pa / 4096);
+        if let Err(error) = umem::write_value(self.space_of(index)?, out, &to_abi(key)) {
+            let _ = self.table.free(key, env_id);
+            self.envs[index].held.pop();
             self.release_pool_frame(frame_pa / 4096);
             return Err(error);
         }
         Ok(frame_pa)
     }
 
-    pub fn frame_free(&mut self, lo: u64, hi: u64) -> Result<u64, Error> {
-        let index = self.current;
-        let frame = self.vm.table.free(from_abi(lo, hi), self.env_id(index))?;
+    /// `frame_free(key)` for env `index`.
+    pub fn frame_free(&mut self, index: usize, key: FrameKey) -> Result<u64, Error> {
+        let frame = self.table.free(from_abi(key), self.envs[index].id)?;
         self.unmap_frame_everywhere(frame * 4096, index);
-        let mem = &mut self.envs[index].mem;
+        let mem = &mut self.envs[index];
         if let Some(at) = mem.held.iter().position(|&f| f == frame) {
             mem.held.remove(at);
         }
@@ -385,37 +502,43 @@ impl Kernel {
         Ok(0)
     }
 
-    pub fn frame_share(&mut self, lo: u64, hi: u64, to_env: u64, rights: u64, out: u64) -> Result<u64, Error> {
+    /// `frame_share(key, to_env, rights, out_key_ptr)` for env `index`.
+    pub fn frame_share(&mut self, index: usize, key: FrameKey, to_env: u64, rights: u64, out: u64, other: KmemUse) -> Result<u64, Error> {
         let rights = u8::try_from(rights).ok().and_then(Rights::from_bits).ok_or(Error::InvalidArgument)?;
-        let index = self.current;
-        if !self.envs.iter().any(|e| e.id == to_env && e.is_runnable()) {
+        if !self.envs.iter().any(|e| e.id == to_env && e.space.is_some()) {
             return Err(Error::NoSuchEnv);
         }
         // Check the out pointer is writable before minting anything.
-        umem::write_value(self.envs[index].space.as_ref().ok_or(Error::NoSuchEnv)?, out, &FrameKey::default())?;
-        self.kmem_room(index, KmemObject::Grant)?;
-        let shared = self.vm.table.share(from_abi(lo, hi), self.env_id(index), to_env, rights)?;
-        let space = self.envs[index].space.as_ref().ok_or(Error::NoSuchEnv)?;
-        umem::write_value(space, out, &to_abi(shared))?;
+        umem::write_value(self.space_of(index)?, out, &FrameKey::default())?;
+        self.kmem_room(index, other, KmemObject::Grant)?;
+        let shared = self.table.share(from_abi(key), self.envs[index].id, to_env, rights)?;
+        umem::write_value(self.space_of(index)?, out, &to_abi(shared))?;
         Ok(0)
     }
 
-    pub fn frame_query(&mut self, lo: u64, hi: u64, out: u64) -> Result<u64, Error> {
-        let index = self.current;
-        let env_id = self.env_id(index);
-        let info = self.vm.table.query(from_abi(lo, hi), env_id)?;
+    /// `frame_query(key, out_ptr)` for env `index`.
+    pub fn frame_query(&mut self, index: usize, key: FrameKey, out: u64) -> Result<u64, Error> {
+        let env_id = self.envs[index].id;
+        let info = self.table.query(from_abi(key), env_id)?;
         let abi = FrameInfo {
             frame_pa: info.frame * 4096,
             rights: info.rights.bits() as u64,
             owner: (info.owner == env_id) as u64,
             generation: info.generation,
         };
-        let space = self.envs[index].space.as_ref().ok_or(Error::NoSuchEnv)?;
-        umem::write_value(space, out, &abi)?;
+        umem::write_value(self.space_of(index)?, out, &abi)?;
         Ok(0)
     }
 
-    pub fn map(&mut self, va: u64, lo: u64, hi: u64, flags: u64) -> Result<u64, Error> {
+    /// Check a key env `index` presents for an operation needing `need`
+    /// (the network's transmit uses it).
+    pub fn check_key(&self, index: usize, key: FrameKey, need: Rights) -> Result<KeyInfo, Error> {
+        bump(&COUNTERS.key_checks);
+        Ok(self.table.check(from_abi(key), self.envs[index].id, need)?)
+    }
+
+    /// `map(va, key, flags)` for env `index`.
+    pub fn map(&mut self, index: usize, va: u64, key: FrameKey, flags: u64, other: KmemUse, now: u64) -> Result<u64, Error> {
         if flags & !(map_flags::WRITE | map_flags::GUARANTEED) != 0 {
             return Err(Error::InvalidArgument);
         }
@@ -425,20 +548,18 @@ impl Kernel {
         if !in_dynamic_window(va) {
             return Err(Error::BadAddress);
         }
-        let index = self.current;
         let writable = flags & map_flags::WRITE != 0;
         let need = if writable { Rights::READ | Rights::WRITE } else { Rights::READ };
-        bump(&COUNTERS.key_checks);
-        let info = self.vm.table.check(from_abi(lo, hi), self.env_id(index), need)?;
-        let mem = &self.envs[index].mem;
+        let info = self.check_key(index, key, need)?;
+        let mem = &self.envs[index];
         if mem.slots.get(va).is_some() || mem.stlb.lookup(va).is_some() {
             return Err(Error::AlreadyMapped);
         }
-        self.kmem_room(index, KmemObject::Mapping)?;
+        self.kmem_room(index, other, KmemObject::Mapping)?;
         let frame_pa = info.frame * 4096;
-        let pte = self.install(index, va, frame_pa, writable, flags & map_flags::GUARANTEED != 0)?;
-        let displaced = self.envs[index].mem.stlb.insert(StlbEntry::new(va, frame_pa, writable).with_pte(pte));
-        self.vm.rmap.insert(frame_pa, index, va);
+        let pte = self.install(index, va, frame_pa, writable, flags & map_flags::GUARANTEED != 0, now)?;
+        let displaced = self.envs[index].stlb.insert(StlbEntry::new(va, frame_pa, writable).with_pte(pte));
+        self.rmap.insert(frame_pa, index, va);
         if let Some(old) = displaced.filter(|old| old.va_page != page_number(va)) {
             // The software TLB is direct-mapped: the page that shared the
             // entry may still be in a slot; if not, its mapping is gone.
@@ -447,23 +568,23 @@ impl Kernel {
         Ok(0)
     }
 
-    pub fn unmap(&mut self, va: u64) -> Result<u64, Error> {
+    /// `unmap(va)` for env `index`.
+    pub fn unmap(&mut self, index: usize, va: u64) -> Result<u64, Error> {
         if va % 4096 != 0 {
             return Err(Error::Misaligned);
         }
         if !in_dynamic_window(va) {
             return Err(Error::BadAddress);
         }
-        let index = self.current;
-        let slot = self.envs[index].mem.slots.remove(va);
+        let slot = self.envs[index].slots.remove(va);
         if slot.is_some() {
             self.drop_pte(index, va);
         }
-        let entry = self.envs[index].mem.stlb.lookup(va);
-        self.envs[index].mem.stlb.remove_va(va);
+        let entry = self.envs[index].stlb.lookup(va);
+        self.envs[index].stlb.remove_va(va);
         let mut found = false;
         for frame_pa in [slot.map(|s| s.frame_pa), entry.map(|e| e.frame_pa)].into_iter().flatten() {
-            self.vm.rmap.remove(frame_pa, index, va);
+            self.rmap.remove(frame_pa, index, va);
             found = true;
         }
         if found {
@@ -473,7 +594,8 @@ impl Kernel {
         }
     }
 
-    pub fn map_query(&mut self, va: u64, clear: u64) -> Result<u64, Error> {
+    /// `map_query(va, clear)` for env `index`.
+    pub fn map_query(&mut self, index: usize, va: u64, clear: u64) -> Result<u64, Error> {
         if !in_dynamic_window(va) {
             return Err(Error::BadAddress);
         }
@@ -487,10 +609,9 @@ impl Kernel {
         if clear & 2 != 0 {
             clear_bits |= Flags::DIRTY;
         }
-        let index = self.current;
         let loaded = self.is_loaded(index);
         let env = &mut self.envs[index];
-        if let Some(slot) = env.mem.slots.get(va) {
+        if let Some(slot) = env.slots.get(va) {
             let mut bits = map_bits::MAPPED | map_bits::IN_SLOT;
             if slot.writable {
                 bits |= map_bits::WRITABLE;
@@ -518,62 +639,66 @@ impl Kernel {
             }
             return Ok(bits);
         }
-        match env.mem.stlb.lookup(va) {
+        match env.stlb.lookup(va) {
             Some(entry) => Ok(map_bits::MAPPED | if entry.writable { map_bits::WRITABLE } else { 0 }),
             None => Ok(0),
         }
     }
 
-    pub fn guarantee(&mut self, va: u64, on: u64) -> Result<u64, Error> {
+    /// `guarantee(va, on)` for env `index`.
+    pub fn guarantee(&mut self, index: usize, va: u64, on: u64, now: u64) -> Result<u64, Error> {
         if va % 4096 != 0 {
             return Err(Error::Misaligned);
         }
         if !in_dynamic_window(va) {
             return Err(Error::BadAddress);
         }
-        let index = self.current;
         let on = on != 0;
-        if self.envs[index].mem.slots.get(va).is_none() {
+        if self.envs[index].slots.get(va).is_none() {
             // Only in the software TLB: bring it back into a slot first.
-            let entry = self.envs[index].mem.stlb.lookup(va).ok_or(Error::InvalidArgument)?;
-            return self.install(index, va, entry.frame_pa, entry.writable, on).map(|_| 0);
+            let entry = self.envs[index].stlb.lookup(va).ok_or(Error::InvalidArgument)?;
+            return self.install(index, va, entry.frame_pa, entry.writable, on, now).map(|_| 0);
         }
-        let evicted = self.envs[index].mem.slots.set_guaranteed(va, on).map_err(from_slot_error)?;
+        let evicted = self.envs[index].slots.set_guaranteed(va, on).map_err(from_slot_error)?;
         self.evicted(index, evicted);
         Ok(0)
     }
 
-    pub fn key_bench(&mut self, lo: u64, hi: u64, iterations: u64) -> Result<u64, Error> {
+    /// `key_bench(key, iterations)` for env `index`: benchmark scenarios only.
+    pub fn key_bench(&mut self, index: usize, key: FrameKey, iterations: u64) -> Result<u64, Error> {
         if !self.benchmarks {
             return Err(Error::PermissionDenied);
         }
         if !(1..=100_000).contains(&iterations) {
             return Err(Error::InvalidArgument);
         }
-        let env_id = self.env_id(self.current);
-        let key = from_abi(lo, hi);
-        self.vm.table.check(key, env_id, Rights::READ)?;
+        let env_id = self.envs[index].id;
+        let key = from_abi(key);
+        self.table.check(key, env_id, Rights::READ)?;
         let start = crate::arch::cpu::rdtsc();
         for _ in 0..iterations {
-            let _ = core::hint::black_box(self.vm.table.check(core::hint::black_box(key), env_id, Rights::READ));
+            let _ = core::hint::black_box(self.table.check(core::hint::black_box(key), env_id, Rights::READ));
         }
         Ok(crate::arch::cpu::rdtsc() - start)
     }
 
-    pub fn revoke_done(&mut self) -> Result<u64, Error> {
-        Ok(self.envs[self.current].mem.owed)
+    /// `revoke_done()` for env `index`: frames still owed.
+    pub fn revoke_done(&self, index: usize) -> u64 {
+        self.envs[index].owed
     }
 
-    /// A not-present page fault at `va`: refill it from the software TLB
-    /// if the environment mapped that page before. True if refilled.
-    pub fn stlb_refill(&mut self, va: u64, error_code: u64) -> bool {
+    // ----- faults and switches -----
+
+    /// A not-present page fault at `va` in env `index`: refill it from the
+    /// software TLB if the environment mapped that page before. True if
+    /// refilled.
+    pub fn stlb_refill(&mut self, index: usize, va: u64, error_code: u64, now: u64) -> bool {
         let present = error_code & 1 != 0;
         let write = error_code & 2 != 0;
         if present || !in_dynamic_window(va) {
             return false;
         }
-        let index = self.current;
-        let Some(entry) = self.envs[index].mem.stlb.lookup(va) else {
+        let Some(entry) = self.envs[index].stlb.lookup(va) else {
             bump(&COUNTERS.stlb_misses);
             return false;
         };
@@ -584,7 +709,7 @@ impl Kernel {
         let mut written = false;
         if entry.pte.is_known() {
             // The page-table entry is known: account the slot and write it.
-            match self.envs[index].mem.slots.insert(page, entry.frame_pa, entry.writable, false) {
+            match self.envs[index].slots.insert(page, entry.frame_pa, entry.writable, false) {
                 Ok(evicted) => self.evicted(index, evicted),
                 Err(_) => return false,
             }
@@ -594,22 +719,26 @@ impl Kernel {
                 .as_mut()
                 .is_some_and(|space| space.write_leaf(entry.pte, entry.frame_pa, page_flags(entry.writable)));
         }
-        if !written && self.install(index, page, entry.frame_pa, entry.writable, false).is_err() {
+        if !written && self.install(index, page, entry.frame_pa, entry.writable, false, now).is_err() {
             return false;
         }
         bump(&COUNTERS.stlb_hits);
         true
     }
 
-    /// The context-switch policy's work when env `index` is switched in.
-    pub fn switch_in_tlb(&mut self, index: usize) {
-        if self.vm.policy == TlbPolicy::Stlb {
+    /// Make env `index`'s address space the loaded one (if it is not
+    /// already), doing the context-switch TLB policy's work.
+    pub fn activate(&mut self, index: usize) {
+        let Some(root) = self.space(index).map(|s| s.root()) else { return };
+        if root == self.loaded_root {
+            return;
+        }
+        if self.policy == TlbPolicy::Stlb {
             // Only guaranteed mappings survive; the rest refault through
             // the software TLB. The CR3 load that follows flushes the TLB.
-            let env = &mut self.envs[index];
-            let rmap = &mut self.vm.rmap;
-            let EnvMemory { slots, stlb, .. } = &mut env.mem;
-            if let Some(space) = env.space.as_mut() {
+            let rmap = &mut self.rmap;
+            let EnvMemory { slots, stlb, space, .. } = &mut self.envs[index];
+            if let Some(space) = space.as_mut() {
                 slots.drain_ordinary_with(|slot| {
                     let va = slot.va_page << 12;
                     space.unmap(va);
@@ -619,30 +748,33 @@ impl Kernel {
                 });
             }
         }
+        let env = &mut self.envs[index];
+        let space = env.space.as_ref().expect("checked above");
+        if self.policy == TlbPolicy::Pcid {
+            space.activate_pcid(env.id as u16, env.needs_flush);
+        } else {
+            space.activate();
+        }
+        env.needs_flush = false;
+        self.loaded_root = root;
+        bump(&COUNTERS.cr3_loads);
     }
 
-    /// The environment furthest over its quota, other than `asker`.
-    fn pick_victim(&self, asker: usize) -> Option<usize> {
-        self.envs
-            .iter()
-            .enumerate()
-            .filter(|(i, e)| *i != asker && e.is_runnable())
-            .map(|(i, e)| (i, e.mem.charged_frames() as i64 - e.mem.quota_frames as i64))
-            .filter(|&(_, over)| over > 0)
-            .max_by_key(|&(_, over)| over)
-            .map(|(i, _)| i)
+    /// The oldest upcall owed to env `index`.
+    pub fn take_pending(&mut self, index: usize) -> Option<PendingUpcall> {
+        self.envs[index].pending.take()
     }
+
+    // ----- revocation -----
 
     /// Ask env `victim` to give back frames (no-op while a request is open).
-    fn request_revocation(&mut self, victim: usize) {
-        let now = crate::arch::cpu::rdtsc();
-        let deadline = now + self.vm.revoke_deadline_tsc;
-        let mem = &mut self.envs[victim].mem;
+    fn request_revocation(&mut self, victim: usize, now: u64) {
+        let deadline = now + self.revoke_deadline_tsc;
+        let mem = &mut self.envs[victim];
         if mem.owed > 0 {
             return;
         }
-        let over = mem.charged_frames().saturating_sub(mem.quota_frames);
-        mem.owed = over.min(REVOKE_BATCH);
+        mem.owed = revoke::frames_to_ask(&Holding { runnable: true, charged: mem.charged_frames(), quota: mem.quota_frames });
         mem.deadline_tsc = deadline;
         mem.pending.push(PendingUpcall {
             kind: UpcallKind::Revocation,
@@ -651,37 +783,43 @@ impl Kernel {
             error_code: deadline,
         });
         bump(&COUNTERS.revocation_requests);
-        log::debug!("asked env {} for {} frames", self.envs[victim].id, self.envs[victim].mem.owed);
+        log::debug!("asked env {} for {} frames", mem.id, mem.owed);
     }
 
     /// Called on every timer tick: run the abort protocol on every
-    /// environment whose repossession deadline passed.
-    pub fn check_revocation_deadlines(&mut self) {
-        let now = crate::arch::cpu::rdtsc();
+    /// environment whose repossession deadline passed. Returns (index,
+    /// frames taken) for each.
+    pub fn check_revocation_deadlines(&mut self, now: u64) -> Vec<(usize, u64)> {
+        let mut aborted = Vec::new();
         for index in 0..self.envs.len() {
-            let mem = &self.envs[index].mem;
-            if mem.owed > 0 && now >= mem.deadline_tsc && self.envs[index].is_runnable() {
-                self.abort_protocol(index);
+            let mem = &self.envs[index];
+            if mem.owed > 0 && now >= mem.deadline_tsc && self.alive(index) {
+                aborted.push((index, self.abort_protocol(index)));
             }
         }
+        aborted
     }
 
-    /// Take the owed frames by force: newest first, every mapping removed,
-    /// each recorded in the repossession vector; then tell the libOS.
-    fn abort_protocol(&mut self, index: usize) {
-        let take = self.envs[index].mem.owed.min(self.envs[index].mem.held.len() as u64);
-        for _ in 0..take {
-            let Some(frame) = self.envs[index].mem.held.pop() else { break };
+    /// Take the owed frames by force (`kcore::revoke::frames_to_take`: the
+    /// newest), every mapping removed, each recorded in the repossession
+    /// vector; then tell the libOS.
+    fn abort_protocol(&mut self, index: usize) -> u64 {
+        let mem = &self.envs[index];
+        let taken: Vec<u64> = revoke::frames_to_take(&mem.held, mem.owed).to_vec();
+        let keep = mem.held.len() - taken.len();
+        self.envs[index].held.truncate(keep);
+        for &frame in taken.iter().rev() {
             let va = self.unmap_frame_everywhere(frame * 4096, index);
-            let _ = self.vm.table.revoke(frame);
+            let _ = self.table.revoke(frame);
             self.release_pool_frame(frame);
             self.record_repossession(index, frame * 4096, va);
             bump(&COUNTERS.frames_repossessed);
         }
         let env = &mut self.envs[index];
-        env.mem.owed = 0;
-        env.mem.pending.push(PendingUpcall { kind: UpcallKind::Revocation, vector: REVOKE_ABORTED, fault_addr: take, error_code: 0 });
-        log::info!("abort protocol: took {} frame(s) from env {} ({})", take, env.id, env.name);
+        env.owed = 0;
+        let count = taken.len() as u64;
+        env.pending.push(PendingUpcall { kind: UpcallKind::Revocation, vector: REVOKE_ABORTED, fault_addr: count, error_code: 0 });
+        count
     }
 
     /// Note a repossessed frame in env `index`'s repossession vector (a
@@ -699,24 +837,58 @@ impl Kernel {
         let _ = space.write_user(REPOSSESSION_ADDR, vector.as_bytes(), Flags::empty());
     }
 
-    /// An environment ended: unmap and return its pool frames, drop the
-    /// keys shared to it and those it paid for, and remove its mappings of
-    /// others' frames.
-    pub fn reclaim_memory(&mut self, index: usize) {
-        let slots: Vec<Slot> = self.envs[index].mem.slots.iter().collect();
+    // ----- the end of an environment -----
+
+    /// Env `index` ended: unmap and return its pool frames, drop the keys
+    /// shared to it and those it paid for, remove its mappings of others'
+    /// frames, and free its address space (page tables included).
+    pub fn reclaim(&mut self, index: usize) {
+        let slots: Vec<Slot> = self.envs[index].slots.iter().collect();
         if let Some(space) = self.envs[index].space.as_mut() {
             for slot in &slots {
                 space.unmap(slot.va_page << 12);
             }
         }
-        self.envs[index].mem.stlb.clear();
-        self.vm.rmap.remove_env(index);
-        let owned = self.vm.table.reclaim_env(self.env_id(index));
+        self.envs[index].stlb.clear();
+        self.rmap.remove_env(index);
+        let owned = self.table.reclaim_env(self.envs[index].id);
         for frame in owned {
             self.unmap_frame_everywhere(frame * 4096, index);
             self.release_pool_frame(frame);
         }
-        self.envs[index].mem.held.clear();
-        self.envs[index].mem.owed = 0;
+        let id = self.envs[index].id;
+        let page_tables = self.envs[index].page_table_frames;
+        if let Some(space) = self.envs[index].space.take() {
+            if space.root() == self.loaded_root {
+                self.kernel_space.activate();
+                self.loaded_root = self.kernel_space.root();
+                bump(&COUNTERS.cr3_loads);
+            }
+            space.destroy(&mut memory::free_frame);
+        }
+        // Its page tables went with the address space: out of the pool.
+        self.pool_used -= page_tables;
+        // Drop what the kernel heap held for it (slots, software TLB, queue).
+        self.envs[index] = EnvMemory::ended(id);
+    }
+
+    /// What is left once every environment has ended.
+    pub fn leftovers(&self) -> Leftovers {
+        Leftovers { live_keys: self.table.live_keys(), rmap_entries: self.rmap.len(), pool_used: self.pool_used }
+    }
+
+    /// Every environment has ended: drop per-environment records and the
+    /// storage of empty tables (an emptied B-tree may keep its root node;
+    /// the grant table keeps retired slots so old keys stay stale, which no
+    /// one can present any more). Only what is empty is dropped, so a leak
+    /// still shows.
+    pub fn retire(&mut self) {
+        self.envs = Vec::new();
+        if self.table.live_keys() == 0 {
+            self.table.retire();
+        }
+        if self.rmap.is_empty() {
+            self.rmap = ReverseMap::new();
+        }
     }
 }

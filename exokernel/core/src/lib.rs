@@ -14,12 +14,15 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod cpu;
 pub mod filter;
 pub mod frames;
 pub mod keys;
 pub mod kmem;
+pub mod revoke;
 pub mod rmap;
 pub mod slots;
 pub mod slotvec;
 pub mod stlb;
+pub mod upcall;
 pub mod usercheck;
