@@ -122,17 +122,96 @@ fn page_addr(page: usize) -> *mut u64 {
     (shared_abi::start::DYNAMIC_BASE + page as u64 * 4096) as *mut u64
 }
 
-/// Touch page `page`: write (and check) a word that identifies it.
-fn touch(page: usize, round: u64, write: bool) -> bool {
-    let at = page_addr(page);
-    // SAFETY: the region is ours; a fault there is demand-paged in.
-    unsafe {
-        let old = core::ptr::read_volatile(at);
-        let ok = old == 0 || old >> 32 == page as u64;
-        if write {
-            core::ptr::write_volatile(at, (page as u64) << 32 | (round & 0xffff_ffff));
+/// Words of each page the workloads write and check, spread over the page
+/// (one every 512 bytes) so that a page only partly copied back shows too.
+const STAMPED_WORDS: usize = 8;
+const STAMP_STRIDE_WORDS: usize = 4096 / 8 / STAMPED_WORDS;
+/// How many wrong touches to describe before only counting them.
+const WRONG_PAGES_SHOWN: u32 = 8;
+
+/// What word `word` of page `page` holds once round `round` wrote it: a tag,
+/// the word, the page and the round, so it is never zero and no other page,
+/// word or round writes the same value.
+fn stamp(page: usize, word: usize, round: u64) -> u64 {
+    0xa5u64 << 56 | (word as u64) << 48 | (page as u64 & 0xffff) << 32 | (round & 0xffff_ffff)
+}
+
+/// The demand-paged pages as the workload left them: which round last wrote
+/// each page, so every touch can require exactly that round's contents.
+struct Pages {
+    label: &'static str,
+    /// The round that last wrote each page (None: never written, so zero).
+    last_written: alloc::vec::Vec<Option<u64>>,
+    /// Touches that found a page with the wrong contents.
+    wrong: u32,
+}
+
+impl Pages {
+    fn new(label: &'static str, page_count: usize) -> Self {
+        Pages { label, last_written: alloc::vec![None; page_count], wrong: 0 }
+    }
+
+    /// Touch page `page` in round `round`: check that it holds exactly what
+    /// the last round that wrote it wrote (zero if none did), then, if
+    /// `write`, stamp it with this round. A dirty page lost on the way out
+    /// and back comes in as zero or as an older round's contents, and is
+    /// reported with its page and round.
+    fn touch(&mut self, page: usize, round: u64, write: bool) {
+        let at = page_addr(page);
+        let expected_round = self.last_written[page];
+        for word in 0..STAMPED_WORDS {
+            // SAFETY: the region is ours; a fault there is demand-paged in.
+            let found = unsafe { core::ptr::read_volatile(at.add(word * STAMP_STRIDE_WORDS)) };
+            let expected = expected_round.map_or(0, |r| stamp(page, word, r));
+            if found != expected {
+                self.report_wrong(page, round, word, found, expected_round);
+                break;
+            }
         }
-        ok
+        if write {
+            for word in 0..STAMPED_WORDS {
+                // SAFETY: as above.
+                unsafe { core::ptr::write_volatile(at.add(word * STAMP_STRIDE_WORDS), stamp(page, word, round)) };
+            }
+            self.last_written[page] = Some(round);
+        }
+    }
+
+    fn report_wrong(&mut self, page: usize, round: u64, word: usize, found: u64, expected_round: Option<u64>) {
+        self.wrong += 1;
+        if self.wrong > WRONG_PAGES_SHOWN {
+            return;
+        }
+        let expected = match expected_round {
+            Some(r) => alloc::format!("round {}", r),
+            None => alloc::string::String::from("zero (never written)"),
+        };
+        let holds = if found == 0 {
+            alloc::string::String::from("zero")
+        } else if found >> 32 == stamp(page, word, 0) >> 32 {
+            alloc::format!("round {}", found & 0xffff_ffff)
+        } else {
+            alloc::format!("{:#x}", found)
+        };
+        println!(
+            "{}: WRONG page {} at round {}: word {} holds {}, expected {}",
+            self.label, page, round, word, holds, expected
+        );
+    }
+
+    /// Print the verdict; the workload's exit code.
+    fn verdict(&self) -> i32 {
+        if self.wrong != 0 {
+            println!(
+                "{}: {} touches found a page with the wrong contents (the first {} shown above)",
+                self.label,
+                self.wrong,
+                self.wrong.min(WRONG_PAGES_SHOWN)
+            );
+            return 1;
+        }
+        println!("{}: contents intact", self.label);
+        0
     }
 }
 
@@ -162,13 +241,13 @@ fn paging_workload(env: &Env) -> i32 {
         return 1;
     }
     let mut scan = HOT;
-    let mut corrupt = 0;
+    let mut pages = Pages::new("paging", PAGES);
     for round in 0..300u64 {
         for page in 0..HOT {
-            corrupt += !touch(page, round, true) as u32;
+            pages.touch(page, round, true);
         }
         for _ in 0..4 {
-            corrupt += !touch(scan, round, round % 3 == 0) as u32;
+            pages.touch(scan, round, round % 3 == 0);
             scan = if scan + 1 == PAGES { HOT } else { scan + 1 };
         }
         if round % 4 == 0 {
@@ -179,12 +258,7 @@ fn paging_workload(env: &Env) -> i32 {
         paging::safe_point();
     }
     report("paging");
-    if corrupt != 0 {
-        println!("paging: {} pages came back with the wrong contents", corrupt);
-        return 1;
-    }
-    println!("paging: contents intact");
-    0
+    pages.verdict()
 }
 
 /// Borrow frames beyond the quota, then keep working while the kernel
@@ -195,10 +269,12 @@ fn pressure_workload(env: &Env) -> i32 {
         println!("pressure: {}", what);
         return 1;
     }
-    let mut corrupt = 0;
+    let mut pages = Pages::new("pressure", PAGES);
     for round in 0..300u64 {
         for page in 0..PAGES {
-            corrupt += !touch(page, round, page % 2 == 0) as u32;
+            // Even pages are written every round; odd ones every eighth, so
+            // clean pages with a backing copy are paged out and in as well.
+            pages.touch(page, round, page % 2 == 0 || round % 8 == 1);
             if page % 8 == 0 {
                 paging::safe_point();
             }
@@ -213,10 +289,5 @@ fn pressure_workload(env: &Env) -> i32 {
         }
     }
     report("pressure");
-    if corrupt != 0 {
-        println!("pressure: {} pages came back with the wrong contents", corrupt);
-        return 1;
-    }
-    println!("pressure: contents intact");
-    0
+    pages.verdict()
 }

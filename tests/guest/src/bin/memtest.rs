@@ -2,8 +2,9 @@
 //! `keys` (forged, flipped, foreign, stale and double-freed keys; named
 //! frames; read-only shares; mapping rules), `stlb` (more pages than TLB
 //! slots: evicted pages refill from the software TLB without upcalls),
-//! `guaranteed` (guaranteed mappings are present right after every
-//! switch), `hog` (grab pool frames beyond the quota and ignore
+//! `guaranteed` (guaranteed mappings are in their slots right after every
+//! switch and touching them does not fault, while ordinary ones are
+//! dropped and refault), `hog` (grab pool frames beyond the quota and ignore
 //! revocation: the abort protocol takes them), `claim` (ask for the
 //! quota while others hold the pool; `claim-later` first lets them borrow).
 #![no_std]
@@ -222,40 +223,131 @@ fn stlb(env: &Env) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Page-fault upcalls on the guaranteed page in `guaranteed` mode.
+static PINNED_UPCALLS: AtomicU64 = AtomicU64::new(0);
+
+/// `on_probe_fault`, also counting the faults on the guaranteed page.
+fn on_guaranteed_fault(frame: &mut UpcallFrame) {
+    if frame.fault_addr & !(PAGE - 1) == DYNAMIC_BASE {
+        PINNED_UPCALLS.fetch_add(1, Ordering::Relaxed);
+    }
+    on_probe_fault(frame);
+}
+
+/// Counted separately: yields tried, switches seen, and after each switch
+/// whether each page was in its slot and what touching it cost.
+#[derive(Default)]
+struct GuaranteedCounts {
+    attempts: u64,
+    /// Yields during which the kernel switched to someone else and back.
+    switches: u64,
+    /// Switches after which the guaranteed page was still in its TLB slot.
+    pinned_in_slot: u64,
+    /// Touches of the guaranteed page right after a switch that the kernel
+    /// counters could measure alone (no switch within the measurement).
+    measured: u64,
+    /// Page faults the kernel took (software-TLB refills included) while
+    /// we touched the guaranteed page in those measurements.
+    pinned_faults: u64,
+    /// Switches after which the ordinary mapping had left its slot.
+    ordinary_dropped: u64,
+    /// Measured touches of the ordinary page that cost a fault: the same
+    /// measurement shows a refill when there is one.
+    ordinary_refaults: u64,
+}
+
+/// Page faults taken (by anyone) while `touch` runs, or None if a context
+/// switch happened meanwhile, so the count may include other environments'.
+fn faults_during(touch: impl FnOnce() -> bool) -> Result<(bool, Option<u64>), &'static str> {
+    let before = syscall::stats().map_err(|_| "stats")?;
+    let ok = touch();
+    let after = syscall::stats().map_err(|_| "stats")?;
+    let alone = after.context_switches == before.context_switches;
+    Ok((ok, alone.then_some(after.page_faults - before.page_faults)))
+}
+
 fn guaranteed() -> Result<(), &'static str> {
-    set_handler(UpcallKind::PageFault, on_probe_fault).map_err(|_| "register handler")?;
+    const ATTEMPTS: u64 = 40;
+    set_handler(UpcallKind::PageFault, on_guaranteed_fault).map_err(|_| "register handler")?;
     let pinned = DYNAMIC_BASE;
     let ordinary = DYNAMIC_BASE + PAGE;
     let (_, k1) = syscall::frame_alloc(0, rights::ALL).map_err(|_| "alloc")?;
     let (_, k2) = syscall::frame_alloc(0, rights::ALL).map_err(|_| "alloc")?;
     syscall::map(pinned, k1, map_flags::WRITE | map_flags::GUARANTEED).map_err(|_| "map pinned")?;
     syscall::map(ordinary, k2, map_flags::WRITE).map_err(|_| "map ordinary")?;
-    let mut present_after_switch = 0;
-    let mut ordinary_dropped = 0;
-    for _ in 0..20 {
-        probe_write(ordinary, 1);
+    let mut counts = GuaranteedCounts::default();
+    let mut stamp = 0x9a4e_0000u64;
+    if !probe_write(pinned, stamp) {
+        return Err("guaranteed page faulted when fresh");
+    }
+    for _ in 0..ATTEMPTS {
+        counts.attempts += 1;
+        // Both pages in their slots before the switch.
+        if !probe_write(ordinary, counts.attempts) || probe_read(pinned) != Some(stamp) {
+            return Err("a page faulted or lost its contents before the switch");
+        }
         let switches = syscall::stats().map_err(|_| "stats")?.context_switches;
         syscall::yield_now();
         if syscall::stats().map_err(|_| "stats")?.context_switches == switches {
             continue; // nobody else ran
         }
+        counts.switches += 1;
         // Right after the switch, before touching anything:
         let p = syscall::map_query(pinned, false).map_err(|_| "query")?;
         let o = syscall::map_query(ordinary, false).map_err(|_| "query")?;
-        if p & map_bits::IN_SLOT == 0 {
-            return Err("guaranteed mapping missing after a switch");
+        if p & map_bits::IN_SLOT != 0 {
+            counts.pinned_in_slot += 1;
         }
-        present_after_switch += 1;
         if o & map_bits::IN_SLOT == 0 {
-            ordinary_dropped += 1;
+            counts.ordinary_dropped += 1;
+        }
+        // Now touch the guaranteed page (read the last stamp, write a new
+        // one): it must not fault, neither to us nor to a silent refill.
+        let expected = stamp;
+        stamp += 1;
+        let (ok, faults) = faults_during(|| probe_read(pinned) == Some(expected) && probe_write(pinned, stamp))?;
+        if !ok {
+            return Err("the guaranteed page faulted or lost its contents after a switch");
+        }
+        if let Some(faults) = faults {
+            counts.measured += 1;
+            counts.pinned_faults += faults;
+        }
+        // The ordinary page, dropped by the switch, refaults (and is refilled).
+        let (ok, faults) = faults_during(|| probe_read(ordinary) == Some(counts.attempts))?;
+        if !ok {
+            return Err("the ordinary page lost its contents");
+        }
+        if o & map_bits::IN_SLOT == 0 && faults.is_some_and(|f| f > 0) {
+            counts.ordinary_refaults += 1;
         }
     }
+    let pinned_upcalls = PINNED_UPCALLS.load(Ordering::Relaxed);
     println!(
-        "guaranteed: present after {} of {} switches; the ordinary mapping was dropped after {}",
-        present_after_switch, present_after_switch, ordinary_dropped
+        "guaranteed: attempts={} switches={} pinned_in_slot={} measured={} pinned_faults={} pinned_upcalls={} ordinary_dropped={} ordinary_refaults={}",
+        counts.attempts,
+        counts.switches,
+        counts.pinned_in_slot,
+        counts.measured,
+        counts.pinned_faults,
+        pinned_upcalls,
+        counts.ordinary_dropped,
+        counts.ordinary_refaults
     );
-    if present_after_switch == 0 {
+    if counts.switches == 0 {
         return Err("no context switch observed");
+    }
+    if counts.pinned_in_slot != counts.switches {
+        return Err("guaranteed mapping missing from its slot after a switch");
+    }
+    if counts.pinned_faults != 0 || pinned_upcalls != 0 {
+        return Err("the guaranteed page faulted after a switch");
+    }
+    if counts.measured == 0 {
+        return Err("no touch of the guaranteed page could be measured alone");
+    }
+    if counts.ordinary_dropped == 0 || counts.ordinary_refaults == 0 {
+        return Err("the ordinary mapping was never dropped and refaulted (policy not stlb?)");
     }
     Ok(())
 }
