@@ -124,8 +124,19 @@ fn indices(va: u64) -> [usize; 4] {
 }
 
 impl AddressSpace {
-    /// The address space active now (the kernel's, at boot).
-    pub fn current() -> Self {
+    /// The boot address space, once: a second owner of it could destroy
+    /// the tables the kernel runs on. None after the first call.
+    pub fn take_boot_space() -> Option<Self> {
+        static TAKEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+        if TAKEN.swap(true, Ordering::Relaxed) {
+            return None;
+        }
+        Some(Self::current())
+    }
+
+    /// A handle to the address space active now, for arch's own kernel-half
+    /// mappings at boot (never destroyed).
+    pub(super) fn current() -> Self {
         AddressSpace { pml4: Cr3::read().0.start_address().as_u64(), id: NEXT_SPACE_ID.fetch_add(1, Ordering::Relaxed) }
     }
 

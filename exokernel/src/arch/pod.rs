@@ -40,11 +40,13 @@ pod!(
     u64
 );
 
-/// The ramdisk the bootloader loaded, as a byte slice.
-pub fn ramdisk(addr: u64, len: u64) -> &'static [u8] {
-    // SAFETY: the bootloader maps the ramdisk at `addr` for `len` bytes and
-    // never reclaims it; the kernel only reads it.
-    unsafe { core::slice::from_raw_parts(addr as *const u8, len as usize) }
+/// The ramdisk the bootloader loaded, as a byte slice (None if it loaded
+/// none).
+pub fn ramdisk(boot_info: &bootloader_api::BootInfo) -> Option<&'static [u8]> {
+    let addr = boot_info.ramdisk_addr.into_option()?;
+    // SAFETY: the bootloader maps the ramdisk at `addr` for `ramdisk_len`
+    // bytes and never reclaims it; the kernel only reads it.
+    Some(unsafe { core::slice::from_raw_parts(addr as *const u8, boot_info.ramdisk_len as usize) })
 }
 
 /// Give the kernel heap `[start_pa, start_pa + size)` of physical memory.

@@ -77,6 +77,16 @@ impl TrapFrame {
     pub fn from_user(&self) -> bool {
         self.cs & 3 == 3
     }
+
+    /// Whatever the kernel wrote into a frame that returns to ring 3, it
+    /// returns to ring 3: user selectors, interrupts on, no I/O privilege.
+    /// So no handler can make `iretq` raise privilege.
+    fn confine_to_user(&mut self) {
+        self.cs = USER_CS;
+        self.ss = USER_SS;
+        let flags = RFlags::from_bits_truncate(self.rflags);
+        self.rflags = ((flags | RFlags::INTERRUPT_FLAG) - RFlags::IOPL_HIGH - RFlags::IOPL_LOW - RFlags::NESTED_TASK).bits() | 0x2;
+    }
 }
 
 /// How the syscall stub returns to ring 3.
@@ -107,18 +117,24 @@ static SYSCALL_HANDLER: Once<SyscallHandler> = Once::new();
 
 #[no_mangle]
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    let from_user = frame.from_user();
     match TRAP_HANDLER.get() {
         Some(handler) => handler(frame),
         None => panic!("trap {} before the kernel was ready: {:#x?}", frame.vector, frame),
+    }
+    if from_user {
+        frame.confine_to_user();
     }
 }
 
 #[no_mangle]
 extern "C" fn syscall_dispatch(frame: &mut TrapFrame) -> u64 {
-    match SYSCALL_HANDLER.get() {
+    let how = match SYSCALL_HANDLER.get() {
         Some(handler) => handler(frame) as u64,
         None => panic!("syscall before the kernel was ready"),
-    }
+    };
+    frame.confine_to_user();
+    how
 }
 
 /// A system call that never switches environments: called straight from
@@ -154,8 +170,10 @@ static mut FAST_UPCALL: FastUpcall =
     FastUpcall { enabled: 0, exception_entry: 0, page_fault_entry: 0, stack_lo: 0, stack_hi: 0, exceptions: 0, page_faults: 0 };
 
 /// Install the fast-upcall state of the environment about to run (or
-/// disable the fast path with `None`).
+/// disable the fast path with `None`). A stack that does not lie in the
+/// user half disables it: the stub stores to it with kernel privilege.
 pub fn set_fast_upcall(state: Option<(u64, u64, u64, u64)>) {
+    let state = state.filter(|&(_, _, lo, hi)| lo < hi && hi <= shared_abi::USER_TOP);
     // SAFETY: single CPU, interrupts off in the kernel: the stub cannot
     // read the fields while they change.
     unsafe {
@@ -280,15 +298,18 @@ pub fn init(selectors: &gdt::Selectors, trap: TrapHandler, syscall: SyscallHandl
     }
 }
 
-/// Start ring-3 code from `frame`; the trap stack is reset.
+/// Start ring-3 code from `frame` (confined to ring 3); the trap stack is
+/// reset.
 pub fn enter_user(frame: &TrapFrame) -> ! {
+    let mut frame = *frame;
+    frame.confine_to_user();
     let top = gdt::trap_stack_top() - core::mem::size_of::<TrapFrame>() as u64;
     let slot = top as *mut TrapFrame;
     // SAFETY: the top of the trap stack is ours: nothing of the kernel runs
     // on it now (boot runs on the bootloader's stack), and the frame is a
     // ring-3 frame the kernel built, so iretq cannot raise privilege.
     unsafe {
-        slot.write(*frame);
+        slot.write(frame);
         enter_user_frame(slot)
     }
 }

@@ -87,15 +87,14 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
     let kernel_fn = boot as *const () as u64;
     assert!(kernel_fn >= shared_abi::USER_TOP && phys_offset >= shared_abi::USER_TOP, "kernel must live in the upper half");
 
-    let ramdisk_addr = boot_info.ramdisk_addr.into_option().expect("boot archive passed as ramdisk");
-    let ramdisk = arch::pod::ramdisk(ramdisk_addr, boot_info.ramdisk_len);
+    let ramdisk = arch::pod::ramdisk(boot_info).expect("boot archive passed as ramdisk");
     let archive = Archive::parse(ramdisk).expect("boot archive is well formed");
     let manifest_text = archive.find(MANIFEST_NAME).expect("boot archive has a manifest");
     let manifest = Manifest::parse(core::str::from_utf8(manifest_text).unwrap_or(""))
         .unwrap_or_else(|e| panic!("boot manifest: {}", e));
     logger::init(logger::level_of(manifest.log));
 
-    let mut kernel_space = AddressSpace::current();
+    let mut kernel_space = AddressSpace::take_boot_space().expect("boot runs once");
     let window = (256..512u64)
         .rev()
         .map(|slot| 0xffff_0000_0000_0000 | (slot << 39))
