@@ -12,16 +12,16 @@
 //!
 //! ```text
 //! handle: 63            32 31                 8 7        0
-//!         | slot generation |     slot index     |  rights  |
+//!         | entry generation |     entry index     |  rights  |
 //! mac:    63                                             0
 //!         |        first 8 bytes of SHA-256, little-endian |
 //! ```
 //!
 //! * `rights` ([`Rights`]): what the key allows: `READ` = 1, `WRITE` = 2,
 //!   `SHARE` = 4; bits 3..=7 are zero in every key the kernel mints.
-//! * `slot index` (24 bits): the key's entry in the kernel's grant table.
-//! * `slot generation` (32 bits): how many grants that entry held before
-//!   this one. A slot's generation grows each time its grant is destroyed, so
+//! * `entry index` (24 bits): the key's entry in the kernel's grant table.
+//! * `entry generation` (32 bits): how many grants that entry held before
+//!   this one. An entry's generation grows each time its grant is destroyed, so
 //!   a key naming an older generation is recognisably [`KeyError::Stale`].
 //! * `mac`: `SHA-256(secret ‖ handle ‖ frame ‖ env ‖ serial)`, each number
 //!   8 bytes little-endian after the 32-byte boot-time `secret`; `serial`
@@ -106,11 +106,11 @@ impl BitOr for Rights {
 }
 
 const RIGHTS_MASK: u64 = 0xff;
-const SLOT_SHIFT: u32 = 8;
-const SLOT_MASK: u64 = (1 << 24) - 1;
-const SLOT_GENERATION_SHIFT: u32 = 32;
+const ENTRY_SHIFT: u32 = 8;
+const ENTRY_MASK: u64 = (1 << 24) - 1;
+const ENTRY_GENERATION_SHIFT: u32 = 32;
 
-/// Most grants (live keys) the table can hold at once: the slot index is 24 bits.
+/// Most grants (live keys) the table can hold at once: the entry index is 24 bits.
 pub const MAX_GRANTS: usize = 1 << 24;
 
 /// A key to a physical frame, as held by a libOS. Until [`FrameTable::check`]
@@ -118,16 +118,16 @@ pub const MAX_GRANTS: usize = 1 << 24;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(C)]
 pub struct FrameKey {
-    /// Rights, slot index and slot generation.
+    /// Rights, entry index and entry generation.
     pub handle: u64,
     /// The truncated SHA-256 MAC.
     pub mac: u64,
 }
 
 impl FrameKey {
-    fn handle_for(rights: Rights, slot_index: usize, slot_generation: u32) -> u64 {
-        (slot_generation as u64) << SLOT_GENERATION_SHIFT
-            | (slot_index as u64) << SLOT_SHIFT
+    fn handle_for(rights: Rights, entry_index: usize, entry_generation: u32) -> u64 {
+        (entry_generation as u64) << ENTRY_GENERATION_SHIFT
+            | (entry_index as u64) << ENTRY_SHIFT
             | rights.bits() as u64
     }
 
@@ -136,14 +136,14 @@ impl FrameKey {
         Rights((self.handle & RIGHTS_MASK) as u8 & Rights::ALL.0)
     }
 
-    /// The grant-table slot the key names.
-    pub fn slot_index(self) -> usize {
-        ((self.handle >> SLOT_SHIFT) & SLOT_MASK) as usize
+    /// The grant-table entry the key names.
+    pub fn entry_index(self) -> usize {
+        ((self.handle >> ENTRY_SHIFT) & ENTRY_MASK) as usize
     }
 
-    /// The generation of that slot the key was minted in.
-    pub fn slot_generation(self) -> u32 {
-        (self.handle >> SLOT_GENERATION_SHIFT) as u32
+    /// The generation of that entry the key was minted in.
+    pub fn entry_generation(self) -> u32 {
+        (self.handle >> ENTRY_GENERATION_SHIFT) as u32
     }
 }
 
@@ -163,7 +163,7 @@ pub struct FrameInfo {
 /// Why a key was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyError {
-    /// The key was never minted (wrong MAC, slot or rights bits).
+    /// The key was never minted (wrong MAC, entry or rights bits).
     Forged,
     /// A genuine key, but minted for another environment.
     WrongEnv,
@@ -238,10 +238,10 @@ struct Grant {
 }
 
 /// An entry of the grant table.
-struct Slot {
-    /// Bumped each time the slot's grant is destroyed; a slot whose
+struct GrantEntry {
+    /// Bumped each time the entry's grant is destroyed; an entry whose
     /// generation reaches `u32::MAX` is retired (never reused) rather than
-    /// wrapped, so a stale key can never match its slot again.
+    /// wrapped, so a stale key can never match its entry again.
     generation: u32,
     grant: Option<Grant>,
 }
@@ -249,19 +249,19 @@ struct Slot {
 /// The kernel's record of one allocated frame.
 struct FrameRecord {
     owner: EnvId,
-    /// The slot of the key minted at allocation.
-    owner_slot: usize,
-    /// The slots of every key shared since.
+    /// The entry of the key minted at allocation.
+    owner_entry: usize,
+    /// The entries of every key shared since.
     shares: Vec<usize>,
 }
 
 /// Every frame handed out under a key, and every live key.
 pub struct FrameTable {
     minter: KeyMinter,
-    /// Indexed by a key's slot index.
-    slots: Vec<Slot>,
-    /// Vacant slots to reuse.
-    free_slots: Vec<usize>,
+    /// Indexed by a key's entry index.
+    entries: Vec<GrantEntry>,
+    /// Vacant entries to reuse.
+    free_entries: Vec<usize>,
     /// Allocated frames; only the cold paths (allocate, free, revoke) use it.
     frames: BTreeMap<FrameNumber, FrameRecord>,
     /// Keys minted so far; the next key's serial.
@@ -277,8 +277,8 @@ impl FrameTable {
     pub fn new(secret: [u8; 32]) -> Self {
         FrameTable {
             minter: KeyMinter::new(secret),
-            slots: Vec::new(),
-            free_slots: Vec::new(),
+            entries: Vec::new(),
+            free_entries: Vec::new(),
             frames: BTreeMap::new(),
             minted: 0,
             live: 0,
@@ -287,12 +287,12 @@ impl FrameTable {
     }
 
     /// Drop the table's storage once no key is live and none can ever be
-    /// presented again (every environment has ended): the retired slots
+    /// presented again (every environment has ended): the retired entries
     /// that keep old keys stale are no longer needed.
     pub fn retire(&mut self) {
         debug_assert_eq!(self.live, 0);
-        self.slots = Vec::new();
-        self.free_slots = Vec::new();
+        self.entries = Vec::new();
+        self.free_entries = Vec::new();
         self.frames = BTreeMap::new();
         self.paid = BTreeMap::new();
     }
@@ -326,8 +326,8 @@ impl FrameTable {
         }
         let generation = self.minted;
         let info = FrameInfo { frame, rights, owner: env, generation };
-        let (owner_slot, key) = self.mint(env, env, info)?;
-        self.frames.insert(frame, FrameRecord { owner: env, owner_slot, shares: Vec::new() });
+        let (owner_entry, key) = self.mint(env, env, info)?;
+        self.frames.insert(frame, FrameRecord { owner: env, owner_entry, shares: Vec::new() });
         Ok(key)
     }
 
@@ -336,7 +336,7 @@ impl FrameTable {
     /// key is compared with the one stored when it was minted.
     #[inline]
     pub fn check(&self, key: FrameKey, env: EnvId, need: Rights) -> Result<FrameInfo, KeyError> {
-        if let Some(Slot { grant: Some(grant), .. }) = self.slots.get(key.slot_index()) {
+        if let Some(GrantEntry { grant: Some(grant), .. }) = self.entries.get(key.entry_index()) {
             if grant.key == key && grant.env == env && grant.info.rights.contains(need) {
                 return Ok(grant.info);
             }
@@ -348,23 +348,23 @@ impl FrameTable {
     #[cold]
     #[inline(never)]
     fn diagnose(&self, key: FrameKey, env: EnvId) -> KeyError {
-        let Some(slot) = self.slots.get(key.slot_index()) else {
+        let Some(entry) = self.entries.get(key.entry_index()) else {
             return KeyError::Forged;
         };
-        let key_generation = key.slot_generation();
-        if key_generation < slot.generation {
-            // The slot held a grant in that generation; it has been destroyed.
+        let key_generation = key.entry_generation();
+        if key_generation < entry.generation {
+            // The entry held a grant in that generation; it has been destroyed.
             return KeyError::Stale;
         }
-        match &slot.grant {
-            Some(grant) if key_generation == slot.generation && grant.key == key => {
+        match &entry.grant {
+            Some(grant) if key_generation == entry.generation && grant.key == key => {
                 if grant.env != env {
                     KeyError::WrongEnv
                 } else {
                     KeyError::InsufficientRights
                 }
             }
-            // A later generation, a vacant slot's current one (vacating bumps
+            // A later generation, a vacant entry's current one (vacating bumps
             // the generation), or other bits than minted: never minted.
             _ => KeyError::Forged,
         }
@@ -391,12 +391,12 @@ impl FrameTable {
         if held.owner != from_env && !held.rights.contains(Rights::SHARE) {
             return Err(KeyError::InsufficientRights);
         }
-        let (slot, shared) = self.mint(to_env, from_env, FrameInfo { rights, ..held })?;
+        let (entry, shared) = self.mint(to_env, from_env, FrameInfo { rights, ..held })?;
         self.frames
             .get_mut(&held.frame)
             .expect("a live key's frame has a record")
             .shares
-            .push(slot);
+            .push(entry);
         Ok(shared)
     }
 
@@ -435,44 +435,44 @@ impl FrameTable {
         }
         let mut held_by_env = Vec::new();
         for record in self.frames.values_mut() {
-            let slots = &self.slots;
+            let entries = &self.entries;
             record.shares.retain(|&s| {
-                let held = slots[s].grant.is_some_and(|g| g.env == env || g.payer == env);
+                let held = entries[s].grant.is_some_and(|g| g.env == env || g.payer == env);
                 if held {
                     held_by_env.push(s);
                 }
                 !held
             });
         }
-        for slot in held_by_env {
-            self.vacate(slot);
+        for entry in held_by_env {
+            self.vacate(entry);
         }
         owned
     }
 
-    /// Store a new grant in a free slot and return its slot and key.
+    /// Store a new grant in a free entry and return its entry and key.
     fn mint(&mut self, env: EnvId, payer: EnvId, info: FrameInfo) -> Result<(usize, FrameKey), KeyError> {
-        let slot = match self.free_slots.pop() {
-            Some(slot) => slot,
-            None if self.slots.len() < MAX_GRANTS => {
-                self.slots.push(Slot { generation: 0, grant: None });
-                self.slots.len() - 1
+        let entry = match self.free_entries.pop() {
+            Some(entry) => entry,
+            None if self.entries.len() < MAX_GRANTS => {
+                self.entries.push(GrantEntry { generation: 0, grant: None });
+                self.entries.len() - 1
             }
             None => return Err(KeyError::TableFull),
         };
-        let handle = FrameKey::handle_for(info.rights, slot, self.slots[slot].generation);
+        let handle = FrameKey::handle_for(info.rights, entry, self.entries[entry].generation);
         let key = FrameKey { handle, mac: self.minter.mac(handle, info.frame, env, self.minted) };
         self.minted += 1;
         self.live += 1;
-        self.slots[slot].grant = Some(Grant { key, env, payer, info });
+        self.entries[entry].grant = Some(Grant { key, env, payer, info });
         *self.paid.entry(payer).or_insert(0) += 1;
-        Ok((slot, key))
+        Ok((entry, key))
     }
 
-    /// Destroy the grant in `slot` and make the slot reusable under a new generation.
-    fn vacate(&mut self, slot: usize) {
-        let entry = &mut self.slots[slot];
-        let Some(grant) = entry.grant.take() else {
+    /// Destroy the grant in `entry` and make the entry reusable under a new generation.
+    fn vacate(&mut self, entry: usize) {
+        let cell = &mut self.entries[entry];
+        let Some(grant) = cell.grant.take() else {
             return;
         };
         self.live -= 1;
@@ -482,10 +482,10 @@ impl FrameTable {
                 self.paid.remove(&grant.payer);
             }
         }
-        // A slot that held a grant has a generation below the maximum.
-        entry.generation += 1;
-        if entry.generation < u32::MAX {
-            self.free_slots.push(slot);
+        // An entry that held a grant has a generation below the maximum.
+        cell.generation += 1;
+        if cell.generation < u32::MAX {
+            self.free_entries.push(entry);
         }
     }
 
@@ -495,13 +495,13 @@ impl FrameTable {
             return Vec::new();
         };
         let mut holders = Vec::from([record.owner]);
-        for slot in core::iter::once(record.owner_slot).chain(record.shares) {
-            if let Some(grant) = self.slots[slot].grant {
+        for entry in core::iter::once(record.owner_entry).chain(record.shares) {
+            if let Some(grant) = self.entries[entry].grant {
                 if !holders.contains(&grant.env) {
                     holders.push(grant.env);
                 }
             }
-            self.vacate(slot);
+            self.vacate(entry);
         }
         holders
     }
@@ -551,12 +551,12 @@ mod tests {
         let second = table.alloc(11, A, RW).unwrap();
         assert_eq!(first.handle, 0x0000_0000_0000_0001);
         assert_eq!(second.handle, 0x0000_0000_0000_0103);
-        assert_eq!((second.slot_index(), second.slot_generation()), (1, 0));
+        assert_eq!((second.entry_index(), second.entry_generation()), (1, 0));
         let mac = KeyMinter::new(SECRET).mac(second.handle, 11, A, 1);
         assert_eq!(second.mac, mac, "serial 1: the second key minted");
         table.free(first, A).unwrap();
         let reused = table.alloc(12, B, Rights::WRITE).unwrap();
-        assert_eq!(reused.handle, 0x0000_0001_0000_0002, "slot 0, generation 1");
+        assert_eq!(reused.handle, 0x0000_0001_0000_0002, "entry 0, generation 1");
     }
 
     #[test]
@@ -598,8 +598,8 @@ mod tests {
     #[test]
     fn every_single_bit_flip_is_refused() {
         let mut table = FrameTable::new(SECRET);
-        // Populate several slots, some of them recycled, so that a flipped
-        // slot index or generation can land on live grants.
+        // Populate several entries, some of them recycled, so that a flipped
+        // entry index or generation can land on live grants.
         let mut keys = Vec::new();
         for frame in 0..40 {
             keys.push(table.alloc(frame, A, Rights::ALL).unwrap());
@@ -660,7 +660,7 @@ mod tests {
         table.free(old, A).unwrap();
         let new = table.alloc(9, A, Rights::ALL).unwrap();
         assert_ne!(new, old);
-        assert_eq!(new.slot_index(), old.slot_index(), "the slot is reused");
+        assert_eq!(new.entry_index(), old.entry_index(), "the entry is reused");
         assert_eq!(table.check(old, A, Rights::NONE), Err(KeyError::Stale));
         let new_info = table.query(new, A).unwrap();
         assert_ne!(new_info.generation, old_info.generation);
@@ -691,24 +691,24 @@ mod tests {
         let key = table.alloc(4, A, Rights::ALL).unwrap();
         assert_eq!(table.free(key, A), Ok(4));
         assert_eq!(table.free(key, A), Err(KeyError::Stale));
-        // Even after the slot is reused by another allocation.
+        // Even after the entry is reused by another allocation.
         let other = table.alloc(8, A, Rights::ALL).unwrap();
         assert_eq!(table.free(key, A), Err(KeyError::Stale));
         assert_eq!(table.free(other, A), Ok(8));
     }
 
     #[test]
-    fn a_slot_is_retired_rather_than_its_generation_wrapped() {
+    fn an_entry_is_retired_rather_than_its_generation_wrapped() {
         let mut table = FrameTable::new(SECRET);
         let first = table.alloc(1, A, Rights::ALL).unwrap();
         table.free(first, A).unwrap();
-        table.slots[0].generation = u32::MAX - 1;
+        table.entries[0].generation = u32::MAX - 1;
         let last = table.alloc(1, A, Rights::ALL).unwrap();
-        assert_eq!((last.slot_index(), last.slot_generation()), (0, u32::MAX - 1));
+        assert_eq!((last.entry_index(), last.entry_generation()), (0, u32::MAX - 1));
         table.free(last, A).unwrap();
-        assert_eq!(table.slots[0].generation, u32::MAX);
+        assert_eq!(table.entries[0].generation, u32::MAX);
         let next = table.alloc(1, A, Rights::ALL).unwrap();
-        assert_eq!(next.slot_index(), 1, "slot 0 is never reused");
+        assert_eq!(next.entry_index(), 1, "entry 0 is never reused");
         assert_eq!(table.check(last, A, Rights::NONE), Err(KeyError::Stale));
         assert_eq!(table.check(first, A, Rights::NONE), Err(KeyError::Stale));
     }
@@ -846,8 +846,8 @@ mod tests {
         assert_eq!(table.check(b_to_c, C, Rights::READ), Err(KeyError::Stale));
         assert_eq!(table.check(a_to_b, B, Rights::READ), Err(KeyError::Stale));
         assert!(table.check(a1, A, Rights::ALL).is_ok());
-        // The frame's record no longer lists the vacated slots: a reused
-        // slot is never destroyed by freeing this frame.
+        // The frame's record no longer lists the vacated entries: a reused
+        // entry is never destroyed by freeing this frame.
         let other = table.alloc(31, A, Rights::ALL).unwrap();
         let reused = table.share(other, A, C, Rights::READ).unwrap();
         table.free(a1, A).unwrap();

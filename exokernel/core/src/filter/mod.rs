@@ -82,14 +82,14 @@ use shared_abi::syscall::Error;
 /// An environment id as the libOS sees it.
 pub type EnvId = u64;
 
-/// A handle to an installed filter: `generation << 32 | slot index`. A
+/// A handle to an installed filter: `generation << 32 | entry index`. A
 /// handle from before its filter was removed is stale and refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FilterId(u64);
 
 impl FilterId {
-    fn new(slot_index: u32, generation: u32) -> FilterId {
-        FilterId((generation as u64) << 32 | slot_index as u64)
+    fn new(entry_index: u32, generation: u32) -> FilterId {
+        FilterId((generation as u64) << 32 | entry_index as u64)
     }
 
     /// The handle as passed through the ABI.
@@ -103,7 +103,7 @@ impl FilterId {
         FilterId(raw)
     }
 
-    fn slot_index(self) -> usize {
+    fn entry_index(self) -> usize {
         (self.0 & 0xffff_ffff) as usize
     }
 

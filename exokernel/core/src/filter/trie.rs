@@ -112,8 +112,8 @@ struct Installed {
     sequence: u64,
 }
 
-struct Slot {
-    /// Bumped each time the slot's filter is removed; a slot at `u32::MAX`
+struct FilterEntry {
+    /// Bumped each time the entry's filter is removed; an entry at `u32::MAX`
     /// is retired rather than wrapped, so a stale handle never comes back.
     generation: u32,
     installed: Option<Installed>,
@@ -124,7 +124,7 @@ struct Slot {
 struct Candidate {
     specificity: u32,
     sequence: u64,
-    slot: u32,
+    entry: u32,
 }
 
 /// One step of a filter's path through the trie, for pruning on removal.
@@ -138,8 +138,8 @@ enum Edge {
 pub struct Demux {
     nodes: Vec<Node>,
     free_nodes: Vec<u32>,
-    slots: Vec<Slot>,
-    free_slots: Vec<u32>,
+    entries: Vec<FilterEntry>,
+    free_entries: Vec<u32>,
     filters_per_env: BTreeMap<EnvId, usize>,
     max_filters_per_env: usize,
     next_sequence: u64,
@@ -164,8 +164,8 @@ impl Demux {
         Demux {
             nodes: alloc::vec![Node::default()],
             free_nodes: Vec::new(),
-            slots: Vec::new(),
-            free_slots: Vec::new(),
+            entries: Vec::new(),
+            free_entries: Vec::new(),
             filters_per_env: BTreeMap::new(),
             max_filters_per_env,
             next_sequence: 0,
@@ -191,7 +191,7 @@ impl Demux {
     }
 
     /// Drop the storage of an empty demultiplexer (every environment has
-    /// ended): retired slots and freed nodes keep their memory otherwise.
+    /// ended): retired entries and freed nodes keep their memory otherwise.
     pub fn retire(&mut self) {
         if self.live == 0 {
             *self = Demux::with_filters_per_env(self.hash_seed, self.max_filters_per_env);
@@ -218,58 +218,58 @@ impl Demux {
         if self.find_conflict(env, &filter).is_some() {
             return Err(FilterError::Conflict);
         }
-        let slot_index = match self.free_slots.pop() {
+        let entry_index = match self.free_entries.pop() {
             Some(index) => index,
             None => {
-                let index = u32::try_from(self.slots.len()).map_err(|_| FilterError::QuotaExceeded)?;
-                self.slots.push(Slot { generation: 0, installed: None });
+                let index = u32::try_from(self.entries.len()).map_err(|_| FilterError::QuotaExceeded)?;
+                self.entries.push(FilterEntry { generation: 0, installed: None });
                 index
             }
         };
-        self.insert_path(filter.atoms(), slot_index);
-        let slot = &mut self.slots[slot_index as usize];
-        slot.installed = Some(Installed { env, filter, sequence: self.next_sequence });
+        self.insert_path(filter.atoms(), entry_index);
+        let entry = &mut self.entries[entry_index as usize];
+        entry.installed = Some(Installed { env, filter, sequence: self.next_sequence });
         self.next_sequence += 1;
         *self.filters_per_env.entry(env).or_insert(0) += 1;
         self.live += 1;
-        Ok(FilterId::new(slot_index, slot.generation))
+        Ok(FilterId::new(entry_index, entry.generation))
     }
 
     /// Remove `env`'s filter `id`. A stale or unknown handle is
     /// `NoSuchFilter`; another environment's filter is `NotOwner`.
     pub fn remove(&mut self, env: EnvId, id: FilterId) -> Result<(), FilterError> {
-        let slot = self
-            .slots
-            .get(id.slot_index())
-            .filter(|slot| slot.generation == id.generation())
-            .and_then(|slot| slot.installed.as_ref())
+        let entry = self
+            .entries
+            .get(id.entry_index())
+            .filter(|entry| entry.generation == id.generation())
+            .and_then(|entry| entry.installed.as_ref())
             .ok_or(FilterError::NoSuchFilter)?;
-        if slot.env != env {
+        if entry.env != env {
             return Err(FilterError::NotOwner);
         }
-        self.remove_slot(id.slot_index() as u32);
+        self.remove_entry(id.entry_index() as u32);
         Ok(())
     }
 
     /// Remove every filter of `env` (it ended); returns how many.
     pub fn remove_env(&mut self, env: EnvId) -> usize {
-        let owned: Vec<u32> = (0..self.slots.len() as u32)
-            .filter(|&index| matches!(&self.slots[index as usize].installed, Some(i) if i.env == env))
+        let owned: Vec<u32> = (0..self.entries.len() as u32)
+            .filter(|&index| matches!(&self.entries[index as usize].installed, Some(i) if i.env == env))
             .collect();
         for &index in &owned {
-            self.remove_slot(index);
+            self.remove_entry(index);
         }
         owned.len()
     }
 
-    fn remove_slot(&mut self, slot_index: u32) {
-        let slot = &mut self.slots[slot_index as usize];
-        let installed = slot.installed.take().expect("a live slot");
-        slot.generation = slot.generation.saturating_add(1);
-        if slot.generation != u32::MAX {
-            self.free_slots.push(slot_index);
+    fn remove_entry(&mut self, entry_index: u32) {
+        let entry = &mut self.entries[entry_index as usize];
+        let installed = entry.installed.take().expect("a live entry");
+        entry.generation = entry.generation.saturating_add(1);
+        if entry.generation != u32::MAX {
+            self.free_entries.push(entry_index);
         }
-        self.remove_path(installed.filter.atoms(), slot_index);
+        self.remove_path(installed.filter.atoms(), entry_index);
         let count = self.filters_per_env.get_mut(&installed.env).expect("an env with filters");
         *count -= 1;
         if *count == 0 {
@@ -299,7 +299,7 @@ impl Demux {
 
     /// Follow (creating what is missing) the path of `atoms`; record the
     /// filter at its end.
-    fn insert_path(&mut self, atoms: &[Atom], slot_index: u32) {
+    fn insert_path(&mut self, atoms: &[Atom], entry_index: u32) {
         let mut node = ROOT;
         for atom in atoms {
             node = match *atom {
@@ -342,12 +342,12 @@ impl Demux {
                 }
             };
         }
-        self.nodes[node as usize].accepts.push(slot_index);
+        self.nodes[node as usize].accepts.push(entry_index);
     }
 
     /// Drop the filter from the end of its path and free the nodes no other
     /// filter uses any more.
-    fn remove_path(&mut self, atoms: &[Atom], slot_index: u32) {
+    fn remove_path(&mut self, atoms: &[Atom], entry_index: u32) {
         let mut path: Vec<(u32, Edge, u32)> = Vec::with_capacity(atoms.len());
         let mut node = ROOT;
         for atom in atoms {
@@ -376,7 +376,7 @@ impl Demux {
             node = child;
         }
         let accepts = &mut self.nodes[node as usize].accepts;
-        let position = accepts.iter().position(|&s| s == slot_index).expect("the filter ends here");
+        let position = accepts.iter().position(|&s| s == entry_index).expect("the filter ends here");
         accepts.remove(position);
         // Each level's edge index refers to its own parent, which no deeper
         // removal touched.
@@ -400,23 +400,23 @@ impl Demux {
         }
     }
 
-    fn installed(&self, slot_index: u32) -> &Installed {
-        self.slots[slot_index as usize].installed.as_ref().expect("a live slot")
+    fn installed(&self, entry_index: u32) -> &Installed {
+        self.entries[entry_index as usize].installed.as_ref().expect("a live entry")
     }
 
-    fn answer(&self, slot_index: u32) -> (EnvId, FilterId) {
-        let slot = &self.slots[slot_index as usize];
-        let installed = slot.installed.as_ref().expect("a live slot");
-        (installed.env, FilterId::new(slot_index, slot.generation))
+    fn answer(&self, entry_index: u32) -> (EnvId, FilterId) {
+        let entry = &self.entries[entry_index as usize];
+        let installed = entry.installed.as_ref().expect("a live entry");
+        (installed.env, FilterId::new(entry_index, entry.generation))
     }
 
     #[inline]
-    fn consider(&self, slot_index: u32, best: &mut Option<Candidate>) {
-        let installed = self.installed(slot_index);
+    fn consider(&self, entry_index: u32, best: &mut Option<Candidate>) {
+        let installed = self.installed(entry_index);
         let candidate = Candidate {
             specificity: installed.filter.specificity,
             sequence: installed.sequence,
-            slot: slot_index,
+            entry: entry_index,
         };
         let rank = |c: &Candidate| (c.specificity, core::cmp::Reverse(c.sequence));
         let better = match best {
@@ -439,7 +439,7 @@ impl Demux {
         let mut best = None;
         let mut evaluations = 0;
         self.walk(ROOT, 0, packet, &mut best, &mut evaluations);
-        (best.map(|c| self.answer(c.slot)), evaluations)
+        (best.map(|c| self.answer(c.entry)), evaluations)
     }
 
     /// Depth first from `node`: the last child a node selects is followed
@@ -455,8 +455,8 @@ impl Demux {
     ) {
         loop {
             let here = &self.nodes[node as usize];
-            if let Some(&slot_index) = here.accepts.first() {
-                self.consider(slot_index, best);
+            if let Some(&entry_index) = here.accepts.first() {
+                self.consider(entry_index, best);
             }
             let mut next: Option<(u32, usize)> = None;
             for test in &here.tests {
@@ -496,17 +496,17 @@ impl Demux {
     pub fn classify_linear_counted(&self, packet: &[u8]) -> (Option<(EnvId, FilterId)>, u32) {
         let mut best = None;
         let mut evaluations = 0;
-        for (index, slot) in self.slots.iter().enumerate() {
-            if let Some(installed) = &slot.installed {
+        for (index, entry) in self.entries.iter().enumerate() {
+            if let Some(installed) = &entry.installed {
                 if matches_counted(installed.filter.atoms(), packet, &mut evaluations) {
                     self.consider(index as u32, &mut best);
                 }
             }
         }
-        (best.map(|c| self.answer(c.slot)), evaluations)
+        (best.map(|c| self.answer(c.entry)), evaluations)
     }
 
-    /// The slot of an installed filter of another environment that
+    /// The entry of an installed filter of another environment that
     /// conflicts with `filter`, if any (module doc, "Conflicts").
     fn find_conflict(&self, env: EnvId, filter: &Verified) -> Option<u32> {
         if self.filters_per_env.keys().all(|&owner| owner == env) {
@@ -568,20 +568,20 @@ struct ConflictWalk<'a> {
 impl ConflictWalk<'_> {
     /// Visit `node`. `aligned` is the new filter's segment whose base equals
     /// the node's (the path's shifts so far are exactly the filter's), or
-    /// None once they differ. Returns a conflicting slot.
+    /// None once they differ. Returns a conflicting entry.
     fn visit(&self, node: u32, aligned: Option<usize>) -> Option<u32> {
         let node = &self.demux.nodes[node as usize];
         // Filters ending at one node share their atoms: one check suffices.
-        let other = node.accepts.iter().copied().find(|&slot| self.demux.installed(slot).env != self.env);
-        if let Some(slot) = other {
-            let theirs = &self.demux.installed(slot).filter;
+        let other = node.accepts.iter().copied().find(|&entry| self.demux.installed(entry).env != self.env);
+        if let Some(entry) = other {
+            let theirs = &self.demux.installed(entry).filter;
             let left = self.budget_cases.get();
             let mut budget = left.min(self.demux.overlap_budget_cases);
             let allowed = budget;
             let verdict = overlap_within(self.filter, theirs, &mut budget);
             self.budget_cases.set(left - (allowed - budget));
             if verdict != Overlap::Disjoint {
-                return Some(slot);
+                return Some(entry);
             }
         }
         let segment_atoms = aligned.map(|segment| &self.filter.atoms()[self.segments[segment].0.clone()]);
@@ -592,16 +592,16 @@ impl ConflictWalk<'_> {
             };
             if known_mask & test.mask == test.mask {
                 if let Some(&child) = test.branches.get(&(known_value & test.mask)) {
-                    if let Some(slot) = self.visit(child, aligned) {
-                        return Some(slot);
+                    if let Some(entry) = self.visit(child, aligned) {
+                        return Some(entry);
                     }
                 }
                 continue;
             }
             for (&value, &child) in &test.branches {
                 if (value ^ known_value) & known_mask & test.mask == 0 {
-                    if let Some(slot) = self.visit(child, aligned) {
-                        return Some(slot);
+                    if let Some(entry) = self.visit(child, aligned) {
+                        return Some(entry);
                     }
                 }
             }
@@ -613,8 +613,8 @@ impl ConflictWalk<'_> {
                 Some(segment) if self.segments[segment].1 == same_shift => Some(segment + 1),
                 _ => None,
             };
-            if let Some(slot) = self.visit(edge.child, next) {
-                return Some(slot);
+            if let Some(entry) = self.visit(edge.child, next) {
+                return Some(entry);
             }
         }
         None
@@ -792,7 +792,7 @@ mod tests {
         demux.remove(A, echo).unwrap();
         assert_eq!(demux.remove(A, echo), Err(FilterError::NoSuchFilter));
         let reused = demux.install(A, &Filter::udp_dst_port(8).encode()).unwrap();
-        assert_eq!(reused.slot_index(), echo.slot_index(), "the slot is reused");
+        assert_eq!(reused.entry_index(), echo.entry_index(), "the entry is reused");
         assert_eq!(demux.remove(A, echo), Err(FilterError::NoSuchFilter), "under a new generation");
         assert_eq!(demux.remove(A, FilterId::from_raw(12345)), Err(FilterError::NoSuchFilter));
         assert_eq!(demux.remove(A, FilterId::from_raw(reused.raw())), Ok(()));
