@@ -90,7 +90,7 @@ pub fn judge_fuzz_run(outcome: &Outcome, envs: u64) -> Result<FuzzReport, String
         let summary = outcome.summary(&name).ok_or_else(|| format!("no summary for {name}"))?;
         let prefix = format!("[{name}] ");
         let lines: Vec<&str> = outcome.lines.iter().filter_map(|l| l.strip_prefix(prefix.as_str())).collect();
-        if let Some(fail) = lines.iter().find(|l| l.starts_with("fuzz: FAIL")) {
+        if let Some(fail) = lines.iter().find(|l| l.starts_with("fuzz: FAIL") || l.starts_with("upcall: FAIL") || l.starts_with("FAIL: ")) {
             return Err(format!("{name}: {fail}"));
         }
         if summary.contains("status=killed") {

@@ -143,7 +143,7 @@ extern "C" fn check_frame(frame: *const UpcallFrame) {
             }
         }
         println!(
-            "upcall-stack: FAIL: the upcall frame at {:#x} is not there (kind {} rip {:#x}); the watched page at {:#x} has {} nonzero words",
+            "upcall: FAIL: the upcall frame at {:#x} is not there (kind {} rip {:#x}); the watched page at {:#x} has {} nonzero words",
             frame as u64, f.kind, f.rip, watch, nonzero
         );
         syscall::exit(1);
@@ -515,7 +515,10 @@ fn send_control(to: u64, message: u64, tsc_hz: u64) -> Outcome {
     loop {
         match syscall::pct_send(to, [TAG_CONTROL, message, 0, 0]) {
             Ok(()) => return Ok(()),
-            Err(Error::Again) | Err(Error::PermissionDenied) if rdtsc() < give_up => syscall::yield_now(),
+            // Not yet accepting transfers (it has not run yet) or busy.
+            Err(Error::Again) | Err(Error::PermissionDenied) | Err(Error::InvalidArgument) if rdtsc() < give_up => {
+                syscall::yield_now()
+            }
             Err(error) => {
                 println!("pct_send to env {} -> {}", to, error.name());
                 return Err("could not message the other env");
@@ -562,16 +565,21 @@ fn page_tables(env: &Env) -> Outcome {
         full.quota_frames,
         pool_frames
     );
-    match stop {
-        Some(Error::QuotaExceeded) | Some(Error::Again) | Some(Error::NoMemory) => {}
-        _ => return Err("mapping across the window did not end in quota-exceeded, again or no-memory"),
-    }
-    if mapped >= pool_frames || full.page_table_frames < mapped || full.frames_charged > pool_frames {
-        return Err("page-table frames were not charged to the pool");
-    }
-    // Hold every table while the victim takes the rest of its quota.
+    let verdict = match stop {
+        Some(Error::QuotaExceeded) | Some(Error::Again) | Some(Error::NoMemory) => {
+            if mapped >= pool_frames || full.page_table_frames < mapped || full.frames_charged > pool_frames {
+                Err("page-table frames were not charged to the pool")
+            } else {
+                Ok(())
+            }
+        }
+        _ => Err("mapping across the window did not end in quota-exceeded, again or no-memory"),
+    };
+    // Hold every table while the victim takes the rest of its quota (also
+    // after a failed check: the victim shows the harm).
     send_control(victim, MSG_DONE, env.tsc_hz)?;
     wait_control(MSG_FINISHED, env.tsc_hz)?;
+    verdict?;
     for i in 0..mapped {
         syscall::unmap(va_of(i)).map_err(|_| "unmap")?;
     }
@@ -584,10 +592,14 @@ fn page_tables(env: &Env) -> Outcome {
     Ok(())
 }
 
+/// Frames charged to us now (held frames and our page tables).
+fn charged() -> Result<u64, &'static str> {
+    Ok(info()?.frames_charged)
+}
+
 fn victim(env: &Env) -> Outcome {
     let attacker = arg(env, "attacker").ok_or("args need attacker=<env id>")?;
     let quota = env.quota_frames;
-    let first = quota / 2;
     let va_of = |i: u64| DYNAMIC_BASE + i * PAGE;
     let mut retries = 0u64;
     let take = |i: u64, retries: &mut u64| -> Outcome {
@@ -605,33 +617,58 @@ fn victim(env: &Env) -> Outcome {
                     syscall::yield_now();
                 }
                 Err(error) => {
-                    println!("victim: frame_alloc #{} -> {} after {} retries", i + 1, error.name(), retries);
+                    println!(
+                        "victim: frame_alloc #{} -> {} after {} retries (frames_charged={})",
+                        i + 1,
+                        error.name(),
+                        retries,
+                        charged().unwrap_or(0)
+                    );
                     return Err("could not get a frame within the quota");
                 }
             }
         }
     };
-    for i in 0..first {
-        take(i, &mut retries)?;
+    // Page tables for our own mappings count toward the quota too.
+    let mut held = 0u64;
+    while held < quota && charged()? < quota / 2 {
+        take(held, &mut retries)?;
+        held += 1;
     }
-    println!("victim: holding {} of my {} quota frames; telling env {} to go", first, quota, attacker);
+    let first = held;
+    println!("victim: holding {} frames, {} of my {} quota frames charged; telling env {} to go", first, charged()?, quota, attacker);
     send_control(attacker, MSG_GO, env.tsc_hz)?;
     wait_control(MSG_DONE, env.tsc_hz)?;
-    for i in 0..first {
-        if probe_read(va_of(i)) != Some(0xa11c_e000 + i) {
-            return Err("a frame held through the attack lost its contents");
+    let mut during = || -> Outcome {
+        for i in 0..first {
+            if probe_read(va_of(i)) != Some(0xa11c_e000 + i) {
+                return Err("a frame held through the attack lost its contents");
+            }
         }
-    }
-    for i in first..quota {
-        take(i, &mut retries)?;
-    }
-    for i in 0..quota {
-        if probe_read(va_of(i)) != Some(0xa11c_e000 + i) {
-            return Err("a frame lost its contents");
+        while held < quota && charged()? < quota {
+            take(held, &mut retries)?;
+            held += 1;
         }
-    }
-    println!("victim: PASS: got my quota of {} frames ({} before the attack, {} after, {} retries)", quota, first, quota - first, retries);
-    send_control(attacker, MSG_FINISHED, env.tsc_hz)
+        for i in 0..held {
+            if probe_read(va_of(i)) != Some(0xa11c_e000 + i) {
+                return Err("a frame lost its contents");
+            }
+        }
+        if charged()? != quota {
+            return Err("the quota is not all charged to us");
+        }
+        Ok(())
+    };
+    let verdict = during();
+    // The attacker holds its tables until we are done, pass or fail.
+    send_control(attacker, MSG_FINISHED, env.tsc_hz)?;
+    verdict?;
+    let tables = info()?.page_table_frames;
+    println!(
+        "victim: PASS: got my whole quota of {} frames ({} frames, {} of them before the attack, and {} page tables; {} retries)",
+        quota, held, first, tables, retries
+    );
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -882,9 +919,12 @@ impl Fuzz {
         if number == nr::SET_UPCALLS {
             a[0] = self.table_pointer();
         } else if number == nr::CONSOLE_WRITE {
-            // Short (what it prints from code or scratch is noise), or a
-            // length the kernel must refuse.
+            // Short (what it prints is noise), or a length the kernel must
+            // refuse; never from the program's own text and strings.
             a[0] = self.pointer();
+            if a[0] & !0xfff == CODE_PAGE {
+                a[0] = self.scratch;
+            }
             a[1] = match self.rng.below(4) {
                 0 => [0, 4097, 1 << 20, 1 << 40, u64::MAX][self.rng.below(5) as usize],
                 _ => self.rng.below(48),
