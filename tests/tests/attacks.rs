@@ -18,7 +18,8 @@ fn check_attack(outcome: &Outcome, env: &str) -> Vec<String> {
     // `check ... (wanted ...)`); a fuzzer's console noise never does.
     let verdict = |l: &String| {
         l.starts_with("FAIL: ")
-            || l.split_once(": FAIL").is_some_and(|(head, _)| !head.is_empty() && head.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+            || l.split_once(": FAIL")
+                .is_some_and(|(head, _)| !head.is_empty() && head.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
             || (l.starts_with("check ") && (l.contains("UNEXPECTED") || l.contains("(wanted")))
     };
     assert!(!lines.iter().any(verdict), "{env} found a kernel bug: {lines:#?}");
@@ -45,7 +46,8 @@ fn upcall_frames_follow_the_stack_page_when_it_is_remapped() {
 fn a_share_flood_hits_the_kernel_memory_budget_and_frees_it_all() {
     let outcome = boot("attack_grant_flood", 60);
     let lines = check_attack(&outcome, "attacker");
-    let flood = lines.iter().find(|l| l.starts_with("grant-flood: ") && l.contains(" shares, then ")).expect("flood line");
+    let flood =
+        lines.iter().find(|l| l.starts_with("grant-flood: ") && l.contains(" shares, then ")).expect("flood line");
     assert!(flood.contains("then no-memory"), "{flood}");
     let limit: u64 = flood
         .split_whitespace()
@@ -122,7 +124,10 @@ fn check_fuzz(scenario: &str, envs: &[&str], seed: u64) {
     let outcome = boot(scenario, 120);
     for env in envs {
         let lines = check_attack(&outcome, env);
-        assert!(lines.first().is_some_and(|l| l.starts_with(&format!("fuzz: seed={seed} "))), "{env}: seed not printed first");
+        assert!(
+            lines.first().is_some_and(|l| l.starts_with(&format!("fuzz: seed={seed} "))),
+            "{env}: seed not printed first"
+        );
         let done = lines.iter().find(|l| l.starts_with("fuzz: done ")).unwrap_or_else(|| panic!("{env}: no done line"));
         assert!(done.starts_with(&format!("fuzz: done seed={seed} calls=")) && done.ends_with(" ok"), "{env}: {done}");
     }

@@ -90,7 +90,10 @@ pub fn judge_fuzz_run(outcome: &Outcome, envs: u64) -> Result<FuzzReport, String
         let summary = outcome.summary(&name).ok_or_else(|| format!("no summary for {name}"))?;
         let prefix = format!("[{name}] ");
         let lines: Vec<&str> = outcome.lines.iter().filter_map(|l| l.strip_prefix(prefix.as_str())).collect();
-        if let Some(fail) = lines.iter().find(|l| l.starts_with("fuzz: FAIL") || l.starts_with("upcall: FAIL") || l.starts_with("FAIL: ")) {
+        if let Some(fail) = lines
+            .iter()
+            .find(|l| l.starts_with("fuzz: FAIL") || l.starts_with("upcall: FAIL") || l.starts_with("FAIL: "))
+        {
             return Err(format!("{name}: {fail}"));
         }
         if summary.contains("status=killed") {
@@ -104,7 +107,8 @@ pub fn judge_fuzz_run(outcome: &Outcome, envs: u64) -> Result<FuzzReport, String
             .iter()
             .find(|l| l.starts_with("fuzz: done ") && l.ends_with(" ok"))
             .ok_or_else(|| format!("{name}: no `fuzz: done ... ok` line"))?;
-        let field = |key: &str| done.split_whitespace().find_map(|f| f.strip_prefix(key)?.parse::<u64>().ok()).unwrap_or(0);
+        let field =
+            |key: &str| done.split_whitespace().find_map(|f| f.strip_prefix(key)?.parse::<u64>().ok()).unwrap_or(0);
         report.calls += field("calls=");
         report.errors += field("errors=");
     }
@@ -120,15 +124,28 @@ mod tests {
     fn every_seed_gives_a_valid_manifest() {
         for seed in 0..64 {
             let text = fuzz_manifest(&FuzzConfig { seed, calls: 100, envs: 3, trace: seed % 2 == 0 });
-            let manifest = shared_abi::manifest::Manifest::parse(&text).unwrap_or_else(|e| panic!("seed {seed}: {e}\n{text}"));
+            let manifest =
+                shared_abi::manifest::Manifest::parse(&text).unwrap_or_else(|e| panic!("seed {seed}: {e}\n{text}"));
             assert_eq!(manifest.envs.len(), 3);
-            assert!(manifest.envs.iter().all(|e| e.program == "attacker" && e.args.starts_with(&format!("fuzz seed={seed} calls=100"))));
+            assert!(manifest
+                .envs
+                .iter()
+                .all(|e| e.program == "attacker" && e.args.starts_with(&format!("fuzz seed={seed} calls=100"))));
         }
-        assert_eq!(fuzz_manifest(&FuzzConfig { seed: 5, calls: 1, envs: 1, trace: false }), fuzz_manifest(&FuzzConfig { seed: 5, calls: 1, envs: 1, trace: false }));
+        assert_eq!(
+            fuzz_manifest(&FuzzConfig { seed: 5, calls: 1, envs: 1, trace: false }),
+            fuzz_manifest(&FuzzConfig { seed: 5, calls: 1, envs: 1, trace: false })
+        );
     }
 
     fn outcome(verdict: Option<Verdict>, lines: &[&str]) -> Outcome {
-        Outcome { verdict, timed_out: verdict.is_none(), status: None, lines: lines.iter().map(|s| s.to_string()).collect(), wall: Duration::ZERO }
+        Outcome {
+            verdict,
+            timed_out: verdict.is_none(),
+            status: None,
+            lines: lines.iter().map(|s| s.to_string()).collect(),
+            wall: Duration::ZERO,
+        }
     }
 
     #[test]
@@ -139,15 +156,24 @@ mod tests {
             "EXO-SUMMARY env=1 name=fuzz1 status=exited code=0 cpu_ticks=1 overruns=0",
             "EXO-INVARIANTS frames_at_boot=1 frames_at_end=1 ok=true",
         ];
-        assert_eq!(judge_fuzz_run(&outcome(Some(Verdict::Success), &good), 1), Ok(FuzzReport { calls: 10, errors: 4, killed: vec![] }));
+        assert_eq!(
+            judge_fuzz_run(&outcome(Some(Verdict::Success), &good), 1),
+            Ok(FuzzReport { calls: 10, errors: 4, killed: vec![] })
+        );
         assert!(judge_fuzz_run(&outcome(None, &good), 1).unwrap_err().contains("timeout"));
         let broken = [good[0], good[1], good[2], "EXO-INVARIANTS frames_at_boot=1 frames_at_end=0 ok=false"];
-        assert!(judge_fuzz_run(&outcome(Some(Verdict::Success), &broken), 1).unwrap_err().contains("invariants broken"));
+        assert!(judge_fuzz_run(&outcome(Some(Verdict::Success), &broken), 1)
+            .unwrap_err()
+            .contains("invariants broken"));
         let panic = ["[kernel] KERNEL PANIC: oops", "EXO-END verdict=failure"];
         assert!(judge_fuzz_run(&outcome(Some(Verdict::Failure), &panic), 1).unwrap_err().contains("oops"));
         let failed = [good[0], "[fuzz1] fuzz: FAIL step=9 a stale or forged key was accepted", good[2], good[3]];
         assert!(judge_fuzz_run(&outcome(Some(Verdict::Success), &failed), 1).unwrap_err().contains("stale"));
-        let killed = [good[0], "EXO-SUMMARY env=1 name=fuzz1 status=killed cpu_ticks=1 overruns=0 reason=\"upcall stack not writable\"", good[3]];
+        let killed = [
+            good[0],
+            "EXO-SUMMARY env=1 name=fuzz1 status=killed cpu_ticks=1 overruns=0 reason=\"upcall stack not writable\"",
+            good[3],
+        ];
         let report = judge_fuzz_run(&outcome(Some(Verdict::Success), &killed), 1).unwrap();
         assert_eq!(report.killed.len(), 1);
     }

@@ -296,7 +296,11 @@ fn probe_read(va: u64) -> Option<u64> {
     unsafe {
         core::arch::asm!("mov r13, qword ptr [r12]", in("r12") va, out("r13") value, in("r14") PROBE_MAGIC, options(nostack))
     };
-    if FAULTS.load(Ordering::SeqCst) == before { Some(value) } else { None }
+    if FAULTS.load(Ordering::SeqCst) == before {
+        Some(value)
+    } else {
+        None
+    }
 }
 
 /// Words of the page at `va` that are not zero (None: it faulted).
@@ -444,7 +448,10 @@ fn grant_flood(env: &Env) -> Outcome {
     if info()?.kmem_used != before.kmem_used {
         return Err("kernel memory not back to the start");
     }
-    println!("grant-flood: PASS: {} shares refused at the budget, all given back by frame_free, sharing works again", shares);
+    println!(
+        "grant-flood: PASS: {} shares refused at the budget, all given back by frame_free, sharing works again",
+        shares
+    );
     Ok(())
 }
 
@@ -636,7 +643,13 @@ fn victim(env: &Env) -> Outcome {
         held += 1;
     }
     let first = held;
-    println!("victim: holding {} frames, {} of my {} quota frames charged; telling env {} to go", first, charged()?, quota, attacker);
+    println!(
+        "victim: holding {} frames, {} of my {} quota frames charged; telling env {} to go",
+        first,
+        charged()?,
+        quota,
+        attacker
+    );
     send_control(attacker, MSG_GO, env.tsc_hz)?;
     wait_control(MSG_DONE, env.tsc_hz)?;
     let mut during = || -> Outcome {
@@ -728,13 +741,21 @@ impl Rng {
         z ^ (z >> 31)
     }
     fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
     }
     fn chance(&mut self, one_in: u64) -> bool {
         self.below(one_in) == 0
     }
     fn pick<T: Copy>(&mut self, items: &[T]) -> Option<T> {
-        if items.is_empty() { None } else { Some(items[self.below(items.len() as u64) as usize]) }
+        if items.is_empty() {
+            None
+        } else {
+            Some(items[self.below(items.len() as u64) as usize])
+        }
     }
 }
 
@@ -801,12 +822,24 @@ impl Fuzz {
             7 => (DYNAMIC_BASE + self.rng.below((DYNAMIC_END - DYNAMIC_BASE) / PAGE) * PAGE) & !0xfff,
             8 => self.fuzz_va() + 1 + self.rng.below(PAGE - 1),
             9 => DYNAMIC_END - PAGE,
-            10 => [0, CODE_PAGE, shared_abi::start::HEAP_BASE, KERNEL_ADDR, DYNAMIC_END, DYNAMIC_BASE - PAGE, u64::MAX & !0xfff, START_INFO_ADDR]
-                [self.rng.below(8) as usize],
+            10 => [
+                0,
+                CODE_PAGE,
+                shared_abi::start::HEAP_BASE,
+                KERNEL_ADDR,
+                DYNAMIC_END,
+                DYNAMIC_BASE - PAGE,
+                u64::MAX & !0xfff,
+                START_INFO_ADDR,
+            ][self.rng.below(8) as usize],
             _ => self.rng.next(),
         };
         // Never the upcall step's stack page or the final check page.
-        if va & !0xfff == FUZZ_STACK_VA || va & !0xfff == FUZZ_CHECK_VA { FUZZ_BASE } else { va }
+        if va & !0xfff == FUZZ_STACK_VA || va & !0xfff == FUZZ_CHECK_VA {
+            FUZZ_BASE
+        } else {
+            va
+        }
     }
 
     /// A pointer for a random call; `for_table`: never memory whose
@@ -815,8 +848,12 @@ impl Fuzz {
         match self.rng.below(14) {
             0 => 0,
             1 => KERNEL_ADDR + (self.rng.next() & 0x0000_7fff_ffff_fff8),
-            2 => [0x7000_0000_0000 + self.rng.below(1 << 20) * PAGE, STACK_TOP - STACK_SIZE - PAGE, 0x1000, FUZZ_BASE + FUZZ_PAGES * PAGE]
-                [self.rng.below(4) as usize],
+            2 => [
+                0x7000_0000_0000 + self.rng.below(1 << 20) * PAGE,
+                STACK_TOP - STACK_SIZE - PAGE,
+                0x1000,
+                FUZZ_BASE + FUZZ_PAGES * PAGE,
+            ][self.rng.below(4) as usize],
             3..=5 => self.scratch + (self.rng.below(SCRATCH_WINDOW - 256) & !7),
             6 => self.scratch + (self.rng.below(SCRATCH_WINDOW - 256) & !7) + 1 + self.rng.below(7),
             7 => START_INFO_ADDR + (self.rng.below(64) * 8),
@@ -834,8 +871,24 @@ impl Fuzz {
     }
 
     fn length(&mut self) -> u64 {
-        [0, 1, 8, 16, 32, 56, 104, 144, 4096, 4097, 1 << 20, (1 << 20) + 1, 1 << 40, u64::MAX, self.rng.below(5000), self.rng.next()]
-            [self.rng.below(16) as usize]
+        [
+            0,
+            1,
+            8,
+            16,
+            32,
+            56,
+            104,
+            144,
+            4096,
+            4097,
+            1 << 20,
+            (1 << 20) + 1,
+            1 << 40,
+            u64::MAX,
+            self.rng.below(5000),
+            self.rng.next(),
+        ][self.rng.below(16) as usize]
     }
 
     fn key(&mut self) -> FrameKey {
@@ -853,7 +906,11 @@ impl Fuzz {
                 let keys = self.keys.clone();
                 let mut key = self.rng.pick(&keys).map(|h| h.key).unwrap_or_default();
                 let bit = self.rng.below(128);
-                if bit < 64 { key.lo ^= 1 << bit } else { key.hi ^= 1 << (bit - 64) }
+                if bit < 64 {
+                    key.lo ^= 1 << bit
+                } else {
+                    key.hi ^= 1 << (bit - 64)
+                }
                 key
             }
             _ => {
@@ -879,7 +936,11 @@ impl Fuzz {
     }
 
     fn small(&mut self) -> u64 {
-        if self.rng.chance(8) { self.rng.next() } else { self.rng.below(9) }
+        if self.rng.chance(8) {
+            self.rng.next()
+        } else {
+            self.rng.below(9)
+        }
     }
 
     /// One argument of a random class.
@@ -901,7 +962,8 @@ impl Fuzz {
     /// A random raw system call with arguments shaped for its number.
     fn raw_call(&mut self) {
         let number = match self.rng.below(20) {
-            0 => [u64::MAX, 1 << 32, 0x8000_0000_0000_0000, nr::COUNT, 41, 64, 255, (-1i64) as u64 - 1][self.rng.below(8) as usize],
+            0 => [u64::MAX, 1 << 32, 0x8000_0000_0000_0000, nr::COUNT, 41, 64, 255, (-1i64) as u64 - 1]
+                [self.rng.below(8) as usize],
             _ => loop {
                 let n = self.rng.below(41);
                 if n != nr::EXIT {
@@ -976,7 +1038,8 @@ impl Fuzz {
                 nr::SLOT_ALLOC => a[0] = if self.rng.chance(2) { nr::ANY_SLOT } else { self.small() },
                 nr::SLOT_FREE => {
                     let slot_keys = self.slot_keys.clone();
-                    a[0] = self.rng.pick(&slot_keys).unwrap_or(0) ^ if self.rng.chance(3) { 1 << self.rng.below(40) } else { 0 };
+                    a[0] = self.rng.pick(&slot_keys).unwrap_or(0)
+                        ^ if self.rng.chance(3) { 1 << self.rng.below(40) } else { 0 };
                 }
                 nr::PCT_CALL | nr::PCT_SEND => a[0] = self.env_id(),
                 nr::ENV_INFO | 26 => a[0] = self.pointer(),
@@ -988,7 +1051,10 @@ impl Fuzz {
             }
         }
         if self.trace {
-            println!("fuzz: step={} raw {} {:#x} {:#x} {:#x} {:#x} {:#x} {:#x}", self.step, number, a[0], a[1], a[2], a[3], a[4], a[5]);
+            println!(
+                "fuzz: step={} raw {} {:#x} {:#x} {:#x} {:#x} {:#x} {:#x}",
+                self.step, number, a[0], a[1], a[2], a[3], a[4], a[5]
+            );
         }
         // SAFETY: every argument may be garbage; the kernel checks them. No
         // pointer names our own state: writes can land only in the scratch
@@ -1048,7 +1114,11 @@ impl Fuzz {
                 // handlers) while nothing was repossessed.
                 // SAFETY: the kernel maps the page read-only for us.
                 let count = unsafe { core::ptr::read_volatile(REPOSSESSION_ADDR as *const u64) };
-                if count == 0 && self.rng.chance(2) { REPOSSESSION_ADDR } else { START_INFO_ADDR }
+                if count == 0 && self.rng.chance(2) {
+                    REPOSSESSION_ADDR
+                } else {
+                    START_INFO_ADDR
+                }
             }
         }
     }
@@ -1091,8 +1161,13 @@ impl Fuzz {
                 if self.keys.iter().filter(|h| h.owned).count() > 96 {
                     return self.free_one();
                 }
-                let wanted = [rights::ALL, rights::ALL, rights::READ | rights::WRITE, rights::READ, rights::READ | rights::SHARE]
-                    [self.rng.below(5) as usize];
+                let wanted = [
+                    rights::ALL,
+                    rights::ALL,
+                    rights::READ | rights::WRITE,
+                    rights::READ,
+                    rights::READ | rights::SHARE,
+                ][self.rng.below(5) as usize];
                 let result = syscall::frame_alloc(0, wanted);
                 self.count(&result);
                 if let Ok((pa, key)) = result {
@@ -1103,7 +1178,8 @@ impl Fuzz {
                 let keys = self.keys.clone();
                 let Some(held) = self.rng.pick(&keys) else { return };
                 let va = self.fuzz_va();
-                let flags = [0, map_flags::WRITE, map_flags::WRITE, map_flags::GUARANTEED | map_flags::WRITE][self.rng.below(4) as usize];
+                let flags = [0, map_flags::WRITE, map_flags::WRITE, map_flags::GUARANTEED | map_flags::WRITE]
+                    [self.rng.below(4) as usize];
                 let result = syscall::map(va, held.key, flags);
                 self.count(&result);
                 if result.is_ok() {
@@ -1150,7 +1226,11 @@ impl Fuzz {
             9 => {
                 let mapped = self.mapped.clone();
                 let va = self.rng.pick(&mapped).unwrap_or(FUZZ_BASE);
-                let result = if self.rng.chance(2) { syscall::guarantee(va, self.rng.chance(2)).map(|_| 0) } else { syscall::map_query_clear(va, self.rng.below(4) << 4) };
+                let result = if self.rng.chance(2) {
+                    syscall::guarantee(va, self.rng.chance(2)).map(|_| 0)
+                } else {
+                    syscall::map_query_clear(va, self.rng.below(4) << 4)
+                };
                 self.count(&result);
             }
             10 => {
@@ -1169,7 +1249,11 @@ impl Fuzz {
             11 => {
                 let to = 1 + self.rng.below(self.env_count.max(1));
                 let message = [self.rng.next(), self.rng.next(), self.rng.next(), self.rng.next()];
-                let result = if self.rng.chance(3) && to != self.me { syscall::pct_call(to, message).map(|_| ()) } else { syscall::pct_send(to, message) };
+                let result = if self.rng.chance(3) && to != self.me {
+                    syscall::pct_call(to, message).map(|_| ())
+                } else {
+                    syscall::pct_send(to, message)
+                };
                 self.count(&result);
             }
             12 => {
@@ -1404,7 +1488,15 @@ fn fuzz(env: &Env) -> Outcome {
             f.valid_step();
         }
         if f.step % 1000 == 0 {
-            println!("fuzz: seed={} step={} calls={} errors={} keys={} mapped={}", seed, f.step, f.calls, f.errors, f.keys.len(), f.mapped.len());
+            println!(
+                "fuzz: seed={} step={} calls={} errors={} keys={} mapped={}",
+                seed,
+                f.step,
+                f.calls,
+                f.errors,
+                f.keys.len(),
+                f.mapped.len()
+            );
         }
         if f.failures > 20 {
             break;
