@@ -2,8 +2,8 @@
 //! segments, the initial stack, the heap the manifest grants, and the
 //! read-only start page.
 
-use crate::arch::paging::{AddressSpace, Flags, MapError};
 use crate::arch::memory::{alloc_frame, alloc_zeroed_frame, free_frame, Frame};
+use crate::arch::paging::{AddressSpace, Flags, MapError};
 use alloc::string::String;
 use elf::abi::{EM_X86_64, ET_EXEC, PF_W, PF_X, PT_LOAD};
 use elf::endian::LittleEndian;
@@ -82,9 +82,8 @@ pub fn load_elf(space: &mut AddressSpace, image: &[u8]) -> Result<u64, LoadError
             return Err(LoadError::BadElf("segment outside the program window"));
         }
         let file_end = ph.p_offset.checked_add(ph.p_filesz).ok_or(LoadError::BadElf("segment wraps"))?;
-        let data = image
-            .get(ph.p_offset as usize..file_end as usize)
-            .ok_or(LoadError::BadElf("segment past end of file"))?;
+        let data =
+            image.get(ph.p_offset as usize..file_end as usize).ok_or(LoadError::BadElf("segment past end of file"))?;
         let mut flags = Flags::empty();
         if ph.p_flags & PF_W != 0 {
             flags |= Flags::WRITABLE;

@@ -190,10 +190,10 @@ impl Net {
 
     /// `net_rx_ring(ring_va, ring_len) -> slot_count` for env `index`.
     pub fn rx_ring(&mut self, index: usize, space: &AddressSpace, ring_va: u64, ring_len: u64) -> Result<u64, Error> {
-        if ring_va % 4096 != 0 {
+        if !ring_va.is_multiple_of(4096) {
             return Err(Error::Misaligned);
         }
-        if ring_len < RX_RING_HEADER + RX_SLOT_SIZE || ring_len > MAX_RING_BYTES {
+        if !(RX_RING_HEADER + RX_SLOT_SIZE..=MAX_RING_BYTES).contains(&ring_len) {
             return Err(Error::BadLength);
         }
         // Every page must be the caller's and writable: zero it all.
@@ -214,7 +214,14 @@ impl Net {
     /// `net_filter_install(filter_ptr, filter_len) -> filter_id` for env
     /// `env_id`; `room` says whether its kernel-memory budget has room for
     /// one more filter.
-    pub fn filter_install(&mut self, env_id: u64, space: &AddressSpace, ptr: u64, len: u64, room: Result<(), Error>) -> Result<u64, Error> {
+    pub fn filter_install(
+        &mut self,
+        env_id: u64,
+        space: &AddressSpace,
+        ptr: u64,
+        len: u64,
+        room: Result<(), Error>,
+    ) -> Result<u64, Error> {
         if len == 0 || len > MAX_ENCODED_LEN as u64 {
             return Err(Error::BadLength);
         }
@@ -269,7 +276,7 @@ impl Net {
             return Err(Error::InvalidArgument);
         }
         const FIRST_PORT: u16 = 10_000;
-        let mut demux = Demux::new(self.hash_seed ^ 0x6265_6e63_68);
+        let mut demux = Demux::new(self.hash_seed ^ 0x0062_656e_6368);
         for n in 0..filter_count as u16 {
             let filter = shared_abi::filter::Filter::udp_dst_port(FIRST_PORT + n).encode();
             demux.install(1, &filter).map_err(|_| Error::NoMemory)?;

@@ -273,6 +273,7 @@ impl Cpu {
 
     /// Make env `t` run its protected entry `entry` on its upcall stack for
     /// `sender` with `msg`; `caller` blocks on it (None: asynchronous).
+    #[allow(clippy::too_many_arguments)] // the transfer's parts, in registers
     pub fn start_activation(
         &mut self,
         t: usize,

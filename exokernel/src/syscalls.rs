@@ -244,8 +244,13 @@ fn console_write(kernel: &mut Kernel, ptr: u64, len: u64) -> Result<u64, Error> 
 fn set_upcalls(kernel: &mut Kernel, ptr: u64) -> Result<u64, Error> {
     let space = kernel.current_space()?;
     let table: UpcallTable = umem::read_value(space, ptr)?;
-    let entries =
-        [table.exception_entry, table.page_fault_entry, table.interrupt_entry, table.protected_entry, table.revocation_entry];
+    let entries = [
+        table.exception_entry,
+        table.page_fault_entry,
+        table.interrupt_entry,
+        table.protected_entry,
+        table.revocation_entry,
+    ];
     for entry in entries {
         if entry != 0 {
             check_user_entry(entry)?;

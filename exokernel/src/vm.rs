@@ -223,7 +223,14 @@ impl Memory {
 
     /// Record environment `id`'s memory (its address space, if it was
     /// built); returns its index, which must match the kernel's.
-    pub fn add_env(&mut self, id: EnvId, space: Option<AddressSpace>, quota_frames: u64, tlb_slots: u64, kmem_limit: u64) -> usize {
+    pub fn add_env(
+        &mut self,
+        id: EnvId,
+        space: Option<AddressSpace>,
+        quota_frames: u64,
+        tlb_slots: u64,
+        kmem_limit: u64,
+    ) -> usize {
         let record = match space {
             Some(space) => EnvMemory {
                 id,
@@ -378,7 +385,15 @@ impl Memory {
     /// tearing down the mappings it holds (the abort protocol takes frames,
     /// never tables). So page tables are bounded by the quotas, and what an
     /// environment holds beyond its quota is always revocable.
-    fn install(&mut self, index: usize, va: u64, frame_pa: u64, writable: bool, guaranteed: bool, now: u64) -> Result<PteRef, Error> {
+    fn install(
+        &mut self,
+        index: usize,
+        va: u64,
+        frame_pa: u64,
+        writable: bool,
+        guaranteed: bool,
+        now: u64,
+    ) -> Result<PteRef, Error> {
         let evicted = self.envs[index].slots.insert(va, frame_pa, writable, guaranteed).map_err(from_slot_error)?;
         self.evicted(index, evicted);
         let loaded = self.is_loaded(index);
@@ -447,12 +462,20 @@ impl Memory {
     // ----- the calls -----
 
     /// `frame_alloc(want_pa, rights, out_key_ptr)` for env `index`.
-    pub fn frame_alloc(&mut self, index: usize, want_pa: u64, rights: u64, out: u64, other: KmemUse, now: u64) -> Result<u64, Error> {
+    pub fn frame_alloc(
+        &mut self,
+        index: usize,
+        want_pa: u64,
+        rights: u64,
+        out: u64,
+        other: KmemUse,
+        now: u64,
+    ) -> Result<u64, Error> {
         let rights = u8::try_from(rights).ok().and_then(Rights::from_bits).ok_or(Error::InvalidArgument)?;
         if rights == Rights::NONE {
             return Err(Error::InvalidArgument);
         }
-        if want_pa % 4096 != 0 {
+        if !want_pa.is_multiple_of(4096) {
             return Err(Error::Misaligned);
         }
         // Check the out pointer (writable, by writing a blank key) before
@@ -503,7 +526,15 @@ impl Memory {
     }
 
     /// `frame_share(key, to_env, rights, out_key_ptr)` for env `index`.
-    pub fn frame_share(&mut self, index: usize, key: FrameKey, to_env: u64, rights: u64, out: u64, other: KmemUse) -> Result<u64, Error> {
+    pub fn frame_share(
+        &mut self,
+        index: usize,
+        key: FrameKey,
+        to_env: u64,
+        rights: u64,
+        out: u64,
+        other: KmemUse,
+    ) -> Result<u64, Error> {
         let rights = u8::try_from(rights).ok().and_then(Rights::from_bits).ok_or(Error::InvalidArgument)?;
         if !self.envs.iter().any(|e| e.id == to_env && e.space.is_some()) {
             return Err(Error::NoSuchEnv);
@@ -538,11 +569,19 @@ impl Memory {
     }
 
     /// `map(va, key, flags)` for env `index`.
-    pub fn map(&mut self, index: usize, va: u64, key: FrameKey, flags: u64, other: KmemUse, now: u64) -> Result<u64, Error> {
+    pub fn map(
+        &mut self,
+        index: usize,
+        va: u64,
+        key: FrameKey,
+        flags: u64,
+        other: KmemUse,
+        now: u64,
+    ) -> Result<u64, Error> {
         if flags & !(map_flags::WRITE | map_flags::GUARANTEED) != 0 {
             return Err(Error::InvalidArgument);
         }
-        if va % 4096 != 0 {
+        if !va.is_multiple_of(4096) {
             return Err(Error::Misaligned);
         }
         if !in_dynamic_window(va) {
@@ -570,7 +609,7 @@ impl Memory {
 
     /// `unmap(va)` for env `index`.
     pub fn unmap(&mut self, index: usize, va: u64) -> Result<u64, Error> {
-        if va % 4096 != 0 {
+        if !va.is_multiple_of(4096) {
             return Err(Error::Misaligned);
         }
         if !in_dynamic_window(va) {
@@ -647,7 +686,7 @@ impl Memory {
 
     /// `guarantee(va, on)` for env `index`.
     pub fn guarantee(&mut self, index: usize, va: u64, on: u64, now: u64) -> Result<u64, Error> {
-        if va % 4096 != 0 {
+        if !va.is_multiple_of(4096) {
             return Err(Error::Misaligned);
         }
         if !in_dynamic_window(va) {
@@ -774,7 +813,8 @@ impl Memory {
         if mem.owed > 0 {
             return;
         }
-        mem.owed = revoke::frames_to_ask(&Holding { runnable: true, charged: mem.charged_frames(), quota: mem.quota_frames });
+        mem.owed =
+            revoke::frames_to_ask(&Holding { runnable: true, charged: mem.charged_frames(), quota: mem.quota_frames });
         mem.deadline_tsc = deadline;
         mem.pending.push(PendingUpcall {
             kind: UpcallKind::Revocation,
@@ -818,7 +858,12 @@ impl Memory {
         let env = &mut self.envs[index];
         env.owed = 0;
         let count = taken.len() as u64;
-        env.pending.push(PendingUpcall { kind: UpcallKind::Revocation, vector: REVOKE_ABORTED, fault_addr: count, error_code: 0 });
+        env.pending.push(PendingUpcall {
+            kind: UpcallKind::Revocation,
+            vector: REVOKE_ABORTED,
+            fault_addr: count,
+            error_code: 0,
+        });
         count
     }
 

@@ -54,10 +54,8 @@ impl<'a> Archive<'a> {
             return Err(ArchiveError::BadMagic);
         }
         let count = read_u32(bytes, 8).ok_or(ArchiveError::Truncated)? as usize;
-        let dir_end = count
-            .checked_mul(ENTRY_LEN)
-            .and_then(|d| d.checked_add(HEADER_LEN))
-            .ok_or(ArchiveError::Truncated)?;
+        let dir_end =
+            count.checked_mul(ENTRY_LEN).and_then(|d| d.checked_add(HEADER_LEN)).ok_or(ArchiveError::Truncated)?;
         if dir_end > bytes.len() {
             return Err(ArchiveError::Truncated);
         }
@@ -94,10 +92,7 @@ impl<'a> Archive<'a> {
 
     /// Find a file by name.
     pub fn find(&self, name: &str) -> Option<&'a [u8]> {
-        (0..self.count)
-            .filter_map(|i| self.entry(i))
-            .find(|(n, _)| *n == name)
-            .map(|(_, data)| data)
+        (0..self.count).filter_map(|i| self.entry(i)).find(|(n, _)| *n == name).map(|(_, data)| data)
     }
 
     /// Iterate over (name, contents).

@@ -337,9 +337,12 @@ impl Filter {
     /// header starts at `base + TRANSPORT_OFFSET`. Later fragments carry no
     /// transport header and are not matched.
     pub fn transport(self, protocol: u8) -> Filter {
-        self.ipv4_protocol(protocol)
-            .match_masked(proto::IPV4_FRAGMENT_OFFSET, Width::Two, 0x1fff, 0)
-            .shift(proto::IPV4_OFFSET, Width::One, 0x0f, 2)
+        self.ipv4_protocol(protocol).match_masked(proto::IPV4_FRAGMENT_OFFSET, Width::Two, 0x1fff, 0).shift(
+            proto::IPV4_OFFSET,
+            Width::One,
+            0x0f,
+            2,
+        )
     }
 
     /// Append "a UDP datagram" (see [`Filter::transport`]).
@@ -471,12 +474,10 @@ pub fn decode(bytes: &[u8]) -> Result<Filter, DecodeError> {
         return Err(DecodeError::TrailingBytes);
     }
     let atoms = bytes[HEADER_LEN..]
-        .chunks_exact(ATOM_LEN)
-        .map(|chunk| {
-            let mut record = [0u8; ATOM_LEN];
-            record.copy_from_slice(chunk);
-            decode_atom(&record)
-        })
+        .as_chunks::<ATOM_LEN>()
+        .0
+        .iter()
+        .map(decode_atom)
         .collect::<Result<Vec<Atom>, DecodeError>>()?;
     Ok(Filter { atoms })
 }
@@ -554,9 +555,7 @@ mod tests {
             Filter::udp_dst_port(7),
             Filter::tcp_dst_port(80),
             Filter::new().ethertype(proto::ETHERTYPE_ARP),
-            Filter::new()
-                .shift(3, Width::Two, 0x0ff0, -4)
-                .match_masked(1, Width::Four, 0x00ff_ff00, 0x0012_3400),
+            Filter::new().shift(3, Width::Two, 0x0ff0, -4).match_masked(1, Width::Four, 0x00ff_ff00, 0x0012_3400),
             Filter::new().shift(0, Width::One, 0xff, SHIFT_MIN).shift(0, Width::One, 1, SHIFT_MAX),
         ];
         for filter in filters {

@@ -218,9 +218,7 @@ impl Manifest {
             match current.as_mut() {
                 None => match key {
                     "log" => manifest.log = LogLevel::parse(value).ok_or(err("bad log level"))?,
-                    "keep_running" => {
-                        manifest.keep_running = parse_bool(value).ok_or(err("expected true or false"))?
-                    }
+                    "keep_running" => manifest.keep_running = parse_bool(value).ok_or(err("expected true or false"))?,
                     "quantum_us" => {
                         manifest.quantum_us = value.parse().map_err(|_| err("expected a number"))?;
                         if !(100..=1_000_000).contains(&manifest.quantum_us) {
@@ -254,9 +252,7 @@ impl Manifest {
                             return Err(err("save_bound_us out of range"));
                         }
                     }
-                    "benchmarks" => {
-                        manifest.benchmarks = parse_bool(value).ok_or(err("expected true or false"))?
-                    }
+                    "benchmarks" => manifest.benchmarks = parse_bool(value).ok_or(err("expected true or false"))?,
                     _ => return Err(err("unknown global key")),
                 },
                 Some(env) => match key {

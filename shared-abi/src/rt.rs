@@ -39,11 +39,7 @@ pub struct Env {
 impl Env {
     /// A manifest policy key, such as `pager` or `scheduler`.
     pub fn param(&self, key: &str) -> Option<&'static str> {
-        self.params
-            .lines()
-            .filter_map(|line| line.split_once('='))
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v)
+        self.params.lines().filter_map(|line| line.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     /// The whitespace-separated words of `args`.
@@ -276,9 +272,8 @@ extern "C" fn pct_entry(caller: u64, m0: u64, m1: u64, m2: u64, m3: u64, flags: 
 }
 
 extern "C" fn dispatch(frame: &mut UpcallFrame) {
-    let handler = UpcallKind::from_raw(frame.kind)
-        .map(|kind| HANDLERS[kind as usize - 1].load(Ordering::SeqCst))
-        .unwrap_or(0);
+    let handler =
+        UpcallKind::from_raw(frame.kind).map(|kind| HANDLERS[kind as usize - 1].load(Ordering::SeqCst)).unwrap_or(0);
     if handler == 0 {
         _print(format_args!("upcall kind {} with no handler\n", frame.kind));
         syscall::exit(102);

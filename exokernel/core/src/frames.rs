@@ -115,7 +115,7 @@ impl FrameBitmap {
     /// Allocate the named frame if it is free.
     pub fn alloc_at(&mut self, addr: u64) -> bool {
         let frame = addr / FRAME_SIZE;
-        if addr % FRAME_SIZE != 0 || frame >= self.frames || self.is_used(frame) {
+        if !addr.is_multiple_of(FRAME_SIZE) || frame >= self.frames || self.is_used(frame) {
             return false;
         }
         self.set(frame, true);
@@ -127,7 +127,7 @@ impl FrameBitmap {
     /// not allocated, misaligned or out of range: a double free is refused.
     pub fn free(&mut self, addr: u64) -> bool {
         let frame = addr / FRAME_SIZE;
-        if addr % FRAME_SIZE != 0 || frame >= self.frames || !self.is_used(frame) {
+        if !addr.is_multiple_of(FRAME_SIZE) || frame >= self.frames || !self.is_used(frame) {
             return false;
         }
         self.set(frame, false);

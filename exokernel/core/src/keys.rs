@@ -126,9 +126,7 @@ pub struct FrameKey {
 
 impl FrameKey {
     fn handle_for(rights: Rights, entry_index: usize, entry_generation: u32) -> u64 {
-        (entry_generation as u64) << ENTRY_GENERATION_SHIFT
-            | (entry_index as u64) << ENTRY_SHIFT
-            | rights.bits() as u64
+        (entry_generation as u64) << ENTRY_GENERATION_SHIFT | (entry_index as u64) << ENTRY_SHIFT | rights.bits() as u64
     }
 
     /// The rights the key claims (unknown bits dropped).
@@ -315,12 +313,7 @@ impl FrameTable {
 
     /// Record that `frame` (already taken from the frame bitmap by the
     /// kernel) now belongs to `env`, and mint its key with `rights`.
-    pub fn alloc(
-        &mut self,
-        frame: FrameNumber,
-        env: EnvId,
-        rights: Rights,
-    ) -> Result<FrameKey, KeyError> {
+    pub fn alloc(&mut self, frame: FrameNumber, env: EnvId, rights: Rights) -> Result<FrameKey, KeyError> {
         if self.frames.contains_key(&frame) {
             return Err(KeyError::InUse);
         }
@@ -392,11 +385,7 @@ impl FrameTable {
             return Err(KeyError::InsufficientRights);
         }
         let (entry, shared) = self.mint(to_env, from_env, FrameInfo { rights, ..held })?;
-        self.frames
-            .get_mut(&held.frame)
-            .expect("a live key's frame has a record")
-            .shares
-            .push(entry);
+        self.frames.get_mut(&held.frame).expect("a live key's frame has a record").shares.push(entry);
         Ok(shared)
     }
 

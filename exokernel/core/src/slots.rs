@@ -46,7 +46,9 @@ pub enum SlotError {
 enum Class {
     Guaranteed,
     /// Ordinary, with its arrival number (its place in the FIFO).
-    Ordinary { arrival: u64 },
+    Ordinary {
+        arrival: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -58,12 +60,7 @@ struct Mapping {
 
 impl Mapping {
     fn slot(&self, va_page: u64) -> Slot {
-        Slot {
-            va_page,
-            frame_pa: self.frame_pa,
-            writable: self.writable,
-            guaranteed: self.class == Class::Guaranteed,
-        }
+        Slot { va_page, frame_pa: self.frame_pa, writable: self.writable, guaranteed: self.class == Class::Guaranteed }
     }
 }
 
@@ -679,7 +676,7 @@ mod tests {
             // Keys from a small range so probes collide and clusters form.
             let key = state % 700;
             let mapping = Mapping { frame_pa: step, writable: step % 2 == 0, class: Class::Guaranteed };
-            if state % 3 == 0 {
+            if state.is_multiple_of(3) {
                 assert_eq!(map.remove(key).map(|m| m.frame_pa), model.remove(&key).map(|m: Mapping| m.frame_pa));
             } else {
                 map.insert(key, mapping);

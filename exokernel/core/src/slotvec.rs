@@ -80,7 +80,8 @@ impl SlotVector {
     pub fn free(&mut self, key: u64, env: usize) -> Result<(), SlotVecError> {
         let position = (key & 0xffff_ffff) as usize;
         let generation = (key >> 32) as u32;
-        if position >= self.owner.len() || self.generation[position] != generation || self.owner[position] != Some(env) {
+        if position >= self.owner.len() || self.generation[position] != generation || self.owner[position] != Some(env)
+        {
             return Err(SlotVecError::BadKey);
         }
         self.owner[position] = None;

@@ -17,7 +17,7 @@ pub fn check_user_range(addr: u64, len: u64, align: u64) -> Result<(), Error> {
     if len > MAX_USER_LEN {
         return Err(Error::BadLength);
     }
-    if align > 1 && addr % align != 0 {
+    if align > 1 && !addr.is_multiple_of(align) {
         return Err(Error::Misaligned);
     }
     let end = addr.checked_add(len).ok_or(Error::BadAddress)?;

@@ -61,11 +61,7 @@ pub fn init(kernel: &mut AddressSpace, window: u64) {
     let base_msr = unsafe { Msr::new(IA32_APIC_BASE).read() };
     let phys = base_msr & 0x000f_ffff_ffff_f000;
     kernel
-        .map_kernel(
-            window,
-            phys,
-            Flags::WRITABLE | Flags::NO_CACHE | Flags::WRITE_THROUGH | Flags::NO_EXECUTE,
-        )
+        .map_kernel(window, phys, Flags::WRITABLE | Flags::NO_CACHE | Flags::WRITE_THROUGH | Flags::NO_EXECUTE)
         .expect("map the local APIC");
     APIC_VIRT.store(window, Ordering::Relaxed);
     // SAFETY: setting the global-enable bit keeps the APIC at its address.
@@ -81,8 +77,8 @@ pub fn calibrate() -> u64 {
     const MS: u64 = 10;
     let count = (PIT_HZ * MS / 1000) as u16;
     write(REG_TIMER_DIVIDE, 0x3); // divide by 16
-    // SAFETY: port 0x61 gates PIT channel 2 (speaker off), 0x43/0x42 program
-    // it in one-shot mode; no other code uses the PIT.
+                                  // SAFETY: port 0x61 gates PIT channel 2 (speaker off), 0x43/0x42 program
+                                  // it in one-shot mode; no other code uses the PIT.
     let (apic_ticks, tsc_ticks) = unsafe {
         let mut gate = Port::<u8>::new(0x61);
         let mut command = Port::<u8>::new(0x43);

@@ -55,4 +55,3 @@ pub fn enable_pcid() {
     // CR3 has PCID 0, the architectural precondition for setting PCIDE.
     unsafe { Cr4::update(|f| f.insert(Cr4Flags::PCID)) };
 }
-

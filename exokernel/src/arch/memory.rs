@@ -43,7 +43,12 @@ pub fn init(regions: &MemoryRegions) {
         bitmap.add_free_range(region.start.max(4096), region.end);
     }
     bitmap.reserve_range(heap_start, heap_start + HEAP_SIZE);
-    log::debug!("frames: {} free ({} MiB), heap at {:#x}", bitmap.free_frames(), bitmap.free_frames() / 256, heap_start);
+    log::debug!(
+        "frames: {} free ({} MiB), heap at {:#x}",
+        bitmap.free_frames(),
+        bitmap.free_frames() / 256,
+        heap_start
+    );
     *FRAMES.lock() = Some(bitmap);
 }
 

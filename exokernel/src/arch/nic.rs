@@ -12,8 +12,8 @@
 //! * No interrupts: the kernel polls the receive queue (timer and network
 //!   system calls), so the device's INTx line stays masked at the PIC.
 
-use super::paging::{phys_to_virt, zero_owned, AddressSpace, Flags};
 use super::memory;
+use super::paging::{phys_to_virt, zero_owned, AddressSpace, Flags};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 use virtio_drivers::device::net::VirtIONetRaw;
@@ -205,9 +205,8 @@ impl Nic {
         MMIO_NEXT.store(window, Ordering::Relaxed);
         MMIO_END.store(window + (1 << 39), Ordering::Relaxed);
         let mut root = PciRoot::new(PortCam);
-        let (function, _) = root
-            .enumerate_bus(0)
-            .find(|(_, info)| virtio_device_type(info) == Some(DeviceType::Network))?;
+        let (function, _) =
+            root.enumerate_bus(0).find(|(_, info)| virtio_device_type(info) == Some(DeviceType::Network))?;
         let (_, command) = root.get_status_command(function);
         root.set_command(function, command | Command::MEMORY_SPACE | Command::IO_SPACE | Command::BUS_MASTER);
         let transport = match PciTransport::new::<KernelHal, _>(&mut root, function) {

@@ -37,7 +37,7 @@ const FRAME: usize = 4096;
 /// Fill a frame with zeros: only for a frame its caller owns (a
 /// [`Frame`], or DMA memory this module allocated).
 pub(super) fn zero_owned(pa: u64) {
-    debug_assert!(pa % FRAME as u64 == 0);
+    debug_assert!(pa.is_multiple_of(FRAME as u64));
     // SAFETY: every physical frame is mapped at PHYS_OFFSET + pa, and the
     // caller owns this frame (a `Frame` value, or fresh DMA pages), so
     // nothing else reads or writes it concurrently.
@@ -110,17 +110,11 @@ pub struct AddressSpace {
 /// A frame for a new page table.
 pub type TableAlloc<'a> = &'a mut dyn FnMut() -> Option<Frame>;
 
-const INTERMEDIATE: PageTableFlags = PageTableFlags::PRESENT
-    .union(PageTableFlags::WRITABLE)
-    .union(PageTableFlags::USER_ACCESSIBLE);
+const INTERMEDIATE: PageTableFlags =
+    PageTableFlags::PRESENT.union(PageTableFlags::WRITABLE).union(PageTableFlags::USER_ACCESSIBLE);
 
 fn indices(va: u64) -> [usize; 4] {
-    [
-        ((va >> 39) & 511) as usize,
-        ((va >> 30) & 511) as usize,
-        ((va >> 21) & 511) as usize,
-        ((va >> 12) & 511) as usize,
-    ]
+    [((va >> 39) & 511) as usize, ((va >> 30) & 511) as usize, ((va >> 21) & 511) as usize, ((va >> 12) & 511) as usize]
 }
 
 impl AddressSpace {
@@ -193,7 +187,7 @@ impl AddressSpace {
     /// Map the page at `va` (user half) to the frame at `pa`, which must be
     /// environment memory ([`Frame::into_user`]).
     pub fn map(&mut self, va: u64, pa: u64, flags: PageTableFlags, alloc: TableAlloc) -> Result<(), MapError> {
-        if va >= shared_abi::USER_TOP || va % 4096 != 0 {
+        if va >= shared_abi::USER_TOP || !va.is_multiple_of(4096) {
             return Err(MapError::BadAddress);
         }
         let entry = self.leaf(va, Some(alloc))?;
@@ -210,8 +204,14 @@ impl AddressSpace {
     /// freed before), so a refill can rewrite it with
     /// [`write_leaf`](AddressSpace::write_leaf). The caller flushes the old
     /// TLB entry if needed.
-    pub fn map_replace(&mut self, va: u64, pa: u64, flags: PageTableFlags, alloc: TableAlloc) -> Result<PteRef, MapError> {
-        if va >= shared_abi::USER_TOP || va % 4096 != 0 {
+    pub fn map_replace(
+        &mut self,
+        va: u64,
+        pa: u64,
+        flags: PageTableFlags,
+        alloc: TableAlloc,
+    ) -> Result<PteRef, MapError> {
+        if va >= shared_abi::USER_TOP || !va.is_multiple_of(4096) {
             return Err(MapError::BadAddress);
         }
         let entry = self.leaf(va, Some(alloc))?;
@@ -224,7 +224,7 @@ impl AddressSpace {
     /// (environment memory) with `flags`. False, changing nothing, if `pte`
     /// is not one of this address space's entries.
     pub fn write_leaf(&mut self, pte: PteRef, frame_pa: u64, flags: PageTableFlags) -> bool {
-        if pte.space != self.id || pte.pa % 8 != 0 {
+        if pte.space != self.id || !pte.pa.is_multiple_of(8) {
             return false;
         }
         let value = (frame_pa & 0x000f_ffff_ffff_f000) | (flags | PageTableFlags::PRESENT).bits();

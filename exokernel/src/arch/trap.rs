@@ -74,6 +74,7 @@ impl TrapFrame {
     }
 
     /// Did the trap come from ring 3?
+    #[allow(clippy::wrong_self_convention)] // "came from user mode", not a conversion
     pub fn from_user(&self) -> bool {
         self.cs & 3 == 3
     }
@@ -85,7 +86,9 @@ impl TrapFrame {
         self.cs = USER_CS;
         self.ss = USER_SS;
         let flags = RFlags::from_bits_truncate(self.rflags);
-        self.rflags = ((flags | RFlags::INTERRUPT_FLAG) - RFlags::IOPL_HIGH - RFlags::IOPL_LOW - RFlags::NESTED_TASK).bits() | 0x2;
+        self.rflags = ((flags | RFlags::INTERRUPT_FLAG) - RFlags::IOPL_HIGH - RFlags::IOPL_LOW - RFlags::NESTED_TASK)
+            .bits()
+            | 0x2;
     }
 }
 
@@ -166,8 +169,15 @@ pub struct FastUpcall {
 }
 
 #[no_mangle]
-static mut FAST_UPCALL: FastUpcall =
-    FastUpcall { enabled: 0, exception_entry: 0, page_fault_entry: 0, stack_lo: 0, stack_hi: 0, exceptions: 0, page_faults: 0 };
+static mut FAST_UPCALL: FastUpcall = FastUpcall {
+    enabled: 0,
+    exception_entry: 0,
+    page_fault_entry: 0,
+    stack_lo: 0,
+    stack_hi: 0,
+    exceptions: 0,
+    page_faults: 0,
+};
 
 /// Install the fast-upcall state of the environment about to run (or
 /// disable the fast path with `None`). A stack that does not lie in the
@@ -177,16 +187,16 @@ pub fn set_fast_upcall(state: Option<(u64, u64, u64, u64)>) {
     // SAFETY: single CPU, interrupts off in the kernel: the stub cannot
     // read the fields while they change.
     unsafe {
-        let fast = &mut *(&raw mut FAST_UPCALL);
+        let fast = &raw mut FAST_UPCALL;
         match state {
             Some((exception_entry, page_fault_entry, stack_lo, stack_hi)) => {
-                fast.exception_entry = exception_entry;
-                fast.page_fault_entry = page_fault_entry;
-                fast.stack_lo = stack_lo;
-                fast.stack_hi = stack_hi;
-                fast.enabled = 1;
+                (*fast).exception_entry = exception_entry;
+                (*fast).page_fault_entry = page_fault_entry;
+                (*fast).stack_lo = stack_lo;
+                (*fast).stack_hi = stack_hi;
+                (*fast).enabled = 1;
             }
-            None => fast.enabled = 0,
+            None => (*fast).enabled = 0,
         }
     }
 }
@@ -195,8 +205,11 @@ pub fn set_fast_upcall(state: Option<(u64, u64, u64, u64)>) {
 pub fn fast_upcall_counts() -> (u64, u64) {
     // SAFETY: plain reads of counters only the stub writes, single CPU.
     unsafe {
-        let fast = &*(&raw const FAST_UPCALL);
-        (core::ptr::read_volatile(&fast.exceptions), core::ptr::read_volatile(&fast.page_faults))
+        let fast = &raw const FAST_UPCALL;
+        (
+            core::ptr::read_volatile(&raw const (*fast).exceptions),
+            core::ptr::read_volatile(&raw const (*fast).page_faults),
+        )
     }
 }
 
@@ -217,7 +230,7 @@ pub fn init(selectors: &gdt::Selectors, trap: TrapHandler, syscall: SyscallHandl
         assert!((number as usize) < LIGHT_TABLE_LEN);
         // SAFETY: single CPU, before any system call can happen (no
         // environment runs yet), so no one reads the table concurrently.
-        unsafe { (*(&raw mut SYSCALL_LIGHT))[number as usize] = handler as usize as u64 };
+        unsafe { (&raw mut SYSCALL_LIGHT).cast::<u64>().add(number as usize).write(handler as usize as u64) };
     }
     let idt = IDT.call_once(|| {
         let mut idt = InterruptDescriptorTable::new();
@@ -291,9 +304,7 @@ pub fn init(selectors: &gdt::Selectors, trap: TrapHandler, syscall: SyscallHandl
         Star::write(selectors.user_code, selectors.user_data, selectors.kernel_code, selectors.kernel_data)
             .expect("GDT order fits sysret");
         LStar::write(VirtAddr::new(syscall_entry as *const () as u64));
-        SFMask::write(
-            RFlags::INTERRUPT_FLAG | RFlags::TRAP_FLAG | RFlags::DIRECTION_FLAG | RFlags::ALIGNMENT_CHECK,
-        );
+        SFMask::write(RFlags::INTERRUPT_FLAG | RFlags::TRAP_FLAG | RFlags::DIRECTION_FLAG | RFlags::ALIGNMENT_CHECK);
         Efer::update(|f| f.insert(EferFlags::SYSTEM_CALL_EXTENSIONS));
     }
 }

@@ -85,7 +85,10 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
     cpu::enable_nxe_and_wp();
 
     let kernel_fn = boot as *const () as u64;
-    assert!(kernel_fn >= shared_abi::USER_TOP && phys_offset >= shared_abi::USER_TOP, "kernel must live in the upper half");
+    assert!(
+        kernel_fn >= shared_abi::USER_TOP && phys_offset >= shared_abi::USER_TOP,
+        "kernel must live in the upper half"
+    );
 
     let ramdisk = arch::pod::ramdisk(boot_info).expect("boot archive passed as ramdisk");
     let archive = Archive::parse(ramdisk).expect("boot archive is well formed");
@@ -144,8 +147,14 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
         );
     }
     let revoke_deadline_tsc = tsc_hz / 1_000_000 * manifest.revoke_deadline_us;
-    let mut memory =
-        Memory::new(secret, manifest.frame_pool_kib / 4, policy, revoke_deadline_tsc, kernel_space, manifest.benchmarks);
+    let mut memory = Memory::new(
+        secret,
+        manifest.frame_pool_kib / 4,
+        policy,
+        revoke_deadline_tsc,
+        kernel_space,
+        manifest.benchmarks,
+    );
     log::info!(
         "memory: pool {} KiB, tlb policy {}, revocation deadline {} us",
         manifest.frame_pool_kib,
@@ -194,15 +203,8 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
         debug_assert!(at.iter().all(|&i| i == index), "subsystems index environments alike");
     }
     log::info!("cpu: {} slots of {} us, end-of-slot save bound {} us", vector_len, manifest.quantum_us, save_bound_us);
-    let mut kernel = Kernel {
-        envs,
-        memory,
-        cpu: cpu_state,
-        net,
-        keep_running: manifest.keep_running,
-        frames_at_boot,
-        heap_at_boot,
-    };
+    let mut kernel =
+        Kernel { envs, memory, cpu: cpu_state, net, keep_running: manifest.keep_running, frames_at_boot, heap_at_boot };
     let Some(first) = kernel.first_slot() else { kernel.finish() };
     let frame = *kernel.cpu.context(first);
     *KERNEL.lock() = Some(kernel);

@@ -5,8 +5,8 @@
 //! network (owed receive upcalls).
 
 use super::Kernel;
-use crate::arch::trap::{self, Return, TrapFrame};
 use crate::arch::cpu;
+use crate::arch::trap::{self, Return, TrapFrame};
 use crate::counters::{bump, COUNTERS};
 use shared_abi::syscall::{encode, Error};
 use shared_abi::upcall::{UpcallKind, SLOT_END};

@@ -105,11 +105,7 @@ impl Kernel {
             PlaceError::Exhausted => "upcall stack exhausted",
         })?;
         let space = self.memory.space(index).ok_or("no address space")?;
-        let mut out = UpcallFrame::default();
-        out.kind = kind as u64;
-        out.vector = vector;
-        out.error_code = error_code;
-        out.fault_addr = addr;
+        let mut out = UpcallFrame { kind: kind as u64, vector, error_code, fault_addr: addr, ..Default::default() };
         out.regs.rax = frame.rax;
         out.regs.rbx = frame.rbx;
         out.regs.rcx = frame.rcx;

@@ -260,8 +260,8 @@ mod test_support {
                     }
                 } else {
                     let width = rng.pick(&[Width::One, Width::One, Width::Two, Width::Four]);
-                    let mask = rng.pick(&[u32::MAX, u32::MAX, 0x0f0f_0f0f, 0xf0f0_f0f0, 0x0300_0003, 0])
-                        & width.full_mask();
+                    let mask =
+                        rng.pick(&[u32::MAX, u32::MAX, 0x0f0f_0f0f, 0xf0f0_f0f0, 0x0300_0003, 0]) & width.full_mask();
                     let value = rng.pick(&[0, 0x0101_0101, 0x0202_0202, 0x1111_1111, 0x0302_0100]) & mask;
                     Atom::Match { offset: rng.below(7) as u16, width, mask, value }
                 }

@@ -256,9 +256,7 @@ mod tests {
         // the port at a fixed offset. They overlap on packets without options.
         let mut demux = Demux::new(SEED);
         demux.install(A, &Filter::udp_dst_port(7).encode()).unwrap();
-        let fixed = Filter::new()
-            .ipv4_protocol(proto::IPPROTO_UDP)
-            .match_u16(proto::IPV4_OFFSET + 20 + 2, 7);
+        let fixed = Filter::new().ipv4_protocol(proto::IPPROTO_UDP).match_u16(proto::IPV4_OFFSET + 20 + 2, 7);
         let echo = verified(&Filter::udp_dst_port(7));
         let Overlap::Witness(packet) = overlap(&verified(&fixed), &echo, OVERLAP_BUDGET_CASES) else {
             panic!("they overlap");

@@ -327,9 +327,10 @@ impl Demux {
                     }
                 }
                 Atom::Shift { offset, width, mask, shift } => {
-                    let found = self.nodes[node as usize].shifts.iter().find(|e| {
-                        e.offset == offset && e.width == width && e.mask == mask && e.shift == shift
-                    });
+                    let found = self.nodes[node as usize]
+                        .shifts
+                        .iter()
+                        .find(|e| e.offset == offset && e.width == width && e.mask == mask && e.shift == shift);
                     match found {
                         Some(edge) => edge.child,
                         None => {
@@ -365,9 +366,7 @@ impl Demux {
                     let edge = here
                         .shifts
                         .iter()
-                        .position(|e| {
-                            e.offset == offset && e.width == width && e.mask == mask && e.shift == shift
-                        })
+                        .position(|e| e.offset == offset && e.width == width && e.mask == mask && e.shift == shift)
                         .expect("an installed filter's shift");
                     (Edge::Shift { edge }, here.shifts[edge].child)
                 }
@@ -413,11 +412,8 @@ impl Demux {
     #[inline]
     fn consider(&self, entry_index: u32, best: &mut Option<Candidate>) {
         let installed = self.installed(entry_index);
-        let candidate = Candidate {
-            specificity: installed.filter.specificity,
-            sequence: installed.sequence,
-            entry: entry_index,
-        };
+        let candidate =
+            Candidate { specificity: installed.filter.specificity, sequence: installed.sequence, entry: entry_index };
         let rank = |c: &Candidate| (c.specificity, core::cmp::Reverse(c.sequence));
         let better = match best {
             None => true,
@@ -445,14 +441,7 @@ impl Demux {
     /// Depth first from `node`: the last child a node selects is followed
     /// in the loop, earlier ones (several tests matching) by recursion, so a
     /// packet that follows one path costs no calls at all.
-    fn walk(
-        &self,
-        mut node: u32,
-        mut base: usize,
-        packet: &[u8],
-        best: &mut Option<Candidate>,
-        evaluations: &mut u32,
-    ) {
+    fn walk(&self, mut node: u32, mut base: usize, packet: &[u8], best: &mut Option<Candidate>, evaluations: &mut u32) {
         loop {
             let here = &self.nodes[node as usize];
             if let Some(&entry_index) = here.accepts.first() {
@@ -655,10 +644,7 @@ mod tests {
                 "two environments' filters match one packet: {packet:?}"
             );
         }
-        matching
-            .iter()
-            .max_by_key(|r| (r.specificity, core::cmp::Reverse(r.sequence)))
-            .map(|r| (r.env, r.id))
+        matching.iter().max_by_key(|r| (r.specificity, core::cmp::Reverse(r.sequence))).map(|r| (r.env, r.id))
     }
 
     #[test]
@@ -844,12 +830,8 @@ mod tests {
         // Two shifts of up to 1023 bytes each: a million cases to split, but
         // the same shifts in both filters, so the trie walk compares the
         // final bytes directly.
-        let twice = |value| {
-            Filter::new()
-                .shift(0, Width::Two, 0x03ff, 0)
-                .shift(0, Width::Two, 0x03ff, 0)
-                .match_u8(0, value)
-        };
+        let twice =
+            |value| Filter::new().shift(0, Width::Two, 0x03ff, 0).shift(0, Width::Two, 0x03ff, 0).match_u8(0, value);
         assert_eq!(overlap(&verified(&twice(1)), &verified(&twice(2)), 4096), Overlap::Undecided);
         let mut demux = Demux::new(SEED);
         demux.install(A, &twice(1).encode()).unwrap();

@@ -166,7 +166,10 @@ mod tests {
         assert_eq!(verify(&count_only), Err(FilterError::Decode(DecodeError::TooManyAtoms)));
         assert_eq!(verify(&vec![0; MAX_ENCODED_LEN + 1]), Err(FilterError::Decode(DecodeError::TooLong)));
         assert!(verify(&encode(vec![byte(0, 0xff, 1); MAX_ATOMS])).is_ok(), "32 atoms are allowed");
-        assert_eq!(verify_atoms(&vec![byte(0, 0xff, 1); MAX_ATOMS + 1]), Err(FilterError::Decode(DecodeError::TooManyAtoms)));
+        assert_eq!(
+            verify_atoms(&vec![byte(0, 0xff, 1); MAX_ATOMS + 1]),
+            Err(FilterError::Decode(DecodeError::TooManyAtoms))
+        );
 
         // Malformed encodings: InvalidArgument.
         assert_eq!(verify(&good[..5]), Err(FilterError::Decode(DecodeError::Truncated)));
@@ -211,10 +214,7 @@ mod tests {
         assert!(verify(&encode(vec![shift(Width::Two, 0x03ff, 0)])).is_ok(), "advance up to 1023");
         assert_eq!(verify(&encode(vec![shift(Width::Two, 0x0fff, 0)])), Err(FilterError::AdvanceTooLarge));
         assert_eq!(verify(&encode(vec![shift(Width::One, 0xff, 3)])), Err(FilterError::AdvanceTooLarge));
-        assert_eq!(
-            verify(&encode(vec![shift(Width::Four, u32::MAX, -15)])),
-            Err(FilterError::AdvanceTooLarge)
-        );
+        assert_eq!(verify(&encode(vec![shift(Width::Four, u32::MAX, -15)])), Err(FilterError::AdvanceTooLarge));
     }
 
     #[test]
