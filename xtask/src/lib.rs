@@ -29,9 +29,34 @@ pub const PROGRAMS: &[(&str, &str)] = &[
     ("guest-tests", "attacker"),
 ];
 
-/// The workspace root.
+/// The workspace root, found at run time (so a copied or moved checkout
+/// builds and boots its own images): `EXO_ROOT` if set, else the nearest
+/// directory above the working directory, then above this executable, that
+/// holds this workspace (a `Cargo.toml` with `[workspace]` beside `xtask/`
+/// and `exokernel/`); the directory xtask was compiled in only as a last
+/// resort.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        if let Some(root) = std::env::var_os("EXO_ROOT") {
+            return PathBuf::from(root);
+        }
+        let starts = [std::env::current_dir().ok(), std::env::current_exe().ok()];
+        starts
+            .into_iter()
+            .flatten()
+            .find_map(|start| start.ancestors().find(|dir| is_workspace_root(dir)).map(Path::to_path_buf))
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
+            })
+    })
+    .clone()
+}
+
+fn is_workspace_root(dir: &Path) -> bool {
+    dir.join("xtask").is_dir()
+        && dir.join("exokernel").is_dir()
+        && std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|text| text.contains("[workspace]"))
 }
 
 /// Where built images live.
