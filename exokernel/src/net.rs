@@ -233,8 +233,8 @@ impl Net {
     }
 
     /// `net_filter_remove(filter_id) -> 0` for env `env_id`.
-    pub fn filter_remove(&mut self, env_id: u64, filter_id: u64) -> Result<u64, Error> {
-        self.demux.remove(env_id, FilterId::from_raw(filter_id))?;
+    pub fn filter_remove(&mut self, env_id: u64, filter_id: shared_abi::net::FilterId) -> Result<u64, Error> {
+        self.demux.remove(env_id, FilterId::from_raw(filter_id.0))?;
         Ok(0)
     }
 

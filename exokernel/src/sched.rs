@@ -19,7 +19,7 @@ use alloc::vec::Vec;
 use kcore::cpu::{self, Runnable, States};
 use kcore::slotvec::{apply_penalty, SlotVecError, SlotVector};
 use kcore::upcall::{self, UpcallStack};
-use shared_abi::syscall::{encode, nr, Error};
+use shared_abi::syscall::{encode, nr, Error, SlotKey};
 
 /// Most asynchronous transfers queued for one environment.
 pub const PCT_QUEUE_MAX: usize = 8;
@@ -362,8 +362,8 @@ impl Cpu {
         self.slots.alloc(position, index).map_err(from_slot_error)
     }
 
-    pub fn slot_free(&mut self, index: usize, key: u64) -> Result<u64, Error> {
-        self.slots.free(key, index).map_err(from_slot_error).map(|_| 0)
+    pub fn slot_free(&mut self, index: usize, key: SlotKey) -> Result<u64, Error> {
+        self.slots.free(key.0, index).map_err(from_slot_error).map(|_| 0)
     }
 
     /// What `env_info` reports (the time is charged first).

@@ -7,11 +7,10 @@ use crate::counters::{bump, COUNTERS};
 use crate::env::EnvState;
 use crate::kernel::{Kernel, KERNEL};
 use crate::umem::{self, UserSlice};
-use kcore::keys::Rights;
 use kcore::kmem::KmemObject;
 use kcore::usercheck::check_user_entry;
-use shared_abi::net::nr as net_nr;
-use shared_abi::syscall::{encode, nr, EnvInfo, Error, FrameKey, KernelStats};
+use shared_abi::net::{nr as net_nr, FilterId};
+use shared_abi::syscall::{encode, nr, EnvInfo, Error, FrameKey, KernelStats, Rights, SlotKey};
 use shared_abi::upcall::{UpcallTable, FRAME_SIZE};
 
 /// Largest console write in one call.
@@ -74,15 +73,20 @@ extern "C" fn sys_stats(ptr: u64, len: u64, _: u64, _: u64, _: u64, _: u64) -> u
 // registers) and hands them to the subsystem that owns what the call is
 // about, with the calling environment's index and whatever else it needs.
 
-fn key(lo: u64, hi: u64) -> FrameKey {
-    FrameKey { lo, hi }
+fn key(handle: u64, mac: u64) -> FrameKey {
+    FrameKey { handle, mac }
 }
 
-extern "C" fn sys_frame_alloc(want_pa: u64, rights: u64, out: u64, _: u64, _: u64, _: u64) -> u64 {
+/// A rights word: unknown bits are `InvalidArgument`.
+fn rights(word: u64) -> Result<Rights, Error> {
+    Rights::from_word(word).ok_or(Error::InvalidArgument)
+}
+
+extern "C" fn sys_frame_alloc(want_pa: u64, rights_word: u64, out: u64, _: u64, _: u64, _: u64) -> u64 {
     with_kernel(|k| {
         let me = k.current();
         let other = k.kmem_elsewhere(me);
-        k.memory.frame_alloc(me, want_pa, rights, out, other, rdtsc())
+        k.memory.frame_alloc(me, want_pa, rights(rights_word)?, out, other, rdtsc())
     })
 }
 
@@ -90,11 +94,11 @@ extern "C" fn sys_frame_free(lo: u64, hi: u64, _: u64, _: u64, _: u64, _: u64) -
     with_kernel(|k| k.memory.frame_free(k.current(), key(lo, hi)))
 }
 
-extern "C" fn sys_frame_share(lo: u64, hi: u64, to_env: u64, rights: u64, out: u64, _: u64) -> u64 {
+extern "C" fn sys_frame_share(lo: u64, hi: u64, to_env: u64, rights_word: u64, out: u64, _: u64) -> u64 {
     with_kernel(|k| {
         let me = k.current();
         let other = k.kmem_elsewhere(me);
-        k.memory.frame_share(me, key(lo, hi), to_env, rights, out, other)
+        k.memory.frame_share(me, key(lo, hi), to_env, rights(rights_word)?, out, other)
     })
 }
 
@@ -135,7 +139,7 @@ extern "C" fn sys_slot_alloc(position: u64, _: u64, _: u64, _: u64, _: u64, _: u
 }
 
 extern "C" fn sys_slot_free(key: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_kernel(|k| k.cpu.slot_free(k.current(), key))
+    with_kernel(|k| k.cpu.slot_free(k.current(), SlotKey(key)))
 }
 
 extern "C" fn sys_pct_send(target: u64, m0: u64, m1: u64, m2: u64, m3: u64, _: u64) -> u64 {
@@ -172,7 +176,7 @@ extern "C" fn sys_net_filter_remove(filter: u64, _: u64, _: u64, _: u64, _: u64,
     with_kernel(|k| {
         k.net.require_nic()?;
         k.poll_net();
-        k.net.filter_remove(k.envs.get(k.current()).id, filter)
+        k.net.filter_remove(k.envs.get(k.current()).id, FilterId(filter))
     })
 }
 

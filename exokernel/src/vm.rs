@@ -22,7 +22,7 @@ use crate::counters::{bump, COUNTERS};
 use crate::umem::{self, Pod};
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
-use kcore::keys::{EnvId, FrameInfo as KeyInfo, FrameKey as KernelKey, FrameTable, Rights};
+use kcore::keys::{EnvId, FrameInfo as KeyInfo, FrameTable};
 use kcore::kmem::{KmemObject, KmemUse};
 use kcore::revoke::{self, Holding};
 use kcore::rmap::ReverseMap;
@@ -30,7 +30,7 @@ use kcore::slots::{Slot, SlotError, SlotSet};
 use kcore::stlb::{page_number, Stlb, StlbEntry};
 use shared_abi::manifest::TlbPolicy;
 use shared_abi::start::{RepossessionVector, DYNAMIC_BASE, DYNAMIC_END, REPOSSESSION_ADDR, REPOSSESSION_SLOTS};
-use shared_abi::syscall::{map_bits, map_flags, Error, FrameInfo, FrameKey};
+use shared_abi::syscall::{map_bits, map_flags, Error, FrameInfo, FrameKey, Rights};
 use shared_abi::upcall::{UpcallKind, REVOKE_ABORTED, REVOKE_REQUEST};
 
 /// Entries of each environment's software TLB (Aegis used 4096).
@@ -163,14 +163,6 @@ pub struct Memory {
     loaded_root: u64,
     /// The manifest allows `key_bench`.
     benchmarks: bool,
-}
-
-fn to_abi(key: KernelKey) -> FrameKey {
-    FrameKey { lo: key.handle, hi: key.mac }
-}
-
-fn from_abi(key: FrameKey) -> KernelKey {
-    KernelKey { handle: key.lo, mac: key.hi }
 }
 
 fn page_flags(writable: bool) -> Flags {
@@ -466,12 +458,11 @@ impl Memory {
         &mut self,
         index: usize,
         want_pa: u64,
-        rights: u64,
+        rights: Rights,
         out: u64,
         other: KmemUse,
         now: u64,
     ) -> Result<u64, Error> {
-        let rights = u8::try_from(rights).ok().and_then(Rights::from_bits).ok_or(Error::InvalidArgument)?;
         if rights == Rights::NONE {
             return Err(Error::InvalidArgument);
         }
@@ -503,7 +494,7 @@ impl Memory {
         };
         self.pool_used += 1;
         self.envs[index].held.push(frame_pa / 4096);
-        if let Err(error) = umem::write_value(self.space_of(index)?, out, &to_abi(key)) {
+        if let Err(error) = umem::write_value(self.space_of(index)?, out, &key) {
             let _ = self.table.free(key, env_id);
             self.envs[index].held.pop();
             self.release_pool_frame(frame_pa / 4096);
@@ -514,7 +505,7 @@ impl Memory {
 
     /// `frame_free(key)` for env `index`.
     pub fn frame_free(&mut self, index: usize, key: FrameKey) -> Result<u64, Error> {
-        let frame = self.table.free(from_abi(key), self.envs[index].id)?;
+        let frame = self.table.free(key, self.envs[index].id)?;
         self.unmap_frame_everywhere(frame * 4096, index);
         let mem = &mut self.envs[index];
         if let Some(at) = mem.held.iter().position(|&f| f == frame) {
@@ -531,26 +522,25 @@ impl Memory {
         index: usize,
         key: FrameKey,
         to_env: u64,
-        rights: u64,
+        rights: Rights,
         out: u64,
         other: KmemUse,
     ) -> Result<u64, Error> {
-        let rights = u8::try_from(rights).ok().and_then(Rights::from_bits).ok_or(Error::InvalidArgument)?;
         if !self.envs.iter().any(|e| e.id == to_env && e.space.is_some()) {
             return Err(Error::NoSuchEnv);
         }
         // Check the out pointer is writable before minting anything.
         umem::write_value(self.space_of(index)?, out, &FrameKey::default())?;
         self.kmem_room(index, other, KmemObject::Grant)?;
-        let shared = self.table.share(from_abi(key), self.envs[index].id, to_env, rights)?;
-        umem::write_value(self.space_of(index)?, out, &to_abi(shared))?;
+        let shared = self.table.share(key, self.envs[index].id, to_env, rights)?;
+        umem::write_value(self.space_of(index)?, out, &shared)?;
         Ok(0)
     }
 
     /// `frame_query(key, out_ptr)` for env `index`.
     pub fn frame_query(&mut self, index: usize, key: FrameKey, out: u64) -> Result<u64, Error> {
         let env_id = self.envs[index].id;
-        let info = self.table.query(from_abi(key), env_id)?;
+        let info = self.table.query(key, env_id)?;
         let abi = FrameInfo {
             frame_pa: info.frame * 4096,
             rights: info.rights.bits() as u64,
@@ -565,7 +555,7 @@ impl Memory {
     /// (the network's transmit uses it).
     pub fn check_key(&self, index: usize, key: FrameKey, need: Rights) -> Result<KeyInfo, Error> {
         bump(&COUNTERS.key_checks);
-        Ok(self.table.check(from_abi(key), self.envs[index].id, need)?)
+        Ok(self.table.check(key, self.envs[index].id, need)?)
     }
 
     /// `map(va, key, flags)` for env `index`.
@@ -712,7 +702,7 @@ impl Memory {
             return Err(Error::InvalidArgument);
         }
         let env_id = self.envs[index].id;
-        let key = from_abi(key);
+        let key = key;
         self.table.check(key, env_id, Rights::READ)?;
         let start = crate::arch::cpu::rdtsc();
         for _ in 0..iterations {

@@ -47,6 +47,18 @@ pub struct RxRingHeader {
     pub _reserved: [u64; 4],
 }
 
+/// The handle of an installed packet filter (`net_filter_install`):
+/// `generation << 32 | entry index` in the kernel's filter table. Opaque.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(transparent)]
+pub struct FilterId(pub u64);
+
+impl core::fmt::Display for FilterId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// What `net_info` reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
@@ -90,7 +102,7 @@ pub use stubs::*;
 /// The user stubs of the network calls.
 #[cfg(feature = "runtime")]
 mod stubs {
-    use super::{nr, NetInfo};
+    use super::{nr, FilterId, NetInfo};
     use crate::syscall::{decode, raw6, Error, FrameKey};
 
     /// Register the receive ring at `ring_va` (`ring_len` bytes, page
@@ -104,21 +116,22 @@ mod stubs {
     }
 
     /// Install an encoded filter (`crate::filter::Filter::encode`); returns its id.
-    pub fn net_filter_install(encoded: &[u8]) -> Result<u64, Error> {
+    pub fn net_filter_install(encoded: &[u8]) -> Result<FilterId, Error> {
         // SAFETY: the kernel only reads `encoded`.
         decode(unsafe { raw6(nr::NET_FILTER_INSTALL, encoded.as_ptr() as u64, encoded.len() as u64, 0, 0, 0, 0) })
+            .map(FilterId)
     }
 
     /// Remove one of the caller's filters.
-    pub fn net_filter_remove(filter_id: u64) -> Result<(), Error> {
+    pub fn net_filter_remove(filter_id: FilterId) -> Result<(), Error> {
         // SAFETY: no memory is passed.
-        decode(unsafe { raw6(nr::NET_FILTER_REMOVE, filter_id, 0, 0, 0, 0, 0) }).map(|_| ())
+        decode(unsafe { raw6(nr::NET_FILTER_REMOVE, filter_id.0, 0, 0, 0, 0, 0) }).map(|_| ())
     }
 
     /// Transmit `len` bytes at `offset` in the frame `key` names (read right).
     pub fn net_tx(key: FrameKey, offset: u64, len: u64) -> Result<u64, Error> {
         // SAFETY: the kernel only reads the frame the key names.
-        decode(unsafe { raw6(nr::NET_TX, key.lo, key.hi, offset, len, 0, 0) })
+        decode(unsafe { raw6(nr::NET_TX, key.handle, key.mac, offset, len, 0, 0) })
     }
 
     /// The NIC's MAC (0 if there is none) and the binding's counters.

@@ -101,22 +101,120 @@ pub mod map_bits {
     pub const DIRTY: u64 = 32;
 }
 
-/// Rights a frame key carries.
-pub mod rights {
-    pub const READ: u64 = 1;
-    pub const WRITE: u64 = 2;
-    /// May mint keys for other environments.
-    pub const SHARE: u64 = 4;
-    pub const ALL: u64 = READ | WRITE | SHARE;
+bitflags::bitflags! {
+    /// What a frame key allows. In registers: the low 8 bits of a word;
+    /// the kernel refuses a word with any other bit set.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct Rights: u8 {
+        /// Map the frame readable.
+        const READ = 1;
+        /// Map the frame writable.
+        const WRITE = 2;
+        /// Mint other environments keys to the frame.
+        const SHARE = 4;
+    }
 }
 
-/// An unforgeable frame key, as the kernel minted it. Opaque to libOSes:
-/// pass it back as (`lo`, `hi`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+impl Rights {
+    /// No rights: the key still names the frame (and lets the owner free it).
+    pub const NONE: Rights = Rights::empty();
+    /// Every right.
+    pub const ALL: Rights = Rights::READ.union(Rights::WRITE).union(Rights::SHARE);
+
+    /// The rights a register word names; None if it has an unknown bit.
+    pub const fn from_word(word: u64) -> Option<Rights> {
+        if word > u8::MAX as u64 {
+            return None;
+        }
+        Rights::from_bits(word as u8)
+    }
+
+    /// The register word for these rights.
+    pub const fn word(self) -> u64 {
+        self.bits() as u64
+    }
+}
+
+/// The rights as constants, for `rights::READ | rights::WRITE`.
+pub mod rights {
+    use super::Rights;
+    pub const READ: Rights = Rights::READ;
+    pub const WRITE: Rights = Rights::WRITE;
+    /// May mint keys for other environments.
+    pub const SHARE: Rights = Rights::SHARE;
+    pub const ALL: Rights = Rights::ALL;
+}
+
+/// An unforgeable frame key, as the kernel minted it: the one key type of
+/// both sides (the kernel's grant table stores and compares these). Passed
+/// in two registers, `handle` then `mac`.
+///
+/// ```text
+/// handle: 63             32 31                 8 7        0
+///         | entry generation |     entry index    |  rights  |
+/// mac:    first 8 bytes of SHA-256(secret, handle, frame, env, serial)
+/// ```
+///
+/// To a libOS it is opaque but for [`FrameKey::rights`]; only a key the
+/// kernel minted (and has not destroyed since) is accepted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[repr(C)]
 pub struct FrameKey {
-    pub lo: u64,
-    pub hi: u64,
+    /// Rights, grant-table entry index and entry generation.
+    pub handle: u64,
+    /// The MAC that makes the key unguessable.
+    pub mac: u64,
+}
+
+impl FrameKey {
+    const RIGHTS_MASK: u64 = 0xff;
+    const ENTRY_SHIFT: u32 = 8;
+    const ENTRY_MASK: u64 = (1 << 24) - 1;
+    const GENERATION_SHIFT: u32 = 32;
+
+    /// Most live keys one grant table can hold: the entry index is 24 bits.
+    pub const MAX_ENTRIES: usize = 1 << 24;
+
+    /// The handle word of a key with these parts.
+    pub const fn handle_for(rights: Rights, entry_index: usize, entry_generation: u32) -> u64 {
+        (entry_generation as u64) << Self::GENERATION_SHIFT
+            | (entry_index as u64) << Self::ENTRY_SHIFT
+            | rights.bits() as u64
+    }
+
+    /// The rights the key claims (unknown bits dropped).
+    pub const fn rights(self) -> Rights {
+        Rights::from_bits_truncate((self.handle & Self::RIGHTS_MASK) as u8)
+    }
+
+    /// The grant-table entry the key names.
+    pub const fn entry_index(self) -> usize {
+        ((self.handle >> Self::ENTRY_SHIFT) & Self::ENTRY_MASK) as usize
+    }
+
+    /// The generation of that entry the key was minted in.
+    pub const fn entry_generation(self) -> u32 {
+        (self.handle >> Self::GENERATION_SHIFT) as u32
+    }
+}
+
+/// The key to a time slot a libOS owns (`slot_alloc`, `slot_free`):
+/// `generation << 32 | position`. Opaque.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(transparent)]
+pub struct SlotKey(pub u64);
+
+impl core::fmt::Display for SlotKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+impl SlotKey {
+    /// The slot's position in the vector.
+    pub const fn position(self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
+    }
 }
 
 /// What `env_info` reports: the caller's share of the CPU.
@@ -291,7 +389,7 @@ pub use stubs::*;
 
 #[cfg(feature = "runtime")]
 mod stubs {
-    use super::{decode, map_bits, nr, EnvInfo, Error, FrameInfo, FrameKey, KernelStats};
+    use super::{decode, map_bits, nr, EnvInfo, Error, FrameInfo, FrameKey, KernelStats, Rights, SlotKey};
     use crate::upcall::UpcallTable;
     use core::arch::asm;
 
@@ -363,24 +461,28 @@ mod stubs {
     }
 
     /// Allocate a frame (`want_pa` = 0: any) with `rights`; returns (frame, key).
-    pub fn frame_alloc(want_pa: u64, rights: u64) -> Result<(u64, FrameKey), Error> {
+    pub fn frame_alloc(want_pa: u64, rights: Rights) -> Result<(u64, FrameKey), Error> {
         let mut key = FrameKey::default();
         // SAFETY: the kernel writes one FrameKey into `key`.
-        let pa = decode(unsafe { raw6(nr::FRAME_ALLOC, want_pa, rights, &mut key as *mut FrameKey as u64, 0, 0, 0) })?;
+        let pa = decode(unsafe {
+            raw6(nr::FRAME_ALLOC, want_pa, rights.word(), &mut key as *mut FrameKey as u64, 0, 0, 0)
+        })?;
         Ok((pa, key))
     }
 
     /// Free a frame the caller owns.
     pub fn frame_free(key: FrameKey) -> Result<(), Error> {
         // SAFETY: no memory is passed.
-        decode(unsafe { raw6(nr::FRAME_FREE, key.lo, key.hi, 0, 0, 0, 0) }).map(|_| ())
+        decode(unsafe { raw6(nr::FRAME_FREE, key.handle, key.mac, 0, 0, 0, 0) }).map(|_| ())
     }
 
     /// Mint environment `to_env` a key to the frame with `rights` (a subset).
-    pub fn frame_share(key: FrameKey, to_env: u64, rights: u64) -> Result<FrameKey, Error> {
+    pub fn frame_share(key: FrameKey, to_env: u64, rights: Rights) -> Result<FrameKey, Error> {
         let mut out = FrameKey::default();
         // SAFETY: the kernel writes one FrameKey into `out`.
-        decode(unsafe { raw6(nr::FRAME_SHARE, key.lo, key.hi, to_env, rights, &mut out as *mut FrameKey as u64, 0) })?;
+        decode(unsafe {
+            raw6(nr::FRAME_SHARE, key.handle, key.mac, to_env, rights.word(), &mut out as *mut FrameKey as u64, 0)
+        })?;
         Ok(out)
     }
 
@@ -388,7 +490,7 @@ mod stubs {
     pub fn frame_query(key: FrameKey) -> Result<FrameInfo, Error> {
         let mut out = FrameInfo::default();
         // SAFETY: the kernel writes one FrameInfo into `out`.
-        decode(unsafe { raw6(nr::FRAME_QUERY, key.lo, key.hi, &mut out as *mut FrameInfo as u64, 0, 0, 0) })?;
+        decode(unsafe { raw6(nr::FRAME_QUERY, key.handle, key.mac, &mut out as *mut FrameInfo as u64, 0, 0, 0) })?;
         Ok(out)
     }
 
@@ -396,7 +498,7 @@ mod stubs {
     #[inline(always)]
     pub fn map(va: u64, key: FrameKey, flags: u64) -> Result<(), Error> {
         // SAFETY: changing the caller's own mappings is the caller's business.
-        decode(unsafe { raw6(nr::MAP, va, key.lo, key.hi, flags, 0, 0) }).map(|_| ())
+        decode(unsafe { raw6(nr::MAP, va, key.handle, key.mac, flags, 0, 0) }).map(|_| ())
     }
 
     /// Remove the mapping of the page at `va`.
@@ -441,19 +543,19 @@ mod stubs {
     /// Ticks the kernel's key check takes for `iterations` checks of `key`.
     pub fn key_bench(key: FrameKey, iterations: u64) -> Result<u64, Error> {
         // SAFETY: no memory is passed.
-        decode(unsafe { raw6(nr::KEY_BENCH, key.lo, key.hi, iterations, 0, 0, 0) })
+        decode(unsafe { raw6(nr::KEY_BENCH, key.handle, key.mac, iterations, 0, 0, 0) })
     }
 
     /// Own time slot `position` (or [`nr::ANY_SLOT`]); returns its key.
-    pub fn slot_alloc(position: u64) -> Result<u64, Error> {
+    pub fn slot_alloc(position: u64) -> Result<SlotKey, Error> {
         // SAFETY: no memory is passed.
-        decode(unsafe { raw6(nr::SLOT_ALLOC, position, 0, 0, 0, 0, 0) })
+        decode(unsafe { raw6(nr::SLOT_ALLOC, position, 0, 0, 0, 0, 0) }).map(SlotKey)
     }
 
     /// Give a slot back.
-    pub fn slot_free(key: u64) -> Result<(), Error> {
+    pub fn slot_free(key: SlotKey) -> Result<(), Error> {
         // SAFETY: no memory is passed.
-        decode(unsafe { raw6(nr::SLOT_FREE, key, 0, 0, 0, 0, 0) }).map(|_| ())
+        decode(unsafe { raw6(nr::SLOT_FREE, key.0, 0, 0, 0, 0, 0) }).map(|_| ())
     }
 
     /// Synchronous protected control transfer: run `target`'s protected

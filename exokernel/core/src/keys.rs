@@ -51,7 +51,6 @@
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use core::ops::BitOr;
 use sha2::{Digest, Sha256};
 use shared_abi::syscall::Error;
 
@@ -61,89 +60,12 @@ pub type EnvId = u64;
 /// Physical frame number (physical address / 4096).
 pub type FrameNumber = u64;
 
-/// What a frame key allows; a set of the constants below.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Rights(u8);
-
-impl Rights {
-    /// No rights: the key still names the frame (and lets the owner free it).
-    pub const NONE: Rights = Rights(0);
-    /// Map the frame readable.
-    pub const READ: Rights = Rights(1);
-    /// Map the frame writable.
-    pub const WRITE: Rights = Rights(2);
-    /// Mint other environments keys to the frame.
-    pub const SHARE: Rights = Rights(4);
-    /// Every right.
-    pub const ALL: Rights = Rights(7);
-
-    /// The rights with these bits, or None if an unknown bit is set.
-    pub const fn from_bits(bits: u8) -> Option<Rights> {
-        if bits & !Rights::ALL.0 == 0 {
-            Some(Rights(bits))
-        } else {
-            None
-        }
-    }
-
-    /// The raw bits, as stored in a key's `handle` word.
-    pub const fn bits(self) -> u8 {
-        self.0
-    }
-
-    /// True if every right in `other` is also in `self`.
-    pub const fn contains(self, other: Rights) -> bool {
-        self.0 & other.0 == other.0
-    }
-}
-
-impl BitOr for Rights {
-    type Output = Rights;
-
-    fn bitor(self, other: Rights) -> Rights {
-        Rights(self.0 | other.0)
-    }
-}
-
-const RIGHTS_MASK: u64 = 0xff;
-const ENTRY_SHIFT: u32 = 8;
-const ENTRY_MASK: u64 = (1 << 24) - 1;
-const ENTRY_GENERATION_SHIFT: u32 = 32;
+/// What a frame key allows, and the key itself: the ABI's types, so the
+/// kernel and the libOSes share one definition (layout in the module doc).
+pub use shared_abi::syscall::{FrameKey, Rights};
 
 /// Most grants (live keys) the table can hold at once: the entry index is 24 bits.
-pub const MAX_GRANTS: usize = 1 << 24;
-
-/// A key to a physical frame, as held by a libOS. Until [`FrameTable::check`]
-/// accepts it, it is only an allegation. The layout is in the module doc.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(C)]
-pub struct FrameKey {
-    /// Rights, entry index and entry generation.
-    pub handle: u64,
-    /// The truncated SHA-256 MAC.
-    pub mac: u64,
-}
-
-impl FrameKey {
-    fn handle_for(rights: Rights, entry_index: usize, entry_generation: u32) -> u64 {
-        (entry_generation as u64) << ENTRY_GENERATION_SHIFT | (entry_index as u64) << ENTRY_SHIFT | rights.bits() as u64
-    }
-
-    /// The rights the key claims (unknown bits dropped).
-    pub fn rights(self) -> Rights {
-        Rights((self.handle & RIGHTS_MASK) as u8 & Rights::ALL.0)
-    }
-
-    /// The grant-table entry the key names.
-    pub fn entry_index(self) -> usize {
-        ((self.handle >> ENTRY_SHIFT) & ENTRY_MASK) as usize
-    }
-
-    /// The generation of that entry the key was minted in.
-    pub fn entry_generation(self) -> u32 {
-        (self.handle >> ENTRY_GENERATION_SHIFT) as u32
-    }
-}
+pub const MAX_GRANTS: usize = FrameKey::MAX_ENTRIES;
 
 /// What a valid key tells the kernel about its frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -505,7 +427,7 @@ mod tests {
     const A: EnvId = 1;
     const B: EnvId = 2;
     const C: EnvId = 3;
-    const RW: Rights = Rights(Rights::READ.0 | Rights::WRITE.0);
+    const RW: Rights = Rights::READ.union(Rights::WRITE);
 
     /// Deterministic pseudo-random words (splitmix64) for forgeries.
     fn random_words(seed: u64) -> impl Iterator<Item = u64> {

@@ -30,7 +30,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use shared_abi::println;
 use shared_abi::rt::{rdtsc, set_handler, Env};
 use shared_abi::start::{DYNAMIC_BASE, DYNAMIC_END, REPOSSESSION_ADDR, STACK_SIZE, STACK_TOP, START_INFO_ADDR};
-use shared_abi::syscall::{self, decode, map_flags, nr, raw6, rights, Error, FrameKey};
+use shared_abi::net::FilterId;
+use shared_abi::syscall::{self, decode, map_flags, nr, raw6, rights, Error, FrameKey, Rights, SlotKey};
 use shared_abi::upcall::{UpcallFrame, UpcallKind, UpcallTable, FRAME_SIZE};
 use shared_abi::USER_TOP;
 
@@ -93,8 +94,9 @@ static UD2S: AtomicU64 = AtomicU64::new(0);
 static FAULTS: AtomicU64 = AtomicU64::new(0);
 static LAST_FAULT: AtomicU64 = AtomicU64::new(0);
 static REVOCATIONS: AtomicU64 = AtomicU64::new(0);
-/// Address of the last upcall frame, and the page whose content to report
-/// if a frame ever arrives empty (the `upcall-stack` check).
+/// Address of the last breakpoint upcall's frame (other upcalls, such as a
+/// revocation nesting inside a handler, land elsewhere), and the page whose
+/// content to report if a frame ever arrives empty.
 static LAST_FRAME: AtomicU64 = AtomicU64::new(0);
 static WATCH_PAGE: AtomicU64 = AtomicU64::new(0);
 
@@ -130,7 +132,9 @@ core::arch::global_asm!(
 extern "C" fn check_frame(frame: *const UpcallFrame) {
     // SAFETY: the kernel entered with rsp = rdi = this address; we only read.
     let f = unsafe { core::ptr::read_volatile(frame) };
-    LAST_FRAME.store(frame as u64, Ordering::SeqCst);
+    if f.kind == UpcallKind::Exception as u64 && f.vector == 3 {
+        LAST_FRAME.store(frame as u64, Ordering::SeqCst);
+    }
     if UpcallKind::from_raw(f.kind).is_none() || f.rip == 0 || f.rsp == 0 {
         let watch = WATCH_PAGE.load(Ordering::SeqCst);
         let mut nonzero = 0;
@@ -788,7 +792,9 @@ struct Fuzz {
     keys: Vec<Held>,
     stale: Vec<FrameKey>,
     mapped: Vec<u64>,
-    slot_keys: Vec<u64>,
+    slot_keys: Vec<SlotKey>,
+    /// Packet filters we installed (ids).
+    filters: Vec<FilterId>,
     step: u64,
     calls: u64,
     errors: u64,
@@ -895,21 +901,21 @@ impl Fuzz {
         match self.rng.below(7) {
             0..=2 => {
                 let keys = self.keys.clone();
-                self.rng.pick(&keys).map(|h| h.key).unwrap_or(FrameKey { lo: 1, hi: 2 })
+                self.rng.pick(&keys).map(|h| h.key).unwrap_or(FrameKey { handle: 1, mac: 2 })
             }
             3 => {
                 let stale = self.stale.clone();
-                self.rng.pick(&stale).unwrap_or(FrameKey { lo: 3, hi: 4 })
+                self.rng.pick(&stale).unwrap_or(FrameKey { handle: 3, mac: 4 })
             }
-            4 => FrameKey { lo: self.rng.next(), hi: self.rng.next() },
+            4 => FrameKey { handle: self.rng.next(), mac: self.rng.next() },
             5 => {
                 let keys = self.keys.clone();
                 let mut key = self.rng.pick(&keys).map(|h| h.key).unwrap_or_default();
                 let bit = self.rng.below(128);
                 if bit < 64 {
-                    key.lo ^= 1 << bit
+                    key.handle ^= 1 << bit
                 } else {
-                    key.hi ^= 1 << (bit - 64)
+                    key.mac ^= 1 << (bit - 64)
                 }
                 key
             }
@@ -919,7 +925,7 @@ impl Fuzz {
                     FrameKey::default()
                 } else {
                     let at = self.rng.below(n) as usize;
-                    FrameKey { lo: INBOX_LO[at].load(Ordering::SeqCst), hi: INBOX_HI[at].load(Ordering::SeqCst) }
+                    FrameKey { handle: INBOX_LO[at].load(Ordering::SeqCst), mac: INBOX_HI[at].load(Ordering::SeqCst) }
                 }
             }
         }
@@ -953,7 +959,7 @@ impl Fuzz {
             4 => self.small(),
             5 => {
                 let keys = self.keys.clone();
-                self.rng.pick(&keys).map(|h| if self.rng.chance(2) { h.key.lo } else { h.key.hi }).unwrap_or(0)
+                self.rng.pick(&keys).map(|h| if self.rng.chance(2) { h.key.handle } else { h.key.mac }).unwrap_or(0)
             }
             _ => self.rng.next(),
         }
@@ -1012,14 +1018,14 @@ impl Fuzz {
                 }
                 nr::FRAME_FREE | nr::FRAME_QUERY | nr::KEY_BENCH | 25 => {
                     let key = self.key();
-                    a[0] = key.lo;
-                    a[1] = key.hi;
+                    a[0] = key.handle;
+                    a[1] = key.mac;
                     a[2] = if number == nr::FRAME_QUERY { self.pointer() } else { self.length() };
                 }
                 nr::FRAME_SHARE => {
                     let key = self.key();
-                    a[0] = key.lo;
-                    a[1] = key.hi;
+                    a[0] = key.handle;
+                    a[1] = key.mac;
                     a[2] = self.env_id();
                     a[3] = self.small();
                     a[4] = self.pointer();
@@ -1027,8 +1033,8 @@ impl Fuzz {
                 nr::MAP => {
                     let key = self.key();
                     a[0] = self.va();
-                    a[1] = key.lo;
-                    a[2] = key.hi;
+                    a[1] = key.handle;
+                    a[2] = key.mac;
                     a[3] = self.small();
                 }
                 nr::UNMAP | nr::MAP_QUERY | nr::GUARANTEE => {
@@ -1038,7 +1044,7 @@ impl Fuzz {
                 nr::SLOT_ALLOC => a[0] = if self.rng.chance(2) { nr::ANY_SLOT } else { self.small() },
                 nr::SLOT_FREE => {
                     let slot_keys = self.slot_keys.clone();
-                    a[0] = self.rng.pick(&slot_keys).unwrap_or(0)
+                    a[0] = self.rng.pick(&slot_keys).map_or(0, |k| k.0)
                         ^ if self.rng.chance(3) { 1 << self.rng.below(40) } else { 0 };
                 }
                 nr::PCT_CALL | nr::PCT_SEND => a[0] = self.env_id(),
@@ -1088,12 +1094,12 @@ impl Fuzz {
             }
             (nr::FRAME_SHARE, Ok(_)) if a[2] == self.me => {
                 if let Some(key) = self.read_scratch_key(a[4]) {
-                    let pa = self.keys.iter().find(|h| h.key.lo == a[0] && h.key.hi == a[1]).map(|h| h.pa).unwrap_or(0);
+                    let pa = self.keys.iter().find(|h| h.key.handle == a[0] && h.key.mac == a[1]).map(|h| h.pa).unwrap_or(0);
                     self.keys.push(Held { key, pa, owned: false });
                 }
             }
-            (nr::FRAME_FREE, Ok(_)) => self.forget_frame_of(FrameKey { lo: a[0], hi: a[1] }),
-            (nr::SLOT_ALLOC, Ok(key)) => self.slot_keys.push(key),
+            (nr::FRAME_FREE, Ok(_)) => self.forget_frame_of(FrameKey { handle: a[0], mac: a[1] }),
+            (nr::SLOT_ALLOC, Ok(key)) => self.slot_keys.push(SlotKey(key)),
             (nr::MAP, Ok(_)) => self.mapped.push(a[0]),
             _ => {}
         }
@@ -1156,7 +1162,7 @@ impl Fuzz {
 
     /// One valid step of a call sequence.
     fn valid_step(&mut self) {
-        match self.rng.below(16) {
+        match self.rng.below(18) {
             0 | 1 => {
                 if self.keys.iter().filter(|h| h.owned).count() > 96 {
                     return self.free_one();
@@ -1176,7 +1182,18 @@ impl Fuzz {
             }
             2 | 3 => {
                 let keys = self.keys.clone();
-                let Some(held) = self.rng.pick(&keys) else { return };
+                let held = match self.rng.pick(&keys) {
+                    // Sometimes a key another env sent us: its owner may free
+                    // the frame (or end) while we have it mapped.
+                    _ if self.rng.chance(3) && INBOX_COUNT.load(Ordering::SeqCst) > 0 => {
+                        let n = INBOX_COUNT.load(Ordering::SeqCst).min(INBOX as u64);
+                        let at = self.rng.below(n) as usize;
+                        let key = FrameKey { handle: INBOX_LO[at].load(Ordering::SeqCst), mac: INBOX_HI[at].load(Ordering::SeqCst) };
+                        Held { key, pa: 0, owned: false }
+                    }
+                    Some(held) => held,
+                    None => return,
+                };
                 let va = self.fuzz_va();
                 let flags = [0, map_flags::WRITE, map_flags::WRITE, map_flags::GUARANTEED | map_flags::WRITE]
                     [self.rng.below(4) as usize];
@@ -1201,12 +1218,12 @@ impl Fuzz {
                 let keys = self.keys.clone();
                 let Some(held) = self.rng.pick(&keys) else { return };
                 let to = if self.rng.chance(2) { self.me } else { 1 + self.rng.below(self.env_count.max(1)) };
-                let result = syscall::frame_share(held.key, to, self.rng.below(8));
+                let result = syscall::frame_share(held.key, to, Rights::from_bits_truncate(self.rng.below(8) as u8));
                 self.count(&result);
                 match result {
                     Ok(key) if to == self.me => self.keys.push(Held { key, pa: held.pa, owned: false }),
                     Ok(key) => {
-                        let sent = syscall::pct_send(to, [TAG_KEY, key.lo, key.hi, held.pa]);
+                        let sent = syscall::pct_send(to, [TAG_KEY, key.handle, key.mac, held.pa]);
                         self.count(&sent);
                     }
                     Err(_) => {}
@@ -1268,6 +1285,8 @@ impl Fuzz {
                 syscall::yield_now();
                 self.calls += 1;
             }
+            16 => self.filter_step(),
+            17 => self.ring_step(),
             _ => {
                 // Touch a page we never mapped: the fault comes back to us.
                 let va = FUZZ_BASE + FUZZ_PAGES * PAGE + self.rng.below(64) * PAGE;
@@ -1276,6 +1295,50 @@ impl Fuzz {
                 }
             }
         }
+    }
+
+    /// Install a filter (ARP, UDP 7 or a few other ports: the envs contend
+    /// for the same packets) or remove one of ours.
+    fn filter_step(&mut self) {
+        use shared_abi::filter::Filter;
+        if self.filters.len() < 4 && self.rng.chance(2) {
+            let filter = match self.rng.below(4) {
+                0 => Filter::new().ethertype(0x0806),
+                1 => Filter::udp_dst_port(7),
+                2 => Filter::udp_dst_port(1000 + self.rng.below(8) as u16),
+                _ => Filter::tcp_dst_port(80),
+            };
+            let result = shared_abi::net::net_filter_install(&filter.encode());
+            self.count(&result);
+            if let Ok(id) = result {
+                self.filters.push(id);
+            }
+        } else if !self.filters.is_empty() {
+            let id = self.filters.swap_remove(self.rng.below(self.filters.len() as u64) as usize);
+            let result = shared_abi::net::net_filter_remove(id);
+            self.count(&result);
+            // Only we can remove our filters; a raw call of ours may have
+            // (then the id is gone, or by now another env's).
+            if let Err(error) = result {
+                if error != Error::InvalidArgument && error != Error::PermissionDenied {
+                    println!("fuzz: removing our filter {} -> {}", id, error.name());
+                    self.fail("removing our own filter failed");
+                }
+            }
+        }
+    }
+
+    /// Register the receive ring on one of our pages or in the scratch
+    /// block; the kernel writes packets there while we remap and free.
+    fn ring_step(&mut self) {
+        let mapped = self.mapped.clone();
+        let va = match self.rng.pick(&mapped) {
+            Some(va) if self.rng.chance(2) => va & !0xfff,
+            _ => self.scratch + self.rng.below(SCRATCH_WINDOW / PAGE) * PAGE,
+        };
+        let len = [2112, PAGE, 2 * PAGE, 4 * PAGE, 1 << 20][self.rng.below(5) as usize];
+        let result = shared_abi::net::net_rx_ring(va, len);
+        self.count(&result);
     }
 
     fn free_one(&mut self) {
@@ -1302,7 +1365,7 @@ impl Fuzz {
                 None => return,
             }
         } else {
-            FrameKey { lo: self.rng.next(), hi: self.rng.next() }
+            FrameKey { handle: self.rng.next(), mac: self.rng.next() }
         };
         let result = syscall::map(FUZZ_CHECK_VA, key, 0);
         self.count(&result);
@@ -1310,7 +1373,7 @@ impl Fuzz {
             Err(Error::BadKey) => {}
             Ok(()) => {
                 let _ = syscall::unmap(FUZZ_CHECK_VA);
-                println!("fuzz: map with stale/forged key {:#x}:{:#x} succeeded", key.lo, key.hi);
+                println!("fuzz: map with stale/forged key {:#x}:{:#x} succeeded", key.handle, key.mac);
                 self.fail("a stale or forged key was accepted");
             }
             Err(error) => {
@@ -1361,6 +1424,13 @@ impl Fuzz {
         let before = INT3S.load(Ordering::SeqCst);
         int3();
         if INT3S.load(Ordering::SeqCst) != before + 1 || LAST_FRAME.load(Ordering::SeqCst) != expected {
+            println!(
+                "fuzz: int3 count {} (wanted {}), frame at {:#x} (wanted {:#x})",
+                INT3S.load(Ordering::SeqCst),
+                before + 1,
+                LAST_FRAME.load(Ordering::SeqCst),
+                expected
+            );
             self.fail("upcall not delivered on the dynamic-window stack");
         }
         let mut key = k1;
@@ -1373,6 +1443,13 @@ impl Fuzz {
                     if syscall::map(FUZZ_STACK_VA, k2, map_flags::WRITE | map_flags::GUARANTEED).is_ok() {
                         int3();
                         if INT3S.load(Ordering::SeqCst) != before + 2 || LAST_FRAME.load(Ordering::SeqCst) != expected {
+                            println!(
+                                "fuzz: int3 count {} (wanted {}), frame at {:#x} (wanted {:#x})",
+                                INT3S.load(Ordering::SeqCst),
+                                before + 2,
+                                LAST_FRAME.load(Ordering::SeqCst),
+                                expected
+                            );
                             self.fail("upcall after remapping the stack page went astray");
                         }
                     }
@@ -1393,25 +1470,45 @@ impl Fuzz {
 const BAD_TABLES: u64 = 6;
 
 /// Allocate, map, touch, unmap and free one frame (retrying while the
-/// kernel is taking frames back for us).
+/// kernel is taking frames back for us). A libOS within its quota must get
+/// one: every manifest the fuzzer boots keeps the quotas within the pool.
 fn final_check() -> Result<(), &'static str> {
     let mut tries = 0;
+    let mut again = |what: &str, error: Error| -> Result<(), &'static str> {
+        if error == Error::Again && tries < 20_000 {
+            tries += 1;
+            syscall::yield_now();
+            return Ok(());
+        }
+        let i = syscall::env_info().unwrap_or_default();
+        if error == Error::QuotaExceeded && i.frames_charged >= i.quota_frames {
+            // Frames whose keys a random call wrote where we cannot read
+            // them stay ours until exit: at the quota, refusal is right.
+            println!("fuzz: final {} -> quota-exceeded at {} of {} frames: fine", what, i.frames_charged, i.quota_frames);
+            return Err("");
+        }
+        println!("fuzz: final {} -> {} after {} retries", what, error.name(), tries);
+        Err("refused within the quota")
+    };
     let key = loop {
         match syscall::frame_alloc(0, rights::ALL) {
             Ok((_, key)) => break key,
-            Err(Error::Again) if tries < 10_000 => {
-                tries += 1;
-                syscall::yield_now();
-            }
-            Err(error) => {
-                println!("fuzz: final frame_alloc -> {}", error.name());
-                return Err("frame_alloc");
-            }
+            Err(error) => match again("frame_alloc", error) {
+                Ok(()) => continue,
+                Err("") => return Ok(()),
+                Err(why) => return Err(why),
+            },
         }
     };
-    if let Err(error) = syscall::map(FUZZ_CHECK_VA, key, map_flags::WRITE) {
-        println!("fuzz: final map -> {}", error.name());
-        return Err("map");
+    loop {
+        match syscall::map(FUZZ_CHECK_VA, key, map_flags::WRITE) {
+            Ok(()) => break,
+            Err(error) => match again("map", error) {
+                Ok(()) => continue,
+                Err("") => return syscall::frame_free(key).map_err(|_| "free"),
+                Err(why) => return Err(why),
+            },
+        }
     }
     if !probe_write(FUZZ_CHECK_VA, 0x600d) || probe_read(FUZZ_CHECK_VA) != Some(0x600d) {
         return Err("touch");
@@ -1474,6 +1571,7 @@ fn fuzz(env: &Env) -> Outcome {
         stale: Vec::new(),
         mapped: Vec::new(),
         slot_keys: Vec::new(),
+        filters: Vec::new(),
         step: 0,
         calls: 0,
         errors: 0,
@@ -1486,6 +1584,15 @@ fn fuzz(env: &Env) -> Outcome {
             f.raw_call();
         } else {
             f.valid_step();
+        }
+        if f.step % 64 == 0 {
+            // The budget holds whatever we did.
+            if let Ok(i) = syscall::env_info() {
+                if i.kmem_used > i.kmem_limit {
+                    println!("fuzz: kmem_used={} over kmem_limit={}", i.kmem_used, i.kmem_limit);
+                    f.fail("kernel memory over the budget");
+                }
+            }
         }
         if f.step % 1000 == 0 {
             println!(
@@ -1505,7 +1612,17 @@ fn fuzz(env: &Env) -> Outcome {
     if install_heap_upcalls().is_err() {
         f.fail("final set_upcalls refused");
     }
-    // Give back what we hold (the kernel would at exit anyway).
+    // Give back what we hold (the kernel would at exit anyway): mappings
+    // (all of the fuzz region), filters, frames.
+    for i in 0..FUZZ_PAGES {
+        let _ = syscall::unmap(FUZZ_BASE + i * PAGE);
+    }
+    for va in core::mem::take(&mut f.mapped) {
+        let _ = syscall::unmap(va);
+    }
+    for id in core::mem::take(&mut f.filters) {
+        let _ = shared_abi::net::net_filter_remove(id);
+    }
     while let Some(at) = f.owned_index() {
         let key = f.keys[at].key;
         let _ = syscall::frame_free(key);
@@ -1513,7 +1630,11 @@ fn fuzz(env: &Env) -> Outcome {
     }
     // The kernel still does its job: a fresh frame maps, holds data and frees.
     if let Err(why) = final_check() {
-        println!("fuzz: final check: {}", why);
+        let i = syscall::env_info().unwrap_or_default();
+        println!(
+            "fuzz: final check: {} (kmem_used={} kmem_limit={} frames_charged={} page_table_frames={} quota_frames={})",
+            why, i.kmem_used, i.kmem_limit, i.frames_charged, i.page_table_frames, i.quota_frames
+        );
         f.fail("alloc/map/touch/free does not work after fuzzing");
     }
     let stale = f.stale.clone();

@@ -154,7 +154,7 @@ static KEY_LO: AtomicU64 = AtomicU64::new(0);
 static KEY_HI: AtomicU64 = AtomicU64::new(0);
 
 fn stored_key() -> FrameKey {
-    FrameKey { lo: KEY_LO.load(Ordering::Relaxed), hi: KEY_HI.load(Ordering::Relaxed) }
+    FrameKey { handle: KEY_LO.load(Ordering::Relaxed), mac: KEY_HI.load(Ordering::Relaxed) }
 }
 
 fn on_page_fault(frame: &mut UpcallFrame) {
@@ -166,8 +166,8 @@ fn on_page_fault(frame: &mut UpcallFrame) {
         MODE_ALLOC_MAP => {
             if let Ok((_, key)) = syscall::frame_alloc(0, rights::READ | rights::WRITE) {
                 let _ = syscall::map(page, key, map_flags::WRITE);
-                KEY_LO.store(key.lo, Ordering::Relaxed);
-                KEY_HI.store(key.hi, Ordering::Relaxed);
+                KEY_LO.store(key.handle, Ordering::Relaxed);
+                KEY_HI.store(key.mac, Ordering::Relaxed);
             }
         }
         MODE_UPGRADE => {
@@ -294,8 +294,8 @@ fn memory_benchmarks(unit: &str, overhead: u64, upcall_floor: u64) {
 
     // TLB-slot install: map a keyed frame (the unmap is untimed setup).
     let va = DYNAMIC_BASE + 0x10_0000;
-    KEY_LO.store(key.lo, Ordering::Relaxed);
-    KEY_HI.store(key.hi, Ordering::Relaxed);
+    KEY_LO.store(key.handle, Ordering::Relaxed);
+    KEY_HI.store(key.mac, Ordering::Relaxed);
     let install = measure_with(overhead, || {
         let _ = syscall::unmap(va);
     }, || {
@@ -323,8 +323,8 @@ fn memory_benchmarks(unit: &str, overhead: u64, upcall_floor: u64) {
 
     // Write to a read-only mapping; the handler upgrades it and resumes.
     let (_, rw) = syscall::frame_alloc(0, rights::READ | rights::WRITE).expect("rw frame");
-    KEY_LO.store(rw.lo, Ordering::Relaxed);
-    KEY_HI.store(rw.hi, Ordering::Relaxed);
+    KEY_LO.store(rw.handle, Ordering::Relaxed);
+    KEY_HI.store(rw.mac, Ordering::Relaxed);
     FAULT_MODE.store(MODE_UPGRADE, Ordering::Relaxed);
     let upgrade = measure_with(overhead, || {
         let _ = syscall::unmap(va);

@@ -184,7 +184,7 @@ fn slots() -> i32 {
         println!("slots: no free slot: {:?}", free_slot.map_err(Error::name));
         return 1;
     };
-    let position = key & 0xffff_ffff;
+    let position = key.position() as u64;
     let after = syscall::env_info().expect("env info");
     println!("slots: allocated position {} (now own {})", position, after.slots_owned);
     let taken = syscall::slot_alloc(position);
@@ -194,7 +194,7 @@ fn slots() -> i32 {
     syscall::slot_free(key).expect("free");
     let stale = syscall::slot_free(key);
     println!("check slot-stale-key -> {}", stale.err().map(Error::name).unwrap_or("UNEXPECTED ok"));
-    let forged = syscall::slot_free(0xdead_0000_0000 | position);
+    let forged = syscall::slot_free(syscall::SlotKey(0xdead_0000_0000 | position));
     println!("check slot-forged-key -> {}", forged.err().map(Error::name).unwrap_or("UNEXPECTED ok"));
     0
 }

@@ -108,20 +108,20 @@ fn keys(env: &Env) -> Result<(), &'static str> {
     }
     println!("check alloc+map+use -> ok (frame {:#x})", pa);
     let info = syscall::frame_query(key).map_err(|_| "query")?;
-    if info.frame_pa != pa || info.owner != 1 || info.rights != rights::ALL {
+    if info.frame_pa != pa || info.owner != 1 || info.rights != rights::ALL.word() {
         return Err("query disagrees");
     }
     println!("check query -> ok");
 
     // Forged and flipped keys.
-    expect_err("forged-key", syscall::map(va + PAGE, FrameKey { lo: 0x0123_4567_89ab_cdef, hi: 42 }, 0), Error::BadKey)?;
+    expect_err("forged-key", syscall::map(va + PAGE, FrameKey { handle: 0x0123_4567_89ab_cdef, mac: 42 }, 0), Error::BadKey)?;
     for bit in [0u32, 7, 9, 33, 63] {
-        let flipped = FrameKey { lo: key.lo ^ (1 << bit), hi: key.hi };
+        let flipped = FrameKey { handle: key.handle ^ (1 << bit), mac: key.mac };
         expect_err("flipped-handle-bit", syscall::map(va + PAGE, flipped, 0), Error::BadKey)
             .or_else(|_| expect_err("flipped-handle-bit", syscall::map(va + PAGE, flipped, 0), Error::PermissionDenied))?;
     }
     for bit in [0u32, 31, 63] {
-        let flipped = FrameKey { lo: key.lo, hi: key.hi ^ (1 << bit) };
+        let flipped = FrameKey { handle: key.handle, mac: key.mac ^ (1 << bit) };
         expect_err("flipped-mac-bit", syscall::map(va + PAGE, flipped, 0), Error::BadKey)?;
     }
 
@@ -149,7 +149,7 @@ fn keys(env: &Env) -> Result<(), &'static str> {
     expect_err("map-misaligned", syscall::map(va + 8, key, 0), Error::Misaligned)?;
     expect_err("map-twice", syscall::map(va, key, 0), Error::AlreadyMapped)?;
     expect_err("map-bad-flags", syscall::map(va + 2 * PAGE, key, 0x80), Error::InvalidArgument)?;
-    expect_err("alloc-no-rights", syscall::frame_alloc(0, 0), Error::InvalidArgument)?;
+    expect_err("alloc-no-rights", syscall::frame_alloc(0, syscall::Rights::NONE), Error::InvalidArgument)?;
     expect_err("alloc-bad-out-ptr", unsafe_alloc_to(0xffff_8000_0000_0000), Error::BadAddress)?;
     expect_err("alloc-kernel-frame", syscall::frame_alloc(0x1000, rights::ALL), Error::NoMemory)?;
 
@@ -181,7 +181,7 @@ fn keys(env: &Env) -> Result<(), &'static str> {
 
 fn unsafe_alloc_to(out: u64) -> Result<u64, Error> {
     // SAFETY: the out pointer is hostile on purpose; the kernel checks it.
-    syscall::decode(unsafe { syscall::raw6(syscall::nr::FRAME_ALLOC, 0, rights::ALL, out, 0, 0, 0) })
+    syscall::decode(unsafe { syscall::raw6(syscall::nr::FRAME_ALLOC, 0, rights::ALL.word(), out, 0, 0, 0) })
 }
 
 fn stlb(env: &Env) -> Result<(), &'static str> {

@@ -260,13 +260,13 @@ fn rival(env: &Env) -> i32 {
         }
         syscall::yield_now();
     }
-    let conflict = outcome(net::net_filter_install(&Filter::udp_dst_port(7).encode()));
+    let conflict = outcome(net::net_filter_install(&Filter::udp_dst_port(7).encode()).map(|id| id.0));
     let mut bad_version = Filter::udp_dst_port(9).encode();
     bad_version[0] = 99;
-    let malformed = outcome(net::net_filter_install(&bad_version));
+    let malformed = outcome(net::net_filter_install(&bad_version).map(|id| id.0));
     // The echo env installed first: its first filter has handle 0.
-    let foreign_remove = outcome(net::net_filter_remove(0).map(|_| 0));
-    let forged_tx = outcome(net::net_tx(FrameKey { lo: 1, hi: 0xdead_beef }, 0, 60));
+    let foreign_remove = outcome(net::net_filter_remove(net::FilterId(0)).map(|_| 0));
+    let forged_tx = outcome(net::net_tx(FrameKey { handle: 1, mac: 0xdead_beef }, 0, 60));
     let own = net::net_filter_install(&Filter::udp_dst_port(9).encode());
     let own_remove = own.and_then(|id| net::net_filter_remove(id).map(|_| 0));
     println!(
