@@ -12,14 +12,14 @@ extern crate alloc;
 
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
-use shared_abi::println;
-use shared_abi::rt::{set_handler, Env};
-use shared_abi::start::DYNAMIC_BASE;
-use shared_abi::syscall::{self, map_flags, rights, Error, FrameKey};
-use shared_abi::upcall::{UpcallFrame, UpcallKind, REVOKE_ABORTED, REVOKE_REQUEST};
+use libos_runtime::frames;
+use libos_runtime::println;
+use libos_runtime::revocation::{self, RevocationInbox};
+use libos_runtime::rt::Env;
+use libos_runtime::start::DYNAMIC_BASE;
+use libos_runtime::syscall::{self, map_flags, rights, FrameKey};
 
-shared_abi::libos_main!(main);
+libos_runtime::libos_main!(main);
 
 const PAGE: u64 = 4096;
 /// Bytes per object cell.
@@ -56,21 +56,6 @@ struct GcHeap {
     collections: u64,
     frames_returned: u64,
     frames_lost: u64,
-}
-
-static REVOKE_OWED: AtomicU64 = AtomicU64::new(0);
-static REPOSSESSED: AtomicU64 = AtomicU64::new(0);
-
-fn on_revocation(frame: &mut UpcallFrame) {
-    match frame.vector {
-        REVOKE_REQUEST => {
-            REVOKE_OWED.fetch_add(frame.fault_addr, Ordering::SeqCst);
-        }
-        REVOKE_ABORTED => {
-            REPOSSESSED.fetch_add(frame.fault_addr, Ordering::SeqCst);
-        }
-        _ => {}
-    }
 }
 
 fn cell_addr(obj: ObjRef) -> *mut u64 {
@@ -110,14 +95,8 @@ impl GcHeap {
             return None;
         }
         let index = self.pages.iter().position(|p| p.is_none())?;
-        let key = loop {
-            match syscall::frame_alloc(0, rights::READ | rights::WRITE) {
-                Ok((_, key)) => break key,
-                Err(Error::Again) => syscall::yield_now(),
-                Err(_) => return None,
-            }
-        };
-        syscall::map(DYNAMIC_BASE + index as u64 * PAGE, key, map_flags::WRITE).ok()?;
+        let va = DYNAMIC_BASE + index as u64 * PAGE;
+        let (_, key) = frames::alloc_map(va, rights::READ | rights::WRITE, map_flags::WRITE).ok()?;
         self.pages[index] = Some(HeapPage { key, used: 0 });
         Some(index)
     }
@@ -184,13 +163,13 @@ impl GcHeap {
     }
 
     /// At a safe point: answer the kernel by collecting.
-    fn answer_kernel(&mut self, roots: &[Option<ObjRef>]) {
-        let lost = REPOSSESSED.swap(0, Ordering::SeqCst);
+    fn answer_kernel(&mut self, inbox: &RevocationInbox, roots: &[Option<ObjRef>]) {
+        let lost = inbox.take_aborted();
         if lost != 0 {
             self.frames_lost += lost;
             println!("revocation: the kernel took {} frame(s) by force", lost);
         }
-        let owed = REVOKE_OWED.swap(0, Ordering::SeqCst) as usize;
+        let owed = inbox.take_requested() as usize;
         if owed == 0 {
             return;
         }
@@ -218,10 +197,12 @@ fn main(env: &Env) -> i32 {
     let budget = env.param("pages").and_then(|p| p.parse().ok()).unwrap_or(64usize);
     let cycles = env.param("cycles").and_then(|p| p.parse().ok()).unwrap_or(5u64);
     println!("libos-gc up: env {} heap up to {} pages of {} cells", env.id, budget, CELLS_PER_PAGE);
-    if set_handler(UpcallKind::Revocation, on_revocation).is_err() {
+    // The runtime's handler only notes the kernel's requests (it may
+    // interrupt the collector); the loop answers them at safe points.
+    let Ok(inbox) = revocation::listen() else {
         println!("cannot register the revocation handler");
         return 1;
-    }
+    };
     let mut heap = GcHeap::new(budget, env.quota_frames as usize);
     // A runtime reserves its arena up front (`reserve` pages).
     let reserve = env.param("reserve").and_then(|p| p.parse().ok()).unwrap_or(0usize);
@@ -266,7 +247,7 @@ fn main(env: &Env) -> i32 {
             }
             allocated += 1;
             if step % 128 == 0 {
-                heap.answer_kernel(&roots);
+                heap.answer_kernel(inbox, &roots);
                 syscall::yield_now();
             }
         }

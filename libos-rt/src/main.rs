@@ -41,13 +41,14 @@ use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use libos_rt::runner::JobTable;
 use libos_rt::sched::{self, Task};
 use libos_rt::spec;
-use shared_abi::println;
-use shared_abi::rt::{rdtsc, set_handler, Env};
-use shared_abi::start::DYNAMIC_BASE;
-use shared_abi::syscall::{self, map_bits, map_flags, rights, Error};
-use shared_abi::upcall::{UpcallFrame, UpcallKind, SLOT_END};
+use libos_runtime::frames::{self, AllocMapError};
+use libos_runtime::println;
+use libos_runtime::rt::{rdtsc, set_handler, Env};
+use libos_runtime::start::DYNAMIC_BASE;
+use libos_runtime::syscall::{self, map_bits, map_flags, rights, Error};
+use libos_runtime::upcall::{UpcallFrame, UpcallKind, SLOT_END};
 
-shared_abi::libos_main!(main);
+libos_runtime::libos_main!(main);
 
 const PAGE: u64 = 4096;
 /// The task set run when the manifest names none: light enough to meet
@@ -392,22 +393,26 @@ fn ticks_to_us(ticks: u64, tsc_hz: u64) -> u64 {
 fn pin_state(tsc_hz: u64) -> Result<(&'static mut JobTable, &'static SlotCounters), &'static str> {
     let retry_ticks = mul_div(ALLOC_RETRY_US, tsc_hz, 1_000_000);
     let give_up = rdtsc().saturating_add(mul_div(ALLOC_WAIT_MS, tsc_hz, 1_000));
+    let wait_in_our_slot = || {
+        if rdtsc() >= give_up {
+            return false;
+        }
+        let retry_at = rdtsc() + retry_ticks;
+        while rdtsc() < retry_at {
+            core::hint::spin_loop();
+        }
+        true
+    };
     for page in 0..PINNED_PAGES {
-        let key = loop {
-            match syscall::frame_alloc(0, rights::READ | rights::WRITE) {
-                Ok((_, key)) => break key,
-                Err(Error::Again) if rdtsc() < give_up => {
-                    let retry_at = rdtsc() + retry_ticks;
-                    while rdtsc() < retry_at {
-                        core::hint::spin_loop();
-                    }
-                }
-                Err(Error::Again) => return Err("the kernel took too long to free a frame for us"),
-                Err(_) => return Err("no frame"),
+        let va = DYNAMIC_BASE + page * PAGE;
+        let flags = map_flags::WRITE | map_flags::GUARANTEED;
+        frames::alloc_map_waiting(va, rights::READ | rights::WRITE, flags, wait_in_our_slot).map_err(|error| {
+            match error {
+                AllocMapError::Alloc(Error::Again) => "the kernel took too long to free a frame for us",
+                AllocMapError::Alloc(_) => "no frame",
+                AllocMapError::Map(_) => "map refused",
             }
-        };
-        syscall::map(DYNAMIC_BASE + page * PAGE, key, map_flags::WRITE | map_flags::GUARANTEED)
-            .map_err(|_| "map refused")?;
+        })?;
     }
     check_pinned().map_err(|_| "a page is not in a slot and guaranteed")?;
     Ok(place_pinned())

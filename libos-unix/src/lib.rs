@@ -1,6 +1,6 @@
 //! libos-unix's policy logic: plain Rust, host-tested, linked into the libOS program
-//! (pagers, process schedulers, the user-level thread table, the HTTP
-//! server's logic and the receive ring's arithmetic).
+//! (pagers, process schedulers, the user-level thread table and the HTTP
+//! server's logic).
 //!
 //! Design principles:
 //! * The exokernel supplies mechanism (frames, mappings, accessed bits,
@@ -21,6 +21,5 @@ extern crate std;
 
 pub mod http;
 pub mod pager;
-pub mod rxring;
 pub mod sched;
 pub mod uthread;

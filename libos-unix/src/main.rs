@@ -13,15 +13,15 @@
 extern crate alloc;
 
 use core::arch::asm;
-use shared_abi::println;
-use shared_abi::rt::{set_handler, Env};
-use shared_abi::upcall::{UpcallFrame, UpcallKind};
+use libos_runtime::println;
+use libos_runtime::rt::{set_handler, Env};
+use libos_runtime::upcall::{UpcallFrame, UpcallKind};
 
 mod net;
 mod paging;
 mod threads;
 
-shared_abi::libos_main!(main);
+libos_runtime::libos_main!(main);
 
 fn main(env: &Env) -> i32 {
     println!("libos-unix up: env {} args {:?}", env.id, env.args);
@@ -111,15 +111,17 @@ fn start_paging(env: &Env, page_count: usize, default_frames: usize) -> Result<(
     let pager = libos_unix::pager::by_name(pager_name).ok_or("unknown pager (fifo, clock, lru)")?;
     let frames = env.param("frames").and_then(|f| f.parse().ok()).unwrap_or(default_frames);
     *paging::REGION.lock() =
-        Some(paging::Region::new(shared_abi::start::DYNAMIC_BASE, page_count, frames, pager));
+        Some(paging::Region::new(libos_runtime::start::DYNAMIC_BASE, page_count, frames, pager));
     set_handler(UpcallKind::PageFault, paging::on_page_fault).map_err(|_| "page-fault handler")?;
-    set_handler(UpcallKind::Revocation, paging::on_revocation).map_err(|_| "revocation handler")?;
+    // The runtime's revocation handler notes requests in its inbox;
+    // `paging::safe_point` answers them.
+    libos_runtime::revocation::listen().map_err(|_| "revocation handler")?;
     println!("paging: {} pages over {} frames, pager {}", page_count, frames, pager_name);
     Ok(())
 }
 
 fn page_addr(page: usize) -> *mut u64 {
-    (shared_abi::start::DYNAMIC_BASE + page as u64 * 4096) as *mut u64
+    (libos_runtime::start::DYNAMIC_BASE + page as u64 * 4096) as *mut u64
 }
 
 /// Words of each page the workloads write and check, spread over the page
@@ -285,7 +287,7 @@ fn pressure_workload(env: &Env) -> i32 {
             }
         }
         if round % 16 == 0 {
-            shared_abi::syscall::yield_now();
+            libos_runtime::syscall::yield_now();
         }
     }
     report("pressure");

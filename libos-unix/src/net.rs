@@ -5,10 +5,11 @@
 //! transmits frames from a page frame we hold a key for. Everything above
 //! (ARP, IPv4, UDP, TCP, HTTP) runs here, in the libOS:
 //!
-//! * [`ExoNic`] is a smoltcp [`Device`]: its receive token hands smoltcp
-//!   the frame in the ring's oldest slot and then gives the slot back
-//!   (bumps `tail`); its transmit token lets smoltcp build the frame in
-//!   our keyed transmit frame and then calls `net_tx` with that key.
+//! * [`ExoNic`] is a smoltcp [`Device`] over the runtime's receive ring
+//!   and transmit page: its receive token hands smoltcp the frame in the
+//!   ring's oldest slot and then gives the slot back ([`RxRing::pop`]); its
+//!   transmit token lets smoltcp build the frame in our keyed transmit page
+//!   and then sends it with `net_tx` ([`TxPage::send_with`]).
 //! * Filters claim ARP for our address, UDP to port 7 and TCP to port 80;
 //!   nothing else reaches us.
 //! * The poll loop drives `Interface::poll` with a clock from the TSC and
@@ -19,18 +20,17 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
-use core::alloc::Layout;
 use core::fmt::Write as _;
-use core::sync::atomic::{fence, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
+use libos_runtime::filter::{proto, Filter};
+use libos_runtime::frames::AllocMapError;
+use libos_runtime::net::{self as sys, RxRing, TxPage, MAX_FRAME, NET_RX, RX_SLOT_SIZE};
+use libos_runtime::println;
+use libos_runtime::rt::{rdtsc, set_handler, Env};
+use libos_runtime::start::{DYNAMIC_BASE, DYNAMIC_END};
+use libos_runtime::syscall::{self, Error};
+use libos_runtime::upcall::{UpcallFrame, UpcallKind, SLOT_END};
 use libos_unix::http::{self, Server};
-use libos_unix::rxring;
-use shared_abi::filter::{proto, Filter};
-use shared_abi::net::{self as sys, RxRingHeader, MAX_FRAME, NET_RX, RX_SLOT_SIZE};
-use shared_abi::println;
-use shared_abi::rt::{rdtsc, set_handler, Env};
-use shared_abi::start::{DYNAMIC_BASE, DYNAMIC_END};
-use shared_abi::syscall::{self, map_flags, rights, Error, FrameKey};
-use shared_abi::upcall::{UpcallFrame, UpcallKind, SLOT_END};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::{tcp, udp};
@@ -51,8 +51,7 @@ const RX_SLOTS: u64 = 31;
 /// Where the transmit frame is mapped: a page of the dynamic window that
 /// no other libos-unix mode uses (the pager's region starts at its base).
 const TX_VA: u64 = DYNAMIC_BASE + 0x0010_0000_0000;
-/// Extra attempts at a transmission the kernel answered `Again`.
-const TX_RETRIES: usize = 3;
+const _: () = assert!(TX_VA >= DYNAMIC_BASE && TX_VA < DYNAMIC_END);
 /// TCP sockets listening on the HTTP port (one connection each).
 const HTTP_SOCKETS: usize = 4;
 /// How long after the last counted request we keep polling so the
@@ -64,135 +63,12 @@ const ARP_TARGET_IP_OFFSET: u16 = proto::IPV4_OFFSET + 24;
 static RX_UPCALLS: AtomicU64 = AtomicU64::new(0);
 
 // ---------------------------------------------------------------------------
-// The device: receive ring in, keyed frame out.
-
-/// The receive ring: heap memory lent to the kernel for good.
-struct RxRing {
-    base: *mut u8,
-    slot_count: u64,
-    /// Slots consumed (our copy of the header's `tail`): the frames received.
-    tail: u64,
-}
-
-impl RxRing {
-    /// Allocate a ring of `slots` slots and register it with the kernel.
-    fn register(slots: u64) -> Result<RxRing, &'static str> {
-        let ring_len = rxring::ring_len_for(slots);
-        let layout = Layout::from_size_align(ring_len as usize, shared_abi::PAGE_SIZE as usize).map_err(|_| "ring layout")?;
-        // SAFETY: the layout has a nonzero size. The block is never freed:
-        // the kernel may write into it for as long as this environment lives.
-        let base = unsafe { alloc::alloc::alloc_zeroed(layout) };
-        if base.is_null() {
-            return Err("no heap for the receive ring");
-        }
-        let granted = sys::net_rx_ring(base as u64, ring_len).map_err(Error::name)?;
-        let slot_count = granted.min(rxring::slots_in(ring_len));
-        if slot_count == 0 {
-            return Err("the kernel granted a ring of no slots");
-        }
-        Ok(RxRing { base, slot_count, tail: 0 })
-    }
-
-    fn header(&self) -> *mut RxRingHeader {
-        self.base.cast()
-    }
-
-    /// Frames the kernel has put in the ring and we have not consumed.
-    fn pending(&self) -> u64 {
-        // SAFETY: the header lies at the start of the ring, which stays allocated.
-        let head = unsafe { core::ptr::read_volatile(&raw const (*self.header()).head) };
-        // The slots the kernel wrote before bumping `head` are read after this.
-        fence(Ordering::Acquire);
-        rxring::pending(head, self.tail, self.slot_count)
-    }
-
-    /// Packets the kernel dropped because the ring was full.
-    fn dropped(&self) -> u64 {
-        // SAFETY: as in `pending`.
-        unsafe { core::ptr::read_volatile(&raw const (*self.header()).dropped) }
-    }
-
-    /// Hand the oldest waiting frame to `consume`, then give its slot back.
-    fn pop<R>(&mut self, consume: impl FnOnce(&[u8]) -> R) -> Option<R> {
-        if self.pending() == 0 {
-            return None;
-        }
-        let offset = rxring::slot_offset(self.tail, self.slot_count);
-        // SAFETY: the slot lies inside the ring (`slot_offset` < ring length,
-        // slot within it); between `tail` and `head` it is ours: the kernel
-        // writes it again only after we bump `tail` below.
-        let result = unsafe {
-            let slot = self.base.add(offset);
-            let len = rxring::frame_len(core::ptr::read_volatile(slot.cast::<u32>()));
-            consume(core::slice::from_raw_parts(slot.add(8), len))
-        };
-        // Done reading the slot before the kernel may refill it.
-        fence(Ordering::Release);
-        self.tail += 1;
-        // SAFETY: as in `pending`; `tail` is the one header word we write.
-        unsafe { core::ptr::write_volatile(&raw mut (*self.header()).tail, self.tail) };
-        Some(result)
-    }
-}
-
-/// The transmit frame: a keyed page frame mapped writable in the dynamic
-/// window. `net_tx` copies the frame out before it returns, so one buffer
-/// at offset 0 serves every transmission.
-struct TxFrame {
-    key: FrameKey,
-    /// Frames the kernel accepted, and frames it refused (or too long).
-    sent: u64,
-    errors: u64,
-}
-
-impl TxFrame {
-    fn allocate() -> Result<TxFrame, &'static str> {
-        const _: () = assert!(TX_VA >= DYNAMIC_BASE && TX_VA < DYNAMIC_END);
-        let key = loop {
-            match syscall::frame_alloc(0, rights::READ | rights::WRITE) {
-                Ok((_, key)) => break key,
-                Err(Error::Again) => syscall::yield_now(),
-                Err(error) => return Err(error.name()),
-            }
-        };
-        syscall::map(TX_VA, key, map_flags::WRITE).map_err(Error::name)?;
-        Ok(TxFrame { key, sent: 0, errors: 0 })
-    }
-
-    /// Let `build` write a `len`-byte frame, then transmit it.
-    fn send<R>(&mut self, len: usize, build: impl FnOnce(&mut [u8]) -> R) -> R {
-        let offset = 0;
-        let room = len.min(shared_abi::PAGE_SIZE as usize);
-        // SAFETY: TX_VA maps our frame writable; `room` bytes lie inside the
-        // page and nothing else refers to it while `build` runs.
-        let buffer = unsafe { core::slice::from_raw_parts_mut(TX_VA as *mut u8, room) };
-        let result = build(buffer);
-        if len as u64 > MAX_FRAME {
-            self.errors += 1;
-        } else {
-            // The kernel copies the frame out before it returns; `Again`
-            // means the NIC had no room: try a few more times.
-            let mut result = sys::net_tx(self.key, offset, len as u64);
-            for _ in 0..TX_RETRIES {
-                if result != Err(Error::Again) {
-                    break;
-                }
-                syscall::yield_now();
-                result = sys::net_tx(self.key, offset, len as u64);
-            }
-            match result {
-                Ok(_) => self.sent += 1,
-                Err(_) => self.errors += 1,
-            }
-        }
-        result
-    }
-}
+// The device: the runtime's receive ring in, its transmit page out.
 
 /// The network device smoltcp sees.
 struct ExoNic {
     rx: RxRing,
-    tx: TxFrame,
+    tx: TxPage,
 }
 
 struct ExoRxToken<'a> {
@@ -200,7 +76,7 @@ struct ExoRxToken<'a> {
 }
 
 struct ExoTxToken<'a> {
-    tx: &'a mut TxFrame,
+    tx: &'a mut TxPage,
 }
 
 impl phy::RxToken for ExoRxToken<'_> {
@@ -217,7 +93,7 @@ impl phy::RxToken for ExoRxToken<'_> {
 
 impl phy::TxToken for ExoTxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        self.tx.send(len, f)
+        self.tx.send_with(len, f).0
     }
 }
 
@@ -456,8 +332,10 @@ fn serve(env: &Env) -> Result<(), &'static str> {
     let mac_bytes = info.mac.to_le_bytes();
     let mac = [mac_bytes[0], mac_bytes[1], mac_bytes[2], mac_bytes[3], mac_bytes[4], mac_bytes[5]];
 
-    let rx = RxRing::register(RX_SLOTS)?;
-    let tx = TxFrame::allocate()?;
+    let rx = RxRing::register(RX_SLOTS).map_err(Error::name)?;
+    // SAFETY: TX_VA is a page of the dynamic window that nothing else in
+    // this mode maps or touches (the pager's region starts at its base).
+    let tx = unsafe { TxPage::new(TX_VA, 0) }.map_err(AllocMapError::name)?;
     set_handler(UpcallKind::Interrupt, on_interrupt).map_err(|_| "interrupt handler")?;
     let filters = [
         ("arp", Filter::new().ethertype(proto::ETHERTYPE_ARP).match_u32(ARP_TARGET_IP_OFFSET, u32::from_be_bytes(GUEST_IP))),
@@ -515,7 +393,7 @@ fn serve(env: &Env) -> Result<(), &'static str> {
         GATEWAY_IP[1],
         GATEWAY_IP[2],
         GATEWAY_IP[3],
-        nic.rx.slot_count,
+        nic.rx.slot_count(),
         ids.join(" ")
     );
     println!(
@@ -560,9 +438,9 @@ fn serve(env: &Env) -> Result<(), &'static str> {
         server.requests,
         served.udp_echoes,
         served.udp_bytes,
-        nic.rx.tail,
-        nic.tx.sent,
-        nic.tx.errors,
+        nic.rx.received(),
+        nic.tx.sent(),
+        nic.tx.errors(),
         nic.rx.dropped(),
         RX_UPCALLS.load(Ordering::Relaxed),
         kernel.rx_unclaimed,
@@ -572,4 +450,4 @@ fn serve(env: &Env) -> Result<(), &'static str> {
     Ok(())
 }
 
-const _: () = assert!(RX_SLOT_SIZE >= MAX_FRAME + 8 && shared_abi::PAGE_SIZE >= MAX_FRAME);
+const _: () = assert!(RX_SLOT_SIZE >= MAX_FRAME + 8 && libos_runtime::PAGE_SIZE >= MAX_FRAME);

@@ -6,20 +6,15 @@
 use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use libos_runtime::frames;
+use libos_runtime::println;
+use libos_runtime::revocation::{RepossessionReader, INBOX};
+use libos_runtime::syscall::{self, map_bits, map_flags, rights, Error, FrameKey};
+use libos_runtime::upcall::UpcallFrame;
 use libos_unix::pager::Pager;
-use shared_abi::println;
-use shared_abi::start::{RepossessionVector, REPOSSESSION_ADDR, REPOSSESSION_SLOTS};
-use shared_abi::syscall::{self, map_bits, map_flags, rights, Error, FrameKey};
-use shared_abi::upcall::{UpcallFrame, REVOKE_ABORTED, REVOKE_REQUEST};
 use spin::Mutex;
 
 const PAGE: u64 = 4096;
-
-/// Frames the kernel asked back and we have not yet returned.
-static REVOKE_OWED: AtomicU64 = AtomicU64::new(0);
-/// Set when the abort protocol took frames; we reconcile at a safe point.
-static REPOSSESSED: AtomicU64 = AtomicU64::new(0);
 
 pub static REGION: Mutex<Option<Region>> = Mutex::new(None);
 
@@ -44,7 +39,8 @@ pub struct Region {
     /// Frames we may hold (shrinks when we give frames back).
     budget: usize,
     held: usize,
-    repossessions_seen: u64,
+    /// The entries of the repossession vector already reconciled.
+    repossessions: RepossessionReader,
     pub stats: PagingStats,
 }
 
@@ -58,7 +54,7 @@ impl Region {
             pager,
             budget,
             held: 0,
-            repossessions_seen: 0,
+            repossessions: RepossessionReader::new(),
             stats: PagingStats::default(),
         }
     }
@@ -77,13 +73,7 @@ impl Region {
 
     /// Allocate a fresh frame, waiting while the kernel takes frames back for us.
     fn new_frame() -> Result<(FrameKey, u64), Error> {
-        loop {
-            match syscall::frame_alloc(0, rights::READ | rights::WRITE) {
-                Ok((pa, key)) => return Ok((key, pa)),
-                Err(Error::Again) => syscall::yield_now(),
-                Err(error) => return Err(error),
-            }
-        }
+        frames::alloc_frame(rights::READ | rights::WRITE).map(|(pa, key)| (key, pa))
     }
 
     /// Write a resident page out (if dirty) and unmap it; returns its frame.
@@ -175,12 +165,8 @@ impl Region {
     /// At a safe point: answer an open repossession request by paging out
     /// and freeing frames, and account for frames the kernel took by force.
     pub fn answer_kernel(&mut self) {
-        if REPOSSESSED.swap(0, Ordering::SeqCst) != 0 {
-            // SAFETY: the kernel maps the repossession vector read-only for us.
-            let vector = unsafe { &*(REPOSSESSION_ADDR as *const RepossessionVector) };
-            while self.repossessions_seen < vector.count {
-                let entry = vector.entries[(self.repossessions_seen as usize) % REPOSSESSION_SLOTS];
-                self.repossessions_seen += 1;
+        if INBOX.take_aborted() != 0 {
+            for entry in self.repossessions.new_entries() {
                 if self.contains(entry.va) {
                     let page = ((entry.va - self.base) / PAGE) as usize;
                     if self.resident[page].take().is_some() {
@@ -192,7 +178,7 @@ impl Region {
                 }
             }
         }
-        let owed = REVOKE_OWED.swap(0, Ordering::SeqCst);
+        let owed = INBOX.take_requested();
         if owed == 0 {
             return;
         }
@@ -232,24 +218,12 @@ pub fn on_page_fault(frame: &mut UpcallFrame) {
     }
 }
 
-/// Revocation upcall: only note it (the region may be locked by the code we
-/// interrupted); the workload answers at its next safe point, well within
-/// the deadline.
-pub fn on_revocation(frame: &mut UpcallFrame) {
-    match frame.vector {
-        REVOKE_REQUEST => {
-            REVOKE_OWED.fetch_add(frame.fault_addr, Ordering::SeqCst);
-        }
-        REVOKE_ABORTED => {
-            REPOSSESSED.fetch_add(frame.fault_addr, Ordering::SeqCst);
-        }
-        _ => {}
-    }
-}
-
-/// Reach a safe point: answer the kernel if it asked for anything.
+/// Reach a safe point: answer the kernel if it asked for anything. The
+/// revocation upcall only notes its notice in the runtime's inbox
+/// (`revocation::listen`), because the region may be locked by the code it
+/// interrupted; the workload answers here, well within the deadline.
 pub fn safe_point() {
-    if REVOKE_OWED.load(Ordering::Relaxed) != 0 || REPOSSESSED.load(Ordering::Relaxed) != 0 {
+    if INBOX.pending() {
         if let Some(region) = REGION.lock().as_mut() {
             region.answer_kernel();
         }

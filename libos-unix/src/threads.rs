@@ -30,13 +30,13 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::arch::asm;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use libos_runtime::println;
+use libos_runtime::rt::{rdtsc, set_handler, Env};
+use libos_runtime::start::{STACK_SIZE, STACK_TOP};
+use libos_runtime::syscall;
+use libos_runtime::upcall::{Regs, UpcallFrame, UpcallKind, SLOT_END};
 use libos_unix::sched::ProcScheduler;
 use libos_unix::uthread::{Event, ThreadState, ThreadTable, IDLE};
-use shared_abi::println;
-use shared_abi::rt::{rdtsc, set_handler, Env};
-use shared_abi::start::{STACK_SIZE, STACK_TOP};
-use shared_abi::syscall;
-use shared_abi::upcall::{Regs, UpcallFrame, UpcallKind, SLOT_END};
 use spin::Mutex;
 
 /// Most threads, [`IDLE`] included.
@@ -223,7 +223,7 @@ static REPAIRED_RESUMES: AtomicU64 = AtomicU64::new(0);
 const TRAMPOLINE_MAX_BYTES: u64 = 256;
 
 extern "C" {
-    /// The runtime's upcall trampoline (shared-abi `rt`), where resumes run.
+    /// The runtime's upcall trampoline (libos-runtime `rt`), where resumes run.
     fn upcall_entry();
 }
 

@@ -3,17 +3,20 @@
 //! Design principles:
 //! * Everything that crosses the user/kernel boundary is defined here once:
 //!   system-call numbers and error codes ([`syscall`]), the frames the kernel
-//!   writes for upcalls ([`upcall`]), the start record a libOS receives
-//!   ([`start`]), the boot archive and manifest ([`archive`], [`manifest`]),
-//!   the packet-filter language and its encoding ([`filter`]), and the QEMU
-//!   exit codes a run ends with ([`exit`]).
-//! * No libOS hand-rolls a system call: the user stubs live in [`syscall`].
-//! * The minimal libOS runtime (entry, upcall trampolines, heap, console,
-//!   panic handler) is written once in [`rt`], behind the `runtime` feature,
-//!   which only libOS programs enable.
+//!   writes for upcalls ([`upcall`]), the start record a libOS receives and
+//!   the repossession vector ([`start`]), the boot archive and manifest
+//!   ([`archive`], [`manifest`]), the packet-filter language and its
+//!   encoding ([`filter`]), the network binding's ring layout ([`net`]), and
+//!   the QEMU exit codes a run ends with ([`exit`]).
+//! * Only types, numbers, formats and pure logic: no system call, no
+//!   assembly, no `unsafe`. The code that runs in a libOS (the user-side
+//!   system-call stubs, the entry point, heap, console, upcall trampolines
+//!   and the helpers built on them) is the crate `libos-runtime`
+//!   (`shared-abi/runtime/`), which builds on this one; the kernel never
+//!   links it.
 //! * Pure data and logic is plain Rust, unit-tested on the host.
 #![no_std]
-#![cfg_attr(not(feature = "runtime"), forbid(unsafe_code))]
+#![forbid(unsafe_code)]
 
 extern crate alloc;
 #[cfg(test)]
@@ -27,9 +30,6 @@ pub mod net;
 pub mod start;
 pub mod syscall;
 pub mod upcall;
-
-#[cfg(feature = "runtime")]
-pub mod rt;
 
 /// Size of a page (and of a physical frame) in bytes.
 pub const PAGE_SIZE: u64 = 4096;

@@ -22,6 +22,9 @@
 //!
 //! Transmit: the frame to send lives in a physical frame the libOS holds a
 //! key for (read right), at `offset` for `len` bytes (`net_tx`).
+//!
+//! The ring's arithmetic is [`rx`]; the user stubs of the calls, and a ring
+//! consumer and transmit page built on them, are in `libos_runtime::net`.
 
 /// `UpcallFrame::vector` of the "packets arrived" interrupt upcall.
 pub const NET_RX: u64 = 33;
@@ -96,57 +99,82 @@ pub mod nr {
     pub const DEMUX_BENCH: u64 = 27;
 }
 
-#[cfg(feature = "runtime")]
-pub use stubs::*;
+/// The receive ring's arithmetic: its size, where a slot lives, how many
+/// frames wait, which lengths to trust.
+///
+/// The kernel writes the header and the slots while the libOS reads them,
+/// so a consumer trusts nothing it finds there: a `head` that runs more
+/// than a ring ahead of `tail` (or behind it), or a length past the slot,
+/// is clamped here.
+pub mod rx {
+    use super::{RX_RING_HEADER, RX_SLOT_SIZE};
+    use crate::PAGE_SIZE;
 
-/// The user stubs of the network calls.
-#[cfg(feature = "runtime")]
-mod stubs {
-    use super::{nr, FilterId, NetInfo};
-    use crate::syscall::{decode, raw6, Error, FrameKey};
+    /// Bytes of a slot that hold the frame (after its `len` and reserved words).
+    pub const SLOT_DATA_BYTES: usize = RX_SLOT_SIZE as usize - 8;
 
-    /// Register the receive ring at `ring_va` (`ring_len` bytes, page
-    /// aligned, at most 1 MiB); returns its slot count. The kernel writes
-    /// into the ring for as long as the environment lives (or until another
-    /// ring is registered), so the memory must stay the ring's.
-    pub fn net_rx_ring(ring_va: u64, ring_len: u64) -> Result<u64, Error> {
-        // SAFETY: the kernel writes only inside [ring_va, ring_va + ring_len),
-        // which the caller dedicates to the ring.
-        decode(unsafe { raw6(nr::NET_RX_RING, ring_va, ring_len, 0, 0, 0, 0) })
+    /// Bytes of a ring with `slot_count` slots, rounded up to whole pages.
+    pub fn ring_len_for(slot_count: u64) -> u64 {
+        let bytes = RX_RING_HEADER + slot_count * RX_SLOT_SIZE;
+        bytes.div_ceil(PAGE_SIZE) * PAGE_SIZE
     }
 
-    /// Install an encoded filter (`crate::filter::Filter::encode`); returns its id.
-    pub fn net_filter_install(encoded: &[u8]) -> Result<FilterId, Error> {
-        // SAFETY: the kernel only reads `encoded`.
-        decode(unsafe { raw6(nr::NET_FILTER_INSTALL, encoded.as_ptr() as u64, encoded.len() as u64, 0, 0, 0, 0) })
-            .map(FilterId)
+    /// Slots a ring of `ring_len` bytes holds.
+    pub fn slots_in(ring_len: u64) -> u64 {
+        ring_len.saturating_sub(RX_RING_HEADER) / RX_SLOT_SIZE
     }
 
-    /// Remove one of the caller's filters.
-    pub fn net_filter_remove(filter_id: FilterId) -> Result<(), Error> {
-        // SAFETY: no memory is passed.
-        decode(unsafe { raw6(nr::NET_FILTER_REMOVE, filter_id.0, 0, 0, 0, 0, 0) }).map(|_| ())
+    /// Byte offset (from the ring's start) of the slot that the monotonic
+    /// index `index` names.
+    pub fn slot_offset(index: u64, slot_count: u64) -> usize {
+        (RX_RING_HEADER + (index % slot_count.max(1)) * RX_SLOT_SIZE) as usize
     }
 
-    /// Transmit `len` bytes at `offset` in the frame `key` names (read right).
-    pub fn net_tx(key: FrameKey, offset: u64, len: u64) -> Result<u64, Error> {
-        // SAFETY: the kernel only reads the frame the key names.
-        decode(unsafe { raw6(nr::NET_TX, key.handle, key.mac, offset, len, 0, 0) })
+    /// Frames waiting: `head - tail`, never more than the ring holds (a head
+    /// that claims more is not believed).
+    pub fn pending(head: u64, tail: u64, slot_count: u64) -> u64 {
+        head.wrapping_sub(tail).min(slot_count)
     }
 
-    /// The NIC's MAC (0 if there is none) and the binding's counters.
-    pub fn net_info() -> Result<NetInfo, Error> {
-        let mut out = NetInfo::default();
-        // SAFETY: the kernel writes one NetInfo into `out`.
-        decode(unsafe { raw6(nr::NET_INFO, &mut out as *mut NetInfo as u64, 0, 0, 0, 0, 0) })?;
-        Ok(out)
+    /// The frame length to read from a slot whose `len` word says `len_field`.
+    pub fn frame_len(len_field: u32) -> usize {
+        (len_field as usize).min(SLOT_DATA_BYTES)
     }
 
-    /// Measurement: TSC ticks to classify `packets` synthetic packets with
-    /// `filter_count` filters installed, through the trie or (`linear`) a
-    /// linear scan.
-    pub fn demux_bench(filter_count: u64, linear: bool, packets: u64) -> Result<u64, Error> {
-        // SAFETY: no memory is passed.
-        decode(unsafe { raw6(nr::DEMUX_BENCH, filter_count, linear as u64, packets, 0, 0, 0) })
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn geometry() {
+            assert_eq!(ring_len_for(1), 4096);
+            assert_eq!(ring_len_for(15), 32 * 1024);
+            assert_eq!(ring_len_for(31), 64 * 1024);
+            assert_eq!(ring_len_for(32), 68 * 1024);
+            assert_eq!(slots_in(32 * 1024), 15);
+            assert_eq!(slots_in(64 * 1024), 31);
+            assert_eq!(slots_in(68 * 1024), 33);
+            assert_eq!(slots_in(10), 0);
+            assert_eq!(slot_offset(0, 31), 64);
+            assert_eq!(slot_offset(1, 31), 64 + 2048);
+            assert_eq!(slot_offset(31, 31), 64);
+            assert_eq!(slot_offset(5, 0), 64, "a zero slot count does not divide by zero");
+            for slots in 1..40 {
+                let last_end = slot_offset(slots - 1, slots) + RX_SLOT_SIZE as usize;
+                assert!(last_end as u64 <= ring_len_for(slots));
+                assert!(slots_in(ring_len_for(slots)) >= slots);
+            }
+        }
+
+        #[test]
+        fn untrusted_values_are_clamped() {
+            assert_eq!(pending(10, 7, 31), 3);
+            assert_eq!(pending(7, 7, 31), 0);
+            assert_eq!(pending(1000, 7, 31), 31);
+            assert_eq!(pending(3, 7, 31), 31, "a head behind the tail is clamped too");
+            assert_eq!(pending(2, u64::MAX, 31), 3, "indices wrap");
+            assert_eq!(frame_len(60), 60);
+            assert_eq!(frame_len(u32::MAX), SLOT_DATA_BYTES);
+        }
     }
 }

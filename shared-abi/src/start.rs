@@ -47,6 +47,22 @@ pub struct RepossessionVector {
     pub entries: [Repossessed; REPOSSESSION_SLOTS],
 }
 
+impl RepossessionVector {
+    /// The entry index `i` (counting every frame ever repossessed) is kept at.
+    pub const fn slot(i: u64) -> usize {
+        (i % REPOSSESSION_SLOTS as u64) as usize
+    }
+
+    /// The entries a reader that has seen `seen` of them can still read
+    /// when the vector's `count` is `count`: those after `seen`, but only
+    /// the newest [`REPOSSESSION_SLOTS`] (older ones were overwritten). A
+    /// `count` below `seen` (not written by this kernel) gives nothing.
+    pub fn unread(seen: u64, count: u64) -> core::ops::Range<u64> {
+        let oldest_kept = count.saturating_sub(REPOSSESSION_SLOTS as u64);
+        seen.max(oldest_kept).min(count)..count
+    }
+}
+
 impl Default for RepossessionVector {
     fn default() -> Self {
         RepossessionVector { count: 0, _reserved: 0, entries: [Repossessed::default(); REPOSSESSION_SLOTS] }
@@ -84,4 +100,23 @@ pub struct StartInfo {
     pub quota_frames: u64,
     /// TLB slots (ordinary mappings the hardware sees at once).
     pub tlb_slots: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repossession_entries_to_read() {
+        assert_eq!(RepossessionVector::unread(0, 0), 0..0);
+        assert_eq!(RepossessionVector::unread(0, 3), 0..3);
+        assert_eq!(RepossessionVector::unread(3, 3), 3..3);
+        assert_eq!(RepossessionVector::unread(2, 7), 2..7);
+        let slots = REPOSSESSION_SLOTS as u64;
+        assert_eq!(RepossessionVector::unread(0, slots + 10), 10..slots + 10, "overwritten entries are skipped");
+        assert_eq!(RepossessionVector::unread(9, 5), 5..5, "a count that went backwards gives nothing");
+        assert_eq!(RepossessionVector::slot(0), 0);
+        assert_eq!(RepossessionVector::slot(slots + 1), 1);
+        assert_eq!(RepossessionVector::slot(u64::MAX), (u64::MAX % slots) as usize);
+    }
 }

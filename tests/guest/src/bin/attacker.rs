@@ -27,15 +27,17 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
-use shared_abi::println;
-use shared_abi::rt::{rdtsc, set_handler, Env};
-use shared_abi::start::{DYNAMIC_BASE, DYNAMIC_END, REPOSSESSION_ADDR, STACK_SIZE, STACK_TOP, START_INFO_ADDR};
-use shared_abi::net::FilterId;
-use shared_abi::syscall::{self, decode, map_flags, nr, raw6, rights, Error, FrameKey, Rights, SlotKey};
-use shared_abi::upcall::{UpcallFrame, UpcallKind, UpcallTable, FRAME_SIZE};
-use shared_abi::USER_TOP;
+use libos_runtime::frames::{self, AllocMapError};
+use libos_runtime::println;
+use libos_runtime::revocation::{self, RepossessionReader};
+use libos_runtime::rt::{rdtsc, set_handler, Env};
+use libos_runtime::start::{DYNAMIC_BASE, DYNAMIC_END, REPOSSESSION_ADDR, STACK_SIZE, STACK_TOP, START_INFO_ADDR};
+use libos_runtime::net::FilterId;
+use libos_runtime::syscall::{self, decode, map_flags, nr, raw6, rights, Error, FrameKey, Rights, SlotKey};
+use libos_runtime::upcall::{UpcallFrame, UpcallKind, UpcallTable, FRAME_SIZE};
+use libos_runtime::USER_TOP;
 
-shared_abi::libos_main!(main);
+libos_runtime::libos_main!(main);
 
 const PAGE: u64 = 4096;
 const GIB: u64 = 1 << 30;
@@ -93,7 +95,6 @@ static INT3S: AtomicU64 = AtomicU64::new(0);
 static UD2S: AtomicU64 = AtomicU64::new(0);
 static FAULTS: AtomicU64 = AtomicU64::new(0);
 static LAST_FAULT: AtomicU64 = AtomicU64::new(0);
-static REVOCATIONS: AtomicU64 = AtomicU64::new(0);
 /// Address of the last breakpoint upcall's frame (other upcalls, such as a
 /// revocation nesting inside a handler, land elsewhere), and the page whose
 /// content to report if a frame ever arrives empty.
@@ -214,20 +215,6 @@ fn on_page_fault(frame: &mut UpcallFrame) {
     syscall::exit(3);
 }
 
-/// Frames the kernel asked back and nobody has answered yet.
-static OWED: AtomicU64 = AtomicU64::new(0);
-static ABORTS: AtomicU64 = AtomicU64::new(0);
-
-fn on_revocation(frame: &mut UpcallFrame) {
-    REVOCATIONS.fetch_add(1, Ordering::SeqCst);
-    if frame.vector == shared_abi::upcall::REVOKE_REQUEST {
-        OWED.store(frame.fault_addr, Ordering::SeqCst);
-    } else {
-        ABORTS.fetch_add(1, Ordering::SeqCst);
-        OWED.store(0, Ordering::SeqCst);
-    }
-}
-
 /// Register our upcall table with the upcall stack at `[base, base + len)`
 /// (`pct`: accept protected control transfers too).
 fn install_upcalls_with(base: u64, len: u64, pct: bool) -> Result<(), Error> {
@@ -260,7 +247,10 @@ fn setup_upcalls() -> Result<(), &'static str> {
     // runtime's registration (same dispatcher, our entry and stack).
     set_handler(UpcallKind::Exception, on_exception).map_err(|_| "exception handler")?;
     set_handler(UpcallKind::PageFault, on_page_fault).map_err(|_| "page-fault handler")?;
-    set_handler(UpcallKind::Revocation, on_revocation).map_err(|_| "revocation handler")?;
+    // Revocation notices go to the runtime's inbox (`revocation::INBOX`):
+    // the frames asked back and nobody has answered yet (an abort clears
+    // them), and the counts of requests and aborts.
+    revocation::listen().map_err(|_| "revocation handler")?;
     let layout = core::alloc::Layout::from_size_align(HEAP_STACK_LEN as usize, 16).map_err(|_| "layout")?;
     // SAFETY: a nonzero size; the block is never freed.
     let stack = unsafe { alloc::alloc::alloc_zeroed(layout) } as u64;
@@ -614,31 +604,32 @@ fn victim(env: &Env) -> Outcome {
     let va_of = |i: u64| DYNAMIC_BASE + i * PAGE;
     let mut retries = 0u64;
     let take = |i: u64, retries: &mut u64| -> Outcome {
-        loop {
-            match syscall::frame_alloc(0, rights::ALL) {
-                Ok((_, key)) => {
-                    syscall::map(va_of(i), key, map_flags::WRITE).map_err(|_| "map")?;
-                    if !probe_write(va_of(i), 0xa11c_e000 + i) {
-                        return Err("own page faulted");
-                    }
-                    return Ok(());
-                }
-                Err(Error::Again) if *retries < 100_000 => {
-                    *retries += 1;
-                    syscall::yield_now();
-                }
-                Err(error) => {
-                    println!(
-                        "victim: frame_alloc #{} -> {} after {} retries (frames_charged={})",
-                        i + 1,
-                        error.name(),
-                        retries,
-                        charged().unwrap_or(0)
-                    );
-                    return Err("could not get a frame within the quota");
-                }
+        let wait = || {
+            if *retries >= 100_000 {
+                return false;
             }
+            *retries += 1;
+            syscall::yield_now();
+            true
+        };
+        match frames::alloc_map_waiting(va_of(i), rights::ALL, map_flags::WRITE, wait) {
+            Ok(_) => {}
+            Err(AllocMapError::Alloc(error)) => {
+                println!(
+                    "victim: frame_alloc #{} -> {} after {} retries (frames_charged={})",
+                    i + 1,
+                    error.name(),
+                    retries,
+                    charged().unwrap_or(0)
+                );
+                return Err("could not get a frame within the quota");
+            }
+            Err(AllocMapError::Map(_)) => return Err("map"),
         }
+        if !probe_write(va_of(i), 0xa11c_e000 + i) {
+            return Err("own page faulted");
+        }
+        Ok(())
     };
     // Page tables for our own mappings count toward the quota too.
     let mut held = 0u64;
@@ -693,9 +684,9 @@ fn victim(env: &Env) -> Outcome {
 
 fn demux_flood() -> Outcome {
     let (_, key) = syscall::frame_alloc(0, rights::READ).map_err(|_| "alloc")?;
-    expect_err("demux-bench-linear-huge", shared_abi::net::demux_bench(1000, true, 100_000), Error::PermissionDenied)?;
-    expect_err("demux-bench-trie-huge", shared_abi::net::demux_bench(1000, false, 100_000), Error::PermissionDenied)?;
-    expect_err("demux-bench-small", shared_abi::net::demux_bench(1, false, 1), Error::PermissionDenied)?;
+    expect_err("demux-bench-linear-huge", libos_runtime::net::demux_bench(1000, true, 100_000), Error::PermissionDenied)?;
+    expect_err("demux-bench-trie-huge", libos_runtime::net::demux_bench(1000, false, 100_000), Error::PermissionDenied)?;
+    expect_err("demux-bench-small", libos_runtime::net::demux_bench(1, false, 1), Error::PermissionDenied)?;
     expect_err("key-bench-max", syscall::key_bench(key, u64::MAX), Error::PermissionDenied)?;
     expect_err("key-bench-small", syscall::key_bench(key, 10), Error::PermissionDenied)?;
     syscall::frame_free(key).map_err(|_| "free")?;
@@ -705,7 +696,7 @@ fn demux_flood() -> Outcome {
 
 fn bench_bounds() -> Outcome {
     let (_, key) = syscall::frame_alloc(0, rights::READ).map_err(|_| "alloc")?;
-    use shared_abi::net::demux_bench;
+    use libos_runtime::net::demux_bench;
     expect_err("demux-bench-linear-huge", demux_bench(1000, true, 100_000), Error::InvalidArgument)?;
     expect_err("demux-bench-trie-too-many-packets", demux_bench(1000, false, 20_001), Error::InvalidArgument)?;
     expect_err("demux-bench-linear-over-product", demux_bench(1000, true, 2_001), Error::InvalidArgument)?;
@@ -831,7 +822,7 @@ impl Fuzz {
             10 => [
                 0,
                 CODE_PAGE,
-                shared_abi::start::HEAP_BASE,
+                libos_runtime::start::HEAP_BASE,
                 KERNEL_ADDR,
                 DYNAMIC_END,
                 DYNAMIC_BASE - PAGE,
@@ -1118,9 +1109,7 @@ impl Fuzz {
             _ => {
                 // The repossession page reads as an all-zero table (no
                 // handlers) while nothing was repossessed.
-                // SAFETY: the kernel maps the page read-only for us.
-                let count = unsafe { core::ptr::read_volatile(REPOSSESSION_ADDR as *const u64) };
-                if count == 0 && self.rng.chance(2) {
+                if RepossessionReader::recorded() == 0 && self.rng.chance(2) {
                     REPOSSESSION_ADDR
                 } else {
                     START_INFO_ADDR
@@ -1300,7 +1289,7 @@ impl Fuzz {
     /// Install a filter (ARP, UDP 7 or a few other ports: the envs contend
     /// for the same packets) or remove one of ours.
     fn filter_step(&mut self) {
-        use shared_abi::filter::Filter;
+        use libos_runtime::filter::Filter;
         if self.filters.len() < 4 && self.rng.chance(2) {
             let filter = match self.rng.below(4) {
                 0 => Filter::new().ethertype(0x0806),
@@ -1308,14 +1297,14 @@ impl Fuzz {
                 2 => Filter::udp_dst_port(1000 + self.rng.below(8) as u16),
                 _ => Filter::tcp_dst_port(80),
             };
-            let result = shared_abi::net::net_filter_install(&filter.encode());
+            let result = libos_runtime::net::net_filter_install(&filter.encode());
             self.count(&result);
             if let Ok(id) = result {
                 self.filters.push(id);
             }
         } else if !self.filters.is_empty() {
             let id = self.filters.swap_remove(self.rng.below(self.filters.len() as u64) as usize);
-            let result = shared_abi::net::net_filter_remove(id);
+            let result = libos_runtime::net::net_filter_remove(id);
             self.count(&result);
             // Only we can remove our filters; a raw call of ours may have
             // (then the id is gone, or by now another env's).
@@ -1337,7 +1326,12 @@ impl Fuzz {
             _ => self.scratch + self.rng.below(SCRATCH_WINDOW / PAGE) * PAGE,
         };
         let len = [2112, PAGE, 2 * PAGE, 4 * PAGE, 1 << 20][self.rng.below(5) as usize];
-        let result = shared_abi::net::net_rx_ring(va, len);
+        // SAFETY: hostile on purpose, and sound for this program: the ring
+        // lands on pages the random calls mapped (never the upcall-stack or
+        // final-check page) or in the scratch block (never freed); neither
+        // holds Rust values, and both are read only with volatile reads
+        // that accept any content.
+        let result = unsafe { libos_runtime::net::net_rx_ring(va, len) };
         self.count(&result);
     }
 
@@ -1386,16 +1380,15 @@ impl Fuzz {
     /// Answer a repossession request (most of the time: the rest, the
     /// abort protocol takes the frames by force).
     fn answer_revocation(&mut self) {
-        let owed = OWED.load(Ordering::SeqCst);
-        if owed == 0 || self.rng.chance(4) {
+        if revocation::INBOX.requested() == 0 || self.rng.chance(4) {
             return;
         }
+        let owed = revocation::INBOX.take_requested();
         for _ in 0..owed {
             self.free_one();
         }
         let result = syscall::revoke_done();
         self.count(&result);
-        OWED.store(0, Ordering::SeqCst);
     }
 
     /// An upcall with the stack on a dynamic-window page; half the time the
@@ -1403,7 +1396,7 @@ impl Fuzz {
     fn upcall_step(&mut self) {
         // A request we ignored may end in the abort protocol taking the
         // newest frame (the stack's) at any tick: not now.
-        if OWED.load(Ordering::SeqCst) != 0 {
+        if revocation::INBOX.requested() != 0 {
             return;
         }
         let Ok((_, k1)) = syscall::frame_alloc(0, rights::ALL) else { return };
@@ -1474,42 +1467,38 @@ const BAD_TABLES: u64 = 6;
 /// one: every manifest the fuzzer boots keeps the quotas within the pool.
 fn final_check() -> Result<(), &'static str> {
     let mut tries = 0;
-    let mut again = |what: &str, error: Error| -> Result<(), &'static str> {
-        if error == Error::Again && tries < 20_000 {
-            tries += 1;
-            syscall::yield_now();
-            return Ok(());
+    let wait = || {
+        if tries >= 20_000 {
+            return false;
         }
-        let i = syscall::env_info().unwrap_or_default();
-        if error == Error::QuotaExceeded && i.frames_charged >= i.quota_frames {
-            // Frames whose keys a random call wrote where we cannot read
-            // them stay ours until exit: at the quota, refusal is right.
-            println!("fuzz: final {} -> quota-exceeded at {} of {} frames: fine", what, i.frames_charged, i.quota_frames);
-            return Err("");
-        }
-        println!("fuzz: final {} -> {} after {} retries", what, error.name(), tries);
-        Err("refused within the quota")
+        tries += 1;
+        syscall::yield_now();
+        true
     };
-    let key = loop {
-        match syscall::frame_alloc(0, rights::ALL) {
-            Ok((_, key)) => break key,
-            Err(error) => match again("frame_alloc", error) {
-                Ok(()) => continue,
-                Err("") => return Ok(()),
-                Err(why) => return Err(why),
-            },
+    let key = match frames::alloc_map_waiting(FUZZ_CHECK_VA, rights::ALL, map_flags::WRITE, wait) {
+        Ok((_, key)) => key,
+        Err(failed) => {
+            // A refused `map` has freed its frame again: count it as held.
+            let (what, error, freed) = match failed {
+                AllocMapError::Alloc(error) => ("frame_alloc", error, 0),
+                AllocMapError::Map(error) => ("map", error, 1),
+            };
+            let i = syscall::env_info().unwrap_or_default();
+            if error == Error::QuotaExceeded && i.frames_charged + freed >= i.quota_frames {
+                // Frames whose keys a random call wrote where we cannot read
+                // them stay ours until exit: at the quota, refusal is right.
+                println!(
+                    "fuzz: final {} -> quota-exceeded at {} of {} frames: fine",
+                    what,
+                    i.frames_charged + freed,
+                    i.quota_frames
+                );
+                return Ok(());
+            }
+            println!("fuzz: final {} -> {} after {} retries", what, error.name(), tries);
+            return Err("refused within the quota");
         }
     };
-    loop {
-        match syscall::map(FUZZ_CHECK_VA, key, map_flags::WRITE) {
-            Ok(()) => break,
-            Err(error) => match again("map", error) {
-                Ok(()) => continue,
-                Err("") => return syscall::frame_free(key).map_err(|_| "free"),
-                Err(why) => return Err(why),
-            },
-        }
-    }
     if !probe_write(FUZZ_CHECK_VA, 0x600d) || probe_read(FUZZ_CHECK_VA) != Some(0x600d) {
         return Err("touch");
     }
@@ -1621,7 +1610,7 @@ fn fuzz(env: &Env) -> Outcome {
         let _ = syscall::unmap(va);
     }
     for id in core::mem::take(&mut f.filters) {
-        let _ = shared_abi::net::net_filter_remove(id);
+        let _ = libos_runtime::net::net_filter_remove(id);
     }
     while let Some(at) = f.owned_index() {
         let key = f.keys[at].key;
@@ -1643,6 +1632,11 @@ fn fuzz(env: &Env) -> Outcome {
             f.fail("a stale key is not refused at the end");
         }
     }
+    let net = libos_runtime::net::net_info().unwrap_or_default();
+    println!(
+        "fuzz: net mac={:#x} rx_packets={} rx_delivered={} rx_unclaimed={} tx_packets={}",
+        net.mac, net.rx_packets, net.rx_delivered, net.rx_unclaimed, net.tx_packets
+    );
     println!(
         "fuzz: stats seed={} steps={} int3={} ud2={} faults={} revocations={} aborts={} pct_in={} keys_in={} last_fault={:#x}",
         seed,
@@ -1650,8 +1644,8 @@ fn fuzz(env: &Env) -> Outcome {
         INT3S.load(Ordering::SeqCst),
         UD2S.load(Ordering::SeqCst),
         FAULTS.load(Ordering::SeqCst),
-        REVOCATIONS.load(Ordering::SeqCst),
-        ABORTS.load(Ordering::SeqCst),
+        revocation::INBOX.requests() + revocation::INBOX.aborts(),
+        revocation::INBOX.aborts(),
         PCT_MSGS.load(Ordering::SeqCst),
         INBOX_COUNT.load(Ordering::SeqCst),
         LAST_FAULT.load(Ordering::SeqCst)

@@ -13,14 +13,14 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::arch::asm;
 use core::fmt::Write;
-use shared_abi::println;
-use shared_abi::rt::{rdtsc, set_handler, Env};
+use libos_runtime::println;
+use libos_runtime::rt::{rdtsc, set_handler, Env};
 use core::sync::atomic::{AtomicU64, Ordering};
-use shared_abi::start::DYNAMIC_BASE;
-use shared_abi::syscall::{self, map_flags, rights, FrameKey, KernelStats};
-use shared_abi::upcall::{UpcallFrame, UpcallKind};
+use libos_runtime::start::DYNAMIC_BASE;
+use libos_runtime::syscall::{self, map_flags, rights, FrameKey, KernelStats};
+use libos_runtime::upcall::{UpcallFrame, UpcallKind};
 
-shared_abi::libos_main!(main);
+libos_runtime::libos_main!(main);
 
 const RUNS: usize = 201;
 
@@ -398,7 +398,7 @@ fn echo(_caller: u64, msg: [u64; 4], _is_async: bool) -> [u64; 4] {
 /// The other side of the switch and transfer benchmarks: answer protected
 /// calls and yield until the bench ends.
 fn partner() -> i32 {
-    shared_abi::rt::set_pct_handler(echo).expect("register protected entry");
+    libos_runtime::rt::set_pct_handler(echo).expect("register protected entry");
     while syscall::stats().map(|s| s.envs_ended).unwrap_or(1) == 0 {
         syscall::yield_now();
     }
@@ -417,7 +417,7 @@ fn demux_benchmarks(unit: &str) {
         for linear in [false, true] {
             let mut per_packet = Vec::with_capacity(SAMPLES);
             for _ in 0..SAMPLES {
-                match shared_abi::net::demux_bench(filters, linear, PACKETS) {
+                match libos_runtime::net::demux_bench(filters, linear, PACKETS) {
                     Ok(ticks) => per_packet.push(ticks / PACKETS),
                     Err(error) => {
                         println!("bench: demux_bench({}, {}): {}", filters, linear, error.name());

@@ -10,12 +10,12 @@
 extern crate alloc;
 
 use core::sync::atomic::{AtomicU64, Ordering};
-use shared_abi::println;
-use shared_abi::rt::{rdtsc, set_handler, set_pct_handler, Env};
-use shared_abi::syscall::{self, nr, Error};
-use shared_abi::upcall::{UpcallFrame, UpcallKind, SLOT_END};
+use libos_runtime::println;
+use libos_runtime::rt::{rdtsc, set_handler, set_pct_handler, Env};
+use libos_runtime::syscall::{self, nr, Error};
+use libos_runtime::upcall::{UpcallFrame, UpcallKind, SLOT_END};
 
-shared_abi::libos_main!(main);
+libos_runtime::libos_main!(main);
 
 fn main(env: &Env) -> i32 {
     match env.args.trim() {

@@ -11,12 +11,12 @@
 
 extern crate alloc;
 
-use shared_abi::println;
-use shared_abi::rt::Env;
-use shared_abi::syscall::{decode, nr, raw6, Error};
-use shared_abi::upcall::{UpcallKind, UpcallTable};
+use libos_runtime::println;
+use libos_runtime::rt::Env;
+use libos_runtime::syscall::{decode, nr, raw6, Error};
+use libos_runtime::upcall::{UpcallKind, UpcallTable};
 
-shared_abi::libos_main!(main);
+libos_runtime::libos_main!(main);
 
 /// An address in the kernel half.
 const KERNEL_ADDR: u64 = 0xffff_8000_0000_0000;
@@ -54,11 +54,11 @@ fn main(env: &Env) -> i32 {
                 protected_entry: 0,
                 revocation_entry: 0,
                 // The start page: mapped, but read-only.
-                stack_base: shared_abi::start::START_INFO_ADDR,
+                stack_base: libos_runtime::start::START_INFO_ADDR,
                 stack_len: 4096,
             };
             // SAFETY: deliberately hostile; the kernel must refuse to use it.
-            let r = unsafe { shared_abi::syscall::set_upcalls(&table) };
+            let r = unsafe { libos_runtime::syscall::set_upcalls(&table) };
             println!("set_upcalls with a read-only stack -> {:?}", r.map_err(Error::name));
             // SAFETY: none; the fault is meant to end the env.
             unsafe { core::ptr::read_volatile(0x10 as *const u64) };
@@ -96,8 +96,8 @@ fn garbage() -> i32 {
         stack_base: heap.as_ptr() as u64,
         stack_len: 64,
     };
-    let stats_len = core::mem::size_of::<shared_abi::syscall::KernelStats>() as u64;
-    let window = shared_abi::start::DYNAMIC_BASE;
+    let stats_len = core::mem::size_of::<libos_runtime::syscall::KernelStats>() as u64;
+    let window = libos_runtime::start::DYNAMIC_BASE;
     let attacks = [
         Attack { name: "unknown-number", number: nr::COUNT, args: [0; 6] },
         Attack { name: "unknown-huge-number", number: u64::MAX, args: [1; 6] },
@@ -108,7 +108,7 @@ fn garbage() -> i32 {
         Attack { name: "console-negative-len", number: nr::CONSOLE_WRITE, args: [0x40_0000, (-1i64) as u64, 0, 0, 0, 0] },
         Attack { name: "console-wrapping", number: nr::CONSOLE_WRITE, args: [u64::MAX - 8, 4000, 0, 0, 0, 0] },
         Attack { name: "console-unmapped", number: nr::CONSOLE_WRITE, args: [0x7000_0000_0000, 16, 0, 0, 0, 0] },
-        Attack { name: "console-straddles-top", number: nr::CONSOLE_WRITE, args: [shared_abi::USER_TOP - 8, 16, 0, 0, 0, 0] },
+        Attack { name: "console-straddles-top", number: nr::CONSOLE_WRITE, args: [libos_runtime::USER_TOP - 8, 16, 0, 0, 0, 0] },
         Attack { name: "set-upcalls-null", number: nr::SET_UPCALLS, args: [0; 6] },
         Attack { name: "set-upcalls-kernel-ptr", number: nr::SET_UPCALLS, args: [table_in_kernel, 0, 0, 0, 0, 0] },
         Attack { name: "set-upcalls-misaligned", number: nr::SET_UPCALLS, args: [misaligned, 0, 0, 0, 0, 0] },
@@ -117,7 +117,7 @@ fn garbage() -> i32 {
         Attack { name: "stats-kernel-ptr", number: nr::STATS, args: [KERNEL_ADDR, stats_len, 0, 0, 0, 0] },
         Attack { name: "stats-bad-len", number: nr::STATS, args: [misaligned - 1, 7, 0, 0, 0, 0] },
         Attack { name: "stats-misaligned", number: nr::STATS, args: [misaligned, stats_len, 0, 0, 0, 0] },
-        Attack { name: "stats-readonly-page", number: nr::STATS, args: [shared_abi::start::START_INFO_ADDR, stats_len, 0, 0, 0, 0] },
+        Attack { name: "stats-readonly-page", number: nr::STATS, args: [libos_runtime::start::START_INFO_ADDR, stats_len, 0, 0, 0, 0] },
         Attack { name: "stats-code-page", number: nr::STATS, args: [0x40_1000, stats_len, 0, 0, 0, 0] },
         Attack { name: "frame-alloc-bad-rights", number: nr::FRAME_ALLOC, args: [0, 0x100, heap.as_ptr() as u64, 0, 0, 0] },
         Attack { name: "frame-alloc-misaligned-frame", number: nr::FRAME_ALLOC, args: [0x12345, 1, heap.as_ptr() as u64, 0, 0, 0] },
@@ -139,13 +139,13 @@ fn garbage() -> i32 {
         Attack { name: "pct-reply-without-call", number: nr::PCT_REPLY, args: [1, 2, 3, 4, 0, 0] },
         Attack { name: "env-info-kernel-ptr", number: nr::ENV_INFO, args: [KERNEL_ADDR, 0, 0, 0, 0, 0] },
         Attack { name: "env-info-null", number: nr::ENV_INFO, args: [0, 0, 0, 0, 0, 0] },
-        Attack { name: "net-info-kernel-ptr", number: shared_abi::net::nr::NET_INFO, args: [KERNEL_ADDR, 0, 0, 0, 0, 0] },
-        Attack { name: "demux-bench-no-filters", number: shared_abi::net::nr::DEMUX_BENCH, args: [0, 0, 10, 0, 0, 0] },
-        Attack { name: "demux-bench-huge", number: shared_abi::net::nr::DEMUX_BENCH, args: [u64::MAX, 1, u64::MAX, 0, 0, 0] },
-        Attack { name: "net-rx-ring-kernel", number: shared_abi::net::nr::NET_RX_RING, args: [KERNEL_ADDR, 1 << 20, 0, 0, 0, 0] },
-        Attack { name: "net-filter-garbage", number: shared_abi::net::nr::NET_FILTER_INSTALL, args: [heap.as_ptr() as u64, 64, 0, 0, 0, 0] },
-        Attack { name: "net-filter-remove-garbage", number: shared_abi::net::nr::NET_FILTER_REMOVE, args: [u64::MAX, 0, 0, 0, 0, 0] },
-        Attack { name: "net-tx-forged-key", number: shared_abi::net::nr::NET_TX, args: [1, 2, 0, 64, 0, 0] },
+        Attack { name: "net-info-kernel-ptr", number: libos_runtime::net::nr::NET_INFO, args: [KERNEL_ADDR, 0, 0, 0, 0, 0] },
+        Attack { name: "demux-bench-no-filters", number: libos_runtime::net::nr::DEMUX_BENCH, args: [0, 0, 10, 0, 0, 0] },
+        Attack { name: "demux-bench-huge", number: libos_runtime::net::nr::DEMUX_BENCH, args: [u64::MAX, 1, u64::MAX, 0, 0, 0] },
+        Attack { name: "net-rx-ring-kernel", number: libos_runtime::net::nr::NET_RX_RING, args: [KERNEL_ADDR, 1 << 20, 0, 0, 0, 0] },
+        Attack { name: "net-filter-garbage", number: libos_runtime::net::nr::NET_FILTER_INSTALL, args: [heap.as_ptr() as u64, 64, 0, 0, 0, 0] },
+        Attack { name: "net-filter-remove-garbage", number: libos_runtime::net::nr::NET_FILTER_REMOVE, args: [u64::MAX, 0, 0, 0, 0, 0] },
+        Attack { name: "net-tx-forged-key", number: libos_runtime::net::nr::NET_TX, args: [1, 2, 0, 64, 0, 0] },
     ];
     let mut refused = 0;
     for attack in &attacks {
@@ -162,7 +162,7 @@ fn garbage() -> i32 {
         }
     }
     // A valid call still works after all that.
-    let ok = shared_abi::syscall::console_write(b"").is_ok() && shared_abi::syscall::stats().is_ok();
+    let ok = libos_runtime::syscall::console_write(b"").is_ok() && libos_runtime::syscall::stats().is_ok();
     println!("garbage: {} of {} attacks refused, kernel still answers: {}", refused, attacks.len(), ok);
     let _ = UpcallKind::Exception;
     if refused == attacks.len() && ok { 0 } else { 1 }

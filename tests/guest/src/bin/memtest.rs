@@ -13,13 +13,15 @@
 extern crate alloc;
 
 use core::sync::atomic::{AtomicU64, Ordering};
-use shared_abi::println;
-use shared_abi::rt::{set_handler, Env};
-use shared_abi::start::{RepossessionVector, DYNAMIC_BASE, REPOSSESSION_ADDR};
-use shared_abi::syscall::{self, map_bits, map_flags, rights, Error, FrameKey};
-use shared_abi::upcall::{UpcallFrame, UpcallKind};
+use libos_runtime::frames::{self, AllocMapError};
+use libos_runtime::println;
+use libos_runtime::revocation::RepossessionReader;
+use libos_runtime::rt::{set_handler, Env};
+use libos_runtime::start::DYNAMIC_BASE;
+use libos_runtime::syscall::{self, map_bits, map_flags, rights, Error, FrameKey};
+use libos_runtime::upcall::{UpcallFrame, UpcallKind};
 
-shared_abi::libos_main!(main);
+libos_runtime::libos_main!(main);
 
 const PAGE: u64 = 4096;
 
@@ -32,8 +34,8 @@ fn main(env: &Env) -> i32 {
         "claim" => claim(env),
         "claim-later" => {
             // Let the others borrow the pool first (about 50 ms).
-            let start = shared_abi::rt::rdtsc();
-            while shared_abi::rt::rdtsc() - start < env.tsc_hz / 20 {
+            let start = libos_runtime::rt::rdtsc();
+            while libos_runtime::rt::rdtsc() - start < env.tsc_hz / 20 {
                 syscall::yield_now();
             }
             claim(env)
@@ -369,15 +371,15 @@ fn hog(tsc_hz: u64) -> Result<(), &'static str> {
         }
     }
     println!("hog: holding {} frames; ignoring revocation", held);
-    // SAFETY: the kernel maps the repossession vector read-only for us.
-    let vector = unsafe { &*(REPOSSESSION_ADDR as *const RepossessionVector) };
     // Wait (yielding) until the kernel took frames, for at most ~2 s.
-    let give_up = shared_abi::rt::rdtsc() + tsc_hz * 2;
-    while vector.count == 0 && shared_abi::rt::rdtsc() < give_up {
+    let give_up = libos_runtime::rt::rdtsc() + tsc_hz * 2;
+    while RepossessionReader::recorded() == 0 && libos_runtime::rt::rdtsc() < give_up {
         syscall::yield_now();
     }
-    let count = vector.count;
-    let first = vector.entries[0];
+    let mut reader = RepossessionReader::new();
+    let mut taken = reader.new_entries();
+    let count = reader.seen();
+    let first = taken.next().unwrap_or_default();
     println!("hog: repossession vector records {} frame(s); first frame {:#x} was mapped at {:#x}", count, first.frame_pa, first.va);
     // The repossessed page is gone from the slots and the software TLB.
     if count > 0 {
@@ -408,32 +410,24 @@ fn claim(env: &Env) -> Result<(), &'static str> {
     let mut got = 0u64;
     let mut retries = 0u64;
     while charged().0 < want {
-        match syscall::frame_alloc(0, rights::ALL) {
-            Ok((_, key)) => loop {
-                match syscall::map(DYNAMIC_BASE + got * PAGE, key, map_flags::WRITE) {
-                    Ok(()) => {
-                        got += 1;
-                        break;
-                    }
-                    // A page table for the mapping waits for the pool.
-                    Err(Error::Again) if retries < 100_000 => {
-                        retries += 1;
-                        syscall::yield_now();
-                    }
-                    Err(_) => return Err("map"),
-                }
-            },
-            Err(Error::Again) => {
-                retries += 1;
-                syscall::yield_now();
+        // Both calls may answer `Again`: the frame, or a page table for the
+        // mapping, waits for the pool. Yield and retry, 100000 times in all.
+        let wait = || {
+            if retries >= 100_000 {
+                return false;
             }
-            Err(error) => {
+            retries += 1;
+            syscall::yield_now();
+            true
+        };
+        match frames::alloc_map_waiting(DYNAMIC_BASE + got * PAGE, rights::ALL, map_flags::WRITE, wait) {
+            Ok(_) => got += 1,
+            Err(AllocMapError::Alloc(Error::Again)) => return Err("claim starved"),
+            Err(AllocMapError::Alloc(error)) => {
                 println!("claim: frame_alloc -> {}", error.name());
                 return Err("claim refused");
             }
-        }
-        if retries > 100_000 {
-            return Err("claim starved");
+            Err(AllocMapError::Map(_)) => return Err("map"),
         }
     }
     let (total, tables) = charged();

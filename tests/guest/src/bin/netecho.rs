@@ -16,24 +16,23 @@
 
 extern crate alloc;
 
-use alloc::alloc::Layout;
 use core::sync::atomic::{AtomicU64, Ordering};
-use shared_abi::filter::{proto, Filter};
-use shared_abi::net::{self, RxRingHeader, NET_RX, RX_RING_HEADER, RX_SLOT_SIZE};
-use shared_abi::println;
-use shared_abi::rt::{rdtsc, set_handler, Env};
-use shared_abi::start::DYNAMIC_BASE;
-use shared_abi::syscall::{self, map_flags, rights, Error, FrameKey};
-use shared_abi::upcall::{UpcallFrame, UpcallKind, SLOT_END};
+use libos_runtime::filter::{proto, Filter};
+use libos_runtime::net::{self, RxRing, TxPage, NET_RX};
+use libos_runtime::println;
+use libos_runtime::rt::{rdtsc, set_handler, Env};
+use libos_runtime::start::DYNAMIC_BASE;
+use libos_runtime::syscall::{self, map_flags, Error, FrameKey};
+use libos_runtime::upcall::{UpcallFrame, UpcallKind, SLOT_END};
 
-shared_abi::libos_main!(main);
+libos_runtime::libos_main!(main);
 
 /// The guest's address under QEMU user networking.
 const MY_IP: [u8; 4] = [10, 0, 2, 15];
 /// Where the transmit frame is mapped.
 const TX_VA: u64 = DYNAMIC_BASE + 0x10_0000;
-/// Receive ring size: header and 15 slots.
-const RING_BYTES: u64 = 8 * 4096;
+/// Receive-ring slots (a ring of 8 pages).
+const RING_SLOTS: u64 = 15;
 /// Offset of the ARP target protocol address in an Ethernet frame.
 const ARP_TARGET_IP: u16 = proto::IPV4_OFFSET + 24;
 
@@ -59,46 +58,6 @@ fn on_interrupt(frame: &mut UpcallFrame) {
     }
 }
 
-struct Ring {
-    base: *mut u8,
-    slot_count: u64,
-    tail: u64,
-}
-
-impl Ring {
-    fn header(&self) -> *mut RxRingHeader {
-        self.base.cast()
-    }
-
-    /// Copy the oldest waiting frame into `out`; its length.
-    fn pop(&mut self, out: &mut [u8; 2048]) -> Option<usize> {
-        // SAFETY: the header lies at the start of the ring, which stays allocated.
-        let head = unsafe { core::ptr::read_volatile(&raw const (*self.header()).head) };
-        if head == self.tail {
-            return None;
-        }
-        core::sync::atomic::fence(Ordering::Acquire);
-        let offset = RX_RING_HEADER + (self.tail % self.slot_count) * RX_SLOT_SIZE;
-        // SAFETY: the slot lies inside the ring; between tail and head it is ours.
-        let len = unsafe {
-            let slot = self.base.add(offset as usize);
-            let len = (core::ptr::read_volatile(slot.cast::<u32>()) as usize).min(out.len());
-            core::ptr::copy_nonoverlapping(slot.add(8), out.as_mut_ptr(), len);
-            len
-        };
-        core::sync::atomic::fence(Ordering::Release);
-        self.tail += 1;
-        // SAFETY: as above; tail is the one header word we write.
-        unsafe { core::ptr::write_volatile(&raw mut (*self.header()).tail, self.tail) };
-        Some(len)
-    }
-
-    fn dropped(&self) -> u64 {
-        // SAFETY: as in `pop`.
-        unsafe { core::ptr::read_volatile(&raw const (*self.header()).dropped) }
-    }
-}
-
 fn echo(env: &Env) -> i32 {
     let want = param(env, "echoes", 3);
     let limit_ticks = param(env, "time_ms", 30_000) * (env.tsc_hz / 1000);
@@ -110,42 +69,39 @@ fn echo(env: &Env) -> i32 {
     let mac: [u8; 6] = info.mac.to_le_bytes()[..6].try_into().expect("6 bytes");
     set_handler(UpcallKind::Interrupt, on_interrupt).expect("interrupt handler");
 
-    let layout = Layout::from_size_align(RING_BYTES as usize, 4096).expect("ring layout");
-    // SAFETY: nonzero size; never freed: the kernel writes it while we live.
-    let base = unsafe { alloc::alloc::alloc_zeroed(layout) };
-    assert!(!base.is_null(), "no heap for the ring");
-    let slot_count = net::net_rx_ring(base as u64, RING_BYTES).expect("register the ring");
-    let mut ring = Ring { base, slot_count, tail: 0 };
+    let mut ring = RxRing::register(RING_SLOTS).expect("register the ring");
 
     let arp = Filter::new().ethertype(proto::ETHERTYPE_ARP).match_u32(ARP_TARGET_IP, u32::from_be_bytes(MY_IP));
     net::net_filter_install(&arp.encode()).expect("install the ARP filter");
     net::net_filter_install(&Filter::udp_dst_port(7).encode()).expect("install the UDP port 7 filter");
 
-    let (_, key) = syscall::frame_alloc(0, rights::READ | rights::WRITE).expect("a transmit frame");
-    syscall::map(TX_VA, key, map_flags::WRITE | map_flags::GUARANTEED).expect("map the transmit frame");
-    println!("netecho: ring of {} slots, filters in, echoing {} datagrams", slot_count, want);
+    // SAFETY: nothing else in this program maps or touches the page at TX_VA.
+    let mut tx = unsafe { TxPage::new(TX_VA, map_flags::GUARANTEED) }.expect("a mapped transmit frame");
+    println!("netecho: ring of {} slots, filters in, echoing {} datagrams", ring.slot_count(), want);
 
     let start = rdtsc();
     let (mut echoed, mut arps, mut other, mut tx_errors) = (0u64, 0u64, 0u64, 0u64);
-    let mut packet = [0u8; 2048];
     while echoed < want && rdtsc() - start < limit_ticks {
-        let Some(len) = ring.pop(&mut packet) else {
+        // The reply is built straight in the transmit page: (ethertype, length).
+        let Some(reply) = ring.pop(|packet| {
+            let out = tx.buffer();
+            match ethertype(packet) {
+                Some(0x0806) => arp_reply(packet, mac, out).map(|len| (0x0806, len)),
+                Some(0x0800) => udp_echo(packet, mac, out).map(|len| (0x0800, len)),
+                _ => None,
+            }
+        }) else {
             // Nothing waiting: a network call makes the kernel poll the NIC.
             let _ = net::net_info();
             continue;
         };
-        let reply = match ethertype(&packet[..len]) {
-            Some(0x0806) => arp_reply(&packet[..len], mac),
-            Some(0x0800) => udp_echo(&packet[..len], mac),
-            _ => None,
-        };
-        let Some(reply) = reply else {
+        let Some((kind, len)) = reply else {
             other += 1;
             continue;
         };
-        match transmit(key, reply) {
-            Ok(()) if ethertype(reply) == Some(0x0806) => arps += 1,
-            Ok(()) => echoed += 1,
+        match tx.transmit(len) {
+            Ok(_) if kind == 0x0806 => arps += 1,
+            Ok(_) => echoed += 1,
             Err(error) => {
                 tx_errors += 1;
                 println!("netecho: net_tx: {}", error.name());
@@ -172,21 +128,11 @@ fn ethertype(frame: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]))
 }
 
-/// Scratch space the reply is built in before it is copied to the frame.
-static mut REPLY: [u8; 1514] = [0; 1514];
-
-fn reply_buffer() -> &'static mut [u8; 1514] {
-    // SAFETY: single-threaded; the upcall handler never touches it, and each
-    // reply is sent before the next is built.
-    unsafe { &mut *(&raw mut REPLY) }
-}
-
-/// An ARP reply to a request for our address.
-fn arp_reply(frame: &[u8], mac: [u8; 6]) -> Option<&'static [u8]> {
+/// An ARP reply to a request for our address, built in `out`; its length.
+fn arp_reply(frame: &[u8], mac: [u8; 6], out: &mut [u8]) -> Option<usize> {
     if frame.len() < 42 || frame[20..22] != [0, 1] || frame[38..42] != MY_IP {
         return None;
     }
-    let out = reply_buffer();
     out[0..6].copy_from_slice(&frame[6..12]);
     out[6..12].copy_from_slice(&mac);
     out[12..14].copy_from_slice(&[0x08, 0x06]);
@@ -196,21 +142,20 @@ fn arp_reply(frame: &[u8], mac: [u8; 6]) -> Option<&'static [u8]> {
     out[28..32].copy_from_slice(&MY_IP);
     out[32..38].copy_from_slice(&frame[22..28]);
     out[38..42].copy_from_slice(&frame[28..32]);
-    Some(&out[..42])
+    Some(42)
 }
 
-/// The datagram sent back where it came from.
-fn udp_echo(frame: &[u8], mac: [u8; 6]) -> Option<&'static [u8]> {
+/// The datagram sent back where it came from, built in `out`; its length.
+fn udp_echo(frame: &[u8], mac: [u8; 6], out: &mut [u8]) -> Option<usize> {
     if frame.len() < 34 {
         return None;
     }
     let ihl = (frame[14] & 0x0f) as usize * 4;
     let total = u16::from_be_bytes([frame[16], frame[17]]) as usize;
     let len = 14 + total;
-    if ihl < 20 || frame[23] != 17 || len > frame.len() || len > 1514 || total < ihl + 8 {
+    if ihl < 20 || frame[23] != 17 || len > frame.len() || len > 1514 || len > out.len() || total < ihl + 8 {
         return None;
     }
-    let out = reply_buffer();
     out[..len].copy_from_slice(&frame[..len]);
     out[0..6].copy_from_slice(&frame[6..12]);
     out[6..12].copy_from_slice(&mac);
@@ -224,7 +169,7 @@ fn udp_echo(frame: &[u8], mac: [u8; 6]) -> Option<&'static [u8]> {
     out[udp..udp + 2].copy_from_slice(&frame[udp + 2..udp + 4]);
     out[udp + 2..udp + 4].copy_from_slice(&frame[udp..udp + 2]);
     out[udp + 6..udp + 8].copy_from_slice(&[0, 0]);
-    Some(&out[..len])
+    Some(len)
 }
 
 fn ipv4_checksum(header: &[u8]) -> u16 {
@@ -233,13 +178,6 @@ fn ipv4_checksum(header: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
-}
-
-fn transmit(key: FrameKey, frame: &[u8]) -> Result<(), Error> {
-    // SAFETY: TX_VA maps our transmit frame writable; nothing else uses it.
-    let page = unsafe { core::slice::from_raw_parts_mut(TX_VA as *mut u8, 4096) };
-    page[..frame.len()].copy_from_slice(frame);
-    net::net_tx(key, 0, frame.len() as u64).map(|_| ())
 }
 
 fn outcome(result: Result<u64, Error>) -> &'static str {

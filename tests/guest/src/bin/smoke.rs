@@ -2,10 +2,10 @@
 #![no_std]
 #![no_main]
 
-use shared_abi::println;
-use shared_abi::rt::Env;
+use libos_runtime::println;
+use libos_runtime::rt::Env;
 
-shared_abi::libos_main!(main);
+libos_runtime::libos_main!(main);
 
 fn main(env: &Env) -> i32 {
     println!("smoke: hello from env {} of {}", env.id, env.env_count);

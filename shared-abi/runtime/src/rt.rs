@@ -2,9 +2,15 @@
 //! heap over the memory the kernel granted, console macros, upcall
 //! trampolines, and a panic handler that reports and ends the environment.
 //!
-//! A libOS program is `#![no_std] #![no_main]`, depends on `shared-abi`
-//! with the `runtime` feature, and names its main function with
-//! [`libos_main!`](crate::libos_main).
+//! A libOS program is `#![no_std] #![no_main]`, depends on
+//! `libos-runtime`, and names its main function with
+//! [`libos_main!`](crate::libos_main); it prints with
+//! [`println!`](crate::println).
+//!
+//! The entry point, the global allocator and the panic handler exist only
+//! on the bare-metal target (`target_os = "none"`), so a libOS's policy
+//! library that depends on this crate still builds and runs its unit tests
+//! on the host.
 
 #[cfg(target_os = "none")]
 use crate::start::{StartInfo, START_MAGIC};
@@ -46,18 +52,6 @@ impl Env {
     pub fn arg_words(&self) -> impl Iterator<Item = &'static str> {
         self.args.split_whitespace()
     }
-}
-
-/// Define the libOS's main function: `fn(&Env) -> i32`, its exit code.
-#[macro_export]
-macro_rules! libos_main {
-    ($main:path) => {
-        #[no_mangle]
-        fn __libos_main(env: &$crate::rt::Env) -> i32 {
-            let main: fn(&$crate::rt::Env) -> i32 = $main;
-            main(env)
-        }
-    };
 }
 
 extern "Rust" {
@@ -147,24 +141,12 @@ impl Write for Console {
     }
 }
 
+/// What [`print!`](crate::print) and [`println!`](crate::println) call.
 #[doc(hidden)]
 pub fn _print(args: fmt::Arguments) {
     let mut console = Console::new();
     let _ = console.write_fmt(args);
     console.flush();
-}
-
-/// Print to the console (the kernel prefixes each line with the env name).
-#[macro_export]
-macro_rules! print {
-    ($($arg:tt)*) => { $crate::rt::_print(format_args!($($arg)*)) };
-}
-
-/// Print a line to the console.
-#[macro_export]
-macro_rules! println {
-    () => { $crate::print!("\n") };
-    ($($arg:tt)*) => { $crate::rt::_print(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
 #[cfg(target_os = "none")]
