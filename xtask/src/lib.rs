@@ -79,8 +79,9 @@ fn run_checked(cmd: &mut Command) -> Result<()> {
 }
 
 /// Build the kernel and the libOS programs (release, bare-metal target).
-/// Two cargo invocations, so the libOS-only `runtime` feature of
-/// shared-abi never reaches the kernel through feature unification.
+/// Two cargo invocations, so the kernel's build never shares features or
+/// dependencies with the libOS programs' (which link `libos-runtime`: its
+/// entry point, allocator and panic handler must never reach the kernel).
 pub fn build_binaries() -> Result<()> {
     run_checked(cargo().args(["build", "--release", "--target", TARGET, "-p", "exokernel"]))?;
     let mut cmd = cargo();

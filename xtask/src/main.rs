@@ -287,7 +287,23 @@ fn test() -> Result<()> {
     let started = Instant::now();
     println!("== host unit tests");
     let (unit_ok, unit) = cargo_test(
-        &["test", "--no-fail-fast", "--lib", "-p", "shared-abi", "-p", "kcore", "-p", "xtask", "-p", "libos-unix", "-p", "libos-rt"],
+        &[
+            "test",
+            "--no-fail-fast",
+            "--lib",
+            "-p",
+            "shared-abi",
+            "-p",
+            "libos-runtime",
+            "-p",
+            "kcore",
+            "-p",
+            "xtask",
+            "-p",
+            "libos-unix",
+            "-p",
+            "libos-rt",
+        ],
         &[],
     )?;
     println!("== building kernel, libOSes and scenario images");
