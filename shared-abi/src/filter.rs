@@ -3,7 +3,7 @@
 //! A library OS claims the packets it wants by installing a filter; the
 //! kernel verifies it, merges it into its decision trie and delivers every
 //! packet the filter matches to the installing environment. This module is
-//! the part both sides share: what a filter means ([`matches`]), how it is
+//! the part both sides share: what a filter means ([`matches()`]), how it is
 //! encoded ([`Filter::encode`], [`decode`]), and builders for the common
 //! protocols ([`Filter::udp_dst_port`] claims "UDP to port 7" in one call).
 //!
@@ -375,7 +375,7 @@ impl Filter {
         Filter::new().tcp().dst_port(port)
     }
 
-    /// Whether `packet` matches this filter (see [`matches`]).
+    /// Whether `packet` matches this filter (see [`matches()`]).
     pub fn matches(&self, packet: &[u8]) -> bool {
         matches(&self.atoms, packet)
     }

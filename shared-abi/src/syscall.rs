@@ -34,12 +34,12 @@ pub mod nr {
     /// `frame_query(key_lo, key_hi, out_ptr) -> 0`: describe a frame.
     pub const FRAME_QUERY: u64 = 9;
     /// `map(va, key_lo, key_hi, flags) -> 0`: install a mapping of a keyed
-    /// frame into one of the caller's TLB slots (see [`map_flags`]).
+    /// frame into one of the caller's TLB slots (see [`map_flags`](super::map_flags)).
     pub const MAP: u64 = 10;
     /// `unmap(va) -> 0`: remove a mapping from slots and software TLB.
     pub const UNMAP: u64 = 11;
     /// `map_query(va, clear) -> bits`: state of a mapping (see
-    /// [`map_bits`]); `clear` may ask to clear the accessed bit (1) and the
+    /// [`map_bits`](super::map_bits)); `clear` may ask to clear the accessed bit (1) and the
     /// dirty bit (2) after reading them.
     pub const MAP_QUERY: u64 = 12;
     /// `guarantee(va, on) -> 0`: make a mapping guaranteed (survives every
@@ -71,7 +71,7 @@ pub mod nr {
     /// queue the message; the target's protected entry runs it when the
     /// target next runs.
     pub const PCT_SEND: u64 = 20;
-    /// `env_info(out_ptr) -> 0`: the caller's CPU accounting ([`EnvInfo`]).
+    /// `env_info(out_ptr) -> 0`: the caller's CPU accounting ([`EnvInfo`](super::EnvInfo)).
     pub const ENV_INFO: u64 = 21;
     /// One past the highest number in use (22..=27 are the network
     /// calls, numbered in [`crate::net::nr`]).
