@@ -39,10 +39,12 @@ pub fn boot_with(scenario: &str, options: RunOptions) -> Outcome {
     outcome
 }
 
-/// Assert the run ended with the kernel's success verdict.
+/// Assert the run ended with the kernel's success verdict, its end-of-run
+/// invariants holding.
 pub fn assert_success(outcome: &Outcome) {
     assert_eq!(outcome.verdict, Some(Verdict::Success), "run ended: {}", outcome.describe());
     assert!(outcome.lines.iter().any(|l| l == "EXO-END verdict=success"), "no EXO-END line");
+    assert_invariants(outcome);
 }
 
 /// Assert environment `name` exited by itself with `code`.

@@ -29,12 +29,18 @@ fn splitmix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Whether the run for this seed gets a NIC (and host traffic to it), so
+/// the network calls reach past their argument checks.
+pub fn fuzz_uses_nic(seed: u64) -> bool {
+    splitmix(seed ^ 0x6e69_6300) % 3 == 0
+}
+
 /// The boot manifest of one fuzz run.
 pub fn fuzz_manifest(config: &FuzzConfig) -> String {
     let pick = |salt: u64, n: u64| splitmix(config.seed ^ salt.wrapping_mul(0x2545_f491_4f6c_dd1d)) % n;
     let policy = ["flush", "pcid", "stlb"][pick(1, 3) as usize];
     let quantum = [500, 1000, 2000][pick(2, 3) as usize];
-    let pool = [512, 2048, 8192][pick(3, 3) as usize];
+    let pool: u64 = [512, 2048, 8192][pick(3, 3) as usize];
     let envs = config.envs.clamp(1, 8);
     let mut text = format!(
         "# cargo xtask fuzz: seed {seed}, {envs} env(s) of {calls} calls\nlog = warn\ntlb_policy = {policy}\nquantum_us = {quantum}\nframe_pool_kib = {pool}\n",
@@ -44,12 +50,16 @@ pub fn fuzz_manifest(config: &FuzzConfig) -> String {
     let trace = if config.trace { " trace=1" } else { "" };
     for env in 1..=envs {
         let slots = [8, 64, 512][pick(10 + env, 3) as usize];
-        let quota = [64, 256, 1024][pick(20 + env, 3) as usize];
+        // Quotas never promise more than the pool holds (then a libOS
+        // within its quota always gets a frame, if only after `again`).
+        let quota = [64u64, 256, 1024][pick(20 + env, 3) as usize].min(pool / envs / 4 * 4);
         let kmem = [32, 256][pick(30 + env, 2) as usize];
+        // The envs end one after another (the last makes all its calls), so
+        // the others keep using keys, mappings and transfers of ended ones.
+        let calls = config.calls - (envs - env) * config.calls / (2 * envs);
         text.push_str(&format!(
             "\n[env]\nname = fuzz{env}\nprogram = attacker\nargs = fuzz seed={seed} calls={calls}{trace}\nmemory_kib = 4096\ntlb_slots = {slots}\nquota_kib = {quota}\nkmem_kib = {kmem}\n",
             seed = config.seed,
-            calls = config.calls
         ));
     }
     text
@@ -127,10 +137,14 @@ mod tests {
             let manifest =
                 shared_abi::manifest::Manifest::parse(&text).unwrap_or_else(|e| panic!("seed {seed}: {e}\n{text}"));
             assert_eq!(manifest.envs.len(), 3);
+            let quotas: u64 = manifest.envs.iter().map(|e| e.quota_kib).sum();
+            assert!(quotas <= manifest.frame_pool_kib, "seed {seed}: quotas overcommit the pool\n{text}");
             assert!(manifest
                 .envs
                 .iter()
-                .all(|e| e.program == "attacker" && e.args.starts_with(&format!("fuzz seed={seed} calls=100"))));
+                .all(|e| e.program == "attacker" && e.args.starts_with(&format!("fuzz seed={seed} calls="))));
+            let calls: Vec<&str> = manifest.envs.iter().map(|e| e.args.as_str()).collect();
+            assert!(calls[0].contains("calls=67") && calls[1].contains("calls=84") && calls[2].contains("calls=100"), "{calls:?}");
         }
         assert_eq!(
             fuzz_manifest(&FuzzConfig { seed: 5, calls: 1, envs: 1, trace: false }),

@@ -327,14 +327,13 @@ fn test() -> Result<()> {
 
 #[allow(clippy::too_many_arguments)]
 fn fuzz(seconds: u64, seed: Option<u64>, runs: Option<u64>, calls: u64, envs: u64, timeout: u64, trace: bool, echo: bool) -> Result<()> {
-    use xtask::fuzz::{fuzz_manifest, judge_fuzz_run, FuzzConfig};
+    use xtask::fuzz::{fuzz_manifest, fuzz_uses_nic, judge_fuzz_run, FuzzConfig};
     let first = seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() % 1_000_000).unwrap_or(1)
     });
     build_binaries()?;
     println!("xtask: fuzzing for {seconds} s from seed {first}: {envs} env(s) x {calls} calls per run, {timeout} s per run");
     let started = Instant::now();
-    let options = RunOptions { timeout: Duration::from_secs(timeout), echo, ..Default::default() };
     let (mut done, mut total_calls, mut total_errors) = (0u64, 0u64, 0u64);
     let mut killed = Vec::new();
     let mut seed = first;
@@ -342,12 +341,37 @@ fn fuzz(seconds: u64, seed: Option<u64>, runs: Option<u64>, calls: u64, envs: u6
         let config = FuzzConfig { seed, calls, envs, trace };
         let text = fuzz_manifest(&config);
         let image = make_image("fuzz-run", &text)?;
-        let outcome = run_qemu(&image, &options)?;
+        let nic = fuzz_uses_nic(seed);
+        let net = nic.then(|| free_net_ports(0, 0));
+        let options = RunOptions { timeout: Duration::from_secs(timeout), echo, net, ..Default::default() };
+        // With a NIC, datagrams from the host for the guest's filters (UDP
+        // port 7) and ARP traffic from QEMU for them to claim.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let traffic = net.map(|(udp, _)| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let Ok(socket) = std::net::UdpSocket::bind("127.0.0.1:0") else { return };
+                let mut n = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let payload: Vec<u8> = (0..(n % 1400) + 1).map(|i| (i ^ n) as u8).collect();
+                    let _ = socket.send_to(&payload, ("127.0.0.1", udp));
+                    n += 1;
+                    std::thread::sleep(Duration::from_millis(3));
+                }
+            })
+        });
+        let outcome = run_qemu(&image, &options);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = traffic {
+            let _ = thread.join();
+        }
+        let outcome = outcome?;
         match judge_fuzz_run(&outcome, envs) {
             Ok(report) => {
                 println!(
-                    "fuzz: seed {seed}: ok in {:.1} s ({} calls, {} errors returned{})",
+                    "fuzz: seed {seed}: ok in {:.1} s{} ({} calls, {} errors returned{})",
                     outcome.wall.as_secs_f64(),
+                    if nic { " with a NIC" } else { "" },
                     report.calls,
                     report.errors,
                     if report.killed.is_empty() { String::new() } else { format!(", {} env(s) killed", report.killed.len()) }
@@ -360,7 +384,7 @@ fn fuzz(seconds: u64, seed: Option<u64>, runs: Option<u64>, calls: u64, envs: u6
                 killed.extend(report.killed.into_iter().map(|k| format!("seed {seed} {k}")));
             }
             Err(reason) => {
-                println!("fuzz: seed {seed} broke the kernel: {reason}");
+                println!("fuzz: seed {seed} broke the kernel: {reason}{}", if nic { " (run with a NIC)" } else { "" });
                 println!("--- last 30 lines of output:");
                 for line in outcome.lines.iter().skip(outcome.lines.len().saturating_sub(30)) {
                     println!("{line}");
