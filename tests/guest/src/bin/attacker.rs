@@ -767,6 +767,8 @@ const FUZZ_BASE: u64 = DYNAMIC_BASE + 0x1000_0000;
 const FUZZ_PAGES: u64 = 512;
 const FUZZ_STACK_VA: u64 = DYNAMIC_BASE + 0x40_0000_0000;
 const FUZZ_CHECK_VA: u64 = DYNAMIC_BASE + 0x50_0000_0000;
+/// Where the announce step builds the frame it transmits.
+const FUZZ_TX_VA: u64 = DYNAMIC_BASE + 0x60_0000_0000;
 /// Scratch memory the kernel may write: 2 MiB, pointers only into the
 /// first 64 KiB, so no write of at most 1 MiB can leave it.
 const SCRATCH_LEN: usize = 2 << 20;
@@ -832,7 +834,7 @@ impl Fuzz {
             _ => self.rng.next(),
         };
         // Never the upcall step's stack page or the final check page.
-        if va & !0xfff == FUZZ_STACK_VA || va & !0xfff == FUZZ_CHECK_VA {
+        if va & !0xfff == FUZZ_STACK_VA || va & !0xfff == FUZZ_CHECK_VA || va & !0xfff == FUZZ_TX_VA {
             FUZZ_BASE
         } else {
             va
@@ -1151,7 +1153,7 @@ impl Fuzz {
 
     /// One valid step of a call sequence.
     fn valid_step(&mut self) {
-        match self.rng.below(18) {
+        match self.rng.below(19) {
             0 | 1 => {
                 if self.keys.iter().filter(|h| h.owned).count() > 96 {
                     return self.free_one();
@@ -1276,6 +1278,7 @@ impl Fuzz {
             }
             16 => self.filter_step(),
             17 => self.ring_step(),
+            18 => self.announce(),
             _ => {
                 // Touch a page we never mapped: the fault comes back to us.
                 let va = FUZZ_BASE + FUZZ_PAGES * PAGE + self.rng.below(64) * PAGE;
@@ -1315,6 +1318,39 @@ impl Fuzz {
                 }
             }
         }
+    }
+
+    /// With a NIC: transmit an ARP reply saying 10.0.2.15 is at our MAC, so
+    /// QEMU's user network delivers the host's datagrams (for the UDP port
+    /// 7 filters) instead of waiting for an answer to its ARP request.
+    fn announce(&mut self) {
+        let Ok(net) = libos_runtime::net::net_info() else { return };
+        if net.mac == 0 {
+            return;
+        }
+        let mac = &net.mac.to_le_bytes()[..6];
+        let mut packet = [0u8; 48];
+        packet[..6].copy_from_slice(&[0xff; 6]);
+        packet[6..12].copy_from_slice(mac);
+        packet[12..14].copy_from_slice(&[0x08, 0x06]);
+        packet[14..22].copy_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 2]);
+        packet[22..28].copy_from_slice(mac);
+        packet[28..32].copy_from_slice(&[10, 0, 2, 15]);
+        packet[32..38].copy_from_slice(&[0xff; 6]);
+        packet[38..42].copy_from_slice(&[10, 0, 2, 2]);
+        let Ok((_, key)) = frames::alloc_map(FUZZ_TX_VA, rights::ALL, map_flags::WRITE) else { return };
+        let mut written = true;
+        for (i, word) in packet.chunks(8).enumerate() {
+            let value = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+            written &= probe_write(FUZZ_TX_VA + i as u64 * 8, value);
+        }
+        if written {
+            let result = libos_runtime::net::net_tx(key, 0, 42);
+            self.count(&result);
+        }
+        let _ = syscall::unmap(FUZZ_TX_VA);
+        let _ = syscall::frame_free(key);
+        self.calls += 4;
     }
 
     /// Register the receive ring on one of our pages or in the scratch
@@ -1566,6 +1602,7 @@ fn fuzz(env: &Env) -> Outcome {
         errors: 0,
         failures: 0,
     };
+    f.announce();
     while f.calls < calls {
         f.step += 1;
         f.answer_revocation();
