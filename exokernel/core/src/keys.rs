@@ -189,7 +189,8 @@ pub struct FrameTable {
     /// Slots holding a grant.
     live: usize,
     /// Live grants by the environment that pays for them.
-    paid: BTreeMap<EnvId, usize>,
+    /// (Indexed by id: ids are small and dense; O(1) on the map path.)
+    paid: Vec<usize>,
 }
 
 impl FrameTable {
@@ -202,7 +203,7 @@ impl FrameTable {
             frames: BTreeMap::new(),
             minted: 0,
             live: 0,
-            paid: BTreeMap::new(),
+            paid: Vec::new(),
         }
     }
 
@@ -214,13 +215,13 @@ impl FrameTable {
         self.entries = Vec::new();
         self.free_entries = Vec::new();
         self.frames = BTreeMap::new();
-        self.paid = BTreeMap::new();
+        self.paid = Vec::new();
     }
 
     /// Live grants `env` pays for (its owner keys and the shares it minted):
     /// what the kernel charges to its kernel-memory budget.
     pub fn grants_paid_by(&self, env: EnvId) -> usize {
-        self.paid.get(&env).copied().unwrap_or(0)
+        usize::try_from(env).ok().and_then(|at| self.paid.get(at)).copied().unwrap_or(0)
     }
 
     /// Number of live keys (for statistics and tests).
@@ -376,7 +377,11 @@ impl FrameTable {
         self.minted += 1;
         self.live += 1;
         self.entries[entry].grant = Some(Grant { key, env, payer, info });
-        *self.paid.entry(payer).or_insert(0) += 1;
+        let at = payer as usize;
+        if self.paid.len() <= at {
+            self.paid.resize(at + 1, 0);
+        }
+        self.paid[at] += 1;
         Ok((entry, key))
     }
 
@@ -387,11 +392,8 @@ impl FrameTable {
             return;
         };
         self.live -= 1;
-        if let Some(count) = self.paid.get_mut(&grant.payer) {
+        if let Some(count) = self.paid.get_mut(grant.payer as usize) {
             *count -= 1;
-            if *count == 0 {
-                self.paid.remove(&grant.payer);
-            }
         }
         // An entry that held a grant has a generation below the maximum.
         cell.generation += 1;

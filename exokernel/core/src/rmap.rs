@@ -8,7 +8,7 @@
 //! so the map is bounded by the budgets (and, per environment, by its slots
 //! plus its software TLB).
 
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 
 /// An environment's index in the kernel's table.
@@ -18,7 +18,8 @@ pub type EnvIndex = usize;
 pub struct ReverseMap {
     /// Ordered by frame, so one frame's mappings are one range.
     entries: BTreeSet<(u64, EnvIndex, u64)>,
-    per_env: BTreeMap<EnvIndex, u64>,
+    /// Entries by environment index (dense; O(1) on the map path).
+    per_env: Vec<u64>,
 }
 
 impl ReverseMap {
@@ -31,7 +32,10 @@ impl ReverseMap {
     pub fn insert(&mut self, frame_pa: u64, index: EnvIndex, va: u64) -> bool {
         let new = self.entries.insert((frame_pa, index, va));
         if new {
-            *self.per_env.entry(index).or_insert(0) += 1;
+            if self.per_env.len() <= index {
+                self.per_env.resize(index + 1, 0);
+            }
+            self.per_env[index] += 1;
         }
         new
     }
@@ -46,11 +50,8 @@ impl ReverseMap {
     }
 
     fn uncount(&mut self, index: EnvIndex, by: u64) {
-        if let Some(count) = self.per_env.get_mut(&index) {
+        if let Some(count) = self.per_env.get_mut(index) {
             *count -= by;
-            if *count == 0 {
-                self.per_env.remove(&index);
-            }
         }
     }
 
@@ -70,14 +71,14 @@ impl ReverseMap {
         let count = self.count_of(index);
         if count > 0 {
             self.entries.retain(|&(_, i, _)| i != index);
-            self.per_env.remove(&index);
+            self.per_env[index] = 0;
         }
         count
     }
 
     /// Mappings env `index` holds.
     pub fn count_of(&self, index: EnvIndex) -> u64 {
-        self.per_env.get(&index).copied().unwrap_or(0)
+        self.per_env.get(index).copied().unwrap_or(0)
     }
 
     /// Mappings of every environment.

@@ -242,19 +242,61 @@ impl AddressSpace {
     /// into read-only pages it built, such as the start page); otherwise
     /// nothing is written and the result is `Err`.
     pub fn write_user(&self, va: u64, bytes: &[u8], need: PageTableFlags) -> Result<(), ()> {
+        if let Some(frame) = self.one_user_page(va, bytes.len(), need)? {
+            write_env_frame(frame, (va & 0xfff) as usize, bytes);
+            return Ok(());
+        }
         self.user_chunks(va, bytes.len(), need, |_, _, _, _| {})?;
         self.user_chunks(va, bytes.len(), need, |frame, offset, at, len| {
             write_env_frame(frame, offset, &bytes[at..at + len])
         })
     }
 
+    /// Write a plain value to user memory at `va`, aligned, in one page
+    /// mapped present and user-accessible with the flags in `need`: one walk
+    /// and one typed store (the upcall path). `Err` if it spans pages, is
+    /// misaligned or is not mapped so.
+    pub fn write_user_value<T: super::pod::Pod>(&self, va: u64, value: &T, need: PageTableFlags) -> Result<(), ()> {
+        if !va.is_multiple_of(core::mem::align_of::<T>() as u64) {
+            return Err(());
+        }
+        let frame = self.one_user_page(va, core::mem::size_of::<T>(), need)?.ok_or(())?;
+        let at = phys_to_virt(frame) + (va & 0xfff);
+        // SAFETY: `[at, at + size_of::<T>())` lies in one frame of
+        // environment memory (the walk checked present, user and `need`),
+        // aligned for `T`, reached through the physical-memory window; the
+        // kernel holds no reference into environment memory and runs alone.
+        unsafe { core::ptr::write(at as *mut T, *value) };
+        Ok(())
+    }
+
     /// Copy user memory at `va` into `out`; every page must be mapped
     /// present and user-accessible with the flags in `need`.
     pub fn read_user(&self, va: u64, out: &mut [u8], need: PageTableFlags) -> Result<(), ()> {
+        if let Some(frame) = self.one_user_page(va, out.len(), need)? {
+            read_env_frame(frame, (va & 0xfff) as usize, out);
+            return Ok(());
+        }
         self.user_chunks(va, out.len(), need, |_, _, _, _| {})?;
         self.user_chunks(va, out.len(), need, |frame, offset, at, len| {
             read_env_frame(frame, offset, &mut out[at..at + len])
         })
+    }
+
+    /// The common case of a copy, one walk: if `[va, va + len)` lies in one
+    /// page, its frame (checked for `need`); None if the range spans pages.
+    fn one_user_page(&self, va: u64, len: usize, need: PageTableFlags) -> Result<Option<u64>, ()> {
+        if (va & 0xfff) as usize + len > FRAME || len == 0 {
+            return Ok(None);
+        }
+        if va >= shared_abi::USER_TOP {
+            return Err(());
+        }
+        let (frame, flags) = self.translate(va).ok_or(())?;
+        if !flags.contains(PageTableFlags::PRESENT | PageTableFlags::USER_ACCESSIBLE | need) {
+            return Err(());
+        }
+        Ok(Some(frame))
     }
 
     /// Walk the user pages of `[va, va + len)`, giving (frame, offset in

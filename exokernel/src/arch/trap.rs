@@ -133,11 +133,15 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
 #[no_mangle]
 extern "C" fn syscall_dispatch(frame: &mut TrapFrame) -> u64 {
     let how = match SYSCALL_HANDLER.get() {
-        Some(handler) => handler(frame) as u64,
+        Some(handler) => handler(frame),
         None => panic!("syscall before the kernel was ready"),
     };
-    frame.confine_to_user();
-    how
+    // `sysretq` takes its selectors from STAR and its flags from r11 (as
+    // the `syscall` instruction saved them): only an `iretq` reads the frame's.
+    if matches!(how, Return::Iret) {
+        frame.confine_to_user();
+    }
+    how as u64
 }
 
 /// A system call that never switches environments: called straight from

@@ -127,7 +127,10 @@ impl Kernel {
         // Translated afresh on every delivery: no translation of the upcall
         // stack outlives a mapping change (the stack may be in the dynamic
         // window, where `unmap`, `frame_free` and the abort protocol move it).
-        space.write_user(at, out.as_bytes(), Flags::WRITABLE).map_err(|()| "upcall stack not writable")?;
+        if space.write_user_value(at, &out, Flags::WRITABLE).is_err() {
+            // Straddling two pages (or not writable): copy byte-wise.
+            space.write_user(at, out.as_bytes(), Flags::WRITABLE).map_err(|()| "upcall stack not writable")?;
+        }
         frame.rip = entry;
         frame.rsp = at;
         frame.rdi = at;
