@@ -702,7 +702,6 @@ impl Memory {
             return Err(Error::InvalidArgument);
         }
         let env_id = self.envs[index].id;
-        let key = key;
         self.table.check(key, env_id, Rights::READ)?;
         let start = crate::arch::cpu::rdtsc();
         for _ in 0..iterations {

@@ -65,7 +65,7 @@ fn cell_addr(obj: ObjRef) -> *mut u64 {
 fn read_next(obj: ObjRef) -> Option<ObjRef> {
     // SAFETY: live objects sit on mapped heap pages.
     let raw = unsafe { core::ptr::read_volatile(cell_addr(obj)) };
-    (raw != NO_NEXT).then(|| ObjRef { page: (raw >> 32) as u32, cell: raw as u32 })
+    (raw != NO_NEXT).then_some(ObjRef { page: (raw >> 32) as u32, cell: raw as u32 })
 }
 
 fn encode(next: Option<ObjRef>) -> u64 {
@@ -251,10 +251,7 @@ fn main(env: &Env) -> i32 {
                 syscall::yield_now();
             }
         }
-        let live: usize = roots
-            .iter()
-            .map(|r| core::iter::successors(*r, |o| read_next(*o)).count())
-            .sum();
+        let live: usize = roots.iter().map(|r| core::iter::successors(*r, |o| read_next(*o)).count()).sum();
         println!(
             "cycle {}: {} objects allocated, {} live, {} pages mapped, {} collections",
             cycle,

@@ -409,13 +409,7 @@ mod tests {
         // past their deadlines on return; the one released at 30 is not.
         let tasks = task_set(&[(1, 10)]);
         let stalled = core::cell::Cell::new(false);
-        let table = drive(&tasks, "edf", 60, 1, |now| {
-            if now >= 10 && !stalled.replace(true) {
-                25
-            } else {
-                0
-            }
-        });
+        let table = drive(&tasks, "edf", 60, 1, |now| if now >= 10 && !stalled.replace(true) { 25 } else { 0 });
         let stats = table.stats()[0];
         assert_eq!(stats.jobs_released, 6);
         assert_eq!(stats.misses, 2);

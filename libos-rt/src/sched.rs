@@ -153,9 +153,7 @@ impl RtScheduler for Edf {
     }
 
     fn pick(&mut self, ready: &[Job], tasks: &[Task]) -> Option<usize> {
-        pick_min_by_key(ready, |job| {
-            (job.absolute_deadline_ticks, task_id(job, tasks), job.task, job.release_ticks)
-        })
+        pick_min_by_key(ready, |job| (job.absolute_deadline_ticks, task_id(job, tasks), job.task, job.release_ticks))
     }
 }
 
@@ -206,8 +204,8 @@ pub fn utilisation_ppm(tasks: &[Task]) -> u64 {
 /// below every finite bound) beyond; 100% for zero or one task.
 pub fn rm_bound_ppm(task_count: usize) -> u64 {
     const BOUND_PPM: [u64; 17] = [
-        1_000_000, 1_000_000, 828_427, 779_763, 756_828, 743_491, 734_772, 728_626, 724_061, 720_537,
-        717_734, 715_451, 713_557, 711_958, 710_592, 709_411, 708_380,
+        1_000_000, 1_000_000, 828_427, 779_763, 756_828, 743_491, 734_772, 728_626, 724_061, 720_537, 717_734, 715_451,
+        713_557, 711_958, 710_592, 709_411, 708_380,
     ];
     const LN_2_PPM: u64 = 693_147;
     BOUND_PPM.get(task_count).copied().unwrap_or(LN_2_PPM)
@@ -275,7 +273,7 @@ pub fn edf_schedulable(tasks: &[Task]) -> bool {
     if tasks.iter().all(|task| task.deadline_ticks == task.period_ticks) {
         return true;
     }
-    let busy_period_ticks = synchronous_busy_period_ticks(tasks) as u128;
+    let busy_period_ticks = synchronous_busy_period_ticks(tasks);
     tasks.iter().all(|task| {
         let mut deadline_ticks = task.deadline_ticks as u128;
         while deadline_ticks <= busy_period_ticks {
@@ -303,10 +301,8 @@ fn utilisation_at_most_one(tasks: &[Task]) -> bool {
         });
         let Some((new_numerator, new_denominator)) = sum else {
             const PARTS: u128 = 1_000_000_000_000;
-            let parts: u128 = tasks
-                .iter()
-                .map(|task| (task.budget_ticks as u128 * PARTS).div_ceil(task.period_ticks as u128))
-                .sum();
+            let parts: u128 =
+                tasks.iter().map(|task| (task.budget_ticks as u128 * PARTS).div_ceil(task.period_ticks as u128)).sum();
             return parts <= PARTS;
         };
         let common = gcd(new_numerator, new_denominator);
@@ -327,10 +323,7 @@ fn gcd(mut a: u128, mut b: u128) -> u128 {
 
 /// Work released in `[0, window)` by synchronous release, `sum ceil(window / T) * C`.
 fn workload_ticks(tasks: &[Task], window_ticks: u128) -> u128 {
-    tasks
-        .iter()
-        .map(|task| window_ticks.div_ceil(task.period_ticks as u128) * task.budget_ticks as u128)
-        .sum()
+    tasks.iter().map(|task| window_ticks.div_ceil(task.period_ticks as u128) * task.budget_ticks as u128).sum()
 }
 
 /// Length of the synchronous busy period: the least `L > 0` with
@@ -458,8 +451,7 @@ pub fn simulate(
             }
         }
 
-        let running_index =
-            running.and_then(|key| ready.iter().position(|job| (job.task, job.release_ticks) == key));
+        let running_index = running.and_then(|key| ready.iter().position(|job| (job.task, job.release_ticks) == key));
         let chosen = if now_ticks % quantum_ticks == 0 || running_index.is_none() {
             scheduler.pick(&ready, tasks).filter(|&index| index < ready.len())
         } else {
@@ -541,8 +533,7 @@ mod tests {
                 .map(|id| {
                     let period_ticks = 2 + self.below(11);
                     let budget_ticks = 1 + self.below(period_ticks / 2 + 1);
-                    let deadline_ticks =
-                        if constrained { 1 + self.below(period_ticks) } else { period_ticks };
+                    let deadline_ticks = if constrained { 1 + self.below(period_ticks) } else { period_ticks };
                     Task::new(id, period_ticks, budget_ticks, deadline_ticks)
                 })
                 .collect()
@@ -816,8 +807,7 @@ mod tests {
             &[Some(3), None],
         ];
         for (tasks, expected) in sets.iter().zip(expected) {
-            let analysed: Vec<Option<u64>> =
-                (0..tasks.len()).map(|index| response_time_ticks(tasks, index)).collect();
+            let analysed: Vec<Option<u64>> = (0..tasks.len()).map(|index| response_time_ticks(tasks, index)).collect();
             assert_eq!(analysed, expected, "{tasks:?}");
             let report = run("rm", tasks, hyperperiod_ticks(tasks).unwrap() * 2, 1);
             for (index, response) in analysed.iter().enumerate() {

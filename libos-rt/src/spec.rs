@@ -103,14 +103,8 @@ mod tests {
 
     #[test]
     fn parses_implicit_and_constrained_deadlines() {
-        assert_eq!(
-            parse_tasks("2:5,4:7"),
-            Ok(vec![Task::implicit(0, 5, 2), Task::implicit(1, 7, 4)])
-        );
-        assert_eq!(
-            parse_tasks(" 1 : 10 : 8 , 2:20 "),
-            Ok(vec![Task::new(0, 10, 1, 8), Task::implicit(1, 20, 2)])
-        );
+        assert_eq!(parse_tasks("2:5,4:7"), Ok(vec![Task::implicit(0, 5, 2), Task::implicit(1, 7, 4)]));
+        assert_eq!(parse_tasks(" 1 : 10 : 8 , 2:20 "), Ok(vec![Task::new(0, 10, 1, 8), Task::implicit(1, 20, 2)]));
         assert_eq!(parse_tasks("0:3"), Ok(vec![Task::implicit(0, 3, 0)]), "a zero budget is valid");
     }
 

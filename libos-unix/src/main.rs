@@ -56,7 +56,7 @@ fn demo() -> i32 {
 }
 
 fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
 }
 
 /// Divide by zero and touch an unmapped page, handle both, resume.
@@ -110,8 +110,7 @@ fn start_paging(env: &Env, page_count: usize, default_frames: usize) -> Result<(
     let pager_name = env.param("pager").unwrap_or("clock");
     let pager = libos_unix::pager::by_name(pager_name).ok_or("unknown pager (fifo, clock, lru)")?;
     let frames = env.param("frames").and_then(|f| f.parse().ok()).unwrap_or(default_frames);
-    *paging::REGION.lock() =
-        Some(paging::Region::new(libos_runtime::start::DYNAMIC_BASE, page_count, frames, pager));
+    *paging::REGION.lock() = Some(paging::Region::new(libos_runtime::start::DYNAMIC_BASE, page_count, frames, pager));
     set_handler(UpcallKind::PageFault, paging::on_page_fault).map_err(|_| "page-fault handler")?;
     // The runtime's revocation handler notes requests in its inbox;
     // `paging::safe_point` answers them.

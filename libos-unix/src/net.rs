@@ -255,7 +255,8 @@ fn http_step(sockets: &mut SocketSet<'_>, conns: &mut [HttpConn], server: &mut S
     // Keep one socket listening: recycle a finished connection waiting out TIME-WAIT.
     let listening = conns.iter().any(|c| sockets.get::<tcp::Socket>(c.handle).state() == tcp::State::Listen);
     if !listening {
-        if let Some(conn) = conns.iter().find(|c| sockets.get::<tcp::Socket>(c.handle).state() == tcp::State::TimeWait) {
+        if let Some(conn) = conns.iter().find(|c| sockets.get::<tcp::Socket>(c.handle).state() == tcp::State::TimeWait)
+        {
             sockets.get_mut::<tcp::Socket>(conn.handle).abort();
             active = true;
         }
@@ -338,7 +339,10 @@ fn serve(env: &Env) -> Result<(), &'static str> {
     let tx = unsafe { TxPage::new(TX_VA, 0) }.map_err(AllocMapError::name)?;
     set_handler(UpcallKind::Interrupt, on_interrupt).map_err(|_| "interrupt handler")?;
     let filters = [
-        ("arp", Filter::new().ethertype(proto::ETHERTYPE_ARP).match_u32(ARP_TARGET_IP_OFFSET, u32::from_be_bytes(GUEST_IP))),
+        (
+            "arp",
+            Filter::new().ethertype(proto::ETHERTYPE_ARP).match_u32(ARP_TARGET_IP_OFFSET, u32::from_be_bytes(GUEST_IP)),
+        ),
         ("udp7", Filter::udp_dst_port(ECHO_PORT)),
         ("tcp80", Filter::tcp_dst_port(HTTP_PORT)),
     ];
@@ -406,7 +410,8 @@ fn serve(env: &Env) -> Result<(), &'static str> {
     let mut reached_at_ms: Option<u64> = None;
     let stopped = loop {
         let now_ms = clock.millis();
-        let mut active = iface.poll(clock.now(), &mut nic, &mut sockets) == smoltcp::iface::PollResult::SocketStateChanged;
+        let mut active =
+            iface.poll(clock.now(), &mut nic, &mut sockets) == smoltcp::iface::PollResult::SocketStateChanged;
         active |= udp_echo(&mut sockets, udp_handle, &mut served);
         active |= http_step(&mut sockets, &mut conns, &mut server);
         if want_requests != 0 && server.requests >= want_requests {

@@ -336,7 +336,7 @@ impl Simulator {
         bits.accessed = true;
         bits.dirty |= access.is_write;
         self.report.access_count += 1;
-        if self.tick_interval_accesses != 0 && self.report.access_count % self.tick_interval_accesses == 0 {
+        if self.tick_interval_accesses != 0 && self.report.access_count.is_multiple_of(self.tick_interval_accesses) {
             let resident = &mut self.resident;
             self.pager.tick(&mut |page| read_and_clear_accessed(resident, page));
         }

@@ -97,9 +97,8 @@ impl Region {
 
     fn choose_victim(&mut self) -> Option<usize> {
         let base = self.base;
-        let mut accessed = |page: usize| {
-            syscall::map_query(base + page as u64 * PAGE, true).unwrap_or(0) & map_bits::ACCESSED != 0
-        };
+        let mut accessed =
+            |page: usize| syscall::map_query(base + page as u64 * PAGE, true).unwrap_or(0) & map_bits::ACCESSED != 0;
         self.pager.choose_victim(&mut accessed)
     }
 
@@ -156,9 +155,8 @@ impl Region {
     /// A periodic hook: let the pager sample accessed bits.
     pub fn tick(&mut self) {
         let base = self.base;
-        let mut accessed = |page: usize| {
-            syscall::map_query(base + page as u64 * PAGE, true).unwrap_or(0) & map_bits::ACCESSED != 0
-        };
+        let mut accessed =
+            |page: usize| syscall::map_query(base + page as u64 * PAGE, true).unwrap_or(0) & map_bits::ACCESSED != 0;
         self.pager.tick(&mut accessed);
     }
 

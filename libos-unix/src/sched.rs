@@ -248,11 +248,7 @@ mod tests {
 
     /// Pick and report back `rounds` times, each slice using the whole
     /// quantum when `cpu_bound(pid)` says so; returns the picks in order.
-    fn run(
-        scheduler: &mut dyn ProcScheduler,
-        rounds: usize,
-        mut cpu_bound: impl FnMut(usize) -> bool,
-    ) -> Vec<usize> {
+    fn run(scheduler: &mut dyn ProcScheduler, rounds: usize, mut cpu_bound: impl FnMut(usize) -> bool) -> Vec<usize> {
         let mut picks = Vec::new();
         for _ in 0..rounds {
             let Some(pid) = scheduler.pick() else { break };

@@ -96,13 +96,25 @@ impl<C: Copy> ThreadTable<C> {
             woken_at_tsc: None,
             stats: ThreadStats::default(),
         };
-        ThreadTable { threads: alloc::vec![idle], policy, current: IDLE, slice_ticks: 0, charged_until_tsc: now_tsc, switches: 0 }
+        ThreadTable {
+            threads: alloc::vec![idle],
+            policy,
+            current: IDLE,
+            slice_ticks: 0,
+            charged_until_tsc: now_tsc,
+            switches: 0,
+        }
     }
 
     /// Add a runnable thread that will start from `context`; returns its id.
     pub fn spawn(&mut self, context: C) -> usize {
         let tid = self.threads.len();
-        self.threads.push(Thread { context, state: ThreadState::Runnable, woken_at_tsc: None, stats: ThreadStats::default() });
+        self.threads.push(Thread {
+            context,
+            state: ThreadState::Runnable,
+            woken_at_tsc: None,
+            stats: ThreadStats::default(),
+        });
         self.policy.add(tid);
         tid
     }

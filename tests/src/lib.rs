@@ -1,10 +1,10 @@
 //! Helpers for the scenario tests: boot a scenario image built by
 //! `cargo xtask test` (or `cargo xtask build`) and return what it printed.
 
+pub use shared_abi::exit::Verdict;
 use std::path::PathBuf;
 use std::time::Duration;
 pub use xtask::{Outcome, RunOptions};
-pub use shared_abi::exit::Verdict;
 
 /// Path of a scenario's image; panics with a hint if it was not built.
 pub fn image(scenario: &str) -> PathBuf {
@@ -24,7 +24,12 @@ pub fn boot(scenario: &str, timeout_secs: u64) -> Outcome {
 pub fn boot_deterministic(scenario: &str, timeout_secs: u64) -> Outcome {
     boot_with(
         scenario,
-        RunOptions { timeout: Duration::from_secs(timeout_secs), icount: true, icount_nosleep: true, ..RunOptions::default() },
+        RunOptions {
+            timeout: Duration::from_secs(timeout_secs),
+            icount: true,
+            icount_nosleep: true,
+            ..RunOptions::default()
+        },
     )
 }
 
@@ -50,7 +55,11 @@ pub fn assert_success(outcome: &Outcome) {
 /// Assert environment `name` exited by itself with `code`.
 pub fn assert_exited(outcome: &Outcome, name: &str, code: i64) {
     let summary = outcome.summary(name).unwrap_or_else(|| panic!("no summary line for env {name}"));
-    assert!(summary.contains(&format!("status=exited code={code} ")) || summary.ends_with(&format!("status=exited code={code}")), "env {name}: {summary}");
+    assert!(
+        summary.contains(&format!("status=exited code={code} "))
+            || summary.ends_with(&format!("status=exited code={code}")),
+        "env {name}: {summary}"
+    );
 }
 
 /// Assert environment `name` was ended by the kernel for a reason containing `why`.
@@ -78,7 +87,8 @@ pub fn invariants_line(outcome: &Outcome) -> Option<&str> {
 /// (`ok=true`: frames, heap, keys, reverse map and pool back where they
 /// belong once every environment ended).
 pub fn assert_invariants(outcome: &Outcome) {
-    let line = invariants_line(outcome).unwrap_or_else(|| panic!("no EXO-INVARIANTS line (run ended: {})", outcome.describe()));
+    let line = invariants_line(outcome)
+        .unwrap_or_else(|| panic!("no EXO-INVARIANTS line (run ended: {})", outcome.describe()));
     assert!(line.split_whitespace().any(|f| f == "ok=true"), "kernel invariants broken: {line}");
 }
 

@@ -79,6 +79,8 @@ fn garbage_to_every_syscall_gets_error_codes() {
     assert_exited(&outcome, "hostile", 0);
     assert_exited(&outcome, "gc", 0);
     // The runtime's panic handler reports and ends the env with code 101.
-    assert!(outcome.env_lines("panicker").any(|l| l.starts_with("panic: ") && l.contains("deliberate panic at depth 5")));
+    assert!(outcome
+        .env_lines("panicker")
+        .any(|l| l.starts_with("panic: ") && l.contains("deliberate panic at depth 5")));
     assert_exited(&outcome, "panicker", 101);
 }

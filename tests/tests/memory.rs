@@ -41,7 +41,12 @@ fn evicted_slots_refill_from_the_software_tlb_without_upcalls() {
     let outcome = boot("memstlb", 60);
     assert_success(&outcome);
     let line = outcome.env_lines("stlb").find(|l| l.starts_with("stlb: ")).expect("stlb line");
-    assert!(line.starts_with("stlb: 32 pages over 8 slots: 32 stlb hits, 0 upcalls, 0 faults seen by the libOS, 8 pages in slots"), "{line}");
+    assert!(
+        line.starts_with(
+            "stlb: 32 pages over 8 slots: 32 stlb hits, 0 upcalls, 0 faults seen by the libOS, 8 pages in slots"
+        ),
+        "{line}"
+    );
     assert_exited(&outcome, "stlb", 0);
     assert_eq!(stat(&outcome, "upcalls"), 0);
 }
@@ -57,7 +62,10 @@ fn field(line: &str, key: &str) -> u64 {
 fn guaranteed_mappings_survive_every_switch_under_the_stlb_policy() {
     let outcome = boot("guaranteed", 60);
     assert_success(&outcome);
-    assert!(outcome.lines.iter().any(|l| l == "[kernel] memory: pool 8192 KiB, tlb policy stlb, revocation deadline 20000 us"));
+    assert!(outcome
+        .lines
+        .iter()
+        .any(|l| l == "[kernel] memory: pool 8192 KiB, tlb policy stlb, revocation deadline 20000 us"));
     let line = outcome.env_lines("pinned").find(|l| l.starts_with("guaranteed: ")).expect("result line");
     let count = |key| field(line, key);
     // Each number is its own count: yields tried, switches seen, times the
@@ -142,7 +150,9 @@ fn libos_under_memory_pressure_give_frames_back_and_keep_running() {
     assert!(unix.contains(&"pressure: contents intact"));
     let gc: Vec<&str> = outcome.env_lines("gc").collect();
     assert!(
-        gc.iter().any(|l| l.starts_with("revocation: asked for ") && l.contains("collected and returned") && !l.contains("returned 0 ")),
+        gc.iter().any(|l| l.starts_with("revocation: asked for ")
+            && l.contains("collected and returned")
+            && !l.contains("returned 0 ")),
         "gc did not collect on request"
     );
     assert!(gc.contains(&"done"));

@@ -17,7 +17,8 @@ fn field(line: &str, key: &str) -> u64 {
 fn udp_datagrams_are_echoed_through_filters_ring_and_keyed_transmit() {
     // Ports the OS picks (bound, then released for QEMU to take).
     let (udp_port, tcp_port) = xtask::free_net_ports(0, 0);
-    let options = RunOptions { timeout: Duration::from_secs(90), net: Some((udp_port, tcp_port)), ..RunOptions::default() };
+    let options =
+        RunOptions { timeout: Duration::from_secs(90), net: Some((udp_port, tcp_port)), ..RunOptions::default() };
     let guest = std::thread::spawn(move || boot_with("netecho", options));
 
     let socket = UdpSocket::bind("127.0.0.1:0").expect("a host UDP socket");

@@ -27,7 +27,13 @@ struct Session {
 /// Send `payload` until its echo arrives or the deadline passes; replies
 /// to earlier datagrams (late retries) are skipped, anything else is
 /// returned as the (wrong) echo.
-fn echo(socket: &UdpSocket, guest: SocketAddr, payload: &[u8], earlier: &[Vec<u8>], deadline: Instant) -> Option<Vec<u8>> {
+fn echo(
+    socket: &UdpSocket,
+    guest: SocketAddr,
+    payload: &[u8],
+    earlier: &[Vec<u8>],
+    deadline: Instant,
+) -> Option<Vec<u8>> {
     let mut buffer = vec![0u8; 2048];
     while Instant::now() < deadline {
         socket.send_to(payload, guest).expect("send a datagram");
@@ -54,7 +60,9 @@ fn echo(socket: &UdpSocket, guest: SocketAddr, payload: &[u8], earlier: &[Vec<u8
 fn http_get(guest: SocketAddr, path: &str) -> Result<String, String> {
     let mut stream = TcpStream::connect_timeout(&guest, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).map_err(|e| format!("send: {e}"))?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).map_err(|e| format!("receive: {e} after {} bytes", response.len()))?;
     if response.is_empty() {
@@ -68,18 +76,16 @@ fn session() -> &'static Session {
     SESSION.get_or_init(|| {
         // Ports the OS picks now (free this moment; QEMU binds them next).
         let (udp_port, tcp_port) = xtask::free_net_ports(0, 0);
-        let options = RunOptions { timeout: Duration::from_secs(150), net: Some((udp_port, tcp_port)), ..RunOptions::default() };
+        let options =
+            RunOptions { timeout: Duration::from_secs(150), net: Some((udp_port, tcp_port)), ..RunOptions::default() };
         let guest = std::thread::spawn(move || boot_with("net", options));
         let deadline = Instant::now() + HOST_PATIENCE;
 
         let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a UDP socket");
         socket.set_read_timeout(Some(Duration::from_millis(250))).unwrap();
         let udp_guest = SocketAddr::from((Ipv4Addr::LOCALHOST, udp_port));
-        let payloads: Vec<Vec<u8>> = vec![
-            b"hello, libos-unix".to_vec(),
-            (0..1400u32).map(|i| (i * 7 + 3) as u8).collect(),
-            vec![0u8; 1],
-        ];
+        let payloads: Vec<Vec<u8>> =
+            vec![b"hello, libos-unix".to_vec(), (0..1400u32).map(|i| (i * 7 + 3) as u8).collect(), vec![0u8; 1]];
         let mut echoes = Vec::new();
         for (index, payload) in payloads.iter().enumerate() {
             let reply = echo(&socket, udp_guest, payload, &payloads[..index], deadline);
@@ -91,7 +97,9 @@ fn session() -> &'static Session {
         for path in ["/", "/no-such-page", "/"] {
             // The guest is up (it echoed); retry only a connection that got nothing.
             let mut result = http_get(tcp_guest, path);
-            while result.as_ref().is_err_and(|e| e.contains("without a response") || e.starts_with("connect")) && Instant::now() < deadline {
+            while result.as_ref().is_err_and(|e| e.contains("without a response") || e.starts_with("connect"))
+                && Instant::now() < deadline
+            {
                 std::thread::sleep(Duration::from_millis(500));
                 result = http_get(tcp_guest, path);
             }
@@ -145,10 +153,7 @@ fn guest_logs_each_request_and_a_summary_then_exits_by_itself() {
     assert!(requests[0].contains(" GET / -> 200 OK"), "{}", requests[0]);
     assert!(requests[1].contains(" GET /no-such-page -> 404 Not Found"), "{}", requests[1]);
     assert!(outcome.env_lines("unix").any(|l| l.starts_with("net: serving udp echo on port 7 and http on port 80")));
-    let summary = outcome
-        .env_lines("unix")
-        .find(|l| l.starts_with("net: summary "))
-        .expect("a summary line");
+    let summary = outcome.env_lines("unix").find(|l| l.starts_with("net: summary ")).expect("a summary line");
     let field = |key: &str| -> u64 {
         summary
             .split_whitespace()

@@ -42,10 +42,16 @@ fn assert_all_finished(scenario: &'static str, policy: &str) {
     let run = run(scenario);
     assert_success(&run.outcome);
     assert_exited(&run.outcome, "unix", 0);
-    assert!(run.outcome.env_lines("unix").any(|l| l == "threads: all finished"), "{scenario}: not all threads finished");
+    assert!(
+        run.outcome.env_lines("unix").any(|l| l == "threads: all finished"),
+        "{scenario}: not all threads finished"
+    );
     assert!(run.summary.starts_with(&format!("threads: scheduler={policy} ")), "{}", run.summary);
     assert!(field(&run.summary, "switches") > 0, "{}", run.summary);
-    assert!(run.outcome.env_lines("unix").any(|l| l.starts_with("thread 4 interactive: ") && !l.contains(" wakeups=0 ")));
+    assert!(run
+        .outcome
+        .env_lines("unix")
+        .any(|l| l.starts_with("thread 4 interactive: ") && !l.contains(" wakeups=0 ")));
 }
 
 #[test]

@@ -32,7 +32,7 @@ fn splitmix(mut z: u64) -> u64 {
 /// Whether the run for this seed gets a NIC (and host traffic to it), so
 /// the network calls reach past their argument checks.
 pub fn fuzz_uses_nic(seed: u64) -> bool {
-    splitmix(seed ^ 0x6e69_6300) % 3 == 0
+    splitmix(seed ^ 0x6e69_6300).is_multiple_of(3)
 }
 
 /// The boot manifest of one fuzz run.
@@ -144,7 +144,10 @@ mod tests {
                 .iter()
                 .all(|e| e.program == "attacker" && e.args.starts_with(&format!("fuzz seed={seed} calls="))));
             let calls: Vec<&str> = manifest.envs.iter().map(|e| e.args.as_str()).collect();
-            assert!(calls[0].contains("calls=67") && calls[1].contains("calls=84") && calls[2].contains("calls=100"), "{calls:?}");
+            assert!(
+                calls[0].contains("calls=67") && calls[1].contains("calls=84") && calls[2].contains("calls=100"),
+                "{calls:?}"
+            );
         }
         assert_eq!(
             fuzz_manifest(&FuzzConfig { seed: 5, calls: 1, envs: 1, trace: false }),

@@ -311,9 +311,9 @@ pub fn run_qemu(image: &Path, options: &RunOptions) -> Result<Outcome> {
     }
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let start = Instant::now();
-    let mut child = cmd.spawn().with_context(|| {
-        format!("starting {} (install it: apt-get install -y qemu-system-x86)", qemu_binary())
-    })?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {} (install it: apt-get install -y qemu-system-x86)", qemu_binary()))?;
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = mpsc::channel();
     let echo = options.echo;

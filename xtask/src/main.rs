@@ -52,6 +52,10 @@ enum Cmd {
     },
     /// Host unit tests, then every QEMU scenario test; prints a summary.
     Test,
+    /// The habits CI checks first: `cargo fmt --check`, and clippy with
+    /// warnings denied and every unsafe block documented, on the host
+    /// crates and on the bare-metal ones.
+    Lint,
     /// Boot the seeded fuzzer (the `attacker` program's `fuzz` mode) with
     /// seeds S, S+1, ... until the time is up; stop at the first run that
     /// breaks the kernel.
@@ -100,8 +104,12 @@ fn main() {
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
+    if matches!(cli.command, Cmd::Lint) {
+        return lint();
+    }
     ensure_qemu()?;
     match cli.command {
+        Cmd::Lint => unreachable!("handled above"),
         Cmd::Build => {
             for (name, image) in build_all()? {
                 println!("built {name}: {}", image.display());
@@ -117,6 +125,40 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Cmd::Bench { timeout, kvm } => bench(timeout, kvm),
     }
+}
+
+/// `cargo xtask lint`: formatting, then clippy (`-D warnings`, every unsafe
+/// block with a SAFETY comment) on every crate, host and bare metal.
+/// `needless_range_loop` is allowed: kernels and libOSes index parallel
+/// tables by one index on purpose.
+fn lint() -> Result<()> {
+    let lints =
+        ["--", "-D", "warnings", "-D", "clippy::undocumented_unsafe_blocks", "-A", "clippy::needless_range_loop"];
+    let host =
+        ["-p", "shared-abi", "-p", "kcore", "-p", "libos-runtime", "-p", "xtask", "-p", "tests", "--all-targets"];
+    let host_libs = ["-p", "libos-unix", "-p", "libos-rt", "--lib", "--tests"];
+    let mut bare = vec!["--release", "--target", "x86_64-unknown-none"];
+    for package in ["exokernel", "libos-unix", "libos-gc", "libos-rt", "guest-tests", "libos-runtime"] {
+        bare.extend(["-p", package]);
+    }
+    let steps: [(&str, Vec<&str>); 4] = [
+        ("rustfmt", vec!["fmt", "--all", "--check"]),
+        ("clippy (host)", [&["clippy"][..], &host, &lints].concat()),
+        ("clippy (host libraries)", [&["clippy"][..], &host_libs, &lints].concat()),
+        ("clippy (x86_64-unknown-none)", [&["clippy"][..], &bare, &lints].concat()),
+    ];
+    for (name, args) in steps {
+        println!("xtask lint: {name}");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(&args)
+            .current_dir(xtask::root())
+            .status()?;
+        if !status.success() {
+            bail!("{name} failed");
+        }
+    }
+    println!("xtask lint: ok");
+    Ok(())
 }
 
 /// Install QEMU with apt-get when running as root; otherwise name it exactly.
@@ -310,12 +352,18 @@ fn test() -> Result<()> {
     let images = build_all()?;
     println!("built {} scenario images", images.len());
     println!("== QEMU scenario tests");
-    let (scenario_ok, scenarios) =
-        cargo_test(&["test", "--no-fail-fast", "-p", "tests", "--", "--test-threads=2"], &[("EXO_IMAGE_DIR", image_dir().display().to_string())])?;
+    let (scenario_ok, scenarios) = cargo_test(
+        &["test", "--no-fail-fast", "-p", "tests", "--", "--test-threads=2"],
+        &[("EXO_IMAGE_DIR", image_dir().display().to_string())],
+    )?;
     println!();
     println!("== summary");
     println!("host unit tests:     {:>4} passed, {:>3} failed", count(&unit, "passed"), count(&unit, "failed"));
-    println!("QEMU scenario tests: {:>4} passed, {:>3} failed", count(&scenarios, "passed"), count(&scenarios, "failed"));
+    println!(
+        "QEMU scenario tests: {:>4} passed, {:>3} failed",
+        count(&scenarios, "passed"),
+        count(&scenarios, "failed")
+    );
     println!("total time: {:.1} s", started.elapsed().as_secs_f64());
     if unit_ok && scenario_ok {
         println!("result: ok");
@@ -326,13 +374,24 @@ fn test() -> Result<()> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn fuzz(seconds: u64, seed: Option<u64>, runs: Option<u64>, calls: u64, envs: u64, timeout: u64, trace: bool, echo: bool) -> Result<()> {
+fn fuzz(
+    seconds: u64,
+    seed: Option<u64>,
+    runs: Option<u64>,
+    calls: u64,
+    envs: u64,
+    timeout: u64,
+    trace: bool,
+    echo: bool,
+) -> Result<()> {
     use xtask::fuzz::{fuzz_manifest, fuzz_uses_nic, judge_fuzz_run, FuzzConfig};
     let first = seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() % 1_000_000).unwrap_or(1)
     });
     build_binaries()?;
-    println!("xtask: fuzzing for {seconds} s from seed {first}: {envs} env(s) x {calls} calls per run, {timeout} s per run");
+    println!(
+        "xtask: fuzzing for {seconds} s from seed {first}: {envs} env(s) x {calls} calls per run, {timeout} s per run"
+    );
     let started = Instant::now();
     let (mut done, mut total_calls, mut total_errors) = (0u64, 0u64, 0u64);
     let mut killed = Vec::new();
@@ -374,7 +433,11 @@ fn fuzz(seconds: u64, seed: Option<u64>, runs: Option<u64>, calls: u64, envs: u6
                     if nic { " with a NIC" } else { "" },
                     report.calls,
                     report.errors,
-                    if report.killed.is_empty() { String::new() } else { format!(", {} env(s) killed", report.killed.len()) }
+                    if report.killed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} env(s) killed", report.killed.len())
+                    }
                 );
                 for why in &report.killed {
                     println!("fuzz: seed {seed}: warning: {why}");
@@ -425,7 +488,9 @@ fn bench(timeout: u64, kvm: bool) -> Result<()> {
     if kvm {
         println!("xtask: running the benchmark suite on KVM: figures are TSC cycles, not instructions");
     } else {
-        println!("xtask: running the benchmark suite under TCG with -icount shift=0 (1 TSC tick = 1 guest instruction)");
+        println!(
+            "xtask: running the benchmark suite under TCG with -icount shift=0 (1 TSC tick = 1 guest instruction)"
+        );
     }
     // One boot per context-switch TLB policy; the first carries everything else.
     let mut rows: Vec<Vec<(String, String)>> = Vec::new();
@@ -448,12 +513,8 @@ fn bench(timeout: u64, kvm: bool) -> Result<()> {
         }
         let fallback = outcome.lines.iter().any(|l| l.contains("does not offer PCID"));
         rows.extend(
-            outcome
-                .lines
-                .iter()
-                .filter_map(|l| l.split_once("BENCH ").map(|(_, rest)| rest))
-                .map(parse_fields)
-                .map(|mut row| {
+            outcome.lines.iter().filter_map(|l| l.split_once("BENCH ").map(|(_, rest)| rest)).map(parse_fields).map(
+                |mut row| {
                     if fallback {
                         for (k, v) in row.iter_mut() {
                             if k == "op" {
@@ -462,7 +523,8 @@ fn bench(timeout: u64, kvm: bool) -> Result<()> {
                         }
                     }
                     row
-                }),
+                },
+            ),
         );
     }
     if rows.is_empty() {
@@ -501,9 +563,23 @@ fn parse_fields(text: &str) -> Vec<(String, String)> {
 }
 
 fn print_table(rows: &[Vec<(String, String)>]) {
-    let get = |row: &Vec<(String, String)>, k: &str| row.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_else(|| "-".into());
+    let get = |row: &Vec<(String, String)>, k: &str| {
+        row.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_else(|| "-".into())
+    };
     println!();
-    println!("{:<34} {:>10} {:>10} {:>10}  {:<30} {:>8}  events per op", if rows.iter().flatten().any(|(k, v)| k == "unit" && v == "cycles") { "operation (TSC cycles, KVM)" } else { "operation (instructions, icount)" }, "median", "min", "max", "floor (same run)", "target");
+    println!(
+        "{:<34} {:>10} {:>10} {:>10}  {:<30} {:>8}  events per op",
+        if rows.iter().flatten().any(|(k, v)| k == "unit" && v == "cycles") {
+            "operation (TSC cycles, KVM)"
+        } else {
+            "operation (instructions, icount)"
+        },
+        "median",
+        "min",
+        "max",
+        "floor (same run)",
+        "target"
+    );
     println!("{}", "-".repeat(130));
     for row in rows {
         println!(

@@ -28,11 +28,11 @@ extern crate alloc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use libos_runtime::frames::{self, AllocMapError};
+use libos_runtime::net::FilterId;
 use libos_runtime::println;
 use libos_runtime::revocation::{self, RepossessionReader};
 use libos_runtime::rt::{rdtsc, set_handler, Env};
 use libos_runtime::start::{DYNAMIC_BASE, DYNAMIC_END, REPOSSESSION_ADDR, STACK_SIZE, STACK_TOP, START_INFO_ADDR};
-use libos_runtime::net::FilterId;
 use libos_runtime::syscall::{self, decode, map_flags, nr, raw6, rights, Error, FrameKey, Rights, SlotKey};
 use libos_runtime::upcall::{UpcallFrame, UpcallKind, UpcallTable, FRAME_SIZE};
 use libos_runtime::USER_TOP;
@@ -684,8 +684,16 @@ fn victim(env: &Env) -> Outcome {
 
 fn demux_flood() -> Outcome {
     let (_, key) = syscall::frame_alloc(0, rights::READ).map_err(|_| "alloc")?;
-    expect_err("demux-bench-linear-huge", libos_runtime::net::demux_bench(1000, true, 100_000), Error::PermissionDenied)?;
-    expect_err("demux-bench-trie-huge", libos_runtime::net::demux_bench(1000, false, 100_000), Error::PermissionDenied)?;
+    expect_err(
+        "demux-bench-linear-huge",
+        libos_runtime::net::demux_bench(1000, true, 100_000),
+        Error::PermissionDenied,
+    )?;
+    expect_err(
+        "demux-bench-trie-huge",
+        libos_runtime::net::demux_bench(1000, false, 100_000),
+        Error::PermissionDenied,
+    )?;
     expect_err("demux-bench-small", libos_runtime::net::demux_bench(1, false, 1), Error::PermissionDenied)?;
     expect_err("key-bench-max", syscall::key_bench(key, u64::MAX), Error::PermissionDenied)?;
     expect_err("key-bench-small", syscall::key_bench(key, 10), Error::PermissionDenied)?;
@@ -828,7 +836,7 @@ impl Fuzz {
                 KERNEL_ADDR,
                 DYNAMIC_END,
                 DYNAMIC_BASE - PAGE,
-                u64::MAX & !0xfff,
+                !0xfff,
                 START_INFO_ADDR,
             ][self.rng.below(8) as usize],
             _ => self.rng.next(),
@@ -1087,7 +1095,8 @@ impl Fuzz {
             }
             (nr::FRAME_SHARE, Ok(_)) if a[2] == self.me => {
                 if let Some(key) = self.read_scratch_key(a[4]) {
-                    let pa = self.keys.iter().find(|h| h.key.handle == a[0] && h.key.mac == a[1]).map(|h| h.pa).unwrap_or(0);
+                    let pa =
+                        self.keys.iter().find(|h| h.key.handle == a[0] && h.key.mac == a[1]).map(|h| h.pa).unwrap_or(0);
                     self.keys.push(Held { key, pa, owned: false });
                 }
             }
@@ -1121,7 +1130,7 @@ impl Fuzz {
     }
 
     fn read_scratch_key(&self, at: u64) -> Option<FrameKey> {
-        if at >= self.scratch && at + 16 <= self.scratch + SCRATCH_WINDOW && at % 8 == 0 {
+        if at >= self.scratch && at + 16 <= self.scratch + SCRATCH_WINDOW && at.is_multiple_of(8) {
             // SAFETY: inside the scratch block the kernel just wrote.
             Some(unsafe { core::ptr::read_volatile(at as *const FrameKey) })
         } else {
@@ -1179,7 +1188,10 @@ impl Fuzz {
                     _ if self.rng.chance(3) && INBOX_COUNT.load(Ordering::SeqCst) > 0 => {
                         let n = INBOX_COUNT.load(Ordering::SeqCst).min(INBOX as u64);
                         let at = self.rng.below(n) as usize;
-                        let key = FrameKey { handle: INBOX_LO[at].load(Ordering::SeqCst), mac: INBOX_HI[at].load(Ordering::SeqCst) };
+                        let key = FrameKey {
+                            handle: INBOX_LO[at].load(Ordering::SeqCst),
+                            mac: INBOX_HI[at].load(Ordering::SeqCst),
+                        };
                         Held { key, pa: 0, owned: false }
                     }
                     Some(held) => held,
@@ -1611,7 +1623,7 @@ fn fuzz(env: &Env) -> Outcome {
         } else {
             f.valid_step();
         }
-        if f.step % 64 == 0 {
+        if f.step.is_multiple_of(64) {
             // The budget holds whatever we did.
             if let Ok(i) = syscall::env_info() {
                 if i.kmem_used > i.kmem_limit {
@@ -1620,7 +1632,7 @@ fn fuzz(env: &Env) -> Outcome {
                 }
             }
         }
-        if f.step % 1000 == 0 {
+        if f.step.is_multiple_of(1000) {
             println!(
                 "fuzz: seed={} step={} calls={} errors={} keys={} mapped={}",
                 seed,

@@ -13,9 +13,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::arch::asm;
 use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, Ordering};
 use libos_runtime::println;
 use libos_runtime::rt::{rdtsc, set_handler, Env};
-use core::sync::atomic::{AtomicU64, Ordering};
 use libos_runtime::start::DYNAMIC_BASE;
 use libos_runtime::syscall::{self, map_flags, rights, FrameKey, KernelStats};
 use libos_runtime::upcall::{UpcallFrame, UpcallKind};
@@ -251,7 +251,9 @@ fn main(env: &Env) -> i32 {
         syscall::yield_now(); // the partner has not registered yet
     }
     match pct {
-        Some(sample) => report(unit, "pct_call_round_trip", &sample, Some(("null_syscall", null_syscall.median())), Some(150)),
+        Some(sample) => {
+            report(unit, "pct_call_round_trip", &sample, Some(("null_syscall", null_syscall.median())), Some(150))
+        }
         None => println!("bench: partner never accepted protected calls"),
     }
 
@@ -282,11 +284,15 @@ fn memory_benchmarks(unit: &str, overhead: u64, upcall_floor: u64) {
     });
     report(unit, "frame_alloc", &alloc, None, None);
     let mut to_free = keys.clone();
-    let free = measure_with(overhead, || {}, || {
-        if let Some(k) = to_free.pop() {
-            syscall::frame_free(k).expect("free");
-        }
-    });
+    let free = measure_with(
+        overhead,
+        || {},
+        || {
+            if let Some(k) = to_free.pop() {
+                syscall::frame_free(k).expect("free");
+            }
+        },
+    );
     report(unit, "frame_free", &free, None, None);
     for k in to_free {
         let _ = syscall::frame_free(k);
@@ -296,27 +302,39 @@ fn memory_benchmarks(unit: &str, overhead: u64, upcall_floor: u64) {
     let va = DYNAMIC_BASE + 0x10_0000;
     KEY_LO.store(key.handle, Ordering::Relaxed);
     KEY_HI.store(key.mac, Ordering::Relaxed);
-    let install = measure_with(overhead, || {
-        let _ = syscall::unmap(va);
-    }, || {
-        syscall::map(va, key, map_flags::WRITE).expect("map");
-    });
+    let install = measure_with(
+        overhead,
+        || {
+            let _ = syscall::unmap(va);
+        },
+        || {
+            syscall::map(va, key, map_flags::WRITE).expect("map");
+        },
+    );
     report(unit, "tlb_slot_install", &install, None, None);
     let _ = syscall::unmap(va);
 
     // Upcall refill: the page is unmapped; the libOS's handler maps it.
     FAULT_MODE.store(MODE_MAP, Ordering::Relaxed);
-    let upcall_refill = measure_with(overhead, || {
-        let _ = syscall::unmap(va);
-    }, || poke(va));
+    let upcall_refill = measure_with(
+        overhead,
+        || {
+            let _ = syscall::unmap(va);
+        },
+        || poke(va),
+    );
     report(unit, "page_fault_upcall_refill", &upcall_refill, Some(("page_fault_upcall", upcall_floor)), None);
 
     // Demand paging: the handler allocates a frame and maps it.
     FAULT_MODE.store(MODE_ALLOC_MAP, Ordering::Relaxed);
-    let demand = measure_with(overhead, || {
-        let _ = syscall::unmap(va);
-        let _ = syscall::frame_free(stored_key());
-    }, || poke(va));
+    let demand = measure_with(
+        overhead,
+        || {
+            let _ = syscall::unmap(va);
+            let _ = syscall::frame_free(stored_key());
+        },
+        || poke(va),
+    );
     report(unit, "demand_fault_alloc_map", &demand, Some(("page_fault_upcall", upcall_floor)), Some(400));
     let _ = syscall::unmap(va);
     let _ = syscall::frame_free(stored_key());
@@ -326,10 +344,14 @@ fn memory_benchmarks(unit: &str, overhead: u64, upcall_floor: u64) {
     KEY_LO.store(rw.handle, Ordering::Relaxed);
     KEY_HI.store(rw.mac, Ordering::Relaxed);
     FAULT_MODE.store(MODE_UPGRADE, Ordering::Relaxed);
-    let upgrade = measure_with(overhead, || {
-        let _ = syscall::unmap(va);
-        let _ = syscall::map(va, rw, 0);
-    }, || poke(va));
+    let upgrade = measure_with(
+        overhead,
+        || {
+            let _ = syscall::unmap(va);
+            let _ = syscall::map(va, rw, 0);
+        },
+        || poke(va),
+    );
     report(unit, "write_fault_upgrade", &upgrade, Some(("page_fault_upcall", upcall_floor)), Some(300));
     let _ = syscall::unmap(va);
     FAULT_MODE.store(MODE_REDIRECT, Ordering::Relaxed);

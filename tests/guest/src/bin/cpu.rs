@@ -106,11 +106,9 @@ fn client(env: &Env) -> i32 {
     }
     println!("client: {} asynchronous sends queued", sent);
     // Missing, self and ended targets.
-    let check = |what: &str, result: Result<[u64; 4], Error>, want: Error| {
-        match result {
-            Err(error) if error == want => println!("check {} -> {}", what, error.name()),
-            other => println!("check {} -> UNEXPECTED {:?}", what, other.map_err(Error::name)),
-        }
+    let check = |what: &str, result: Result<[u64; 4], Error>, want: Error| match result {
+        Err(error) if error == want => println!("check {} -> {}", what, error.name()),
+        other => println!("check {} -> UNEXPECTED {:?}", what, other.map_err(Error::name)),
     };
     check("call-missing-env", syscall::pct_call(99, [0; 4]), Error::NoSuchEnv);
     check("call-self", syscall::pct_call(env.id, [0; 4]), Error::InvalidArgument);

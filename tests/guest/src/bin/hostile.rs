@@ -105,26 +105,58 @@ fn garbage() -> i32 {
         Attack { name: "console-null", number: nr::CONSOLE_WRITE, args: [0, 16, 0, 0, 0, 0] },
         Attack { name: "console-kernel-ptr", number: nr::CONSOLE_WRITE, args: [KERNEL_ADDR, 16, 0, 0, 0, 0] },
         Attack { name: "console-huge-len", number: nr::CONSOLE_WRITE, args: [0x40_0000, 1 << 40, 0, 0, 0, 0] },
-        Attack { name: "console-negative-len", number: nr::CONSOLE_WRITE, args: [0x40_0000, (-1i64) as u64, 0, 0, 0, 0] },
+        Attack {
+            name: "console-negative-len",
+            number: nr::CONSOLE_WRITE,
+            args: [0x40_0000, (-1i64) as u64, 0, 0, 0, 0],
+        },
         Attack { name: "console-wrapping", number: nr::CONSOLE_WRITE, args: [u64::MAX - 8, 4000, 0, 0, 0, 0] },
         Attack { name: "console-unmapped", number: nr::CONSOLE_WRITE, args: [0x7000_0000_0000, 16, 0, 0, 0, 0] },
-        Attack { name: "console-straddles-top", number: nr::CONSOLE_WRITE, args: [libos_runtime::USER_TOP - 8, 16, 0, 0, 0, 0] },
+        Attack {
+            name: "console-straddles-top",
+            number: nr::CONSOLE_WRITE,
+            args: [libos_runtime::USER_TOP - 8, 16, 0, 0, 0, 0],
+        },
         Attack { name: "set-upcalls-null", number: nr::SET_UPCALLS, args: [0; 6] },
         Attack { name: "set-upcalls-kernel-ptr", number: nr::SET_UPCALLS, args: [table_in_kernel, 0, 0, 0, 0, 0] },
         Attack { name: "set-upcalls-misaligned", number: nr::SET_UPCALLS, args: [misaligned, 0, 0, 0, 0, 0] },
-        Attack { name: "set-upcalls-kernel-entry", number: nr::SET_UPCALLS, args: [&bogus_table as *const _ as u64, 0, 0, 0, 0, 0] },
+        Attack {
+            name: "set-upcalls-kernel-entry",
+            number: nr::SET_UPCALLS,
+            args: [&bogus_table as *const _ as u64, 0, 0, 0, 0, 0],
+        },
         Attack { name: "stats-null", number: nr::STATS, args: [0, stats_len, 0, 0, 0, 0] },
         Attack { name: "stats-kernel-ptr", number: nr::STATS, args: [KERNEL_ADDR, stats_len, 0, 0, 0, 0] },
         Attack { name: "stats-bad-len", number: nr::STATS, args: [misaligned - 1, 7, 0, 0, 0, 0] },
         Attack { name: "stats-misaligned", number: nr::STATS, args: [misaligned, stats_len, 0, 0, 0, 0] },
-        Attack { name: "stats-readonly-page", number: nr::STATS, args: [libos_runtime::start::START_INFO_ADDR, stats_len, 0, 0, 0, 0] },
+        Attack {
+            name: "stats-readonly-page",
+            number: nr::STATS,
+            args: [libos_runtime::start::START_INFO_ADDR, stats_len, 0, 0, 0, 0],
+        },
         Attack { name: "stats-code-page", number: nr::STATS, args: [0x40_1000, stats_len, 0, 0, 0, 0] },
-        Attack { name: "frame-alloc-bad-rights", number: nr::FRAME_ALLOC, args: [0, 0x100, heap.as_ptr() as u64, 0, 0, 0] },
-        Attack { name: "frame-alloc-misaligned-frame", number: nr::FRAME_ALLOC, args: [0x12345, 1, heap.as_ptr() as u64, 0, 0, 0] },
+        Attack {
+            name: "frame-alloc-bad-rights",
+            number: nr::FRAME_ALLOC,
+            args: [0, 0x100, heap.as_ptr() as u64, 0, 0, 0],
+        },
+        Attack {
+            name: "frame-alloc-misaligned-frame",
+            number: nr::FRAME_ALLOC,
+            args: [0x12345, 1, heap.as_ptr() as u64, 0, 0, 0],
+        },
         Attack { name: "frame-alloc-null-out", number: nr::FRAME_ALLOC, args: [0, 1, 0, 0, 0, 0] },
         Attack { name: "frame-free-garbage-key", number: nr::FRAME_FREE, args: [0xdead, 0xbeef, 0, 0, 0, 0] },
-        Attack { name: "frame-share-to-missing-env", number: nr::FRAME_SHARE, args: [1, 2, 999, 1, heap.as_ptr() as u64, 0] },
-        Attack { name: "frame-query-garbage-key", number: nr::FRAME_QUERY, args: [u64::MAX, u64::MAX, heap.as_ptr() as u64, 0, 0, 0] },
+        Attack {
+            name: "frame-share-to-missing-env",
+            number: nr::FRAME_SHARE,
+            args: [1, 2, 999, 1, heap.as_ptr() as u64, 0],
+        },
+        Attack {
+            name: "frame-query-garbage-key",
+            number: nr::FRAME_QUERY,
+            args: [u64::MAX, u64::MAX, heap.as_ptr() as u64, 0, 0, 0],
+        },
         Attack { name: "map-garbage-key", number: nr::MAP, args: [window, 7, 7, 0, 0, 0] },
         Attack { name: "map-kernel-va", number: nr::MAP, args: [KERNEL_ADDR, 7, 7, 0, 0, 0] },
         Attack { name: "unmap-unmapped", number: nr::UNMAP, args: [window, 0, 0, 0, 0, 0] },
@@ -139,19 +171,51 @@ fn garbage() -> i32 {
         Attack { name: "pct-reply-without-call", number: nr::PCT_REPLY, args: [1, 2, 3, 4, 0, 0] },
         Attack { name: "env-info-kernel-ptr", number: nr::ENV_INFO, args: [KERNEL_ADDR, 0, 0, 0, 0, 0] },
         Attack { name: "env-info-null", number: nr::ENV_INFO, args: [0, 0, 0, 0, 0, 0] },
-        Attack { name: "net-info-kernel-ptr", number: libos_runtime::net::nr::NET_INFO, args: [KERNEL_ADDR, 0, 0, 0, 0, 0] },
-        Attack { name: "demux-bench-no-filters", number: libos_runtime::net::nr::DEMUX_BENCH, args: [0, 0, 10, 0, 0, 0] },
-        Attack { name: "demux-bench-huge", number: libos_runtime::net::nr::DEMUX_BENCH, args: [u64::MAX, 1, u64::MAX, 0, 0, 0] },
-        Attack { name: "net-rx-ring-kernel", number: libos_runtime::net::nr::NET_RX_RING, args: [KERNEL_ADDR, 1 << 20, 0, 0, 0, 0] },
-        Attack { name: "net-filter-garbage", number: libos_runtime::net::nr::NET_FILTER_INSTALL, args: [heap.as_ptr() as u64, 64, 0, 0, 0, 0] },
-        Attack { name: "net-filter-remove-garbage", number: libos_runtime::net::nr::NET_FILTER_REMOVE, args: [u64::MAX, 0, 0, 0, 0, 0] },
+        Attack {
+            name: "net-info-kernel-ptr",
+            number: libos_runtime::net::nr::NET_INFO,
+            args: [KERNEL_ADDR, 0, 0, 0, 0, 0],
+        },
+        Attack {
+            name: "demux-bench-no-filters",
+            number: libos_runtime::net::nr::DEMUX_BENCH,
+            args: [0, 0, 10, 0, 0, 0],
+        },
+        Attack {
+            name: "demux-bench-huge",
+            number: libos_runtime::net::nr::DEMUX_BENCH,
+            args: [u64::MAX, 1, u64::MAX, 0, 0, 0],
+        },
+        Attack {
+            name: "net-rx-ring-kernel",
+            number: libos_runtime::net::nr::NET_RX_RING,
+            args: [KERNEL_ADDR, 1 << 20, 0, 0, 0, 0],
+        },
+        Attack {
+            name: "net-filter-garbage",
+            number: libos_runtime::net::nr::NET_FILTER_INSTALL,
+            args: [heap.as_ptr() as u64, 64, 0, 0, 0, 0],
+        },
+        Attack {
+            name: "net-filter-remove-garbage",
+            number: libos_runtime::net::nr::NET_FILTER_REMOVE,
+            args: [u64::MAX, 0, 0, 0, 0, 0],
+        },
         Attack { name: "net-tx-forged-key", number: libos_runtime::net::nr::NET_TX, args: [1, 2, 0, 64, 0, 0] },
     ];
     let mut refused = 0;
     for attack in &attacks {
         // SAFETY: every argument is garbage on purpose; the kernel checks them.
         let result = decode(unsafe {
-            raw6(attack.number, attack.args[0], attack.args[1], attack.args[2], attack.args[3], attack.args[4], attack.args[5])
+            raw6(
+                attack.number,
+                attack.args[0],
+                attack.args[1],
+                attack.args[2],
+                attack.args[3],
+                attack.args[4],
+                attack.args[5],
+            )
         });
         match result {
             Err(error) => {
@@ -165,5 +229,9 @@ fn garbage() -> i32 {
     let ok = libos_runtime::syscall::console_write(b"").is_ok() && libos_runtime::syscall::stats().is_ok();
     println!("garbage: {} of {} attacks refused, kernel still answers: {}", refused, attacks.len(), ok);
     let _ = UpcallKind::Exception;
-    if refused == attacks.len() && ok { 0 } else { 1 }
+    if refused == attacks.len() && ok {
+        0
+    } else {
+        1
+    }
 }

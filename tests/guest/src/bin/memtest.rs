@@ -97,7 +97,11 @@ fn probe_read(va: u64) -> Option<u64> {
     let value: u64;
     // SAFETY: a fault is caught by `on_probe_fault`, which skips the 4-byte instruction.
     unsafe { core::arch::asm!("mov r13, qword ptr [r12 + 0]", in("r12") va, out("r13") value, options(nostack)) };
-    if FAULTS.load(Ordering::Relaxed) == before { Some(value) } else { None }
+    if FAULTS.load(Ordering::Relaxed) == before {
+        Some(value)
+    } else {
+        None
+    }
 }
 
 fn keys(env: &Env) -> Result<(), &'static str> {
@@ -116,11 +120,16 @@ fn keys(env: &Env) -> Result<(), &'static str> {
     println!("check query -> ok");
 
     // Forged and flipped keys.
-    expect_err("forged-key", syscall::map(va + PAGE, FrameKey { handle: 0x0123_4567_89ab_cdef, mac: 42 }, 0), Error::BadKey)?;
+    expect_err(
+        "forged-key",
+        syscall::map(va + PAGE, FrameKey { handle: 0x0123_4567_89ab_cdef, mac: 42 }, 0),
+        Error::BadKey,
+    )?;
     for bit in [0u32, 7, 9, 33, 63] {
         let flipped = FrameKey { handle: key.handle ^ (1 << bit), mac: key.mac };
-        expect_err("flipped-handle-bit", syscall::map(va + PAGE, flipped, 0), Error::BadKey)
-            .or_else(|_| expect_err("flipped-handle-bit", syscall::map(va + PAGE, flipped, 0), Error::PermissionDenied))?;
+        expect_err("flipped-handle-bit", syscall::map(va + PAGE, flipped, 0), Error::BadKey).or_else(|_| {
+            expect_err("flipped-handle-bit", syscall::map(va + PAGE, flipped, 0), Error::PermissionDenied)
+        })?;
     }
     for bit in [0u32, 31, 63] {
         let flipped = FrameKey { handle: key.handle, mac: key.mac ^ (1 << bit) };
@@ -134,7 +143,11 @@ fn keys(env: &Env) -> Result<(), &'static str> {
 
     // A read-only share to ourselves: no writable mapping, and writes fault.
     let read_only = syscall::frame_share(key, env.id, rights::READ).map_err(|_| "share to self")?;
-    expect_err("writable-map-with-read-key", syscall::map(va + PAGE, read_only, map_flags::WRITE), Error::PermissionDenied)?;
+    expect_err(
+        "writable-map-with-read-key",
+        syscall::map(va + PAGE, read_only, map_flags::WRITE),
+        Error::PermissionDenied,
+    )?;
     syscall::map(va + PAGE, read_only, 0).map_err(|_| "read-only map")?;
     if probe_read(va + PAGE) != Some(0x1234_5678) {
         return Err("read-only share does not see the data");
@@ -143,7 +156,11 @@ fn keys(env: &Env) -> Result<(), &'static str> {
         return Err("wrote through a read-only share");
     }
     println!("check write-through-read-only-share -> faulted at {:#x}", LAST_FAULT.load(Ordering::Relaxed));
-    expect_err("share-with-more-rights", syscall::frame_share(read_only, env.id, rights::ALL), Error::PermissionDenied)?;
+    expect_err(
+        "share-with-more-rights",
+        syscall::frame_share(read_only, env.id, rights::ALL),
+        Error::PermissionDenied,
+    )?;
 
     // Mapping rules.
     expect_err("map-outside-window", syscall::map(0x40_0000, key, 0), Error::BadAddress)?;
@@ -380,7 +397,10 @@ fn hog(tsc_hz: u64) -> Result<(), &'static str> {
     let mut taken = reader.new_entries();
     let count = reader.seen();
     let first = taken.next().unwrap_or_default();
-    println!("hog: repossession vector records {} frame(s); first frame {:#x} was mapped at {:#x}", count, first.frame_pa, first.va);
+    println!(
+        "hog: repossession vector records {} frame(s); first frame {:#x} was mapped at {:#x}",
+        count, first.frame_pa, first.va
+    );
     // The repossessed page is gone from the slots and the software TLB.
     if count > 0 {
         let bits = syscall::map_query(first.va, false).unwrap_or(u64::MAX);
@@ -431,6 +451,9 @@ fn claim(env: &Env) -> Result<(), &'static str> {
         }
     }
     let (total, tables) = charged();
-    println!("claim: got my quota of {} frames ({} mapped, {} page tables) after {} retries", total, got, tables, retries);
+    println!(
+        "claim: got my quota of {} frames ({} mapped, {} page tables) after {} retries",
+        total, got, tables, retries
+    );
     Ok(())
 }
