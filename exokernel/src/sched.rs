@@ -19,7 +19,7 @@ use alloc::vec::Vec;
 use kcore::cpu::{self, Runnable, States};
 use kcore::slotvec::{apply_penalty, SlotVecError, SlotVector};
 use kcore::upcall::{self, UpcallStack};
-use shared_abi::syscall::{encode, nr, Error, SlotKey};
+use shared_abi::syscall::{encode, nr, EnvInfo, Error, SlotKey};
 
 /// Most asynchronous transfers queued for one environment.
 pub const PCT_QUEUE_MAX: usize = 8;
@@ -58,18 +58,6 @@ struct EnvCpu {
     activation: Option<Activation>,
     /// Queued asynchronous transfers: (sender id, message).
     pct_queue: VecDeque<(u64, [u64; 4])>,
-}
-
-/// What `env_info` reports about an environment's CPU.
-pub struct CpuInfo {
-    pub cpu_ticks: u64,
-    pub overruns: u64,
-    pub penalty_ticks: u64,
-    pub slots_owned: u64,
-    pub vector_len: u64,
-    pub slot_ticks: u64,
-    pub save_bound_ticks: u64,
-    pub slot_position: u64,
 }
 
 pub fn from_slot_error(error: SlotVecError) -> Error {
@@ -366,20 +354,19 @@ impl Cpu {
         self.slots.free(key.0, index).map_err(from_slot_error).map(|_| 0)
     }
 
-    /// What `env_info` reports (the time is charged first).
-    pub fn info(&mut self, index: usize, now: u64) -> CpuInfo {
+    /// Fill in the CPU part of what `env_info` reports (the time is
+    /// charged first).
+    pub fn fill_info(&mut self, index: usize, now: u64, info: &mut EnvInfo) {
         self.account(now);
         let env = &self.envs[index];
-        CpuInfo {
-            cpu_ticks: env.cpu_ticks,
-            overruns: env.overruns,
-            penalty_ticks: env.penalty_total,
-            slots_owned: self.slots.owned_by(index) as u64,
-            vector_len: self.slots.len() as u64,
-            slot_ticks: self.slot_ticks,
-            save_bound_ticks: self.save_bound_ticks,
-            slot_position: self.slot_pos as u64,
-        }
+        info.cpu_ticks = env.cpu_ticks;
+        info.overruns = env.overruns;
+        info.penalty_ticks = env.penalty_total;
+        info.slots_owned = self.slots.owned_by(index) as u64;
+        info.vector_len = self.slots.len() as u64;
+        info.slot_ticks = self.slot_ticks;
+        info.save_bound_ticks = self.save_bound_ticks;
+        info.slot_position = self.slot_pos as u64;
     }
 
     // ----- the end of an environment -----

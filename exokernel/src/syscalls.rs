@@ -310,23 +310,9 @@ fn stats(kernel: &mut Kernel, ptr: u64, len: u64) -> Result<u64, Error> {
 
 fn env_info(kernel: &mut Kernel, out: u64) -> Result<u64, Error> {
     let me = kernel.current();
-    let cpu = kernel.cpu.info(me, rdtsc());
-    let mem = kernel.memory.info(me, kernel.kmem_use(me).bytes());
-    let info = EnvInfo {
-        cpu_ticks: cpu.cpu_ticks,
-        overruns: cpu.overruns,
-        penalty_ticks: cpu.penalty_ticks,
-        slots_owned: cpu.slots_owned,
-        vector_len: cpu.vector_len,
-        slot_ticks: cpu.slot_ticks,
-        save_bound_ticks: cpu.save_bound_ticks,
-        slot_position: cpu.slot_position,
-        kmem_used: mem.kmem_used,
-        kmem_limit: mem.kmem_limit,
-        frames_charged: mem.frames_charged,
-        page_table_frames: mem.page_table_frames,
-        quota_frames: mem.quota_frames,
-    };
+    let mut info = EnvInfo::default();
+    kernel.cpu.fill_info(me, rdtsc(), &mut info);
+    kernel.memory.fill_info(me, kernel.kmem_use(me).bytes(), &mut info);
     umem::write_value(kernel.current_space()?, out, &info)?;
     Ok(0)
 }

@@ -30,7 +30,7 @@ use kcore::slots::{Slot, SlotError, SlotSet};
 use kcore::stlb::{page_number, Stlb, StlbEntry};
 use shared_abi::manifest::TlbPolicy;
 use shared_abi::start::{RepossessionVector, DYNAMIC_BASE, DYNAMIC_END, REPOSSESSION_ADDR, REPOSSESSION_SLOTS};
-use shared_abi::syscall::{map_bits, map_flags, Error, FrameInfo, FrameKey, Rights};
+use shared_abi::syscall::{map_bits, map_flags, EnvInfo, Error, FrameInfo, FrameKey, Rights};
 use shared_abi::upcall::{UpcallKind, REVOKE_ABORTED, REVOKE_REQUEST};
 
 /// Entries of each environment's software TLB (Aegis used 4096).
@@ -106,32 +106,28 @@ impl EnvMemory {
         self.held.len() as u64 + self.page_table_frames
     }
 
-    /// An ended environment's record: nothing held, nothing allocated.
-    fn ended(id: EnvId) -> Self {
+    /// A fresh record: nothing held or owed yet.
+    fn new(id: EnvId, space: Option<AddressSpace>, slots: SlotSet, stlb_entries: usize, quota: u64, kmem: u64) -> Self {
         EnvMemory {
             id,
-            space: None,
-            slots: SlotSet::new(0, 0),
-            stlb: Stlb::new(1),
-            quota_frames: 0,
+            space,
+            slots,
+            stlb: Stlb::new(stlb_entries),
+            quota_frames: quota,
             held: Vec::new(),
             owed: 0,
             deadline_tsc: 0,
             pending: PendingUpcalls::default(),
             needs_flush: false,
             page_table_frames: 0,
-            kmem_limit: 0,
+            kmem_limit: kmem,
         }
     }
-}
 
-/// What `env_info` reports about an environment's memory.
-pub struct MemoryInfo {
-    pub kmem_used: u64,
-    pub kmem_limit: u64,
-    pub frames_charged: u64,
-    pub page_table_frames: u64,
-    pub quota_frames: u64,
+    /// An ended environment's record: nothing held, nothing allocated.
+    fn ended(id: EnvId) -> Self {
+        EnvMemory::new(id, None, SlotSet::new(0, 0), 1, 0, 0)
+    }
 }
 
 /// What must be empty when every environment has ended.
@@ -224,20 +220,14 @@ impl Memory {
         kmem_limit: u64,
     ) -> usize {
         let record = match space {
-            Some(space) => EnvMemory {
+            Some(space) => EnvMemory::new(
                 id,
-                space: Some(space),
-                slots: SlotSet::new(tlb_slots as usize, GUARANTEED_MAX),
-                stlb: Stlb::new(STLB_ENTRIES),
+                Some(space),
+                SlotSet::new(tlb_slots as usize, GUARANTEED_MAX),
+                STLB_ENTRIES,
                 quota_frames,
-                held: Vec::new(),
-                owed: 0,
-                deadline_tsc: 0,
-                pending: PendingUpcalls::default(),
-                needs_flush: false,
-                page_table_frames: 0,
                 kmem_limit,
-            },
+            ),
             None => EnvMemory::ended(id),
         };
         self.envs.push(record);
@@ -294,17 +284,15 @@ impl Memory {
         }
     }
 
-    /// What `env_info` reports; `kmem_used` comes from the kernel, which
-    /// adds every subsystem's charges.
-    pub fn info(&self, index: usize, kmem_used: u64) -> MemoryInfo {
+    /// Fill in the memory part of what `env_info` reports; `kmem_used`
+    /// comes from the kernel, which adds every subsystem's charges.
+    pub fn fill_info(&self, index: usize, kmem_used: u64, info: &mut EnvInfo) {
         let mem = &self.envs[index];
-        MemoryInfo {
-            kmem_used,
-            kmem_limit: mem.kmem_limit,
-            frames_charged: mem.charged_frames(),
-            page_table_frames: mem.page_table_frames,
-            quota_frames: mem.quota_frames,
-        }
+        info.kmem_used = kmem_used;
+        info.kmem_limit = mem.kmem_limit;
+        info.frames_charged = mem.charged_frames();
+        info.page_table_frames = mem.page_table_frames;
+        info.quota_frames = mem.quota_frames;
     }
 
     // ----- slots, page tables and the reverse map -----

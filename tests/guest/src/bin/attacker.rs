@@ -27,6 +27,7 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
+use guest_tests::expect_err;
 use libos_runtime::frames::{self, AllocMapError};
 use libos_runtime::net::FilterId;
 use libos_runtime::println;
@@ -306,23 +307,6 @@ fn nonzero_words(va: u64) -> Option<u64> {
         }
     }
     Some(count)
-}
-
-fn expect_err<T>(what: &str, result: Result<T, Error>, want: Error) -> Outcome {
-    match result {
-        Err(error) if error == want => {
-            println!("check {} -> {}", what, error.name());
-            Ok(())
-        }
-        Err(error) => {
-            println!("check {} -> {} (wanted {})", what, error.name(), want.name());
-            Err("wrong error")
-        }
-        Ok(_) => {
-            println!("check {} -> UNEXPECTED success (wanted {})", what, want.name());
-            Err("unexpected success")
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------

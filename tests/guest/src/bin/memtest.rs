@@ -13,6 +13,7 @@
 extern crate alloc;
 
 use core::sync::atomic::{AtomicU64, Ordering};
+use guest_tests::expect_err;
 use libos_runtime::frames::{self, AllocMapError};
 use libos_runtime::println;
 use libos_runtime::revocation::RepossessionReader;
@@ -50,24 +51,6 @@ fn main(env: &Env) -> i32 {
         Err(what) => {
             println!("FAILED: {}", what);
             1
-        }
-    }
-}
-
-/// Expect `result` to be the error `want`; print the check.
-fn expect_err<T>(what: &str, result: Result<T, Error>, want: Error) -> Result<(), &'static str> {
-    match result {
-        Err(error) if error == want => {
-            println!("check {} -> {}", what, error.name());
-            Ok(())
-        }
-        Err(error) => {
-            println!("check {} -> {} (wanted {})", what, error.name(), want.name());
-            Err("wrong error")
-        }
-        Ok(_) => {
-            println!("check {} -> UNEXPECTED success (wanted {})", what, want.name());
-            Err("unexpected success")
         }
     }
 }
