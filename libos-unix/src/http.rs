@@ -131,6 +131,7 @@ pub fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         431 => "Request Header Fields Too Large",
         _ => "Unknown",
     }
@@ -146,6 +147,13 @@ pub struct Server {
 impl Server {
     pub fn new() -> Server {
         Server::default()
+    }
+
+    /// Answer a client that stopped sending before its request head
+    /// ended (counting it): 408, and the connection is closed.
+    pub fn timed_out(&mut self) -> Response {
+        self.requests += 1;
+        Response::text(408, String::from("request head not received in time\n"))
     }
 
     /// Answer one parse result (counting it). `GET /` (and `/index.txt`)
@@ -234,9 +242,11 @@ mod tests {
         assert_eq!(post.status, 405);
         assert_eq!(server.answer(Err(ParseError::Malformed)).status, 400);
         assert_eq!(server.answer(Err(ParseError::TooLarge)).status, 431);
+        let timeout = server.timed_out();
+        assert_eq!((timeout.status, timeout.reason()), (408, "Request Timeout"));
         let again = server.answer(Ok(parse_request(b"GET /?q HTTP/1.1\r\n\r\n").unwrap().unwrap()));
-        assert!(again.body.contains("request number 6."), "{}", again.body);
-        assert_eq!(server.requests, 6);
+        assert!(again.body.contains("request number 7."), "{}", again.body);
+        assert_eq!(server.requests, 7, "a timeout counts as a request answered");
     }
 
     #[test]

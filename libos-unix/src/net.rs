@@ -53,7 +53,10 @@ const RX_SLOTS: u64 = 31;
 const TX_VA: u64 = DYNAMIC_BASE + 0x0010_0000_0000;
 const _: () = assert!(TX_VA >= DYNAMIC_BASE && TX_VA < DYNAMIC_END);
 /// TCP sockets listening on the HTTP port (one connection each).
-const HTTP_SOCKETS: usize = 4;
+const HTTP_SOCKETS: usize = 16;
+/// A client that sends nothing for this long before its request head ends
+/// is answered 408 and closed, so a stalled client holds a socket briefly.
+const HTTP_IDLE_MS: u64 = 2_000;
 /// How long after the last counted request we keep polling so the
 /// responses reach the client (FIN acknowledged).
 const FLUSH_GRACE_MS: u64 = 3000;
@@ -157,6 +160,10 @@ struct HttpConn {
     handle: SocketHandle,
     request: Vec<u8>,
     answered: bool,
+    /// When the client last sent something (or connected), and when it
+    /// was answered.
+    last_ms: u64,
+    answered_ms: u64,
 }
 
 /// What the services did, for the summary line.
@@ -183,7 +190,13 @@ fn udp_echo(sockets: &mut SocketSet<'_>, handle: SocketHandle, served: &mut Serv
 }
 
 /// Serve every HTTP socket one step; returns whether anything happened.
-fn http_step(sockets: &mut SocketSet<'_>, conns: &mut [HttpConn], server: &mut Server) -> bool {
+///
+/// A hostile or stalled client never leaves the server deaf: what an
+/// answered client still sends is read and dropped (so the close can
+/// complete), a client silent for [`HTTP_IDLE_MS`] before its request head
+/// ends is answered 408, and when no socket is left listening the oldest
+/// answered connection (else the longest-silent one) is reset.
+fn http_step(sockets: &mut SocketSet<'_>, conns: &mut [HttpConn], server: &mut Server, now_ms: u64) -> bool {
     let mut active = false;
     let mut chunk = [0u8; 512];
     for conn in conns.iter_mut() {
@@ -198,8 +211,19 @@ fn http_step(sockets: &mut SocketSet<'_>, conns: &mut [HttpConn], server: &mut S
                 continue;
             }
             // No connection yet, or not yet established.
-            tcp::State::Listen | tcp::State::SynReceived => continue,
-            _ if conn.answered => continue,
+            tcp::State::Listen | tcp::State::SynReceived => {
+                conn.last_ms = now_ms;
+                continue;
+            }
+            _ if conn.answered => {
+                while socket.can_recv() {
+                    if socket.recv(|data| (data.len(), data.len())).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    active = true;
+                }
+                continue;
+            }
             _ => {}
         }
         while socket.can_recv() && conn.request.len() < http::MAX_REQUEST_BYTES {
@@ -208,12 +232,24 @@ fn http_step(sockets: &mut SocketSet<'_>, conns: &mut [HttpConn], server: &mut S
                 Ok(0) | Err(_) => break,
                 Ok(len) => {
                     conn.request.extend_from_slice(&chunk[..len]);
+                    conn.last_ms = now_ms;
                     active = true;
                 }
             }
         }
         let parsed = match http::parse_request(&conn.request) {
-            Ok(None) if socket.may_recv() => continue,
+            Ok(None) if socket.may_recv() && now_ms.saturating_sub(conn.last_ms) < HTTP_IDLE_MS => continue,
+            Ok(None) if socket.may_recv() => {
+                let peer = socket.remote_endpoint();
+                let bytes = server.timed_out().to_bytes();
+                let _ = socket.send_slice(&bytes);
+                socket.close();
+                conn.answered = true;
+                conn.answered_ms = now_ms;
+                active = true;
+                println!("http: request {} from {} ? ? -> 408 Request Timeout", server.requests, endpoint_text(peer));
+                continue;
+            }
             // A connection closed without a byte is no request.
             Ok(None) if conn.request.is_empty() => {
                 socket.close();
@@ -237,6 +273,7 @@ fn http_step(sockets: &mut SocketSet<'_>, conns: &mut [HttpConn], server: &mut S
         let sent = socket.send_slice(&bytes).unwrap_or(0);
         socket.close();
         conn.answered = true;
+        conn.answered_ms = now_ms;
         active = true;
         let mut from = endpoint_text(peer);
         if sent < bytes.len() {
@@ -252,11 +289,14 @@ fn http_step(sockets: &mut SocketSet<'_>, conns: &mut [HttpConn], server: &mut S
             response.reason()
         );
     }
-    // Keep one socket listening: recycle a finished connection waiting out TIME-WAIT.
-    let listening = conns.iter().any(|c| sockets.get::<tcp::Socket>(c.handle).state() == tcp::State::Listen);
+    // Keep one socket listening: reset the oldest answered connection
+    // (lingering in its close or TIME-WAIT), else the longest-silent one.
+    let state = |c: &HttpConn| sockets.get::<tcp::Socket>(c.handle).state();
+    let listening = conns.iter().any(|c| matches!(state(c), tcp::State::Listen | tcp::State::Closed));
     if !listening {
-        if let Some(conn) = conns.iter().find(|c| sockets.get::<tcp::Socket>(c.handle).state() == tcp::State::TimeWait)
-        {
+        let answered = conns.iter().filter(|c| c.answered).min_by_key(|c| c.answered_ms);
+        let victim = answered.or_else(|| conns.iter().min_by_key(|c| c.last_ms));
+        if let Some(conn) = victim {
             sockets.get_mut::<tcp::Socket>(conn.handle).abort();
             active = true;
         }
@@ -379,10 +419,10 @@ fn serve(env: &Env) -> Result<(), &'static str> {
     let mut conns: Vec<HttpConn> = (0..HTTP_SOCKETS)
         .map(|_| {
             let socket = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 4096]), tcp::SocketBuffer::new(vec![0; 4096]));
-            HttpConn { handle: sockets.add(socket), request: Vec::new(), answered: false }
+            HttpConn { handle: sockets.add(socket), request: Vec::new(), answered: false, last_ms: 0, answered_ms: 0 }
         })
         .collect();
-    http_step(&mut sockets, &mut conns, &mut Server::new());
+    http_step(&mut sockets, &mut conns, &mut Server::new(), clock.millis());
 
     let ids: Vec<alloc::string::String> = filter_ids.iter().map(|(n, id)| alloc::format!("{}={}", n, id)).collect();
     println!(
@@ -413,7 +453,7 @@ fn serve(env: &Env) -> Result<(), &'static str> {
         let mut active =
             iface.poll(clock.now(), &mut nic, &mut sockets) == smoltcp::iface::PollResult::SocketStateChanged;
         active |= udp_echo(&mut sockets, udp_handle, &mut served);
-        active |= http_step(&mut sockets, &mut conns, &mut server);
+        active |= http_step(&mut sockets, &mut conns, &mut server, now_ms);
         if want_requests != 0 && server.requests >= want_requests {
             let since = *reached_at_ms.get_or_insert(now_ms);
             if responses_delivered(&sockets, &conns) {

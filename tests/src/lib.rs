@@ -108,3 +108,20 @@ pub fn assert_no_panic(outcome: &Outcome) {
         panic!("the kernel panicked: {line}");
     }
 }
+
+/// `GET path` over HTTP/1.0 from `guest`: the whole response as text, or
+/// why there was none. `patience` bounds the connect and each read.
+pub fn http_get(guest: std::net::SocketAddr, path: &str, patience: Duration) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&guest, patience).map_err(|e| format!("connect: {e}"))?;
+    stream.set_read_timeout(Some(patience)).unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).map_err(|e| format!("receive: {e} after {} bytes", response.len()))?;
+    if response.is_empty() {
+        return Err("connection closed without a response".into());
+    }
+    String::from_utf8(response).map_err(|e| format!("not text: {e}"))
+}

@@ -4,8 +4,8 @@
 //! the page, other paths a 404, and the guest logs each request and a
 //! summary before it exits by itself.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tests::*;
@@ -56,21 +56,6 @@ fn echo(
     None
 }
 
-/// One HTTP/1.0 request; the whole response up to the server's close.
-fn http_get(guest: SocketAddr, path: &str) -> Result<String, String> {
-    let mut stream = TcpStream::connect_timeout(&guest, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .map_err(|e| format!("send: {e}"))?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).map_err(|e| format!("receive: {e} after {} bytes", response.len()))?;
-    if response.is_empty() {
-        return Err("connection closed without a response".into());
-    }
-    String::from_utf8(response).map_err(|e| format!("not text: {e}"))
-}
-
 fn session() -> &'static Session {
     static SESSION: OnceLock<Session> = OnceLock::new();
     SESSION.get_or_init(|| {
@@ -96,12 +81,12 @@ fn session() -> &'static Session {
         let mut responses = Vec::new();
         for path in ["/", "/no-such-page", "/"] {
             // The guest is up (it echoed); retry only a connection that got nothing.
-            let mut result = http_get(tcp_guest, path);
+            let mut result = http_get(tcp_guest, path, Duration::from_secs(15));
             while result.as_ref().is_err_and(|e| e.contains("without a response") || e.starts_with("connect"))
                 && Instant::now() < deadline
             {
                 std::thread::sleep(Duration::from_millis(500));
-                result = http_get(tcp_guest, path);
+                result = http_get(tcp_guest, path, Duration::from_secs(15));
             }
             responses.push((path, result));
         }
