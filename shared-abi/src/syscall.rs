@@ -153,7 +153,7 @@ pub mod rights {
 /// ```text
 /// handle: 63             32 31                 8 7        0
 ///         | entry generation |     entry index    |  rights  |
-/// mac:    first 8 bytes of SHA-256(secret, handle, frame, env, serial)
+/// mac:    SipHash-2-4(key derived from the boot secret; handle, frame, env, serial)
 /// ```
 ///
 /// To a libOS it is opaque but for [`FrameKey::rights`]; only a key the
