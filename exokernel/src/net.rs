@@ -238,13 +238,22 @@ impl Net {
         Ok(0)
     }
 
-    /// Transmit `len` bytes at `offset` of the frame at `frame_pa` (the
-    /// kernel checked the caller's key for it).
-    /// (The kernel checks `len` and `offset` before the key.)
-    pub fn transmit(&mut self, frame_pa: u64, offset: u64, len: u64) -> Result<u64, Error> {
-        if len == 0 || len > MAX_FRAME || offset.checked_add(len).is_none_or(|end| end > 4096) {
+    /// `net_tx`: transmit `len` bytes at `offset` of a frame. The
+    /// arguments are checked first; only then does `frame` check the
+    /// caller's key and give the frame's physical address.
+    pub fn transmit(
+        &mut self,
+        offset: u64,
+        len: u64,
+        frame: impl FnOnce() -> Result<u64, Error>,
+    ) -> Result<u64, Error> {
+        if len == 0 || len > MAX_FRAME {
+            return Err(Error::BadLength);
+        }
+        if offset.checked_add(len).is_none_or(|end| end > 4096) {
             return Err(Error::InvalidArgument);
         }
+        let frame_pa = frame()?;
         let sent = self.nic.as_mut().is_some_and(|nic| nic.transmit_from_frame(frame_pa, offset, len as usize));
         if !sent {
             return Err(Error::Again);

@@ -90,8 +90,13 @@ impl States for Cpu {
     }
 
     fn state(&self, env: usize) -> Runnable {
-        let e = &self.envs[env];
-        Runnable { alive: e.alive, waiting_on: e.waiting_on }
+        self.envs[env].runnable()
+    }
+}
+
+impl EnvCpu {
+    fn runnable(&self) -> Runnable {
+        Runnable { alive: self.alive, waiting_on: self.waiting_on }
     }
 }
 
@@ -164,14 +169,14 @@ impl Cpu {
         }
         let count = self.envs.len();
         let envs = &self.envs;
-        self.slots.next_unowned_runner(count, |e| envs[e].alive && envs[e].waiting_on.is_none())
+        self.slots.next_unowned_runner(count, |e| envs[e].runnable().schedulable())
     }
 
     /// Someone other than `me` to give the rest of a slot to (`yield`).
     pub fn other_runner(&mut self, me: usize) -> Option<usize> {
         let count = self.envs.len();
         let envs = &self.envs;
-        self.slots.next_unowned_runner(count, |e| e != me && envs[e].alive && envs[e].waiting_on.is_none())
+        self.slots.next_unowned_runner(count, |e| e != me && envs[e].runnable().schedulable())
     }
 
     // ----- time -----

@@ -152,8 +152,7 @@ extern "C" fn sys_env_info(out: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> 
 
 extern "C" fn sys_net_rx_ring(va: u64, len: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     with_kernel(|k| {
-        k.net.require_nic()?;
-        k.poll_net();
+        k.net_ready()?;
         let me = k.current();
         let space = k.memory.space(me).ok_or(Error::NoSuchEnv)?;
         k.net.rx_ring(me, space, va, len)
@@ -162,8 +161,7 @@ extern "C" fn sys_net_rx_ring(va: u64, len: u64, _: u64, _: u64, _: u64, _: u64)
 
 extern "C" fn sys_net_filter_install(ptr: u64, len: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     with_kernel(|k| {
-        k.net.require_nic()?;
-        k.poll_net();
+        k.net_ready()?;
         let me = k.current();
         let room = k.kmem_room(me, KmemObject::Filter);
         let id = k.envs.get(me).id;
@@ -174,8 +172,7 @@ extern "C" fn sys_net_filter_install(ptr: u64, len: u64, _: u64, _: u64, _: u64,
 
 extern "C" fn sys_net_filter_remove(filter: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     with_kernel(|k| {
-        k.net.require_nic()?;
-        k.poll_net();
+        k.net_ready()?;
         k.net.filter_remove(k.envs.get(k.current()).id, FilterId(filter))
     })
 }
@@ -183,14 +180,10 @@ extern "C" fn sys_net_filter_remove(filter: u64, _: u64, _: u64, _: u64, _: u64,
 extern "C" fn sys_net_tx(lo: u64, hi: u64, offset: u64, len: u64, _: u64, _: u64) -> u64 {
     with_kernel(|k| {
         k.net.require_nic()?;
-        if len == 0 || len > shared_abi::net::MAX_FRAME {
-            return Err(Error::BadLength);
-        }
-        if offset.checked_add(len).is_none_or(|end| end > 4096) {
-            return Err(Error::InvalidArgument);
-        }
-        let info = k.memory.check_key(k.current(), key(lo, hi), Rights::READ)?;
-        let sent = k.net.transmit(info.frame * 4096, offset, len);
+        let me = k.current();
+        let memory = &k.memory;
+        let frame = || memory.check_key(me, key(lo, hi), Rights::READ).map(|info| info.frame * 4096);
+        let sent = k.net.transmit(offset, len, frame);
         k.poll_net();
         sent
     })

@@ -271,17 +271,7 @@ impl Memory {
     /// `NoMemory` unless env `index`, whose other subsystems hold `other`,
     /// may create one more `object`.
     fn kmem_room(&self, index: usize, other: KmemUse, object: KmemObject) -> Result<(), Error> {
-        let mine = self.kmem_charges(index);
-        let used = KmemUse {
-            grants: mine.grants + other.grants,
-            mappings: mine.mappings + other.mappings,
-            filters: mine.filters + other.filters,
-        };
-        if used.has_room(self.envs[index].kmem_limit, object) {
-            Ok(())
-        } else {
-            Err(Error::NoMemory)
-        }
+        self.kmem_charges(index).plus(other).room_for(self.envs[index].kmem_limit, object)
     }
 
     /// Fill in the memory part of what `env_info` reports; `kmem_used`
@@ -342,12 +332,12 @@ impl Memory {
         if me.charged_frames() >= me.quota_frames {
             return Error::QuotaExceeded;
         }
-        let holdings: Vec<Holding> = self
-            .envs
-            .iter()
-            .map(|e| Holding { runnable: e.space.is_some(), charged: e.charged_frames(), quota: e.quota_frames })
-            .collect();
-        match revoke::pick_victim(&holdings, index) {
+        let holdings = self.envs.iter().map(|e| Holding {
+            runnable: e.space.is_some(),
+            charged: e.charged_frames(),
+            quota: e.quota_frames,
+        });
+        match revoke::pick_victim(holdings, index) {
             Some(victim) => {
                 self.request_revocation(victim, now);
                 Error::Again

@@ -21,6 +21,8 @@
 //! messages and owed upcalls have fixed per-environment bounds
 //! (`PCT_QUEUE_MAX`, the pending-upcall queue) and are paid at creation.
 
+use shared_abi::syscall::Error;
+
 /// Bytes charged per grant-table entry: the 72-byte slot, the frame
 /// record's index to it, and the slack of the vectors that hold them.
 pub const GRANT_BYTES: u64 = 128;
@@ -69,6 +71,25 @@ impl KmemUse {
     pub const fn has_room(&self, limit: u64, object: KmemObject) -> bool {
         self.bytes() + object.bytes() <= limit
     }
+
+    /// As [`has_room`](KmemUse::has_room), as the system calls answer:
+    /// `NoMemory` when the budget is spent.
+    pub fn room_for(&self, limit: u64, object: KmemObject) -> Result<(), Error> {
+        if self.has_room(limit, object) {
+            Ok(())
+        } else {
+            Err(Error::NoMemory)
+        }
+    }
+
+    /// These objects and `other`'s together (charges held in two places).
+    pub const fn plus(self, other: KmemUse) -> KmemUse {
+        KmemUse {
+            grants: self.grants + other.grants,
+            mappings: self.mappings + other.mappings,
+            filters: self.filters + other.filters,
+        }
+    }
 }
 
 /// Do the budgets (bytes) fit in `heap_free` bytes of kernel heap, leaving
@@ -103,6 +124,16 @@ mod tests {
         used.grants -= 1;
         assert!(used.has_room(limit, KmemObject::Mapping));
         assert!(!used.has_room(limit, KmemObject::Filter));
+        assert_eq!(used.room_for(limit, KmemObject::Filter), Err(Error::NoMemory));
+        assert_eq!(used.room_for(limit, KmemObject::Mapping), Ok(()));
+    }
+
+    #[test]
+    fn charges_held_in_two_places_add_up() {
+        let memory = KmemUse { grants: 3, mappings: 5, filters: 0 };
+        let net = KmemUse { filters: 2, ..KmemUse::default() };
+        assert_eq!(memory.plus(net), KmemUse { grants: 3, mappings: 5, filters: 2 });
+        assert_eq!(memory.plus(net).bytes(), memory.bytes() + net.bytes());
     }
 
     #[test]

@@ -31,10 +31,11 @@ impl Holding {
 
 /// The environment to ask for frames when `asker` cannot get one: the
 /// runnable one furthest over its quota, never the asker; the first such on
-/// a tie. None if nobody is over quota.
-pub fn pick_victim(holdings: &[Holding], asker: usize) -> Option<usize> {
+/// a tie. None if nobody is over quota. `holdings` are by environment index
+/// (an iterator, so the kernel need not collect its tables to ask).
+pub fn pick_victim(holdings: impl IntoIterator<Item = Holding>, asker: usize) -> Option<usize> {
     let mut best: Option<(usize, u64)> = None;
-    for (index, holding) in holdings.iter().enumerate() {
+    for (index, holding) in holdings.into_iter().enumerate() {
         if index == asker || !holding.runnable || holding.over() == 0 {
             continue;
         }
@@ -69,27 +70,27 @@ mod tests {
     #[test]
     fn the_one_furthest_over_its_quota_is_asked() {
         let envs = [holding(10, 8), holding(30, 8), holding(4, 16), holding(20, 8)];
-        assert_eq!(pick_victim(&envs, 2), Some(1));
-        assert_eq!(pick_victim(&envs, 1), Some(3), "never the asker");
+        assert_eq!(pick_victim(envs, 2), Some(1));
+        assert_eq!(pick_victim(envs, 1), Some(3), "never the asker");
     }
 
     #[test]
     fn nobody_over_quota_means_no_victim() {
         let envs = [holding(8, 8), holding(0, 8), holding(3, 4)];
-        assert_eq!(pick_victim(&envs, 0), None);
+        assert_eq!(pick_victim(envs, 0), None);
     }
 
     #[test]
     fn ended_environments_are_never_asked() {
         let mut envs = [holding(100, 1), holding(9, 8)];
         envs[0].runnable = false;
-        assert_eq!(pick_victim(&envs, 5), Some(1));
+        assert_eq!(pick_victim(envs, 5), Some(1));
     }
 
     #[test]
     fn ties_go_to_the_first() {
         let envs = [holding(4, 8), holding(12, 8), holding(12, 8)];
-        assert_eq!(pick_victim(&envs, 0), Some(1));
+        assert_eq!(pick_victim(envs, 0), Some(1));
     }
 
     #[test]

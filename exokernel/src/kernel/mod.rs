@@ -224,9 +224,7 @@ impl Kernel {
 
     /// The kernel objects env `index` pays for, in every subsystem.
     pub fn kmem_use(&self, index: usize) -> KmemUse {
-        let mut used = self.memory.kmem_charges(index);
-        used.filters = self.net.filters_of(self.envs.get(index).id) as u64;
-        used
+        self.memory.kmem_charges(index).plus(self.kmem_elsewhere(index))
     }
 
     /// What env `index` pays for outside the memory subsystem (which adds
@@ -237,11 +235,15 @@ impl Kernel {
 
     /// `NoMemory` unless env `index` may create one more `object`.
     pub fn kmem_room(&self, index: usize, object: KmemObject) -> Result<(), Error> {
-        if self.kmem_use(index).has_room(self.memory.kmem_limit(index), object) {
-            Ok(())
-        } else {
-            Err(Error::NoMemory)
-        }
+        self.kmem_use(index).room_for(self.memory.kmem_limit(index), object)
+    }
+
+    /// The network calls that need a NIC: refuse without one, else move
+    /// what it received into the rings first.
+    pub fn net_ready(&mut self) -> Result<(), Error> {
+        self.net.require_nic()?;
+        self.poll_net();
+        Ok(())
     }
 
     /// Move frames the NIC received into their rings.

@@ -24,8 +24,7 @@ impl Kernel {
         if self.cpu.set_current(index) {
             bump(&COUNTERS.context_switches);
         }
-        self.memory.activate(index);
-        trap::set_fast_upcall(self.envs.get(index).fast);
+        self.load(index);
         // An asynchronous transfer waiting for it starts first (dequeued
         // only once it starts: with no room on the upcall stack now, it
         // stays queued for a later switch).
@@ -58,10 +57,16 @@ impl Kernel {
     /// First slot at boot: returns the env to enter.
     pub fn first_slot(&mut self) -> Option<usize> {
         let runner = self.cpu.runner_for_slot(0)?;
-        self.memory.activate(runner);
-        trap::set_fast_upcall(self.envs.get(runner).fast);
+        self.load(runner);
         self.cpu.begin_first_slot(runner, cpu::rdtsc());
         Some(runner)
+    }
+
+    /// Make env `index`'s address space and fast-upcall state the
+    /// hardware's.
+    fn load(&mut self, index: usize) {
+        self.memory.activate(index);
+        trap::set_fast_upcall(self.envs.get(index).fast);
     }
 
     /// The timer: a slot boundary, or the end of a save bound.
