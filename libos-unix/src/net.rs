@@ -194,8 +194,10 @@ fn udp_echo(sockets: &mut SocketSet<'_>, handle: SocketHandle, served: &mut Serv
 /// A hostile or stalled client never leaves the server deaf: what an
 /// answered client still sends is read and dropped (so the close can
 /// complete), a client silent for [`HTTP_IDLE_MS`] before its request head
-/// ends is answered 408, and when no socket is left listening the oldest
-/// answered connection (else the longest-silent one) is reset.
+/// ends is answered 408, and when no socket is left listening one
+/// connection is reset: a delivered answer lingering in its close, else the
+/// longest-silent client, and an answer still in flight only as a last
+/// resort.
 fn http_step(sockets: &mut SocketSet<'_>, conns: &mut [HttpConn], server: &mut Server, now_ms: u64) -> bool {
     let mut active = false;
     let mut chunk = [0u8; 512];
@@ -289,14 +291,22 @@ fn http_step(sockets: &mut SocketSet<'_>, conns: &mut [HttpConn], server: &mut S
             response.reason()
         );
     }
-    // Keep one socket listening: reset the oldest answered connection
-    // (lingering in its close or TIME-WAIT), else the longest-silent one.
+    // Keep one socket listening: reset first the connection whose response
+    // was delivered longest ago (lingering in its close), then the client
+    // silent longest before its request ended, and only last an answer
+    // still in flight (oldest first).
     let state = |c: &HttpConn| sockets.get::<tcp::Socket>(c.handle).state();
     let listening = conns.iter().any(|c| matches!(state(c), tcp::State::Listen | tcp::State::Closed));
     if !listening {
-        let answered = conns.iter().filter(|c| c.answered).min_by_key(|c| c.answered_ms);
-        let victim = answered.or_else(|| conns.iter().min_by_key(|c| c.last_ms));
-        if let Some(conn) = victim {
+        let delivered = |c: &HttpConn| {
+            matches!(state(c), tcp::State::FinWait2 | tcp::State::TimeWait | tcp::State::Closing | tcp::State::LastAck)
+        };
+        let rank = |c: &HttpConn| match (c.answered, c.answered && delivered(c)) {
+            (true, true) => (0, c.answered_ms),
+            (false, _) => (1, c.last_ms),
+            (true, false) => (2, c.answered_ms),
+        };
+        if let Some(conn) = conns.iter().min_by_key(|c| rank(c)) {
             sockets.get_mut::<tcp::Socket>(conn.handle).abort();
             active = true;
         }
