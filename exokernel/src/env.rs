@@ -7,11 +7,19 @@ use crate::arch::serial;
 use alloc::string::String;
 use alloc::vec::Vec;
 use kcore::upcall::UpcallStack;
+use shared_abi::syscall::EnvEnd;
 use shared_abi::upcall::UpcallTable;
+
+/// Most environments alive (or being built) at once, booted and created.
+pub const MAX_LIVE_ENVS: usize = 64;
+/// Most ended children whose end a parent has not collected yet.
+pub const MAX_UNREAPED: usize = 64;
 
 /// Where an environment is in its life.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EnvState {
+    /// Created at run time, being built by its parent; not yet started.
+    Created,
     Runnable,
     /// Ended by its own `exit` call with this code.
     Exited(i64),
@@ -35,11 +43,37 @@ pub struct Env {
     pub fast: Option<FastUpcall>,
     /// Console bytes since the last newline.
     pub line: Vec<u8>,
+    /// The environment that created it (None: booted from the manifest,
+    /// or its creator ended and it was handed to no one).
+    pub parent: Option<usize>,
+    /// Its family: the booted environment it descends from (itself for a
+    /// booted one). A family shares its root's time slots.
+    pub family: usize,
+    /// Created at run time (its index is reused once it ended).
+    pub run_time: bool,
+    /// Its children that ended, until it collects them (`env_reap`).
+    pub ended_children: Vec<EnvEnd>,
 }
 
 impl Env {
     pub fn new(id: u64, name: String) -> Env {
-        Env { id, name, state: EnvState::Runnable, upcalls: UpcallTable::default(), fast: None, line: Vec::new() }
+        Env {
+            id,
+            name,
+            state: EnvState::Runnable,
+            upcalls: UpcallTable::default(),
+            fast: None,
+            line: Vec::new(),
+            parent: None,
+            family: (id - 1) as usize,
+            run_time: false,
+            ended_children: Vec::new(),
+        }
+    }
+
+    /// Has it ended?
+    pub fn has_ended(&self) -> bool {
+        matches!(self.state, EnvState::Exited(_) | EnvState::Killed(_))
     }
 
     pub fn is_runnable(&self) -> bool {
@@ -56,12 +90,60 @@ impl Env {
 #[derive(Default)]
 pub struct EnvTable {
     envs: Vec<Env>,
+    /// The id the next environment gets (ids are never reused, so a key
+    /// or message naming an ended environment can never reach a new one).
+    next_id: u64,
 }
 
 impl EnvTable {
+    /// The id for the next environment.
+    pub fn take_id(&mut self) -> u64 {
+        self.next_id = self.next_id.max(self.envs.len() as u64) + 1;
+        self.next_id
+    }
+
+    /// Where a new run-time environment goes: the index of one that ended
+    /// (run-time ones only: booted ones stay for the summary), else a new
+    /// one. None at `MAX_LIVE_ENVS`.
+    pub fn free_index(&self) -> Option<usize> {
+        let live = self.envs.iter().filter(|e| !e.has_ended()).count();
+        if live >= MAX_LIVE_ENVS {
+            return None;
+        }
+        Some(self.envs.iter().position(|e| e.run_time && e.has_ended()).unwrap_or(self.envs.len()))
+    }
+
+    /// Put `env` at `index` (from `free_index`).
+    pub fn place(&mut self, index: usize, env: Env) {
+        if index == self.envs.len() {
+            self.envs.push(env);
+        } else {
+            self.envs[index] = env;
+        }
+    }
+
+    /// The live children of env `index`.
+    pub fn children_of(&self, index: usize) -> impl Iterator<Item = usize> + '_ {
+        self.envs.iter().enumerate().filter(move |(_, e)| e.parent == Some(index) && !e.has_ended()).map(|(i, _)| i)
+    }
+
+    /// Is env `index` alive and in family `family`?
+    pub fn in_family(&self, index: usize, family: usize) -> bool {
+        self.envs.get(index).is_some_and(|e| e.family == family && !e.has_ended())
+    }
+
+    /// The index of a live (created or running) environment with id `id`.
+    pub fn live_index_of(&self, id: u64) -> Option<usize> {
+        self.envs.iter().position(|e| e.id == id && !e.has_ended())
+    }
     pub fn push(&mut self, env: Env) -> usize {
         self.envs.push(env);
         self.envs.len() - 1
+    }
+
+    /// Environments recorded (ended ones included).
+    pub fn len(&self) -> usize {
+        self.envs.len()
     }
 
     pub fn get(&self, index: usize) -> &Env {

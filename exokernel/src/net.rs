@@ -70,6 +70,8 @@ pub struct Net {
     counters: NetInfo,
     /// The manifest allows `demux_bench`.
     benchmarks: bool,
+    /// Environments the manifest booted (the tables' size at boot).
+    boot_envs: usize,
 }
 
 impl Net {
@@ -88,6 +90,7 @@ impl Net {
             rx_upcall_owed: vec![false; env_count],
             counters: NetInfo::default(),
             benchmarks,
+            boot_envs: env_count,
         }
     }
 
@@ -105,6 +108,11 @@ impl Net {
     /// Every environment ended: drop the demultiplexer's storage.
     pub fn retire_filters(&mut self) {
         self.demux.retire();
+        // Back to the tables built at boot (run-time environments grew them).
+        self.rings.truncate(self.boot_envs);
+        self.rings.shrink_to_fit();
+        self.rx_upcall_owed.truncate(self.boot_envs);
+        self.rx_upcall_owed.shrink_to_fit();
     }
 }
 
@@ -176,6 +184,14 @@ impl Net {
     pub fn clear_rx_owed(&mut self, index: usize) {
         if let Some(owed) = self.rx_upcall_owed.get_mut(index) {
             *owed = false;
+        }
+    }
+
+    /// A run-time environment was placed at `index`: room for its ring.
+    pub fn add_env(&mut self, index: usize) {
+        if self.rings.len() <= index {
+            self.rings.resize_with(index + 1, || None);
+            self.rx_upcall_owed.resize(index + 1, false);
         }
     }
 

@@ -58,6 +58,13 @@ struct EnvCpu {
     activation: Option<Activation>,
     /// Queued asynchronous transfers: (sender id, message).
     pct_queue: VecDeque<(u64, [u64; 4])>,
+    /// The family root whose time it runs on (run-time environments).
+    share_of: Option<usize>,
+    /// Asleep in `block`, and a wake-up that came while it was awake.
+    blocked: bool,
+    wake_pending: bool,
+    /// For a family root: the member that last had the family's time.
+    family_last: usize,
 }
 
 pub fn from_slot_error(error: SlotVecError) -> Error {
@@ -94,9 +101,35 @@ impl States for Cpu {
     }
 }
 
+/// The environments' states, for `kcore::cpu`'s decisions.
+struct EnvStates<'a>(&'a [EnvCpu]);
+
+impl States for EnvStates<'_> {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+
+    fn state(&self, env: usize) -> Runnable {
+        self.0[env].runnable()
+    }
+}
+
+/// Who would run the time of `root` now (not `except`): a family root's
+/// members take turns (`kcore::cpu::family_runner`); a run-time
+/// environment that owns a slot itself runs it alone.
+fn family_peek(envs: &[EnvCpu], root: usize, except: Option<usize>) -> Option<usize> {
+    let states = EnvStates(envs);
+    let env = envs.get(root)?;
+    if env.share_of.is_some() {
+        return cpu::owner_runner(&states, root).filter(|&r| Some(r) != except);
+    }
+    let member = |e: usize| Some(e) != except && (e == root || envs[e].share_of == Some(root));
+    cpu::family_runner(&states, root, env.family_last, member)
+}
+
 impl EnvCpu {
     fn runnable(&self) -> Runnable {
-        Runnable { alive: self.alive, waiting_on: self.waiting_on }
+        Runnable { alive: self.alive, waiting_on: self.waiting_on, blocked: self.blocked }
     }
 }
 
@@ -124,6 +157,59 @@ impl Cpu {
             self.slots.alloc_spread(slots, index);
         }
         index
+    }
+
+    /// Record a run-time environment at `index` (new, or an ended one's
+    /// index): not runnable until started, it runs on the time of family
+    /// root `root`.
+    pub fn add_child(&mut self, index: usize, root: usize) {
+        let record = EnvCpu { share_of: Some(root), family_last: index, ..Default::default() };
+        if index == self.envs.len() {
+            self.envs.push(record);
+        } else {
+            self.envs[index] = record;
+        }
+    }
+
+    /// Start a created run-time environment with `context`.
+    pub fn start(&mut self, index: usize, context: TrapFrame) {
+        let env = &mut self.envs[index];
+        env.context = context;
+        env.alive = true;
+    }
+
+    /// `block` for env `index`: false (and the pending wake-up is used up)
+    /// if one came since it last blocked; else it is asleep now.
+    pub fn block(&mut self, index: usize) -> bool {
+        let env = &mut self.envs[index];
+        if env.wake_pending {
+            env.wake_pending = false;
+            return false;
+        }
+        env.blocked = true;
+        true
+    }
+
+    /// Wake env `index` (or note the wake-up for its next `block`).
+    pub fn wake(&mut self, index: usize) {
+        let Some(env) = self.envs.get_mut(index) else { return };
+        if env.blocked {
+            env.blocked = false;
+        } else if env.alive {
+            env.wake_pending = true;
+        }
+    }
+
+    /// Nobody can run, but some environments are asleep: wake them all
+    /// (a `block` may return without a wake-up; the libOS checks again),
+    /// rather than stop the machine. True if any was woken.
+    pub fn wake_all_asleep(&mut self) -> bool {
+        let mut any = false;
+        for env in self.envs.iter_mut().filter(|e| e.alive && e.blocked) {
+            env.blocked = false;
+            any = true;
+        }
+        any
     }
 
     pub fn current(&self) -> usize {
@@ -164,19 +250,44 @@ impl Cpu {
     /// Who runs slot `pos`: its owner (or whom it donates to), else the
     /// next runnable environment round-robin.
     pub fn runner_for_slot(&mut self, pos: usize) -> Option<usize> {
-        if let Some(runner) = self.slots.owner(pos).and_then(|owner| cpu::owner_runner(self, owner)) {
+        if let Some(runner) = self.slots.owner(pos).and_then(|owner| self.family_turn(owner, None)) {
             return Some(runner);
         }
         let count = self.envs.len();
         let envs = &self.envs;
-        self.slots.next_unowned_runner(count, |e| envs[e].runnable().schedulable())
+        let root = self
+            .slots
+            .next_unowned_runner(count, |e| envs[e].share_of.is_none() && family_peek(envs, e, None).is_some())?;
+        self.family_turn(root, None)
     }
 
-    /// Someone other than `me` to give the rest of a slot to (`yield`).
+    /// Someone other than `me` to give the rest of a slot to (`yield`):
+    /// another member of its family first, else another family.
     pub fn other_runner(&mut self, me: usize) -> Option<usize> {
+        let root = self.root_of(me);
+        if let Some(member) = self.family_turn(root, Some(me)) {
+            return Some(member);
+        }
         let count = self.envs.len();
         let envs = &self.envs;
-        self.slots.next_unowned_runner(count, |e| e != me && envs[e].runnable().schedulable())
+        let other = self.slots.next_unowned_runner(count, |e| {
+            e != root && envs[e].share_of.is_none() && family_peek(envs, e, Some(me)).is_some()
+        })?;
+        self.family_turn(other, Some(me))
+    }
+
+    /// The family root env `index` runs under (itself for a root).
+    fn root_of(&self, index: usize) -> usize {
+        self.envs[index].share_of.unwrap_or(index)
+    }
+
+    /// As `family_peek`, and the turn passes.
+    fn family_turn(&mut self, root: usize, except: Option<usize>) -> Option<usize> {
+        let runner = family_peek(&self.envs, root, except)?;
+        if let Some(env) = self.envs.get_mut(root) {
+            env.family_last = runner;
+        }
+        Some(runner)
     }
 
     // ----- time -----
@@ -332,6 +443,7 @@ impl Cpu {
             return Err(Error::Again);
         }
         queue.push_back((sender, msg));
+        self.wake(t);
         Ok(())
     }
 
@@ -393,6 +505,8 @@ impl Cpu {
         env.alive = false;
         env.activation = None;
         env.pct_queue = VecDeque::new();
+        env.blocked = false;
+        env.wake_pending = false;
     }
 
     /// Every environment has ended: drop what was built for them.

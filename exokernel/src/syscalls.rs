@@ -8,10 +8,9 @@ use crate::env::EnvState;
 use crate::kernel::{Kernel, KERNEL};
 use crate::umem::{self, UserSlice};
 use kcore::kmem::KmemObject;
-use kcore::usercheck::check_user_entry;
 use shared_abi::net::{nr as net_nr, FilterId};
 use shared_abi::syscall::{encode, nr, EnvInfo, Error, FrameKey, KernelStats, Rights, SlotKey};
-use shared_abi::upcall::{UpcallTable, FRAME_SIZE};
+use shared_abi::upcall::UpcallTable;
 
 /// Largest console write in one call.
 const MAX_CONSOLE_WRITE: u64 = 4096;
@@ -43,6 +42,14 @@ pub const LIGHT: &[(u64, LightSyscall)] = &[
     (net_nr::NET_TX, sys_net_tx),
     (net_nr::NET_INFO, sys_net_info),
     (net_nr::DEMUX_BENCH, sys_demux_bench),
+    (nr::ENV_CREATE, sys_env_create),
+    (nr::ENV_START, sys_env_start),
+    (nr::ENV_KILL, sys_env_kill),
+    (nr::ENV_MAP, sys_env_map),
+    (nr::ENV_WRITE, sys_env_write),
+    (nr::ENV_REAP, sys_env_reap),
+    (nr::ENV_WAKE, sys_env_wake),
+    (nr::ARCHIVE_READ, sys_archive_read),
 ];
 
 extern "C" fn sys_null(_: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
@@ -58,16 +65,28 @@ fn with_kernel(f: impl FnOnce(&mut Kernel) -> Result<u64, Error>) -> u64 {
 }
 
 extern "C" fn sys_console_write(ptr: u64, len: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_kernel(|k| console_write(k, ptr, len))
+    with_kernel(|k| {
+        k.prefault(ptr, len.min(MAX_CONSOLE_WRITE));
+        console_write(k, ptr, len)
+    })
 }
 
 extern "C" fn sys_set_upcalls(ptr: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_kernel(|k| set_upcalls(k, ptr))
+    with_kernel(|k| {
+        k.prefault(ptr, core::mem::size_of::<UpcallTable>() as u64);
+        set_upcalls(k, ptr)
+    })
 }
 
 extern "C" fn sys_stats(ptr: u64, len: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_kernel(|k| stats(k, ptr, len))
+    with_kernel(|k| {
+        k.prefault(ptr, core::mem::size_of::<KernelStats>() as u64);
+        stats(k, ptr, len)
+    })
 }
+
+/// Bytes of a frame key in user memory.
+const KEY_BYTES: u64 = core::mem::size_of::<FrameKey>() as u64;
 
 // Each handler decodes its arguments once (a frame key from its two
 // registers) and hands them to the subsystem that owns what the call is
@@ -82,11 +101,13 @@ fn rights(word: u64) -> Result<Rights, Error> {
     Rights::from_word(word).ok_or(Error::InvalidArgument)
 }
 
-extern "C" fn sys_frame_alloc(want_pa: u64, rights_word: u64, out: u64, _: u64, _: u64, _: u64) -> u64 {
+extern "C" fn sys_frame_alloc(want_pa: u64, rights_word: u64, out: u64, for_env: u64, _: u64, _: u64) -> u64 {
     with_kernel(|k| {
+        k.prefault(out, KEY_BYTES);
         let me = k.current();
-        let other = k.kmem_elsewhere(me);
-        k.memory.frame_alloc(me, want_pa, rights(rights_word)?, out, other, rdtsc())
+        let owner = k.alloc_owner(for_env)?;
+        let other = k.kmem_elsewhere(owner);
+        k.memory.frame_alloc(me, owner, want_pa, rights(rights_word)?, out, other, rdtsc())
     })
 }
 
@@ -94,16 +115,25 @@ extern "C" fn sys_frame_free(lo: u64, hi: u64, _: u64, _: u64, _: u64, _: u64) -
     with_kernel(|k| k.memory.frame_free(k.current(), key(lo, hi)))
 }
 
-extern "C" fn sys_frame_share(lo: u64, hi: u64, to_env: u64, rights_word: u64, out: u64, _: u64) -> u64 {
+extern "C" fn sys_frame_share(lo: u64, hi: u64, to_env: u64, rights_word: u64, out: u64, flags: u64) -> u64 {
     with_kernel(|k| {
+        if flags & !shared_abi::syscall::share_flags::CO_OWN != 0 {
+            return Err(Error::InvalidArgument);
+        }
+        k.prefault(out, KEY_BYTES);
         let me = k.current();
-        let other = k.kmem_elsewhere(me);
-        k.memory.frame_share(me, key(lo, hi), to_env, rights(rights_word)?, out, other)
+        let to = k.envs.live_index_of(to_env).ok_or(Error::NoSuchEnv)?;
+        let (other, to_other) = (k.kmem_elsewhere(me), k.kmem_elsewhere(to));
+        let co_own = flags != 0;
+        k.memory.frame_share(me, key(lo, hi), to, rights(rights_word)?, out, co_own, other, to_other)
     })
 }
 
 extern "C" fn sys_frame_query(lo: u64, hi: u64, out: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_kernel(|k| k.memory.frame_query(k.current(), key(lo, hi), out))
+    with_kernel(|k| {
+        k.prefault(out, core::mem::size_of::<shared_abi::syscall::FrameInfo>() as u64);
+        k.memory.frame_query(k.current(), key(lo, hi), out)
+    })
 }
 
 extern "C" fn sys_map(va: u64, lo: u64, hi: u64, flags: u64, _: u64, _: u64) -> u64 {
@@ -147,7 +177,52 @@ extern "C" fn sys_pct_send(target: u64, m0: u64, m1: u64, m2: u64, m3: u64, _: u
 }
 
 extern "C" fn sys_env_info(out: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_kernel(|k| env_info(k, out))
+    with_kernel(|k| {
+        k.prefault(out, core::mem::size_of::<EnvInfo>() as u64);
+        env_info(k, out)
+    })
+}
+
+extern "C" fn sys_env_create(spec: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| {
+        k.prefault(spec, core::mem::size_of::<shared_abi::syscall::EnvCreate>() as u64);
+        k.env_create(spec)
+    })
+}
+
+extern "C" fn sys_env_start(child: u64, regs: u64, upcalls: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| {
+        k.prefault(regs, core::mem::size_of::<shared_abi::syscall::StartRegs>() as u64);
+        k.prefault(upcalls, core::mem::size_of::<UpcallTable>() as u64);
+        k.env_start(child, regs, upcalls)
+    })
+}
+
+extern "C" fn sys_env_kill(target: u64, code: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| k.env_kill(target, code))
+}
+
+extern "C" fn sys_env_map(child: u64, va: u64, lo: u64, hi: u64, flags: u64, _: u64) -> u64 {
+    with_kernel(|k| k.env_map(child, va, key(lo, hi), flags))
+}
+
+extern "C" fn sys_env_write(child: u64, va: u64, src: u64, len: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| k.env_write(child, va, src, len))
+}
+
+extern "C" fn sys_env_reap(out: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| {
+        k.prefault(out, core::mem::size_of::<shared_abi::syscall::EnvEnd>() as u64);
+        k.env_reap(out)
+    })
+}
+
+extern "C" fn sys_env_wake(target: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| k.env_wake(target))
+}
+
+extern "C" fn sys_archive_read(offset: u64, buf: u64, len: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| k.archive_read(offset, buf, len))
 }
 
 extern "C" fn sys_net_rx_ring(va: u64, len: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
@@ -217,6 +292,7 @@ pub fn handle_syscall(frame: &mut TrapFrame) -> Return {
             return Return::Iret;
         }
         nr::YIELD => return kernel.sys_yield(frame),
+        nr::BLOCK => return kernel.sys_block(frame),
         nr::PCT_CALL => return kernel.pct_call(frame),
         nr::PCT_REPLY => return kernel.pct_reply(frame),
         _ => Err(Error::UnknownSyscall),
@@ -240,27 +316,10 @@ fn console_write(kernel: &mut Kernel, ptr: u64, len: u64) -> Result<u64, Error> 
 
 fn set_upcalls(kernel: &mut Kernel, ptr: u64) -> Result<u64, Error> {
     let space = kernel.current_space()?;
-    let table: UpcallTable = umem::read_value(space, ptr)?;
-    let entries = [
-        table.exception_entry,
-        table.page_fault_entry,
-        table.interrupt_entry,
-        table.protected_entry,
-        table.revocation_entry,
-    ];
-    for entry in entries {
-        if entry != 0 {
-            check_user_entry(entry)?;
-        }
-    }
-    let any = entries.iter().any(|&e| e != 0);
-    if any {
-        kcore::usercheck::check_user_range(table.stack_base, table.stack_len, 16)?;
-        if table.stack_len < 2 * FRAME_SIZE as u64 + 128 {
-            return Err(Error::BadLength);
-        }
-    }
-    let fast = fast_upcall_state(space, &table);
+    let table = crate::kernel::check_upcalls(space, ptr)?;
+    // A run-time environment's mappings can change under it (its parent
+    // maps for it): its upcalls always take the slow path.
+    let fast = if kernel.memory.is_run_time(kernel.current()) { None } else { fast_upcall_state(space, &table) };
     let env = kernel.envs.get_mut(kernel.cpu.current());
     env.upcalls = table;
     env.fast = fast;
@@ -306,6 +365,9 @@ fn env_info(kernel: &mut Kernel, out: u64) -> Result<u64, Error> {
     let mut info = EnvInfo::default();
     kernel.cpu.fill_info(me, rdtsc(), &mut info);
     kernel.memory.fill_info(me, kernel.kmem_use(me).bytes(), &mut info);
+    let env = kernel.envs.get(me);
+    info.env_id = env.id;
+    info.parent_id = env.parent.map_or(0, |p| kernel.envs.get(p).id);
     umem::write_value(kernel.current_space()?, out, &info)?;
     Ok(0)
 }

@@ -22,19 +22,26 @@ use crate::counters::{bump, COUNTERS};
 use crate::umem::{self, Pod};
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
-use kcore::keys::{EnvId, FrameInfo as KeyInfo, FrameTable};
+use kcore::keys::{EnvId, FrameInfo as KeyInfo, FrameTable, Freed};
 use kcore::kmem::{KmemObject, KmemUse};
 use kcore::revoke::{self, Holding};
 use kcore::rmap::ReverseMap;
 use kcore::slots::{Slot, SlotError, SlotSet};
 use kcore::stlb::{page_number, Stlb, StlbEntry};
 use shared_abi::manifest::TlbPolicy;
-use shared_abi::start::{RepossessionVector, DYNAMIC_BASE, DYNAMIC_END, REPOSSESSION_ADDR, REPOSSESSION_SLOTS};
+use shared_abi::start::{
+    RepossessionVector, DYNAMIC_BASE, DYNAMIC_END, PROGRAM_BASE, REPOSSESSION_ADDR, REPOSSESSION_SLOTS,
+};
 use shared_abi::syscall::{map_bits, map_flags, EnvInfo, Error, FrameInfo, FrameKey, Rights};
 use shared_abi::upcall::{UpcallKind, REVOKE_ABORTED, REVOKE_REQUEST};
 
 /// Entries of each environment's software TLB (Aegis used 4096).
 pub const STLB_ENTRIES: usize = 4096;
+/// Entries of the software TLB of an environment created at run time
+/// (paid from its kernel-memory budget, so smaller).
+pub const RUN_TIME_STLB_ENTRIES: usize = 512;
+/// Largest `env_write` in one call.
+pub const MAX_ENV_WRITE: u64 = 64 * 1024;
 /// Most guaranteed mappings an environment may hold through `map`.
 pub const GUARANTEED_MAX: usize = 1024;
 
@@ -98,6 +105,11 @@ struct EnvMemory {
     page_table_frames: u64,
     /// Its kernel-memory budget in bytes (see `kcore::kmem`).
     kmem_limit: u64,
+    /// Created at run time: its whole user half (above `PROGRAM_BASE`) is
+    /// built from keyed frames, and it never borrows beyond its quota.
+    run_time: bool,
+    /// Bytes of its own kernel records it pays for (run-time envs only).
+    record_bytes: u64,
 }
 
 impl EnvMemory {
@@ -121,6 +133,8 @@ impl EnvMemory {
             needs_flush: false,
             page_table_frames: 0,
             kmem_limit: kmem,
+            run_time: false,
+            record_bytes: 0,
         }
     }
 
@@ -169,15 +183,53 @@ fn page_flags(writable: bool) -> Flags {
     flags
 }
 
+/// How a mapping is installed: writable, guaranteed, executable (never
+/// both writable and executable; executable ones are guaranteed, so the
+/// software TLB, which refills data mappings, never holds one).
+#[derive(Clone, Copy)]
+struct Mode {
+    writable: bool,
+    guaranteed: bool,
+    exec: bool,
+}
+
+impl Mode {
+    fn data(writable: bool, guaranteed: bool) -> Mode {
+        Mode { writable, guaranteed, exec: false }
+    }
+
+    fn flags(self) -> Flags {
+        let flags = page_flags(self.writable);
+        if self.exec {
+            flags - Flags::NO_EXECUTE
+        } else {
+            flags
+        }
+    }
+}
+
 /// Fold boot-time entropy into the 256-bit key-minting secret.
 pub fn derive_secret(seed: &[u8]) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     Sha256::digest(seed).into()
 }
 
-/// Is `va` a page of the window libOSes map into?
+/// Is `va` a page of the window libOSes booted from the manifest map into?
 pub fn in_dynamic_window(va: u64) -> bool {
     (DYNAMIC_BASE..DYNAMIC_END).contains(&va)
+}
+
+/// Is `va` a page of the window an environment created at run time (and
+/// its parent) maps into: its whole user half above `PROGRAM_BASE`?
+pub fn in_run_time_window(va: u64) -> bool {
+    (PROGRAM_BASE..shared_abi::USER_TOP).contains(&va)
+}
+
+/// What `env_create` asks of the memory subsystem for a child.
+pub struct ChildMemory {
+    pub quota_frames: u64,
+    pub kmem_limit: u64,
+    pub tlb_slots: u64,
 }
 
 impl Memory {
@@ -234,6 +286,83 @@ impl Memory {
         self.envs.len() - 1
     }
 
+    /// Record a child created at run time at `index` (a fresh index, or
+    /// one whose environment ended and was reclaimed): an address space
+    /// holding only the kernel half, a small software TLB, and the quota
+    /// and budget carved from its parent (`carve`). `NoMemory` if the
+    /// kernel cannot build the address space.
+    pub fn add_child(&mut self, index: usize, id: EnvId, child: &ChildMemory) -> Result<(), Error> {
+        let space = AddressSpace::new(&self.kernel_space, &mut memory::alloc_frame).ok_or(Error::NoMemory)?;
+        let mut record = EnvMemory::new(
+            id,
+            Some(space),
+            SlotSet::new(child.tlb_slots as usize, GUARANTEED_MAX),
+            RUN_TIME_STLB_ENTRIES,
+            child.quota_frames,
+            child.kmem_limit,
+        );
+        record.run_time = true;
+        record.record_bytes = kcore::kmem::env_record_bytes(child.tlb_slots, RUN_TIME_STLB_ENTRIES as u64);
+        if index == self.envs.len() {
+            self.envs.push(record);
+        } else {
+            debug_assert!(self.envs[index].space.is_none(), "only an ended env's index is reused");
+            self.envs[index] = record;
+        }
+        Ok(())
+    }
+
+    /// Take a child's quota and kernel-memory budget out of env `index`'s:
+    /// it must have them to spare (frames it may hold but does not, and
+    /// budget it has not used, counting `used` from other subsystems and
+    /// the child's own records, which the child pays).
+    pub fn carve(&mut self, index: usize, child: &ChildMemory, used: KmemUse) -> Result<(), Error> {
+        let mem = &self.envs[index];
+        if mem.quota_frames.saturating_sub(mem.charged_frames()) < child.quota_frames {
+            return Err(Error::QuotaExceeded);
+        }
+        let records = kcore::kmem::env_record_bytes(child.tlb_slots, RUN_TIME_STLB_ENTRIES as u64);
+        if child.kmem_limit < records + kcore::kmem::GRANT_BYTES {
+            return Err(Error::InvalidArgument);
+        }
+        if self.kmem_charges(index).plus(used).bytes() + child.kmem_limit > mem.kmem_limit {
+            return Err(Error::NoMemory);
+        }
+        let mem = &mut self.envs[index];
+        mem.quota_frames -= child.quota_frames;
+        mem.kmem_limit -= child.kmem_limit;
+        Ok(())
+    }
+
+    /// A child of env `index` ended: its quota and budget come back.
+    pub fn give_back(&mut self, index: usize, quota_frames: u64, kmem_limit: u64) {
+        let mem = &mut self.envs[index];
+        if mem.space.is_some() {
+            mem.quota_frames += quota_frames;
+            mem.kmem_limit += kmem_limit;
+        }
+    }
+
+    /// Env `index`'s quota and budget (to give back when it ends).
+    pub fn resources(&self, index: usize) -> (u64, u64) {
+        (self.envs[index].quota_frames, self.envs[index].kmem_limit)
+    }
+
+    /// May env `index` map at `va`? Manifest envs: the dynamic window;
+    /// run-time envs: their whole user half above `PROGRAM_BASE`.
+    fn in_window(&self, index: usize, va: u64) -> bool {
+        if self.envs[index].run_time {
+            in_run_time_window(va)
+        } else {
+            in_dynamic_window(va)
+        }
+    }
+
+    /// Is env `index` one created at run time?
+    pub fn is_run_time(&self, index: usize) -> bool {
+        self.envs[index].run_time
+    }
+
     /// Env `index`'s address space (None once it ended).
     pub fn space(&self, index: usize) -> Option<&AddressSpace> {
         self.envs.get(index)?.space.as_ref()
@@ -260,6 +389,7 @@ impl Memory {
             grants: self.table.grants_paid_by(self.envs[index].id) as u64,
             mappings: self.rmap.count_of(index),
             filters: 0,
+            records: self.envs[index].record_bytes,
         }
     }
 
@@ -355,15 +485,8 @@ impl Memory {
     /// tearing down the mappings it holds (the abort protocol takes frames,
     /// never tables). So page tables are bounded by the quotas, and what an
     /// environment holds beyond its quota is always revocable.
-    fn install(
-        &mut self,
-        index: usize,
-        va: u64,
-        frame_pa: u64,
-        writable: bool,
-        guaranteed: bool,
-        now: u64,
-    ) -> Result<PteRef, Error> {
+    fn install(&mut self, index: usize, va: u64, frame_pa: u64, mode: Mode, now: u64) -> Result<PteRef, Error> {
+        let Mode { writable, guaranteed, .. } = mode;
         let evicted = self.envs[index].slots.insert(va, frame_pa, writable, guaranteed).map_err(from_slot_error)?;
         self.evicted(index, evicted);
         let loaded = self.is_loaded(index);
@@ -380,7 +503,7 @@ impl Memory {
             made += 1;
             Some(frame)
         };
-        let result = space.map_replace(va, frame_pa, page_flags(writable), &mut alloc);
+        let result = space.map_replace(va, frame_pa, mode.flags(), &mut alloc);
         // Tables built are kept (and charged) even if the map failed further down.
         mem.page_table_frames += made;
         self.pool_used += made;
@@ -431,10 +554,15 @@ impl Memory {
 
     // ----- the calls -----
 
-    /// `frame_alloc(want_pa, rights, out_key_ptr)` for env `index`.
+    /// `frame_alloc(want_pa, rights, out_key_ptr)` for env `index`, the
+    /// frame owned by env `owner` (the caller, or a child it acts for):
+    /// charged to `owner`, the key `owner`'s, written to the caller's
+    /// memory. `other` is what `owner` pays for in other subsystems.
+    #[allow(clippy::too_many_arguments)] // the call's arguments, decoded
     pub fn frame_alloc(
         &mut self,
         index: usize,
+        owner: usize,
         want_pa: u64,
         rights: Rights,
         out: u64,
@@ -450,9 +578,14 @@ impl Memory {
         // Check the out pointer (writable, by writing a blank key) before
         // taking anything.
         umem::write_value(self.space_of(index)?, out, &FrameKey::default())?;
-        self.kmem_room(index, other, KmemObject::Grant)?;
+        self.kmem_room(owner, other, KmemObject::Grant)?;
+        let mem = &self.envs[owner];
+        if mem.run_time && mem.charged_frames() >= mem.quota_frames {
+            // A run-time environment never borrows beyond its quota.
+            return Err(Error::QuotaExceeded);
+        }
         if self.pool_used >= self.pool_frames {
-            return Err(self.pool_refusal(index, now));
+            return Err(self.pool_refusal(owner, now));
         }
         let mut frame = if want_pa == 0 {
             memory::alloc_frame().ok_or(Error::NoMemory)?
@@ -462,7 +595,7 @@ impl Memory {
         // Never hand out a frame holding another environment's data.
         frame.zero();
         let frame_pa = frame.into_user();
-        let env_id = self.envs[index].id;
+        let env_id = self.envs[owner].id;
         let key = match self.table.alloc(frame_pa / 4096, env_id, rights) {
             Ok(key) => key,
             Err(error) => {
@@ -471,47 +604,95 @@ impl Memory {
             }
         };
         self.pool_used += 1;
-        self.envs[index].held.push(frame_pa / 4096);
+        self.envs[owner].held.push(frame_pa / 4096);
         if let Err(error) = umem::write_value(self.space_of(index)?, out, &key) {
             let _ = self.table.free(key, env_id);
-            self.envs[index].held.pop();
+            self.envs[owner].held.pop();
             self.release_pool_frame(frame_pa / 4096);
             return Err(error);
         }
         Ok(frame_pa)
     }
 
-    /// `frame_free(key)` for env `index`.
+    /// `frame_free(key)` for env `index`: the last owner frees the frame
+    /// (unmapped everywhere); a co-owner gives up its share of it (unmapped
+    /// from its own address space).
     pub fn frame_free(&mut self, index: usize, key: FrameKey) -> Result<u64, Error> {
-        let frame = self.table.free(key, self.envs[index].id)?;
-        self.unmap_frame_everywhere(frame * 4096, index);
+        let frame = match self.table.free(key, self.envs[index].id)? {
+            Freed::Frame(frame) => {
+                self.unmap_frame_everywhere(frame * 4096, index);
+                self.release_pool_frame(frame);
+                frame
+            }
+            Freed::Released(frame) => {
+                self.unmap_frame_in(frame * 4096, index);
+                frame
+            }
+        };
         let mem = &mut self.envs[index];
         if let Some(at) = mem.held.iter().position(|&f| f == frame) {
             mem.held.remove(at);
         }
         mem.owed = mem.owed.saturating_sub(1);
-        self.release_pool_frame(frame);
         Ok(0)
     }
 
-    /// `frame_share(key, to_env, rights, out_key_ptr)` for env `index`.
+    /// Remove env `index`'s own mappings of a frame.
+    fn unmap_frame_in(&mut self, frame_pa: u64, index: usize) {
+        for va in self.rmap.take_env_frame(frame_pa, index) {
+            if self.envs[index].slots.get(va).is_some_and(|s| s.frame_pa == frame_pa) {
+                self.envs[index].slots.remove(va);
+                self.drop_pte(index, va);
+            }
+            if self.envs[index].stlb.lookup(va).is_some_and(|e| e.frame_pa == frame_pa) {
+                self.envs[index].stlb.remove_va(va);
+            }
+        }
+    }
+
+    /// `frame_share(key, to_env, rights, out_key_ptr, co_own)` for env
+    /// `index`; `to` is the index of `to_env` (the kernel resolved it), and
+    /// `to_other` what it pays for in other subsystems (a co-owner pays
+    /// for its own key and holds the frame within its quota).
+    #[allow(clippy::too_many_arguments)] // the call's arguments, decoded
     pub fn frame_share(
         &mut self,
         index: usize,
         key: FrameKey,
-        to_env: u64,
+        to: usize,
         rights: Rights,
         out: u64,
+        co_own: bool,
         other: KmemUse,
+        to_other: KmemUse,
     ) -> Result<u64, Error> {
-        if !self.envs.iter().any(|e| e.id == to_env && e.space.is_some()) {
+        if !self.alive(to) {
             return Err(Error::NoSuchEnv);
         }
         // Check the out pointer is writable before minting anything.
         umem::write_value(self.space_of(index)?, out, &FrameKey::default())?;
-        self.kmem_room(index, other, KmemObject::Grant)?;
-        let shared = self.table.share(key, self.envs[index].id, to_env, rights)?;
-        umem::write_value(self.space_of(index)?, out, &shared)?;
+        if co_own {
+            self.kmem_room(to, to_other, KmemObject::Grant)?;
+            let target = &self.envs[to];
+            if target.charged_frames() >= target.quota_frames {
+                return Err(Error::QuotaExceeded);
+            }
+        } else {
+            self.kmem_room(index, other, KmemObject::Grant)?;
+        }
+        let to_env = self.envs[to].id;
+        let shared = self.table.share(key, self.envs[index].id, to_env, rights, co_own)?;
+        if co_own {
+            let frame = self.table.check(shared, to_env, Rights::NONE)?.frame;
+            self.envs[to].held.push(frame);
+        }
+        if let Err(error) = umem::write_value(self.space_of(index)?, out, &shared) {
+            // Unreachable in practice (the pointer was checked above).
+            if co_own {
+                let _ = self.frame_free(to, shared);
+            }
+            return Err(error);
+        }
         Ok(0)
     }
 
@@ -524,6 +705,7 @@ impl Memory {
             rights: info.rights.bits() as u64,
             owner: (info.owner == env_id) as u64,
             generation: info.generation,
+            owners: self.table.owner_count(info.frame) as u64,
         };
         umem::write_value(self.space_of(index)?, out, &abi)?;
         Ok(0)
@@ -536,7 +718,8 @@ impl Memory {
         Ok(self.table.check(key, self.envs[index].id, need)?)
     }
 
-    /// `map(va, key, flags)` for env `index`.
+    /// `map(va, key, flags)` for env `index` (also `env_map`, which a
+    /// parent makes for its child `index` with the child's key).
     pub fn map(
         &mut self,
         index: usize,
@@ -546,25 +729,38 @@ impl Memory {
         other: KmemUse,
         now: u64,
     ) -> Result<u64, Error> {
-        if flags & !(map_flags::WRITE | map_flags::GUARANTEED) != 0 {
+        if flags & !(map_flags::WRITE | map_flags::GUARANTEED | map_flags::REPLACE | map_flags::EXEC) != 0 {
+            return Err(Error::InvalidArgument);
+        }
+        if flags & map_flags::EXEC != 0
+            && (flags & map_flags::WRITE != 0 || flags & map_flags::GUARANTEED == 0 || !self.envs[index].run_time)
+        {
+            // Code is never writable, never refilled from the software
+            // TLB, and only environments built at run time load their own.
             return Err(Error::InvalidArgument);
         }
         if !va.is_multiple_of(4096) {
             return Err(Error::Misaligned);
         }
-        if !in_dynamic_window(va) {
+        if !self.in_window(index, va) {
             return Err(Error::BadAddress);
         }
         let writable = flags & map_flags::WRITE != 0;
         let need = if writable { Rights::READ | Rights::WRITE } else { Rights::READ };
         let info = self.check_key(index, key, need)?;
         let mem = &self.envs[index];
-        if mem.slots.get(va).is_some() || mem.stlb.lookup(va).is_some() {
+        let mapped = mem.slots.get(va).is_some() || mem.stlb.lookup(va).is_some();
+        if mapped && flags & map_flags::REPLACE == 0 {
             return Err(Error::AlreadyMapped);
         }
-        self.kmem_room(index, other, KmemObject::Mapping)?;
+        if !mapped {
+            self.kmem_room(index, other, KmemObject::Mapping)?;
+        } else {
+            self.remove_mapping(index, va);
+        }
         let frame_pa = info.frame * 4096;
-        let pte = self.install(index, va, frame_pa, writable, flags & map_flags::GUARANTEED != 0, now)?;
+        let mode = Mode { writable, guaranteed: flags & map_flags::GUARANTEED != 0, exec: flags & map_flags::EXEC != 0 };
+        let pte = self.install(index, va, frame_pa, mode, now)?;
         let displaced = self.envs[index].stlb.insert(StlbEntry::new(va, frame_pa, writable).with_pte(pte));
         self.rmap.insert(frame_pa, index, va);
         if let Some(old) = displaced.filter(|old| old.va_page != page_number(va)) {
@@ -580,9 +776,19 @@ impl Memory {
         if !va.is_multiple_of(4096) {
             return Err(Error::Misaligned);
         }
-        if !in_dynamic_window(va) {
+        if !self.in_window(index, va) {
             return Err(Error::BadAddress);
         }
+        if self.remove_mapping(index, va) {
+            Ok(0)
+        } else {
+            Err(Error::InvalidArgument)
+        }
+    }
+
+    /// Remove env `index`'s mapping at `va` from its slots, page table,
+    /// software TLB and the reverse map; false if it had none.
+    fn remove_mapping(&mut self, index: usize, va: u64) -> bool {
         let slot = self.envs[index].slots.remove(va);
         if slot.is_some() {
             self.drop_pte(index, va);
@@ -594,16 +800,12 @@ impl Memory {
             self.rmap.remove(frame_pa, index, va);
             found = true;
         }
-        if found {
-            Ok(0)
-        } else {
-            Err(Error::InvalidArgument)
-        }
+        found
     }
 
     /// `map_query(va, clear)` for env `index`.
     pub fn map_query(&mut self, index: usize, va: u64, clear: u64) -> Result<u64, Error> {
-        if !in_dynamic_window(va) {
+        if !self.in_window(index, va) {
             return Err(Error::BadAddress);
         }
         if clear & !3 != 0 {
@@ -657,18 +859,95 @@ impl Memory {
         if !va.is_multiple_of(4096) {
             return Err(Error::Misaligned);
         }
-        if !in_dynamic_window(va) {
+        if !self.in_window(index, va) {
             return Err(Error::BadAddress);
         }
         let on = on != 0;
         if self.envs[index].slots.get(va).is_none() {
             // Only in the software TLB: bring it back into a slot first.
             let entry = self.envs[index].stlb.lookup(va).ok_or(Error::InvalidArgument)?;
-            return self.install(index, va, entry.frame_pa, entry.writable, on, now).map(|_| 0);
+            return self.install(index, va, entry.frame_pa, Mode::data(entry.writable, on), now).map(|_| 0);
+        }
+        let executable = self.envs[index]
+            .space
+            .as_ref()
+            .and_then(|s| s.translate(va))
+            .is_some_and(|(_, flags)| !flags.contains(Flags::NO_EXECUTE));
+        if !on && executable {
+            // Code stays guaranteed (the software TLB refills data only).
+            return Err(Error::InvalidArgument);
         }
         let evicted = self.envs[index].slots.set_guaranteed(va, on).map_err(from_slot_error)?;
         self.evicted(index, evicted);
         Ok(0)
+    }
+
+    /// `env_write(child, va, src, len)`: copy `len` bytes from env
+    /// `index`'s memory at `src` into env `child`'s at `va`. Every page
+    /// written must be mapped in the child to a frame the child owns (so a
+    /// parent writes only what its child could write with its own keys);
+    /// the kernel writes read-only pages too, as the loader does.
+    pub fn env_write(&mut self, index: usize, child: usize, va: u64, src: u64, len: u64) -> Result<u64, Error> {
+        if len > MAX_ENV_WRITE {
+            return Err(Error::BadLength);
+        }
+        let end = va.checked_add(len).ok_or(Error::BadAddress)?;
+        if len > 0 && (!in_run_time_window(va) || !in_run_time_window(end - 1)) {
+            return Err(Error::BadAddress);
+        }
+        kcore::usercheck::check_user_range(src, len, 1)?;
+        self.prefault(index, src, len);
+        let child_id = self.envs[child].id;
+        let mut buf = [0u8; 4096];
+        let mut done = 0u64;
+        while done < len {
+            let at = va + done;
+            let page = at & !0xfff;
+            let chunk = (4096 - (at - page)).min(len - done);
+            let frame_pa = self.present_frame(child, page).ok_or(Error::BadAddress)?;
+            if !self.table.owns(frame_pa / 4096, child_id) {
+                return Err(Error::PermissionDenied);
+            }
+            umem::UserSlice::new(self.space_of(index)?, src + done, chunk, 1)?.read(&mut buf[..chunk as usize])?;
+            let space = self.space_of(child)?;
+            space.write_user(at, &buf[..chunk as usize], Flags::empty()).map_err(|()| Error::BadAddress)?;
+            done += chunk;
+        }
+        Ok(len)
+    }
+
+    /// Before the kernel reads or writes `[addr, addr + len)` of a run-time
+    /// env `index` for a call: bring pages that are only in its software
+    /// TLB back into its page table (its slots are drained on a switch
+    /// under the `stlb` policy, and evicted when full), so a buffer it
+    /// mapped is never refused for where the kernel keeps the mapping.
+    pub fn prefault(&mut self, index: usize, addr: u64, len: u64) {
+        if !self.envs[index].run_time || len == 0 {
+            return;
+        }
+        let Some(last) = addr.checked_add(len - 1) else { return };
+        let mut page = addr & !0xfff;
+        // Bounded: the calls move at most 64 KiB.
+        for _ in 0..32 {
+            if page > last || !in_run_time_window(page) {
+                break;
+            }
+            if self.envs[index].slots.get(page).is_none() {
+                let _ = self.present_frame(index, page);
+            }
+            page += 4096;
+        }
+    }
+
+    /// The frame env `index` maps at `page`, brought into its page table
+    /// from the software TLB if it was only there.
+    fn present_frame(&mut self, index: usize, page: u64) -> Option<u64> {
+        if let Some(slot) = self.envs[index].slots.get(page) {
+            return Some(slot.frame_pa);
+        }
+        let entry = self.envs[index].stlb.lookup(page)?;
+        self.install(index, page, entry.frame_pa, Mode::data(entry.writable, false), 0).ok()?;
+        Some(entry.frame_pa)
     }
 
     /// `key_bench(key, iterations)` for env `index`: benchmark scenarios only.
@@ -701,7 +980,7 @@ impl Memory {
     pub fn stlb_refill(&mut self, index: usize, va: u64, error_code: u64, now: u64) -> bool {
         let present = error_code & 1 != 0;
         let write = error_code & 2 != 0;
-        if present || !in_dynamic_window(va) {
+        if present || !self.in_window(index, va) {
             return false;
         }
         let Some(entry) = self.envs[index].stlb.lookup(va) else {
@@ -725,7 +1004,7 @@ impl Memory {
                 .as_mut()
                 .is_some_and(|space| space.write_leaf(entry.pte, entry.frame_pa, page_flags(entry.writable)));
         }
-        if !written && self.install(index, page, entry.frame_pa, entry.writable, false, now).is_err() {
+        if !written && self.install(index, page, entry.frame_pa, Mode::data(entry.writable, false), now).is_err() {
             return false;
         }
         bump(&COUNTERS.stlb_hits);
@@ -817,7 +1096,14 @@ impl Memory {
         self.envs[index].held.truncate(keep);
         for &frame in taken.iter().rev() {
             let va = self.unmap_frame_everywhere(frame * 4096, index);
-            let _ = self.table.revoke(frame);
+            // Co-owners lose the frame too (the abort protocol takes it).
+            for holder in self.table.revoke(frame).unwrap_or_default() {
+                if let Some(other) = self.envs.iter_mut().find(|e| e.id == holder && e.space.is_some()) {
+                    if let Some(at) = other.held.iter().position(|&f| f == frame) {
+                        other.held.remove(at);
+                    }
+                }
+            }
             self.release_pool_frame(frame);
             self.record_repossession(index, frame * 4096, va);
             bump(&COUNTERS.frames_repossessed);

@@ -6,7 +6,8 @@
 //! preemptive user-level threads under the manifest's scheduler (round
 //! robin or MLFQ), switched from the kernel's end-of-slot upcalls. Runs a
 //! TCP/IP stack (smoltcp) on packets its downloaded filters claim, serving
-//! UDP echo and a tiny HTTP server reachable from the host.
+//! UDP echo and a tiny HTTP server reachable from the host. As `init`, it
+//! runs Unix programs as processes (`ulib`: fork, exec, wait, kill).
 #![no_std]
 #![no_main]
 
@@ -17,6 +18,7 @@ use libos_runtime::println;
 use libos_runtime::rt::{set_handler, Env};
 use libos_runtime::upcall::{UpcallFrame, UpcallKind};
 
+mod init;
 mod net;
 mod paging;
 mod threads;
@@ -32,6 +34,7 @@ fn main(env: &Env) -> i32 {
         "threads" => threads::threads_workload(env),
         "hog" => threads::hog_workload(env),
         "net" => net::net_workload(env),
+        _ if env.args.trim().starts_with("init") => init::run(env),
         _ => demo(),
     }
 }

@@ -14,6 +14,8 @@
 //! frame_pool_kib = 8192   # frames libOSes can allocate with keys (frame_alloc)
 //! revoke_deadline_us = 20000  # time a libOS has to answer a repossession request
 //! benchmarks = false      # true: the benchmark-only calls (key_bench, demux_bench) answer
+//! files = hello forktest  # Unix programs packed into the archive as bin/NAME, with the
+//!                         # libos-unix/rootfs tree (xtask; the kernel ignores it)
 //!
 //! [env]                   # one section per environment, booted in this order
 //! name = unix             # console prefix; at most 16 characters
@@ -141,6 +143,9 @@ pub struct Manifest {
     /// Whether the benchmark-only calls (`key_bench`, `demux_bench`)
     /// answer; outside benchmark scenarios they are refused.
     pub benchmarks: bool,
+    /// Unix programs to pack as `bin/NAME` beside the `rootfs` tree
+    /// (xtask reads this; the kernel does not).
+    pub files: Vec<String>,
     pub envs: Vec<EnvSpec>,
 }
 
@@ -178,6 +183,7 @@ impl Manifest {
             slot_count: 0,
             save_bound_us: 0,
             benchmarks: false,
+            files: Vec::new(),
             envs: Vec::new(),
         };
         let mut current: Option<EnvSpec> = None;
@@ -253,6 +259,9 @@ impl Manifest {
                         }
                     }
                     "benchmarks" => manifest.benchmarks = parse_bool(value).ok_or(err("expected true or false"))?,
+                    "files" => {
+                        manifest.files = value.split([' ', ',']).filter(|f| !f.is_empty()).map(String::from).collect()
+                    }
                     _ => return Err(err("unknown global key")),
                 },
                 Some(env) => match key {

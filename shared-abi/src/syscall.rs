@@ -23,13 +23,18 @@ pub mod nr {
     pub const SET_UPCALLS: u64 = 4;
     /// `stats(out_ptr, len) -> len`: copy the kernel's event counters.
     pub const STATS: u64 = 5;
-    /// `frame_alloc(want_pa, rights, out_key_ptr) -> frame_pa`: allocate a
-    /// frame (any when `want_pa` is 0, else that one) and write its key.
+    /// `frame_alloc(want_pa, rights, out_key_ptr, for_env) -> frame_pa`:
+    /// allocate a frame (any when `want_pa` is 0, else that one) and write
+    /// its key. `for_env` 0 is the caller; else one of the caller's
+    /// children, which then owns the frame (charged to its quota) and the
+    /// key written is the child's, which the parent may present for it
+    /// (`env_map`).
     pub const FRAME_ALLOC: u64 = 6;
     /// `frame_free(key_lo, key_hi) -> 0`: give a frame back (owner only).
     pub const FRAME_FREE: u64 = 7;
-    /// `frame_share(key_lo, key_hi, to_env, rights, out_key_ptr) -> 0`:
-    /// mint `to_env` a key with equal or fewer rights.
+    /// `frame_share(key_lo, key_hi, to_env, rights, out_key_ptr, flags) -> 0`:
+    /// mint `to_env` a key with equal or fewer rights; with
+    /// [`share_flags::CO_OWN`](super::share_flags::CO_OWN) the new key co-owns the frame.
     pub const FRAME_SHARE: u64 = 8;
     /// `frame_query(key_lo, key_hi, out_ptr) -> 0`: describe a frame.
     pub const FRAME_QUERY: u64 = 9;
@@ -73,9 +78,39 @@ pub mod nr {
     pub const PCT_SEND: u64 = 20;
     /// `env_info(out_ptr) -> 0`: the caller's CPU accounting ([`EnvInfo`](super::EnvInfo)).
     pub const ENV_INFO: u64 = 21;
+    /// `env_create(spec_ptr) -> child_id`: create an empty environment
+    /// (an address space holding only the kernel half) as the caller's
+    /// child, with a frame quota and kernel-memory budget carved out of the
+    /// caller's ([`EnvCreate`](super::EnvCreate)). It runs only once started.
+    pub const ENV_CREATE: u64 = 28;
+    /// `env_start(child, regs_ptr, upcalls_ptr) -> 0`: start a created
+    /// child with these registers ([`StartRegs`](super::StartRegs)) and
+    /// upcall table (0: none); it runs on its family's time slots.
+    pub const ENV_START: u64 = 29;
+    /// `env_kill(target, code) -> 0`: end a run-time environment of the
+    /// caller's family (not the caller) and reclaim everything it held.
+    pub const ENV_KILL: u64 = 30;
+    /// `env_map(child, va, key_lo, key_hi, flags) -> 0`: `map` into a
+    /// child's address space, with a key the child holds.
+    pub const ENV_MAP: u64 = 31;
+    /// `env_write(child, va, src_ptr, len) -> len`: copy bytes of the
+    /// caller's memory into pages mapped in a child (up to 64 KiB).
+    pub const ENV_WRITE: u64 = 32;
+    /// `env_reap(out_ptr) -> child_id`: collect the end of one ended child
+    /// ([`EnvEnd`](super::EnvEnd)); `Again` while children live but none
+    /// has ended, `NoSuchEnv` when there are none.
+    pub const ENV_REAP: u64 = 33;
+    /// `block() -> 0`: sleep until woken (`env_wake`, a child's end, an
+    /// asynchronous transfer); returns at once if a wake-up is pending.
+    pub const BLOCK: u64 = 34;
+    /// `env_wake(target) -> 0`: wake an environment of the caller's family.
+    pub const ENV_WAKE: u64 = 35;
+    /// `archive_read(offset, buf, len) -> bytes`: copy bytes of the boot
+    /// archive (`crate::archive`), read-only public data, at most 64 KiB a call.
+    pub const ARCHIVE_READ: u64 = 36;
     /// One past the highest number in use (22..=27 are the network
     /// calls, numbered in [`crate::net::nr`]).
-    pub const COUNT: u64 = 28;
+    pub const COUNT: u64 = 37;
     /// `slot_alloc` position meaning "any free slot".
     pub const ANY_SLOT: u64 = u64::MAX;
 }
@@ -86,6 +121,71 @@ pub mod map_flags {
     pub const WRITE: u64 = 1;
     /// Mark the mapping guaranteed at once.
     pub const GUARANTEED: u64 = 2;
+    /// Replace a mapping the page already has (else `AlreadyMapped`).
+    pub const REPLACE: u64 = 4;
+    /// Map executable: only with `GUARANTEED` and without `WRITE`, and only
+    /// by an environment created at run time (or its parent for it), whose
+    /// program is built from keyed frames.
+    pub const EXEC: u64 = 8;
+}
+
+/// Flags for [`nr::FRAME_SHARE`].
+pub mod share_flags {
+    /// The new key co-owns the frame: the frame lives while any owner
+    /// holds it, and is charged to each owner's quota.
+    pub const CO_OWN: u64 = 1;
+}
+
+/// What `env_create` reads: the child's resources, carved out of the
+/// caller's (returned when the child ends).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct EnvCreate {
+    /// Pool frames the child may hold (taken from the caller's quota; a
+    /// run-time environment never borrows beyond it).
+    pub quota_frames: u64,
+    /// Its kernel-memory budget in KiB (taken from the caller's).
+    pub kmem_kib: u64,
+    /// Its TLB slots.
+    pub tlb_slots: u64,
+    /// Its name (console prefix), at most 16 bytes of UTF-8.
+    pub name_ptr: u64,
+    pub name_len: u64,
+}
+
+/// The registers a child starts with (`env_start`). Interrupts are on and
+/// the segment registers are the kernel's user selectors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct StartRegs {
+    pub rip: u64,
+    pub rsp: u64,
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+}
+
+/// How a child ended (`env_reap`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct EnvEnd {
+    pub id: u64,
+    /// 1: it called `exit`; 0: it was ended (`env_kill`, or by the kernel).
+    pub exited: u64,
+    /// The `exit` code, or the code `env_kill` gave (the kernel uses -1).
+    pub code: i64,
 }
 
 /// Bits returned by [`nr::MAP_QUERY`].
@@ -246,6 +346,9 @@ pub struct EnvInfo {
     pub frames_charged: u64,
     pub page_table_frames: u64,
     pub quota_frames: u64,
+    /// Its id, and its parent's (0 for an environment the manifest booted).
+    pub env_id: u64,
+    pub parent_id: u64,
 }
 
 /// What `frame_query` reports.
@@ -257,6 +360,8 @@ pub struct FrameInfo {
     /// 1 if the caller owns the frame, 0 if it holds a share.
     pub owner: u64,
     pub generation: u64,
+    /// Environments owning the frame now (co-owners included).
+    pub owners: u64,
 }
 
 /// Why a system call failed. Returned in `rax` as `-(code)`.

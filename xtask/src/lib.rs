@@ -29,6 +29,11 @@ pub const PROGRAMS: &[(&str, &str)] = &[
     ("guest-tests", "attacker"),
 ];
 
+/// Unix programs a manifest's `files` may name (packed as `bin/NAME`).
+pub const UNIX_PROGRAMS: &[&str] = &["hello", "forktest", "forkbomb", "forkbench"];
+/// The package that builds them.
+const UNIX_PACKAGE: &str = "unix-programs";
+
 /// The workspace root, found at run time (so a copied or moved checkout
 /// builds and boots its own images): `EXO_ROOT` if set, else the nearest
 /// directory above the working directory, then above this executable, that
@@ -87,6 +92,7 @@ pub fn build_binaries() -> Result<()> {
     let mut cmd = cargo();
     cmd.args(["build", "--release", "--target", TARGET]);
     let mut packages: Vec<&str> = PROGRAMS.iter().map(|(p, _)| *p).collect();
+    packages.push(UNIX_PACKAGE);
     packages.sort();
     packages.dedup();
     for package in packages {
@@ -113,6 +119,30 @@ pub fn scenarios() -> Result<Vec<(String, PathBuf)>> {
     Ok(list)
 }
 
+/// The files under `libos-unix/rootfs/`, named by their path inside it.
+fn rootfs_files() -> Result<Vec<(String, Vec<u8>)>> {
+    fn walk(dir: &Path, base: &Path, out: &mut Vec<(String, Vec<u8>)>) -> Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<std::io::Result<_>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, base, out)?;
+            } else {
+                let name = path.strip_prefix(base)?.to_string_lossy().replace('\\', "/");
+                out.push((name, std::fs::read(&path)?));
+            }
+        }
+        Ok(())
+    }
+    let base = root().join("libos-unix/rootfs");
+    let mut out = Vec::new();
+    if base.is_dir() {
+        walk(&base, &base, &mut out)?;
+    }
+    Ok(out)
+}
+
 /// Pack the programs and `manifest_text` into a boot archive.
 pub fn pack_archive(manifest_text: &str) -> Result<Vec<u8>> {
     let manifest = shared_abi::manifest::Manifest::parse(manifest_text).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -128,6 +158,17 @@ pub fn pack_archive(manifest_text: &str) -> Result<Vec<u8>> {
         let path = binary(program);
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         files.push((program.into(), bytes));
+    }
+    if !manifest.files.is_empty() {
+        for program in &manifest.files {
+            if !UNIX_PROGRAMS.contains(&program.as_str()) {
+                bail!("the manifest's files name {program:?}, which is no Unix program xtask builds");
+            }
+            let path = binary(program);
+            let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            files.push((format!("bin/{program}"), bytes));
+        }
+        files.extend(rootfs_files()?);
     }
     let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
     shared_abi::archive::pack(&refs).map_err(|e| anyhow::anyhow!("packing archive: {e:?}"))

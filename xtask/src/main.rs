@@ -8,6 +8,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use xtask::*;
 
+mod linux;
+
 #[derive(Parser)]
 #[command(about = "Build, run, test and benchmark the exokernel")]
 struct Cli {
@@ -93,6 +95,19 @@ enum Cmd {
         /// Run on real KVM and report TSC cycles instead of instructions.
         #[arg(long)]
         kvm: bool,
+        /// Skip the Linux guest baseline (the `linux` and `ratio` columns).
+        #[arg(long)]
+        no_linux: bool,
+    },
+    /// Only the Linux guest baseline of `bench`: boot it, print its rows.
+    #[command(hide = true)]
+    LinuxBench {
+        /// Seconds before the guest is stopped.
+        #[arg(long, default_value_t = linux::DEFAULT_TIMEOUT)]
+        timeout: u64,
+        /// Show the guest's console as it arrives.
+        #[arg(long)]
+        echo: bool,
     },
 }
 
@@ -123,7 +138,12 @@ fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Fuzz { seconds, seed, runs, calls, envs, timeout, trace, echo } => {
             fuzz(seconds, seed, runs, calls, envs, timeout, trace, echo)
         }
-        Cmd::Bench { timeout, kvm } => bench(timeout, kvm),
+        Cmd::Bench { timeout, kvm, no_linux } => bench(timeout, kvm, no_linux),
+        Cmd::LinuxBench { timeout, echo } => {
+            let rows = linux::baseline(Duration::from_secs(timeout), echo).context("no Linux figures")?;
+            linux::print_table(&rows);
+            Ok(())
+        }
     }
 }
 
@@ -482,7 +502,7 @@ fn fuzz(
     Ok(())
 }
 
-fn bench(timeout: u64, kvm: bool) -> Result<()> {
+fn bench(timeout: u64, kvm: bool, no_linux: bool) -> Result<()> {
     build_all()?;
     let options = RunOptions { timeout: Duration::from_secs(timeout), icount: !kvm, kvm, ..Default::default() };
     if kvm {
@@ -530,16 +550,28 @@ fn bench(timeout: u64, kvm: bool) -> Result<()> {
     if rows.is_empty() {
         bail!("the bench scenarios printed no BENCH lines");
     }
-    print_table(&rows);
+    // The Linux baseline counts instructions under icount: no match for KVM cycles.
+    let linux_rows = match (no_linux, kvm) {
+        (true, _) => None,
+        (false, true) => {
+            println!("linux baseline: skipped under --kvm (it counts instructions under -icount)");
+            None
+        }
+        (false, false) => linux::baseline(Duration::from_secs(linux::DEFAULT_TIMEOUT), false),
+    };
+    print_table(&rows, linux_rows.as_deref());
     for note in &notes {
         println!("note: {note}");
     }
+    if let Some(linux_rows) = &linux_rows {
+        linux::print_table(linux_rows);
+    }
     let csv = image_dir().join("bench.csv");
-    let mut text = String::from("op,unit,median,min,max,floor,target,events\n");
+    let mut text = String::from("op,unit,median,min,max,floor,target,events,linux\n");
     for row in &rows {
         let get = |k: &str| row.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_default();
         text.push_str(&format!(
-            "{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{}\n",
             get("op"),
             get("unit"),
             get("median"),
@@ -547,8 +579,12 @@ fn bench(timeout: u64, kvm: bool) -> Result<()> {
             get("max"),
             get("floor"),
             get("target"),
-            get("events").replace(',', ";")
+            get("events").replace(',', ";"),
+            linux_median(&get("op"), linux_rows.as_deref()).map(|m| m.to_string()).unwrap_or_default()
         ));
+    }
+    for row in linux_rows.iter().flatten() {
+        text.push_str(&row.csv());
     }
     std::fs::write(&csv, text)?;
     println!("\nraw figures: {}", csv.display());
@@ -562,13 +598,32 @@ fn parse_fields(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn print_table(rows: &[Vec<(String, String)>]) {
+/// The median of the Linux counterpart of exokernel operation `op`.
+fn linux_median(op: &str, linux_rows: Option<&[linux::LinuxRow]>) -> Option<u64> {
+    linux::median(linux_rows?, linux::counterpart(op)?)
+}
+
+/// The exokernel rows; with Linux figures, two more columns: the Linux
+/// counterpart's median and exo median / Linux median.
+fn print_table(rows: &[Vec<(String, String)>], linux_rows: Option<&[linux::LinuxRow]>) {
     let get = |row: &Vec<(String, String)>, k: &str| {
         row.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_else(|| "-".into())
     };
+    let linux_columns = |row: &Vec<(String, String)>| match linux_rows {
+        None => String::new(),
+        Some(_) => {
+            let linux = linux_median(&get(row, "op"), linux_rows);
+            let exo = get(row, "median").parse::<f64>().ok();
+            let ratio = match (exo, linux) {
+                (Some(exo), Some(linux)) if linux > 0 => format!("{:.2}", exo / linux as f64),
+                _ => "-".into(),
+            };
+            format!(" {:>10} {:>6}", linux.map_or("-".into(), |m| m.to_string()), ratio)
+        }
+    };
     println!();
     println!(
-        "{:<34} {:>10} {:>10} {:>10}  {:<30} {:>8}  events per op",
+        "{:<34} {:>10} {:>10} {:>10}{}  {:<30} {:>8}  events per op",
         if rows.iter().flatten().any(|(k, v)| k == "unit" && v == "cycles") {
             "operation (TSC cycles, KVM)"
         } else {
@@ -577,17 +632,19 @@ fn print_table(rows: &[Vec<(String, String)>]) {
         "median",
         "min",
         "max",
+        if linux_rows.is_some() { format!(" {:>10} {:>6}", "linux", "ratio") } else { String::new() },
         "floor (same run)",
         "target"
     );
-    println!("{}", "-".repeat(130));
+    println!("{}", "-".repeat(if linux_rows.is_some() { 148 } else { 130 }));
     for row in rows {
         println!(
-            "{:<34} {:>10} {:>10} {:>10}  {:<30} {:>8}  {}",
+            "{:<34} {:>10} {:>10} {:>10}{}  {:<30} {:>8}  {}",
             get(row, "op"),
             get(row, "median"),
             get(row, "min"),
             get(row, "max"),
+            linux_columns(row),
             get(row, "floor"),
             get(row, "target"),
             get(row, "events")

@@ -13,12 +13,14 @@ pub struct Runnable {
     pub alive: bool,
     /// Blocked in a protected call on this environment.
     pub waiting_on: Option<usize>,
+    /// Asleep in `block` until woken.
+    pub blocked: bool,
 }
 
 impl Runnable {
     /// May it be given the CPU on its own behalf?
     pub fn schedulable(&self) -> bool {
-        self.alive && self.waiting_on.is_none()
+        self.alive && self.waiting_on.is_none() && !self.blocked
     }
 }
 
@@ -67,6 +69,30 @@ pub fn owner_runner<S: States + ?Sized>(envs: &S, owner: usize) -> Option<usize>
     can.then_some(runner)
 }
 
+/// Who runs time that the family rooted at `root` has (a slot the root
+/// owns, or one it was given round-robin). The members (`member(i)`: env
+/// `i` is in the family; the root is) take turns: the first schedulable
+/// member after `last` in index order, wrapping. If none can run on its
+/// own behalf, the time is donated along a protected call a member is
+/// blocked in, the root's first. None: the whole family is asleep or
+/// ended, and the time goes round-robin.
+pub fn family_runner<S: States + ?Sized>(
+    envs: &S,
+    root: usize,
+    last: usize,
+    member: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    let count = envs.count();
+    if root >= count {
+        return None;
+    }
+    let turn = (1..=count).map(|step| (last + step) % count);
+    if let Some(next) = turn.clone().find(|&e| member(e) && envs.state(e).schedulable()) {
+        return Some(next);
+    }
+    core::iter::once(root).chain(turn.filter(|&e| e != root && member(e))).find_map(|e| owner_runner(envs, e))
+}
+
 /// A forced preemption `overrun` ticks past a save bound: the penalty owed
 /// grows by it (paid off the environment's next slots).
 pub fn charge_overrun(penalty_owed: u64, overrun: u64) -> u64 {
@@ -77,11 +103,34 @@ pub fn charge_overrun(penalty_owed: u64, overrun: u64) -> u64 {
 mod tests {
     use super::*;
 
-    const ALIVE: Runnable = Runnable { alive: true, waiting_on: None };
-    const DEAD: Runnable = Runnable { alive: false, waiting_on: None };
+    const ALIVE: Runnable = Runnable { alive: true, waiting_on: None, blocked: false };
+    const DEAD: Runnable = Runnable { alive: false, waiting_on: None, blocked: false };
+    const ASLEEP: Runnable = Runnable { alive: true, waiting_on: None, blocked: true };
 
     fn waiting(on: usize) -> Runnable {
-        Runnable { alive: true, waiting_on: Some(on) }
+        Runnable { alive: true, waiting_on: Some(on), blocked: false }
+    }
+
+    #[test]
+    fn a_family_takes_turns_and_skips_the_asleep() {
+        // 0 is the root; 1 and 3 are its members; 2 is another family.
+        let member = |e: usize| e == 0 || e == 1 || e == 3;
+        let envs = [ALIVE, ALIVE, ALIVE, ALIVE];
+        assert_eq!(family_runner(&envs[..], 0, 0, member), Some(1));
+        assert_eq!(family_runner(&envs[..], 0, 1, member), Some(3));
+        assert_eq!(family_runner(&envs[..], 0, 3, member), Some(0), "wraps to the root");
+        let envs = [ASLEEP, ALIVE, ALIVE, ASLEEP];
+        assert_eq!(family_runner(&envs[..], 0, 1, member), Some(1), "the only one awake runs again");
+        let envs = [ASLEEP, DEAD, ALIVE, ASLEEP];
+        assert_eq!(family_runner(&envs[..], 0, 0, member), None, "never another family's member");
+        assert_eq!(family_runner(&envs[..], 9, 0, member), None);
+    }
+
+    #[test]
+    fn a_family_blocked_in_a_call_donates_its_time() {
+        let member = |e: usize| e == 0 || e == 1;
+        let envs = [ASLEEP, waiting(2), ALIVE];
+        assert_eq!(family_runner(&envs[..], 0, 0, member), Some(2));
     }
 
     #[test]

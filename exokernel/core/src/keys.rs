@@ -44,14 +44,19 @@
 //! a key failed is a separate cold path. Memory: one 72-byte grant-table
 //! entry per live key and one record per held frame, nothing per idle frame.
 //!
-//! # Sharing and revocation
+//! # Sharing, co-ownership and revocation
 //!
-//! The environment that allocated a frame owns it. The owner, or the holder
+//! The environment that allocated a frame owns it. An owner, or the holder
 //! of a key with the `SHARE` right, can mint another environment a key with
-//! the same or fewer rights. Freeing (owner only) or revoking (the kernel) a
-//! frame destroys every key to it at once, shares included; a later
-//! allocation of the same frame mints keys under new serials, so no old key
-//! comes back to life.
+//! the same or fewer rights. An owner can also make another environment a
+//! *co-owner* ([`FrameTable::share`] with `co_own`): the frame then lives
+//! while any owner holds it (a frame shared copy-on-write by a forked
+//! process and its parent outlives whichever ends first), and each owner
+//! pays for its own key. An owner that frees its key gives up its share of
+//! the frame; the last owner's free frees the frame and destroys every key
+//! to it, shares included. Revoking (the kernel) destroys every key at
+//! once. A later allocation of the same frame mints keys under new
+//! serials, so no old key comes back to life.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -180,11 +185,20 @@ struct GrantEntry {
 
 /// The kernel's record of one allocated frame.
 struct FrameRecord {
-    owner: EnvId,
-    /// The entry of the key minted at allocation.
-    owner_entry: usize,
-    /// The entries of every key shared since.
+    /// Its owners and the entries of their keys: the allocator first, then
+    /// co-owners in the order they were made.
+    owners: Vec<(EnvId, usize)>,
+    /// The entries of every (non-owning) key shared since.
     shares: Vec<usize>,
+}
+
+/// What freeing a key did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freed {
+    /// It was the last owner's: the frame is free, every key to it destroyed.
+    Frame(FrameNumber),
+    /// Other owners still hold the frame; only this owner's key went.
+    Released(FrameNumber),
 }
 
 /// Every frame handed out under a key, and every live key.
@@ -255,7 +269,7 @@ impl FrameTable {
         let generation = self.minted;
         let info = FrameInfo { frame, rights, owner: env, generation };
         let (owner_entry, key) = self.mint(env, env, info)?;
-        self.frames.insert(frame, FrameRecord { owner: env, owner_entry, shares: Vec::new() });
+        self.frames.insert(frame, FrameRecord { owners: Vec::from([(env, owner_entry)]), shares: Vec::new() });
         Ok(key)
     }
 
@@ -308,33 +322,76 @@ impl FrameTable {
     /// with `rights`, which must be among the key's own. `from_env` must own
     /// the frame or hold the `SHARE` right. The kernel checks beforehand
     /// that `to_env` exists; the table does not know environments.
+    ///
+    /// With `co_own`, `to_env` becomes an owner of the frame: only an owner
+    /// may make one, `to_env` must not own it already, and the new key is
+    /// paid for by `to_env` (a co-owner's key must not die with the budget
+    /// of the environment that made it).
     pub fn share(
         &mut self,
         key: FrameKey,
         from_env: EnvId,
         to_env: EnvId,
         rights: Rights,
+        co_own: bool,
     ) -> Result<FrameKey, KeyError> {
         let held = self.check(key, from_env, rights)?;
-        if held.owner != from_env && !held.rights.contains(Rights::SHARE) {
+        let is_owner = held.owner == from_env;
+        if !is_owner && !held.rights.contains(Rights::SHARE) {
             return Err(KeyError::InsufficientRights);
+        }
+        if co_own {
+            if !is_owner {
+                return Err(KeyError::NotOwner);
+            }
+            let record = self.frames.get(&held.frame).expect("a live key's frame has a record");
+            if record.owners.iter().any(|&(owner, _)| owner == to_env) {
+                return Err(KeyError::InUse);
+            }
+            let (entry, shared) = self.mint(to_env, to_env, FrameInfo { rights, owner: to_env, ..held })?;
+            self.frames.get_mut(&held.frame).expect("checked above").owners.push((to_env, entry));
+            return Ok(shared);
         }
         let (entry, shared) = self.mint(to_env, from_env, FrameInfo { rights, ..held })?;
         self.frames.get_mut(&held.frame).expect("a live key's frame has a record").shares.push(entry);
         Ok(shared)
     }
 
-    /// Free the frame of `key`; only its owner may. Every key to the frame,
-    /// shares included, becomes stale. Returns the frame, for the kernel to
-    /// unmap everywhere and give back to the frame bitmap. Freeing twice
-    /// fails with `Stale`: the first free destroyed the key.
-    pub fn free(&mut self, key: FrameKey, env: EnvId) -> Result<FrameNumber, KeyError> {
+    /// Does `env` own `frame` (alone or with co-owners)?
+    pub fn owns(&self, frame: FrameNumber, env: EnvId) -> bool {
+        self.frames.get(&frame).is_some_and(|r| r.owners.iter().any(|&(owner, _)| owner == env))
+    }
+
+    /// How many environments own `frame` (0 if no key covers it).
+    pub fn owner_count(&self, frame: FrameNumber) -> usize {
+        self.frames.get(&frame).map_or(0, |r| r.owners.len())
+    }
+
+    /// Free the frame of `key`; only an owner may. The last owner's free
+    /// frees the frame: every key to it, shares included, becomes stale
+    /// (`Freed::Frame`, for the kernel to unmap everywhere and give back to
+    /// the frame bitmap). An owner among several gives up only its own key
+    /// (`Freed::Released`). Freeing twice fails with `Stale`: the first
+    /// free destroyed the key.
+    pub fn free(&mut self, key: FrameKey, env: EnvId) -> Result<Freed, KeyError> {
         let info = self.check(key, env, Rights::NONE)?;
         if info.owner != env {
             return Err(KeyError::NotOwner);
         }
-        self.forget(info.frame);
-        Ok(info.frame)
+        Ok(self.release_owner(info.frame, env))
+    }
+
+    /// `env` stops owning `frame`; the frame goes with its last owner.
+    fn release_owner(&mut self, frame: FrameNumber, env: EnvId) -> Freed {
+        let record = self.frames.get_mut(&frame).expect("an owner's frame has a record");
+        if record.owners.len() == 1 {
+            self.forget(frame);
+            return Freed::Frame(frame);
+        }
+        let at = record.owners.iter().position(|&(owner, _)| owner == env).expect("env owns the frame");
+        let (_, entry) = record.owners.remove(at);
+        self.vacate(entry);
+        Freed::Released(frame)
     }
 
     /// Kernel-initiated: destroy every key to `frame`. Returns the
@@ -347,15 +404,23 @@ impl FrameTable {
         Ok(self.forget(frame))
     }
 
-    /// An environment ended: free every frame it owns (returned, in
-    /// ascending order, for the kernel to unmap and give back) and destroy
-    /// every key shared to it and every key it paid for (the shares it
-    /// minted die with the budget that paid for them).
+    /// An environment ended: give up every frame it owns (those it was the
+    /// last owner of are returned, in ascending order, for the kernel to
+    /// unmap and give back) and destroy every key shared to it and every
+    /// key it paid for (the shares it minted die with the budget that paid
+    /// for them).
     pub fn reclaim_env(&mut self, env: EnvId) -> Vec<FrameNumber> {
-        let owned: Vec<FrameNumber> =
-            self.frames.iter().filter(|(_, r)| r.owner == env).map(|(frame, _)| *frame).collect();
-        for frame in &owned {
-            self.forget(*frame);
+        let owned: Vec<FrameNumber> = self
+            .frames
+            .iter()
+            .filter(|(_, r)| r.owners.iter().any(|&(owner, _)| owner == env))
+            .map(|(frame, _)| *frame)
+            .collect();
+        let mut freed = Vec::new();
+        for frame in owned {
+            if let Freed::Frame(frame) = self.release_owner(frame, env) {
+                freed.push(frame);
+            }
         }
         let mut held_by_env = Vec::new();
         for record in self.frames.values_mut() {
@@ -371,7 +436,7 @@ impl FrameTable {
         for entry in held_by_env {
             self.vacate(entry);
         }
-        owned
+        freed
     }
 
     /// Store a new grant in a free entry and return its entry and key.
@@ -419,8 +484,8 @@ impl FrameTable {
         let Some(record) = self.frames.remove(&frame) else {
             return Vec::new();
         };
-        let mut holders = Vec::from([record.owner]);
-        for entry in core::iter::once(record.owner_entry).chain(record.shares) {
+        let mut holders: Vec<EnvId> = Vec::new();
+        for entry in record.owners.iter().map(|&(_, entry)| entry).chain(record.shares) {
             if let Some(grant) = self.entries[entry].grant {
                 if !holders.contains(&grant.env) {
                     holders.push(grant.env);
@@ -561,7 +626,7 @@ mod tests {
         for frame in 100..140 {
             keys.push(table.alloc(frame, A, Rights::ALL).unwrap());
         }
-        let shared = table.share(keys[0], A, B, Rights::READ).unwrap();
+        let shared = table.share(keys[0], A, B, Rights::READ, false).unwrap();
         keys.push(shared);
         for key in keys {
             let env = table.query(key, A).map(|_| A).unwrap_or(B);
@@ -587,7 +652,7 @@ mod tests {
         assert_eq!(table.check(key_a, B, Rights::NONE), Err(KeyError::WrongEnv));
         assert_eq!(table.check(key_b, A, Rights::READ), Err(KeyError::WrongEnv));
         assert_eq!(table.free(key_a, B), Err(KeyError::WrongEnv));
-        assert_eq!(table.share(key_a, B, C, Rights::READ), Err(KeyError::WrongEnv));
+        assert_eq!(table.share(key_a, B, C, Rights::READ, false), Err(KeyError::WrongEnv));
         assert!(table.check(key_a, A, Rights::ALL).is_ok());
     }
 
@@ -595,8 +660,8 @@ mod tests {
     fn keys_are_stale_after_free() {
         let mut table = FrameTable::new(SECRET);
         let key = table.alloc(9, A, Rights::ALL).unwrap();
-        let shared = table.share(key, A, B, Rights::READ).unwrap();
-        assert_eq!(table.free(key, A), Ok(9));
+        let shared = table.share(key, A, B, Rights::READ, false).unwrap();
+        assert_eq!(table.free(key, A), Ok(Freed::Frame(9)));
         assert_eq!(table.check(key, A, Rights::NONE), Err(KeyError::Stale));
         assert_eq!(table.check(shared, B, Rights::NONE), Err(KeyError::Stale));
         assert_eq!(table.live_keys(), 0);
@@ -624,10 +689,10 @@ mod tests {
     fn keys_are_stale_after_revoke() {
         let mut table = FrameTable::new(SECRET);
         let key = table.alloc(3, A, Rights::ALL).unwrap();
-        let to_b = table.share(key, A, B, RW).unwrap();
-        let to_c = table.share(to_b, B, C, Rights::READ).unwrap_err();
+        let to_b = table.share(key, A, B, RW, false).unwrap();
+        let to_c = table.share(to_b, B, C, Rights::READ, false).unwrap_err();
         assert_eq!(to_c, KeyError::InsufficientRights, "B holds no SHARE right");
-        let to_b_again = table.share(key, A, B, Rights::READ).unwrap();
+        let to_b_again = table.share(key, A, B, Rights::READ, false).unwrap();
         assert_eq!(table.revoke(3), Ok(vec![A, B]));
         for (key, env) in [(key, A), (to_b, B), (to_b_again, B)] {
             assert_eq!(table.check(key, env, Rights::NONE), Err(KeyError::Stale));
@@ -640,12 +705,12 @@ mod tests {
     fn double_free_is_refused() {
         let mut table = FrameTable::new(SECRET);
         let key = table.alloc(4, A, Rights::ALL).unwrap();
-        assert_eq!(table.free(key, A), Ok(4));
+        assert_eq!(table.free(key, A), Ok(Freed::Frame(4)));
         assert_eq!(table.free(key, A), Err(KeyError::Stale));
         // Even after the entry is reused by another allocation.
         let other = table.alloc(8, A, Rights::ALL).unwrap();
         assert_eq!(table.free(key, A), Err(KeyError::Stale));
-        assert_eq!(table.free(other, A), Ok(8));
+        assert_eq!(table.free(other, A), Ok(Freed::Frame(8)));
     }
 
     #[test]
@@ -676,30 +741,30 @@ mod tests {
     fn sharing_with_fewer_rights_works_and_more_is_refused() {
         let mut table = FrameTable::new(SECRET);
         let key = table.alloc(2, A, RW | Rights::SHARE).unwrap();
-        let read_only = table.share(key, A, B, Rights::READ).unwrap();
+        let read_only = table.share(key, A, B, Rights::READ, false).unwrap();
         let info = table.check(read_only, B, Rights::READ).unwrap();
         assert_eq!((info.frame, info.owner, info.rights), (2, A, Rights::READ));
         assert_eq!(read_only.rights(), Rights::READ);
         assert_eq!(
-            table.share(read_only, B, C, Rights::READ),
+            table.share(read_only, B, C, Rights::READ, false),
             Err(KeyError::InsufficientRights),
             "no SHARE right and not the owner"
         );
-        let delegate = table.share(key, A, B, Rights::READ | Rights::SHARE).unwrap();
-        assert_eq!(table.share(delegate, B, C, RW), Err(KeyError::InsufficientRights));
-        let to_c = table.share(delegate, B, C, Rights::READ).unwrap();
+        let delegate = table.share(key, A, B, Rights::READ | Rights::SHARE, false).unwrap();
+        assert_eq!(table.share(delegate, B, C, RW, false), Err(KeyError::InsufficientRights));
+        let to_c = table.share(delegate, B, C, Rights::READ, false).unwrap();
         assert!(table.check(to_c, C, Rights::READ).is_ok());
         // The owner may share even without the SHARE right, never beyond its key.
         let plain = table.alloc(20, A, Rights::READ).unwrap();
-        assert!(table.share(plain, A, B, Rights::READ).is_ok());
-        assert_eq!(table.share(plain, A, B, RW), Err(KeyError::InsufficientRights));
+        assert!(table.share(plain, A, B, Rights::READ, false).is_ok());
+        assert_eq!(table.share(plain, A, B, RW, false), Err(KeyError::InsufficientRights));
     }
 
     #[test]
     fn read_only_share_cannot_write() {
         let mut table = FrameTable::new(SECRET);
         let key = table.alloc(2, A, Rights::ALL).unwrap();
-        let read_only = table.share(key, A, B, Rights::READ).unwrap();
+        let read_only = table.share(key, A, B, Rights::READ, false).unwrap();
         assert_eq!(table.check(read_only, B, Rights::WRITE), Err(KeyError::InsufficientRights));
         assert_eq!(table.check(read_only, B, RW), Err(KeyError::InsufficientRights));
         // Claiming WRITE by editing the key's rights bits forges it.
@@ -713,12 +778,12 @@ mod tests {
     fn freeing_through_a_share_is_refused() {
         let mut table = FrameTable::new(SECRET);
         let key = table.alloc(2, A, Rights::ALL).unwrap();
-        let shared = table.share(key, A, B, Rights::ALL).unwrap();
+        let shared = table.share(key, A, B, Rights::ALL, false).unwrap();
         assert_eq!(table.free(shared, B), Err(KeyError::NotOwner));
         assert!(table.check(shared, B, Rights::ALL).is_ok(), "a refused free changes nothing");
         // The owner may free through a key it shared to itself.
-        let own_share = table.share(key, A, A, Rights::READ).unwrap();
-        assert_eq!(table.free(own_share, A), Ok(2));
+        let own_share = table.share(key, A, A, Rights::READ, false).unwrap();
+        assert_eq!(table.free(own_share, A), Ok(Freed::Frame(2)));
         assert_eq!(table.check(key, A, Rights::NONE), Err(KeyError::Stale));
     }
 
@@ -740,7 +805,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for round in 0..50 {
             let key = table.alloc(1, A, Rights::ALL).unwrap();
-            let shared = table.share(key, A, B, Rights::READ).unwrap();
+            let shared = table.share(key, A, B, Rights::READ, false).unwrap();
             assert!(seen.insert(key) && seen.insert(shared), "round {round}");
             table.free(key, A).unwrap();
         }
@@ -752,9 +817,9 @@ mod tests {
         let a1 = table.alloc(30, A, Rights::ALL).unwrap();
         let a2 = table.alloc(31, A, Rights::ALL).unwrap();
         let b1 = table.alloc(40, B, Rights::ALL).unwrap();
-        let a1_to_b = table.share(a1, A, B, Rights::READ).unwrap();
-        let b1_to_a = table.share(b1, B, A, Rights::READ).unwrap();
-        let b1_to_c = table.share(b1, B, C, Rights::READ).unwrap();
+        let a1_to_b = table.share(a1, A, B, Rights::READ, false).unwrap();
+        let b1_to_a = table.share(b1, B, A, Rights::READ, false).unwrap();
+        let b1_to_c = table.share(b1, B, C, Rights::READ, false).unwrap();
         assert_eq!(table.reclaim_env(A), vec![30, 31]);
         for (key, env) in [(a1, A), (a2, A), (a1_to_b, B), (b1_to_a, A)] {
             assert_eq!(table.check(key, env, Rights::NONE), Err(KeyError::Stale));
@@ -771,10 +836,10 @@ mod tests {
         let a1 = table.alloc(30, A, Rights::ALL).unwrap();
         let b1 = table.alloc(40, B, Rights::ALL).unwrap();
         for _ in 0..5 {
-            table.share(a1, A, A, Rights::READ).unwrap();
+            table.share(a1, A, A, Rights::READ, false).unwrap();
         }
-        let a_to_c = table.share(a1, A, C, Rights::READ).unwrap();
-        let b_to_c = table.share(b1, B, C, Rights::READ).unwrap();
+        let a_to_c = table.share(a1, A, C, Rights::READ, false).unwrap();
+        let b_to_c = table.share(b1, B, C, Rights::READ, false).unwrap();
         assert_eq!(table.grants_paid_by(A), 7);
         assert_eq!(table.grants_paid_by(B), 2);
         assert_eq!(table.grants_paid_by(C), 0, "receiving a key costs nothing");
@@ -789,8 +854,8 @@ mod tests {
     fn shares_die_with_the_environment_that_paid_for_them() {
         let mut table = FrameTable::new(SECRET);
         let a1 = table.alloc(30, A, Rights::ALL).unwrap();
-        let a_to_b = table.share(a1, A, B, Rights::READ | Rights::SHARE).unwrap();
-        let b_to_c = table.share(a_to_b, B, C, Rights::READ).unwrap();
+        let a_to_b = table.share(a1, A, B, Rights::READ | Rights::SHARE, false).unwrap();
+        let b_to_c = table.share(a_to_b, B, C, Rights::READ, false).unwrap();
         assert_eq!(table.grants_paid_by(B), 1);
         assert_eq!(table.reclaim_env(B), vec![]);
         assert_eq!(table.grants_paid_by(B), 0);
@@ -800,7 +865,7 @@ mod tests {
         // The frame's record no longer lists the vacated entries: a reused
         // entry is never destroyed by freeing this frame.
         let other = table.alloc(31, A, Rights::ALL).unwrap();
-        let reused = table.share(other, A, C, Rights::READ).unwrap();
+        let reused = table.share(other, A, C, Rights::READ, false).unwrap();
         table.free(a1, A).unwrap();
         assert!(table.check(reused, C, Rights::READ).is_ok());
         assert_eq!(table.live_keys(), 2);
@@ -828,5 +893,44 @@ mod tests {
         assert_eq!(Error::from(KeyError::NoSuchFrame), Error::InvalidArgument);
         assert_eq!(Error::from(KeyError::InUse), Error::NoMemory);
         assert_eq!(Error::from(KeyError::TableFull), Error::NoMemory);
+    }
+
+    #[test]
+    fn co_owned_frame_lives_until_its_last_owner_lets_go() {
+        let mut table = FrameTable::new(SECRET);
+        let key = table.alloc(7, A, RW).unwrap();
+        let b_owns = table.share(key, A, B, RW, true).unwrap();
+        assert_eq!(table.owner_count(7), 2);
+        assert_eq!(table.check(b_owns, B, RW).unwrap().owner, B, "a co-owner's key names it as owner");
+        assert_eq!(table.share(key, A, B, RW, true), Err(KeyError::InUse), "one owner key per environment");
+        let plain = table.share(b_owns, B, C, Rights::READ, false).unwrap();
+        assert_eq!(table.share(plain, C, A, Rights::READ, true), Err(KeyError::InsufficientRights));
+        // The allocator lets go: the frame stays with B, and B's share to C too.
+        assert_eq!(table.free(key, A), Ok(Freed::Released(7)));
+        assert_eq!(table.check(key, A, Rights::READ), Err(KeyError::Stale));
+        assert!(table.check(plain, C, Rights::READ).is_ok());
+        assert_eq!(table.owner_count(7), 1);
+        assert_eq!(table.free(b_owns, B), Ok(Freed::Frame(7)));
+        assert_eq!(table.check(plain, C, Rights::READ), Err(KeyError::Stale));
+        assert_eq!(table.live_keys(), 0);
+    }
+
+    #[test]
+    fn a_co_owner_pays_for_its_key_and_survives_the_maker() {
+        let mut table = FrameTable::new(SECRET);
+        let key = table.alloc(3, A, RW).unwrap();
+        let b_owns = table.share(key, A, B, Rights::READ, true).unwrap();
+        assert_eq!((table.grants_paid_by(A), table.grants_paid_by(B)), (1, 1));
+        assert_eq!(table.reclaim_env(A), vec![], "B still owns frame 3");
+        assert!(table.check(b_owns, B, Rights::READ).is_ok());
+        assert_eq!(table.reclaim_env(B), vec![3]);
+        assert_eq!(table.live_keys(), 0);
+        // Revocation takes a co-owned frame from every owner at once.
+        let key = table.alloc(4, A, RW).unwrap();
+        let b_owns = table.share(key, A, B, RW, true).unwrap();
+        let holders = table.revoke(4).unwrap();
+        assert_eq!(holders, vec![A, B]);
+        assert_eq!(table.check(b_owns, B, Rights::READ), Err(KeyError::Stale));
+        assert_eq!(table.live_keys(), 0);
     }
 }

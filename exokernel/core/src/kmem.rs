@@ -40,6 +40,20 @@ pub struct KmemUse {
     pub grants: u64,
     pub mappings: u64,
     pub filters: u64,
+    /// Bytes of fixed records: an environment created at run time pays for
+    /// its own record (see [`env_record_bytes`]).
+    pub records: u64,
+}
+
+/// Bytes charged to an environment created at run time for its own kernel
+/// records: the environment, CPU and memory records, its TLB-slot table
+/// and its software TLB (`stlb_entries` entries), and the bounded queues
+/// every environment has.
+pub const fn env_record_bytes(tlb_slots: u64, stlb_entries: u64) -> u64 {
+    const BASE: u64 = 4096;
+    const PER_SLOT: u64 = 64;
+    const PER_STLB_ENTRY: u64 = 48;
+    BASE + tlb_slots * PER_SLOT + stlb_entries * PER_STLB_ENTRY
 }
 
 /// One more object of a kind.
@@ -64,7 +78,7 @@ impl KmemObject {
 impl KmemUse {
     /// Bytes charged for these objects.
     pub const fn bytes(&self) -> u64 {
-        self.grants * GRANT_BYTES + self.mappings * MAPPING_BYTES + self.filters * FILTER_BYTES
+        self.grants * GRANT_BYTES + self.mappings * MAPPING_BYTES + self.filters * FILTER_BYTES + self.records
     }
 
     /// May one more `object` be created within `limit` bytes?
@@ -88,6 +102,7 @@ impl KmemUse {
             grants: self.grants + other.grants,
             mappings: self.mappings + other.mappings,
             filters: self.filters + other.filters,
+            records: self.records + other.records,
         }
     }
 }
@@ -105,7 +120,7 @@ mod tests {
 
     #[test]
     fn charges_add_up() {
-        let used = KmemUse { grants: 2, mappings: 3, filters: 1 };
+        let used = KmemUse { grants: 2, mappings: 3, filters: 1, records: 0 };
         assert_eq!(used.bytes(), 2 * 128 + 3 * 64 + 4096);
     }
 
@@ -130,9 +145,9 @@ mod tests {
 
     #[test]
     fn charges_held_in_two_places_add_up() {
-        let memory = KmemUse { grants: 3, mappings: 5, filters: 0 };
+        let memory = KmemUse { grants: 3, mappings: 5, filters: 0, records: 100 };
         let net = KmemUse { filters: 2, ..KmemUse::default() };
-        assert_eq!(memory.plus(net), KmemUse { grants: 3, mappings: 5, filters: 2 });
+        assert_eq!(memory.plus(net), KmemUse { grants: 3, mappings: 5, filters: 2, records: 100 });
         assert_eq!(memory.plus(net).bytes(), memory.bytes() + net.bytes());
     }
 

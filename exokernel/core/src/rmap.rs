@@ -66,6 +66,17 @@ impl ReverseMap {
         found.into_iter().map(|(_, index, va)| (index, va)).collect()
     }
 
+    /// Remove and return every page at which env `index` maps `frame_pa`.
+    pub fn take_env_frame(&mut self, frame_pa: u64, index: EnvIndex) -> Vec<u64> {
+        let found: Vec<(u64, EnvIndex, u64)> =
+            self.entries.range((frame_pa, index, 0)..=(frame_pa, index, u64::MAX)).copied().collect();
+        for entry in &found {
+            self.entries.remove(entry);
+        }
+        self.uncount(index, found.len() as u64);
+        found.into_iter().map(|(_, _, va)| va).collect()
+    }
+
     /// Forget every mapping env `index` holds; returns how many.
     pub fn remove_env(&mut self, index: EnvIndex) -> u64 {
         let count = self.count_of(index);

@@ -35,6 +35,9 @@ pod!(
     shared_abi::syscall::FrameInfo,
     shared_abi::start::RepossessionVector,
     shared_abi::syscall::EnvInfo,
+    shared_abi::syscall::EnvCreate,
+    shared_abi::syscall::StartRegs,
+    shared_abi::syscall::EnvEnd,
     shared_abi::net::RxRingHeader,
     shared_abi::net::NetInfo,
     u64

@@ -6,27 +6,78 @@ use crate::arch::{self, cpu, memory};
 use crate::counters::{bump, COUNTERS};
 use crate::env::EnvState;
 use alloc::string::String;
+use crate::env::MAX_UNREAPED;
 use shared_abi::exit::Verdict;
+use shared_abi::syscall::EnvEnd;
 
 impl Kernel {
     /// End the current environment and reclaim everything it held.
     pub fn end_current(&mut self, state: EnvState) {
-        let index = self.current();
+        self.end_env(self.current(), state, -1);
+    }
+
+    /// End env `index` and reclaim everything it held, in every subsystem.
+    /// Its family follows the rules of run-time environments:
+    ///
+    /// * a booted environment (a family root) takes every environment
+    ///   created under it along: they run on its time and were built from
+    ///   its quota;
+    /// * a run-time environment's live children pass to its parent (as
+    ///   Unix orphans pass to init), and its quota and kernel-memory budget
+    ///   go back to that parent, which is told (`env_reap`) and woken; a
+    ///   killed one's end carries `kill_code`.
+    pub fn end_env(&mut self, index: usize, state: EnvState, kill_code: i64) {
+        if self.envs.get(index).has_ended() {
+            return;
+        }
+        let env = self.envs.get(index);
+        let (id, parent, run_time) = (env.id, env.parent, env.run_time);
+        if !run_time {
+            let family: alloc::vec::Vec<usize> = (0..self.envs.len())
+                .filter(|&i| i != index && self.envs.in_family(i, index) && self.envs.get(i).run_time)
+                .collect();
+            for member in family {
+                self.end_env(member, EnvState::Killed(String::from("its family's root ended")), -1);
+            }
+        }
+        let heir = parent.filter(|&p| !self.envs.get(p).has_ended()).unwrap_or(self.envs.get(index).family);
+        let orphans: alloc::vec::Vec<usize> = self.envs.children_of(index).collect();
+        for orphan in orphans {
+            self.envs.get_mut(orphan).parent = Some(heir);
+        }
+
         self.envs.flush_console(index);
         let env = self.envs.get_mut(index);
         match &state {
-            EnvState::Killed(reason) => log::info!("env {} ({}) killed: {}", env.id, env.name, reason),
+            EnvState::Killed(reason) if !run_time => log::info!("env {} ({}) killed: {}", env.id, env.name, reason),
+            EnvState::Killed(reason) => log::debug!("env {} ({}) killed: {}", env.id, env.name, reason),
             EnvState::Exited(code) => log::debug!("env {} ({}) exited with {}", env.id, env.name, code),
-            EnvState::Runnable => {}
+            EnvState::Runnable | EnvState::Created => {}
         }
+        let end = match &state {
+            EnvState::Exited(code) => EnvEnd { id, exited: 1, code: *code },
+            _ => EnvEnd { id, exited: 0, code: kill_code },
+        };
         env.state = state;
         env.fast = None;
         env.line = alloc::vec::Vec::new();
-        let id = env.id;
+        env.ended_children = alloc::vec::Vec::new();
         self.net.env_ended(index, id);
+        let (quota, kmem) = self.memory.resources(index);
         self.memory.reclaim(index);
         self.cpu.release(index);
         bump(&COUNTERS.envs_ended);
+        if run_time {
+            if !self.envs.get(heir).has_ended() {
+                self.memory.give_back(heir, quota, kmem);
+                let told = &mut self.envs.get_mut(heir).ended_children;
+                if told.len() >= MAX_UNREAPED {
+                    told.remove(0);
+                }
+                told.push(end);
+                self.cpu.wake(heir);
+            }
+        }
     }
 
     pub fn kill_current(&mut self, reason: String) {
@@ -37,7 +88,7 @@ impl Kernel {
     pub fn finish(&mut self) -> ! {
         self.cpu.account(cpu::rdtsc());
         let stats = COUNTERS.snapshot();
-        for (index, env) in self.envs.iter().enumerate() {
+        for (index, env) in self.envs.iter().enumerate().filter(|(_, e)| !e.run_time) {
             let (ticks, overruns) = (self.cpu.cpu_ticks(index), self.cpu.overruns(index));
             match &env.state {
                 EnvState::Exited(code) => arch::serial::write_fmt(format_args!(
@@ -48,7 +99,7 @@ impl Kernel {
                     "EXO-SUMMARY env={} name={} status=killed cpu_ticks={} overruns={} reason=\"{}\"\n",
                     env.id, env.name, ticks, overruns, reason
                 )),
-                EnvState::Runnable => {}
+                EnvState::Runnable | EnvState::Created => {}
             }
         }
         arch::serial::write_fmt(format_args!(

@@ -16,10 +16,12 @@
 //! subsystems never call back into the kernel, so the kernel reads as a
 //! stack: syscalls → kernel → subsystems → kcore, counters, arch.
 
+mod children;
 mod lifecycle;
 mod switch;
 mod trap;
 
+pub use children::check_upcalls;
 pub use trap::handle_trap;
 
 use crate::arch::paging::AddressSpace;
@@ -65,6 +67,8 @@ pub struct Kernel {
     pub cpu: Cpu,
     pub net: Net,
     keep_running: bool,
+    /// The boot archive (`archive_read` serves it).
+    archive: &'static [u8],
     /// Free frames and kernel heap in use before any environment was
     /// built: once all have ended and been reclaimed, both must be back.
     frames_at_boot: u64,
@@ -204,7 +208,16 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
     }
     log::info!("cpu: {} slots of {} us, end-of-slot save bound {} us", vector_len, manifest.quantum_us, save_bound_us);
     let mut kernel =
-        Kernel { envs, memory, cpu: cpu_state, net, keep_running: manifest.keep_running, frames_at_boot, heap_at_boot };
+        Kernel {
+        envs,
+        memory,
+        cpu: cpu_state,
+        net,
+        keep_running: manifest.keep_running,
+        archive: ramdisk,
+        frames_at_boot,
+        heap_at_boot,
+    };
     let Some(first) = kernel.first_slot() else { kernel.finish() };
     let frame = *kernel.cpu.context(first);
     *KERNEL.lock() = Some(kernel);
@@ -215,6 +228,12 @@ impl Kernel {
     /// Index of the environment the CPU holds.
     pub fn current(&self) -> usize {
         self.cpu.current()
+    }
+
+    /// Before the kernel touches `[ptr, ptr + len)` of the caller's memory:
+    /// pages it mapped that only the software TLB holds come back.
+    pub fn prefault(&mut self, ptr: u64, len: u64) {
+        self.memory.prefault(self.current(), ptr, len);
     }
 
     /// The current environment's address space.

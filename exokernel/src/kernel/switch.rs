@@ -54,9 +54,31 @@ impl Kernel {
         self.cpu.begin_slot(pos, runner);
     }
 
+    /// Who runs slot `pos`. If nobody can but environments are asleep in
+    /// `block`, they are woken rather than the run ended (a `block` may
+    /// return without a wake-up). None: every environment has ended.
+    pub fn next_runner(&mut self, pos: usize) -> Option<usize> {
+        self.cpu.runner_for_slot(pos).or_else(|| self.cpu.wake_all_asleep().then(|| self.cpu.runner_for_slot(pos))?)
+    }
+
+    /// `block`: sleep until woken; returns at once if a wake-up is pending.
+    pub fn sys_block(&mut self, frame: &mut TrapFrame) -> Return {
+        frame.rax = 0;
+        let me = self.current();
+        if !self.cpu.block(me) {
+            return Return::Sysret;
+        }
+        *self.cpu.context_mut(me) = *frame;
+        match self.next_runner(self.cpu.slot_pos()) {
+            Some(runner) => self.switch_to(runner, frame, false),
+            None => self.finish(),
+        }
+        Return::Iret
+    }
+
     /// First slot at boot: returns the env to enter.
     pub fn first_slot(&mut self) -> Option<usize> {
-        let runner = self.cpu.runner_for_slot(0)?;
+        let runner = self.next_runner(0)?;
         self.load(runner);
         self.cpu.begin_first_slot(runner, cpu::rdtsc());
         Some(runner)
@@ -82,12 +104,12 @@ impl Kernel {
             let overrun = self.cpu.charge_overrun(grace, now);
             bump(&COUNTERS.overruns);
             log::debug!("env {} overran its save bound by {} ticks", self.envs.get(grace.env).id, overrun);
-            let runner = self.cpu.runner_for_slot(grace.next_pos);
+            let runner = self.next_runner(grace.next_pos);
             self.begin_slot(grace.next_pos, runner, frame, true);
             return;
         }
         let next_pos = self.cpu.next_pos();
-        let runner = self.cpu.runner_for_slot(next_pos);
+        let runner = self.next_runner(next_pos);
         let cur = self.current();
         let env = self.envs.get(cur);
         let wants_upcall =
@@ -117,7 +139,7 @@ impl Kernel {
         frame.rax = 0;
         let me = self.current();
         if let Some(grace) = self.cpu.take_grace_of(me) {
-            let runner = self.cpu.runner_for_slot(grace.next_pos);
+            let runner = self.next_runner(grace.next_pos);
             self.begin_slot(grace.next_pos, runner, frame, true);
             return Return::Iret;
         }
@@ -132,7 +154,7 @@ impl Kernel {
 
     /// The running env ended: someone else gets the rest of the slot.
     pub fn run_rest_of_slot(&mut self, frame: &mut TrapFrame) {
-        let runner = self.cpu.runner_for_slot(self.cpu.slot_pos());
+        let runner = self.next_runner(self.cpu.slot_pos());
         let Some(runner) = runner else { self.finish() };
         self.switch_to(runner, frame, false);
     }

@@ -168,7 +168,21 @@ pub type Handler = fn(&mut UpcallFrame);
 
 static HANDLERS: [AtomicUsize; 5] = [const { AtomicUsize::new(0) }; 5];
 static UPCALL_STACK: AtomicUsize = AtomicUsize::new(0);
+static UPCALL_STACK_SIZE: AtomicUsize = AtomicUsize::new(UPCALL_STACK_LEN);
 const UPCALL_STACK_LEN: usize = 32 * 1024;
+
+/// Run handlers on `[base, base + len)` instead of a stack from the heap
+/// (a libOS whose heap is demand-paged by the handlers themselves needs a
+/// stack that is mapped before the first upcall). Takes effect at the next
+/// handler registration.
+///
+/// # Safety
+/// The range must be mapped writable, 16-byte aligned, at least 8 KiB, and
+/// used for nothing else while handlers are registered.
+pub unsafe fn use_upcall_stack(base: u64, len: u64) {
+    UPCALL_STACK.store(base as usize, Ordering::SeqCst);
+    UPCALL_STACK_SIZE.store(len as usize, Ordering::SeqCst);
+}
 
 /// Install (or replace) the handler for one kind of upcall and register
 /// the runtime's trampoline for it with the kernel.
@@ -207,16 +221,23 @@ pub fn set_pct_handler(handler: PctHandler) -> Result<(), syscall::Error> {
 
 /// Tell the kernel the entry points for every handler installed.
 fn register() -> Result<(), syscall::Error> {
-    let mut stack = UPCALL_STACK.load(Ordering::SeqCst);
-    if stack == 0 {
+    if UPCALL_STACK.load(Ordering::SeqCst) == 0 {
         let layout = core::alloc::Layout::from_size_align(UPCALL_STACK_LEN, 16).expect("valid layout");
         // SAFETY: the layout has a nonzero size; the block is never freed.
-        stack = unsafe { alloc::alloc::alloc_zeroed(layout) } as usize;
+        let stack = unsafe { alloc::alloc::alloc_zeroed(layout) } as usize;
         if stack == 0 {
             return Err(syscall::Error::NoMemory);
         }
         UPCALL_STACK.store(stack, Ordering::SeqCst);
     }
+    let table = upcall_table();
+    // SAFETY: the trampolines handle what the kernel sends them and the stack is ours.
+    unsafe { syscall::set_upcalls(&table) }.map(|_| ())
+}
+
+/// The upcall table for the handlers installed now (what `register`
+/// gives the kernel; a forked child starts with the same one).
+pub fn upcall_table() -> UpcallTable {
     let entry = |k: UpcallKind| {
         if HANDLERS[k as usize - 1].load(Ordering::SeqCst) != 0 {
             upcall_entry as *const () as u64
@@ -225,17 +246,15 @@ fn register() -> Result<(), syscall::Error> {
         }
     };
     let protected_entry = if PCT_HANDLER.load(Ordering::SeqCst) != 0 { pct_entry as *const () as u64 } else { 0 };
-    let table = UpcallTable {
+    UpcallTable {
         exception_entry: entry(UpcallKind::Exception),
         page_fault_entry: entry(UpcallKind::PageFault),
         interrupt_entry: entry(UpcallKind::Interrupt),
         protected_entry,
         revocation_entry: entry(UpcallKind::Revocation),
-        stack_base: stack as u64,
-        stack_len: UPCALL_STACK_LEN as u64,
-    };
-    // SAFETY: the trampolines handle what the kernel sends them and the stack is ours.
-    unsafe { syscall::set_upcalls(&table) }.map(|_| ())
+        stack_base: UPCALL_STACK.load(Ordering::SeqCst) as u64,
+        stack_len: UPCALL_STACK_SIZE.load(Ordering::SeqCst) as u64,
+    }
 }
 
 /// Where a protected-entry activation starts: the kernel enters with the

@@ -229,3 +229,97 @@ pub fn stats() -> Result<KernelStats, Error> {
     decode(unsafe { raw6(nr::STATS, &mut out as *mut KernelStats as u64, len, 0, 0, 0, 0) })?;
     Ok(out)
 }
+
+// ----- environments created at run time -----
+
+/// Allocate a frame owned by child `child` (charged to its quota); the key
+/// returned is the child's, which the parent may present for it (`env_map`).
+pub fn frame_alloc_for(child: u64, rights: Rights) -> Result<(u64, FrameKey), Error> {
+    let mut key = FrameKey::default();
+    // SAFETY: the kernel writes one FrameKey into `key`.
+    let pa =
+        decode(unsafe { raw6(nr::FRAME_ALLOC, 0, rights.word(), &mut key as *mut FrameKey as u64, child, 0, 0) })?;
+    Ok((pa, key))
+}
+
+/// Make `to_env` a co-owner of the frame (it pays for its key and holds
+/// the frame within its quota); returns its key.
+pub fn frame_co_own(key: FrameKey, to_env: u64, rights: Rights) -> Result<FrameKey, Error> {
+    let mut out = FrameKey::default();
+    // SAFETY: the kernel writes one FrameKey into `out`.
+    decode(unsafe {
+        raw6(
+            nr::FRAME_SHARE,
+            key.handle,
+            key.mac,
+            to_env,
+            rights.word(),
+            &mut out as *mut FrameKey as u64,
+            share_flags::CO_OWN,
+        )
+    })?;
+    Ok(out)
+}
+
+/// Create an empty child environment; returns its id.
+pub fn env_create(quota_frames: u64, kmem_kib: u64, tlb_slots: u64, name: &str) -> Result<u64, Error> {
+    let spec = EnvCreate { quota_frames, kmem_kib, tlb_slots, name_ptr: name.as_ptr() as u64, name_len: name.len() as u64 };
+    // SAFETY: the kernel only reads `spec` and the name.
+    decode(unsafe { raw6(nr::ENV_CREATE, &spec as *const EnvCreate as u64, 0, 0, 0, 0, 0) })
+}
+
+/// Start a created child with `regs` and (if given) an upcall table.
+pub fn env_start(child: u64, regs: &StartRegs, upcalls: Option<&UpcallTable>) -> Result<(), Error> {
+    let table = upcalls.map_or(0, |t| t as *const UpcallTable as u64);
+    // SAFETY: the kernel only reads `regs` and the table; what the child
+    // runs is in its own address space.
+    decode(unsafe { raw6(nr::ENV_START, child, regs as *const StartRegs as u64, table, 0, 0, 0) }).map(|_| ())
+}
+
+/// End a run-time environment of the caller's family; `code` is what its
+/// parent's `env_reap` reports.
+pub fn env_kill(target: u64, code: i64) -> Result<(), Error> {
+    // SAFETY: no memory is passed.
+    decode(unsafe { raw6(nr::ENV_KILL, target, code as u64, 0, 0, 0, 0) }).map(|_| ())
+}
+
+/// Map a frame into child `child`'s address space with a key the child holds.
+pub fn env_map(child: u64, va: u64, key: FrameKey, flags: u64) -> Result<(), Error> {
+    // SAFETY: no memory of the caller is passed.
+    decode(unsafe { raw6(nr::ENV_MAP, child, va, key.handle, key.mac, flags, 0) }).map(|_| ())
+}
+
+/// Copy `bytes` into child `child`'s memory at `va` (pages it owns).
+pub fn env_write(child: u64, va: u64, bytes: &[u8]) -> Result<(), Error> {
+    // SAFETY: the kernel only reads `bytes`.
+    decode(unsafe { raw6(nr::ENV_WRITE, child, va, bytes.as_ptr() as u64, bytes.len() as u64, 0, 0) }).map(|_| ())
+}
+
+/// Collect the end of one ended child: Ok(end), `Again` while children
+/// live but none has ended, `NoSuchEnv` when there are none.
+pub fn env_reap() -> Result<EnvEnd, Error> {
+    let mut end = EnvEnd::default();
+    // SAFETY: the kernel writes one EnvEnd into `end`.
+    decode(unsafe { raw6(nr::ENV_REAP, &mut end as *mut EnvEnd as u64, 0, 0, 0, 0, 0) })?;
+    Ok(end)
+}
+
+/// Sleep until woken (returns at once if a wake-up is pending; may return
+/// early: check the condition again).
+pub fn block() {
+    // SAFETY: no arguments.
+    unsafe { raw6(nr::BLOCK, 0, 0, 0, 0, 0, 0) };
+}
+
+/// Wake an environment of the caller's family.
+pub fn env_wake(target: u64) -> Result<(), Error> {
+    // SAFETY: no memory is passed.
+    decode(unsafe { raw6(nr::ENV_WAKE, target, 0, 0, 0, 0, 0) }).map(|_| ())
+}
+
+/// Read bytes of the boot archive at `offset`; returns how many.
+pub fn archive_read(offset: u64, buf: &mut [u8]) -> Result<usize, Error> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+    decode(unsafe { raw6(nr::ARCHIVE_READ, offset, buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0, 0) })
+        .map(|n| n as usize)
+}

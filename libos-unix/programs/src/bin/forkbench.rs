@@ -1,0 +1,76 @@
+//! Benchmarks: fork + exit + wait, and fork + exec + wait of a small
+//! program (`hello -q`), in guest instructions under `-icount shift=0`,
+//! with the kernel's events per operation beside them.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use ulib::fork::fork;
+use ulib::process::{exit, waitpid};
+use ulib::runtime::rt::rdtsc;
+use ulib::runtime::syscall::{self, KernelStats};
+use ulib::spawn::exec;
+use ulib::println;
+
+ulib::program_main!(main);
+
+const ROUNDS: usize = 41;
+
+fn report(op: &str, unit: &str, mut samples: Vec<u64>, before: KernelStats, after: KernelStats, target: &str) {
+    samples.sort_unstable();
+    let n = samples.len() as u64;
+    let per = |a: u64, b: u64| (b - a) as f64 / n as f64;
+    println!(
+        "BENCH op={} unit={} median={} min={} max={} target={} events=syscalls:{:.0},upcalls:{:.1},page_faults:{:.1},cr3_loads:{:.1},context_switches:{:.1}",
+        op,
+        unit,
+        samples[samples.len() / 2],
+        samples[0],
+        samples[samples.len() - 1],
+        target,
+        per(before.syscalls, after.syscalls),
+        per(before.upcalls, after.upcalls),
+        per(before.page_faults, after.page_faults),
+        per(before.cr3_loads, after.cr3_loads),
+        per(before.context_switches, after.context_switches),
+    );
+}
+
+fn run(op: &str, unit: &str, target: &str, child: fn() -> !) {
+    let mut samples = Vec::with_capacity(ROUNDS);
+    let before = syscall::stats().unwrap_or_default();
+    for _ in 0..ROUNDS {
+        let start = rdtsc();
+        let pid = match fork() {
+            Ok(0) => child(),
+            Ok(pid) => pid,
+            Err(error) => {
+                println!("forkbench: fork failed: {}", error);
+                return;
+            }
+        };
+        let _ = waitpid(Some(pid), false);
+        samples.push(rdtsc() - start);
+    }
+    let after = syscall::stats().unwrap_or_default();
+    report(op, unit, samples, before, after, target);
+}
+
+fn exit_at_once() -> ! {
+    exit(0)
+}
+
+fn exec_hello() -> ! {
+    let error = exec("/bin/hello", &["hello", "-q"]);
+    println!("forkbench: exec failed: {}", error);
+    exit(1)
+}
+
+fn main(args: &[&str]) -> i32 {
+    let unit = args.iter().find_map(|a| a.strip_prefix("unit=")).unwrap_or("tsc-ticks");
+    run("fork_exit_wait", unit, "linux/2", exit_at_once);
+    run("fork_exec_wait", unit, "-", exec_hello);
+    0
+}

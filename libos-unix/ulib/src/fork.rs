@@ -1,0 +1,254 @@
+//! fork, at user level on secure bindings (as ExOS did it on Xok).
+//!
+//! The parent creates an empty child environment with half of what it can
+//! spare of its frame quota and kernel-memory budget, and builds the
+//! child's address space from its own page table ([`crate::pmap`]), page
+//! by page, by what the page is:
+//!
+//! * program text and the start page: the child becomes a co-owner of the
+//!   frame (the kernel keeps it until its last owner lets go) and maps it
+//!   read-only;
+//! * program data (the handlers' statics): a fresh frame for the child,
+//!   filled with `env_write`;
+//! * heap and stack: copy-on-write. The parent maps its page read-only,
+//!   the child co-owns the frame and maps it read-only; the first write on
+//!   either side faults, and the handler copies the page or, when the other
+//!   side has let go, makes the frame writable again in place;
+//! * the upcall stack and the page table: fresh frames; the child's page
+//!   table is written in with its own keys;
+//! * the process table: shared.
+//!
+//! The parent then enters the child in the process table and starts it
+//! with its own registers at the fork point, so fork returns twice: the
+//! child's pid in the parent, 0 in the child.
+//!
+//! The work runs on a fork stack of the parent's own (never inherited), so
+//! the parent's stack is not written while its pages are being shared,
+//! and it allocates nothing from the heap (whose pages are being shared).
+
+use crate::errno::Errno;
+use crate::layout::*;
+use crate::pmap::{self, Entry, Kind};
+use crate::process::{self, alloc_frame, getpid, pmap};
+use crate::table;
+use libos_runtime::rt;
+use libos_runtime::syscall::{self, map_flags, rights, Error, StartRegs};
+
+extern "C" {
+    /// Save the callee-saved registers, the stack pointer and a resume
+    /// point in `regs`, then run `body(regs)` on the fork stack and return
+    /// its value. A child started from `regs` returns 0 from here.
+    fn ulib_fork_save(regs: *mut StartRegs, body: extern "C" fn(*const StartRegs) -> i64) -> i64;
+}
+
+core::arch::global_asm!(
+    ".globl ulib_fork_save",
+    "ulib_fork_save:",
+    "mov [rdi + 24], rbx",
+    "mov [rdi + 64], rbp",
+    "mov [rdi + 104], r12",
+    "mov [rdi + 112], r13",
+    "mov [rdi + 120], r14",
+    "mov [rdi + 128], r15",
+    "mov [rdi + 8], rsp",
+    "lea rax, [rip + 2f]",
+    "mov [rdi + 0], rax",
+    "mov rax, rsp",
+    "mov rsp, {top}",
+    "push rax",
+    "sub rsp, 8",
+    "call rsi",
+    "add rsp, 8",
+    "pop rsp",
+    "ret",
+    "2:",
+    "xor eax, eax",
+    "ret",
+    top = const FORK_STACK_VA + FORK_STACK_PAGES * PAGE,
+);
+
+const _: () = {
+    assert!(core::mem::offset_of!(StartRegs, rip) == 0);
+    assert!(core::mem::offset_of!(StartRegs, rsp) == 8);
+    assert!(core::mem::offset_of!(StartRegs, rbx) == 24);
+    assert!(core::mem::offset_of!(StartRegs, rbp) == 64);
+    assert!(core::mem::offset_of!(StartRegs, r12) == 104);
+    assert!(core::mem::offset_of!(StartRegs, r15) == 128);
+};
+
+/// Map the parent's own fork stack and image buffer (once per process).
+fn ensure_fork_area() -> Result<(), Errno> {
+    if pmap().find(FORK_STACK_VA).is_some() {
+        return Ok(());
+    }
+    let pages = (0..FORK_STACK_PAGES).map(|i| FORK_STACK_VA + i * PAGE);
+    let buffer = (0..PMAP_PAGES as u64).map(|i| FORKBUF_VA + i * PAGE);
+    for va in pages.chain(buffer) {
+        let key = alloc_frame().map_err(|_| Errno::EAGAIN)?;
+        syscall::map(va, key, map_flags::WRITE | map_flags::GUARANTEED | map_flags::REPLACE)
+            .map_err(Errno::from)?;
+        pmap()
+            .insert(Entry::new(va, key, Kind::NoFork, pmap::WRITABLE | pmap::GUARANTEED))
+            .map_err(|_| Errno::ENOMEM)?;
+    }
+    Ok(())
+}
+
+/// `fork()`: the child's pid in the parent, 0 in the child; `EAGAIN` when
+/// the parent cannot spare the quota, kernel memory or a process-table
+/// entry for another process.
+pub fn fork() -> Result<u64, Errno> {
+    ensure_fork_area()?;
+    let mut regs = StartRegs::default();
+    // SAFETY: `ulib_fork_save` follows the C ABI, saves into `regs` (ours,
+    // live across the call), and runs `fork_body` on the mapped fork
+    // stack; a child resumes at its return with the saved registers.
+    let result = unsafe { ulib_fork_save(&mut regs, fork_body) };
+    if result == 0 {
+        // The child: who am I?
+        let me = syscall::env_info().map(|i| i.env_id).unwrap_or(0);
+        process::set_identity(me);
+        return Ok(0);
+    }
+    if result < 0 {
+        return Err(errno_of(-result));
+    }
+    Ok(result as u64)
+}
+
+fn errno_of(code: i64) -> Errno {
+    match code {
+        c if c == Errno::ENOMEM as i64 => Errno::ENOMEM,
+        _ => Errno::EAGAIN,
+    }
+}
+
+/// Runs on the fork stack: build and start the child. Its pid, or -errno.
+extern "C" fn fork_body(regs: *const StartRegs) -> i64 {
+    // SAFETY: `fork` passes a pointer to its live `regs`.
+    let regs = unsafe { &*regs };
+    let Ok(info) = syscall::env_info() else { return -(Errno::EAGAIN as i64) };
+    let quota = info.quota_frames.saturating_sub(info.frames_charged) / 2;
+    let kmem_kib = info.kmem_limit.saturating_sub(info.kmem_used) / 2 / 1024;
+    let me = getpid();
+    let (name, flags) = table::with(|t| t.get(me).map(|p| (p.name, p.flags))).unwrap_or(([0; 16], 0));
+    let len = name.iter().position(|&b| b == 0).unwrap_or(16);
+    let name = core::str::from_utf8(&name[..len]).ok().filter(|n| !n.is_empty()).unwrap_or("proc");
+    let child = match syscall::env_create(quota, kmem_kib, TLB_SLOTS, name) {
+        Ok(child) => child,
+        Err(error) => return -(Errno::from(error) as i64),
+    };
+    let result = build_child(child).and_then(|count| {
+        let pid = table::with(|t| {
+            let pid = t.add(me, child, name)?;
+            if let Some(p) = t.get_mut(pid) {
+                p.flags = flags;
+            }
+            Some(pid)
+        })
+        .ok_or(Errno::EAGAIN)?;
+        let started = write_image(child, count)
+            .and_then(|()| syscall::env_start(child, regs, Some(&rt::upcall_table())))
+            .map_err(Errno::from);
+        if let Err(error) = started {
+            table::with(|t| {
+                t.end(pid, crate::proctab::WaitStatus::Signaled(9));
+                t.reap(me, Some(pid))
+            });
+            return Err(error);
+        }
+        Ok(pid)
+    });
+    match result {
+        Ok(pid) => pid as i64,
+        Err(error) => {
+            let _ = syscall::env_kill(child, 0);
+            -(error as i64)
+        }
+    }
+}
+
+/// The child's page-table image, built in the parent's fork buffer.
+fn image() -> &'static mut [Entry] {
+    let capacity = pmap::capacity(PMAP_PAGES);
+    // SAFETY: ensure_fork_area mapped PMAP_PAGES writable pages at
+    // FORKBUF_VA for this process alone; the entries follow a header.
+    unsafe {
+        core::slice::from_raw_parts_mut((FORKBUF_VA as *mut pmap::Header).add(1) as *mut Entry, capacity)
+    }
+}
+
+/// Give the child every page of the parent's page table, by kind; returns
+/// how many entries the child's table has.
+fn build_child(child: u64) -> Result<usize, Errno> {
+    let out = image();
+    let mut count = 0;
+    let mut cursor = 0u64;
+    while let Some(entry) = pmap().next_from(cursor) {
+        cursor = entry.va() + PAGE;
+        let va = entry.va();
+        let guaranteed = entry.has(pmap::GUARANTEED);
+        let g = if guaranteed { map_flags::GUARANTEED } else { 0 };
+        let made = match entry.kind() {
+            Some(Kind::NoFork) | None => continue,
+            Some(Kind::Text) => {
+                let key = syscall::frame_co_own(entry.key, child, rights::READ | rights::SHARE)?;
+                let made = Entry::new(va, key, Kind::Text, entry.word & (pmap::GUARANTEED | pmap::EXEC));
+                syscall::env_map(child, va, key, process::map_flags_of(&made))?;
+                made
+            }
+            Some(kind @ (Kind::Private | Kind::Fresh)) => {
+                let (_, key) = syscall::frame_alloc_for(child, rights::ALL)?;
+                syscall::env_map(child, va, key, map_flags::WRITE | g)?;
+                if kind == Kind::Private {
+                    // SAFETY: the parent maps this page (its own data) readable.
+                    let bytes = unsafe { core::slice::from_raw_parts(va as *const u8, PAGE as usize) };
+                    syscall::env_write(child, va, bytes)?;
+                }
+                Entry::new(va, key, kind, entry.word & (pmap::WRITABLE | pmap::GUARANTEED))
+            }
+            Some(Kind::Anon) => {
+                let writable = entry.has(pmap::WRITABLE);
+                if writable && !entry.has(pmap::COW) {
+                    // The parent's copy goes read-only first: its next
+                    // write faults and copies (or keeps the frame, once
+                    // the child has let go).
+                    syscall::map(va, entry.key, g | map_flags::REPLACE)?;
+                    if let Some(e) = pmap().find_mut(va) {
+                        e.set(pmap::COW, true);
+                    }
+                }
+                let key = syscall::frame_co_own(entry.key, child, rights::ALL)?;
+                syscall::env_map(child, va, key, g)?;
+                let cow = if writable { pmap::COW } else { 0 };
+                Entry::new(va, key, Kind::Anon, (entry.word & (pmap::WRITABLE | pmap::GUARANTEED)) | cow)
+            }
+            Some(Kind::Shared) => {
+                let key = syscall::frame_share(entry.key, child, rights::ALL)?;
+                let w = if entry.has(pmap::WRITABLE) { map_flags::WRITE } else { 0 };
+                syscall::env_map(child, va, key, w | g)?;
+                Entry::new(va, key, Kind::Shared, entry.word & (pmap::WRITABLE | pmap::GUARANTEED))
+            }
+        };
+        if count == out.len() {
+            return Err(Errno::ENOMEM);
+        }
+        out[count] = made;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Write the child's page table from the fork buffer.
+fn write_image(child: u64, count: usize) -> Result<(), Error> {
+    let header = FORKBUF_VA as *mut pmap::Header;
+    // SAFETY: the fork buffer is mapped writable and ours (see `image`).
+    unsafe { header.write(pmap::Header { count: count as u64, _reserved: [0; 2] }) };
+    let bytes = core::mem::size_of::<pmap::Header>() + count * core::mem::size_of::<Entry>();
+    // SAFETY: the header and `count` entries were written just now.
+    let image = unsafe { core::slice::from_raw_parts(FORKBUF_VA as *const u8, bytes) };
+    for (i, chunk) in image.chunks(64 * 1024).enumerate() {
+        syscall::env_write(child, PMAP_VA + (i * 64 * 1024) as u64, chunk)?;
+    }
+    Ok(())
+}

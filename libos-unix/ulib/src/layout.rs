@@ -1,0 +1,42 @@
+//! Where a process keeps what, in the whole user half the kernel lets a
+//! run-time environment map. Program segments sit where their ELF file
+//! says (inside `start::PROGRAM_BASE..PROGRAM_END`); the start page at
+//! `start::START_INFO_ADDR`; the rest is the library's choice, made here.
+//! The regions shared with init (the process table) lie inside the dynamic
+//! window too, where a booted environment may map.
+
+use libos_runtime::start::{HEAP_BASE, STACK_TOP};
+
+pub const PAGE: u64 = 4096;
+
+/// The process table (one page, shared by every process).
+pub const PROCTAB_VA: u64 = 0x0000_6fff_f000_0000;
+/// The process's own page table ([`crate::pmap`]).
+pub const PMAP_VA: u64 = 0x0000_6fff_e000_0000;
+pub const PMAP_PAGES: usize = 6;
+/// The stack upcall handlers run on.
+pub const UPCALL_VA: u64 = 0x0000_6fff_d000_0000;
+pub const UPCALL_PAGES: u64 = 8;
+/// Fork's own stack and the child's page-table image it builds: the
+/// parent's alone, never inherited.
+pub const FORK_STACK_VA: u64 = 0x0000_6fff_c000_0000;
+pub const FORK_STACK_PAGES: u64 = 4;
+pub const FORKBUF_VA: u64 = 0x0000_6fff_b000_0000;
+/// A page to copy through (copy-on-write, fork).
+pub const SCRATCH_VA: u64 = 0x0000_6fff_a000_0000;
+
+/// The heap, demand-zeroed by the page-fault handler.
+pub const HEAP_VA: u64 = HEAP_BASE;
+pub const HEAP_LEN: u64 = 16 * 1024 * 1024;
+/// The stack, demand-zeroed down from `STACK_TOP`.
+pub const STACK_LEN: u64 = 256 * 1024;
+pub const STACK_LOW: u64 = STACK_TOP - STACK_LEN;
+
+/// TLB slots a process asks for (its text, data, page table and upcall
+/// stack are guaranteed mappings inside them).
+pub const TLB_SLOTS: u64 = 256;
+
+/// May the handler demand-zero this page?
+pub fn demand_zero(va: u64) -> bool {
+    (HEAP_VA..HEAP_VA + HEAP_LEN).contains(&va) || (STACK_LOW..STACK_TOP).contains(&va)
+}
