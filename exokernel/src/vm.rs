@@ -39,7 +39,7 @@ use shared_abi::upcall::{UpcallKind, REVOKE_ABORTED, REVOKE_REQUEST};
 pub const STLB_ENTRIES: usize = 4096;
 /// Entries of the software TLB of an environment created at run time
 /// (paid from its kernel-memory budget, so smaller).
-pub const RUN_TIME_STLB_ENTRIES: usize = 512;
+pub const RUN_TIME_STLB_ENTRIES: usize = 256;
 /// Largest `env_write` in one call.
 pub const MAX_ENV_WRITE: u64 = 64 * 1024;
 /// Most guaranteed mappings an environment may hold through `map`.

@@ -87,6 +87,9 @@ pub struct FrameInfo {
     /// The serial of the key minted when the frame was allocated: unique to
     /// this allocation of the frame, never reused after it is freed.
     pub generation: u64,
+    /// The key is an owner's (minted at allocation or to a co-owner), not
+    /// a share.
+    pub owns: bool,
 }
 
 /// Why a key was refused.
@@ -267,7 +270,7 @@ impl FrameTable {
             return Err(KeyError::InUse);
         }
         let generation = self.minted;
-        let info = FrameInfo { frame, rights, owner: env, generation };
+        let info = FrameInfo { frame, rights, owner: env, generation, owns: true };
         let (owner_entry, key) = self.mint(env, env, info)?;
         self.frames.insert(frame, FrameRecord { owners: Vec::from([(env, owner_entry)]), shares: Vec::new() });
         Ok(key)
@@ -341,18 +344,20 @@ impl FrameTable {
             return Err(KeyError::InsufficientRights);
         }
         if co_own {
-            if !is_owner {
+            if !held.owns {
+                // Only an owner's own key makes co-owners (not a share,
+                // even one the owner minted to itself).
                 return Err(KeyError::NotOwner);
             }
             let record = self.frames.get(&held.frame).expect("a live key's frame has a record");
             if record.owners.iter().any(|&(owner, _)| owner == to_env) {
                 return Err(KeyError::InUse);
             }
-            let (entry, shared) = self.mint(to_env, to_env, FrameInfo { rights, owner: to_env, ..held })?;
+            let (entry, shared) = self.mint(to_env, to_env, FrameInfo { rights, owner: to_env, owns: true, ..held })?;
             self.frames.get_mut(&held.frame).expect("checked above").owners.push((to_env, entry));
             return Ok(shared);
         }
-        let (entry, shared) = self.mint(to_env, from_env, FrameInfo { rights, ..held })?;
+        let (entry, shared) = self.mint(to_env, from_env, FrameInfo { rights, owns: false, ..held })?;
         self.frames.get_mut(&held.frame).expect("a live key's frame has a record").shares.push(entry);
         Ok(shared)
     }
@@ -905,6 +910,8 @@ mod tests {
         assert_eq!(table.share(key, A, B, RW, true), Err(KeyError::InUse), "one owner key per environment");
         let plain = table.share(b_owns, B, C, Rights::READ, false).unwrap();
         assert_eq!(table.share(plain, C, A, Rights::READ, true), Err(KeyError::InsufficientRights));
+        let self_share = table.share(key, A, A, RW, false).unwrap();
+        assert_eq!(table.share(self_share, A, C, RW, true), Err(KeyError::NotOwner), "a share never makes owners");
         // The allocator lets go: the frame stays with B, and B's share to C too.
         assert_eq!(table.free(key, A), Ok(Freed::Released(7)));
         assert_eq!(table.check(key, A, Rights::READ), Err(KeyError::Stale));

@@ -18,6 +18,12 @@
 //! - `demux-flood`: the benchmark-only calls with huge counts are refused
 //!   outside benchmark scenarios; `bench-bounds`: inside one, they are
 //!   bounded.
+//! - `children`: the calls that create and build environments at run time,
+//!   with hostile arguments (another family's environments, keys the child
+//!   does not hold, frames it does not own, writable code, too much quota)
+//!   and legal sequences (a child killed with frames mapped, children that
+//!   crash or spin, the environment table filled and emptied): every refusal
+//!   has its error code and everything comes back.
 //! - `fuzz seed=S calls=N`: random raw system calls with hostile arguments
 //!   mixed with valid call sequences.
 #![no_std]
@@ -63,6 +69,8 @@ fn main(env: &Env) -> i32 {
         "victim" => victim(env),
         "demux-flood" => demux_flood(),
         "bench-bounds" => bench_bounds(),
+        "children" => children(env),
+        "bystander" => wait_control(1, env.tsc_hz).map(|()| println!("bystander: PASS: untouched")),
         "fuzz" => fuzz(env),
         other => {
             println!("unknown mode {:?}", other);
@@ -377,6 +385,188 @@ fn upcall_stack() -> Outcome {
         syscall::frame_free(key).map_err(|_| "free")?;
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// children
+
+fn create(quota: u64, kmem_kib: u64, slots: u64, name: &str) -> Result<u64, Error> {
+    syscall::env_create(quota, kmem_kib, slots, name)
+}
+
+/// A child with one code page at `PROGRAM_BASE` holding `code`, started
+/// there with no upcall handlers.
+fn start_code_child(code: &[u8]) -> Result<u64, &'static str> {
+    use libos_runtime::start::PROGRAM_BASE;
+    let child = create(8, 64, 8, "code").map_err(|_| "create a code child")?;
+    let (_, key) = syscall::frame_alloc_for(child, rights::ALL).map_err(|_| "a frame for the child")?;
+    syscall::env_map(child, PROGRAM_BASE, key, map_flags::EXEC | map_flags::GUARANTEED).map_err(|_| "map code")?;
+    syscall::env_write(child, PROGRAM_BASE, code).map_err(|_| "write code")?;
+    let regs = syscall::StartRegs { rip: PROGRAM_BASE, rsp: PROGRAM_BASE + PAGE, ..Default::default() };
+    syscall::env_start(child, &regs, None).map_err(|_| "start")?;
+    Ok(child)
+}
+
+fn children(env: &Env) -> Outcome {
+    use libos_runtime::start::PROGRAM_BASE;
+    let sibling = env.id + 1; // the manifest boots another env after us
+    let before = info()?;
+    // Hostile arguments.
+    // SAFETY: raw calls with hostile pointers: the kernel must refuse them.
+    let raw = |n: u64, a: [u64; 6]| decode(unsafe { raw6(n, a[0], a[1], a[2], a[3], a[4], a[5]) });
+    expect_err("env_create-null-spec", raw(nr::ENV_CREATE, [0; 6]), Error::BadAddress)?;
+    expect_err("env_create-kernel-spec", raw(nr::ENV_CREATE, [KERNEL_ADDR, 0, 0, 0, 0, 0]), Error::BadAddress)?;
+    expect_err("env_create-empty-name", create(1, 64, 4, ""), Error::BadLength)?;
+    expect_err("env_create-long-name", create(1, 64, 4, "seventeen-chars!!"), Error::BadLength)?;
+    expect_err("env_create-no-slots", create(1, 64, 0, "c"), Error::InvalidArgument)?;
+    expect_err("env_create-huge-kmem", create(1, 1 << 40, 4, "c"), Error::InvalidArgument)?;
+    expect_err("env_create-kmem-below-its-records", create(1, 16, 512, "c"), Error::InvalidArgument)?;
+    expect_err("env_create-more-quota-than-mine", create(before.quota_frames + 1, 64, 4, "c"), Error::QuotaExceeded)?;
+    expect_err("env_create-more-kmem-than-mine", create(1, 4096, 4, "c"), Error::NoMemory)?;
+    let child = create(8, 64, 8, "child").map_err(|_| "create a child")?;
+    let (_, mine) = syscall::frame_alloc(0, rights::ALL).map_err(|_| "alloc")?;
+    let (_, theirs) = syscall::frame_alloc_for(child, rights::ALL).map_err(|_| "alloc for the child")?;
+    let bad_rip = syscall::StartRegs { rip: KERNEL_ADDR, rsp: PROGRAM_BASE, ..Default::default() };
+    expect_err("env_start-kernel-rip", syscall::env_start(child, &bad_rip, None), Error::BadAddress)?;
+    expect_err("env_start-not-my-child", syscall::env_start(sibling, &bad_rip, None), Error::PermissionDenied)?;
+    expect_err("env_start-no-such-env", syscall::env_start(9999, &bad_rip, None), Error::NoSuchEnv)?;
+    expect_err("env_map-with-my-own-key", syscall::env_map(child, PROGRAM_BASE, mine, 0), Error::BadKey)?;
+    expect_err("env_map-into-kernel-half", syscall::env_map(child, KERNEL_ADDR, theirs, 0), Error::BadAddress)?;
+    expect_err("env_map-below-the-program-window", syscall::env_map(child, 0x1000, theirs, 0), Error::BadAddress)?;
+    let wx = map_flags::WRITE | map_flags::EXEC | map_flags::GUARANTEED;
+    expect_err("env_map-writable-code", syscall::env_map(child, PROGRAM_BASE, theirs, wx), Error::InvalidArgument)?;
+    expect_err(
+        "env_map-code-not-guaranteed",
+        syscall::env_map(child, PROGRAM_BASE, theirs, map_flags::EXEC),
+        Error::InvalidArgument,
+    )?;
+    expect_err(
+        "map-code-in-a-booted-env",
+        syscall::map(DYNAMIC_BASE, mine, map_flags::EXEC | map_flags::GUARANTEED),
+        Error::InvalidArgument,
+    )?;
+    expect_err("env_map-into-a-sibling", syscall::env_map(sibling, PROGRAM_BASE, theirs, 0), Error::PermissionDenied)?;
+    expect_err("env_write-unmapped", syscall::env_write(child, PROGRAM_BASE, &[1, 2, 3]), Error::BadAddress)?;
+    expect_err(
+        "env_write-too-long",
+        raw(nr::ENV_WRITE, [child, PROGRAM_BASE, DYNAMIC_BASE, 64 * 1024 + 1, 0, 0]),
+        Error::BadLength,
+    )?;
+    // A frame the child holds only a share of: not the parent's to write.
+    let shared = syscall::frame_share(mine, child, rights::ALL).map_err(|_| "share to the child")?;
+    syscall::env_map(child, PROGRAM_BASE + PAGE, shared, map_flags::WRITE).map_err(|_| "map the share")?;
+    expect_err(
+        "env_write-a-frame-the-child-does-not-own",
+        syscall::env_write(child, PROGRAM_BASE + PAGE, &[9; 8]),
+        Error::PermissionDenied,
+    )?;
+    syscall::env_map(child, PROGRAM_BASE, theirs, map_flags::WRITE).map_err(|_| "map the child's frame")?;
+    syscall::env_write(child, PROGRAM_BASE + 100, &[7; 200]).map_err(|_| "env_write into the child's own frame")?;
+    expect_err(
+        "env_write-running-into-the-shared-page",
+        syscall::env_write(child, PROGRAM_BASE + 4000, &[7; 200]),
+        Error::PermissionDenied,
+    )?;
+    expect_err("frame_alloc-for-a-sibling", syscall::frame_alloc_for(sibling, rights::ALL), Error::PermissionDenied)?;
+    expect_err("frame_alloc-for-no-one", syscall::frame_alloc_for(9999, rights::ALL), Error::NoSuchEnv)?;
+    let own_share = syscall::frame_share(mine, env.id, rights::ALL).map_err(|_| "share to myself")?;
+    expect_err("co-own-with-a-share", syscall::frame_co_own(own_share, child, rights::READ), Error::PermissionDenied)?;
+    expect_err("co-own-more-rights", syscall::frame_co_own(own_share, child, rights::ALL), Error::PermissionDenied)?;
+    // The child's quota (8 frames) bounds what it co-owns.
+    let mut co_owned = 0;
+    let stop = loop {
+        let (_, key) = match syscall::frame_alloc(0, rights::ALL) {
+            Ok(got) => got,
+            Err(error) => break error,
+        };
+        match syscall::frame_co_own(key, child, rights::READ) {
+            Ok(_) => co_owned += 1,
+            Err(error) => {
+                let _ = syscall::frame_free(key);
+                break error;
+            }
+        }
+        // Our own key goes: the child keeps the frame alone.
+        syscall::frame_free(key).map_err(|_| "let go of a co-owned frame")?;
+    };
+    println!("children: the child co-owns {} frames, then {}", co_owned, stop.name());
+    if stop != Error::QuotaExceeded || co_owned == 0 {
+        return Err("co-owning did not stop at the child's quota");
+    }
+    expect_err("env_kill-a-booted-env", syscall::env_kill(sibling, 9), Error::PermissionDenied)?;
+    expect_err("env_kill-myself", syscall::env_kill(env.id, 9), Error::InvalidArgument)?;
+    expect_err("env_wake-another-family", syscall::env_wake(sibling), Error::PermissionDenied)?;
+    let mut buf = [0u8; 64];
+    expect_err("archive_read-past-the-end", syscall::archive_read(1 << 40, &mut buf), Error::InvalidArgument)?;
+    expect_err("archive_read-too-long", raw(nr::ARCHIVE_READ, [0, DYNAMIC_BASE, 64 * 1024 + 1, 0, 0, 0]), Error::BadLength)?;
+    expect_err("archive_read-into-the-kernel", raw(nr::ARCHIVE_READ, [0, KERNEL_ADDR, 16, 0, 0, 0]), Error::BadAddress)?;
+    if syscall::archive_read(0, &mut buf) != Ok(64) || &buf[..8] != libos_runtime::archive::MAGIC {
+        return Err("archive_read does not read the archive");
+    }
+    expect_err("env_reap-while-it-lives", syscall::env_reap(), Error::Again)?;
+    // A built, never started child killed with frames mapped: all back.
+    syscall::env_kill(child, 77).map_err(|_| "kill the child")?;
+    let end = syscall::env_reap().map_err(|_| "reap the child")?;
+    if end.id != child || end.exited != 0 || end.code != 77 {
+        return Err("env_reap misreported the killed child");
+    }
+    expect_err("env_reap-no-children", syscall::env_reap(), Error::NoSuchEnv)?;
+    expect_err("env_start-an-ended-child", syscall::env_start(child, &bad_rip, None), Error::NoSuchEnv)?;
+    syscall::frame_free(mine).map_err(|_| "free")?;
+    let after = info()?;
+    if (after.quota_frames, after.kmem_used, after.frames_charged) != (before.quota_frames, before.kmem_used, before.frames_charged)
+    {
+        println!("children: before {:?}\nchildren: after {:?}", before, after);
+        return Err("the child's quota, kernel memory or frames did not all come back");
+    }
+    // A child that crashes (ud2, no handler) is ended by the kernel, and
+    // its end wakes the parent blocked for it.
+    let crasher = start_code_child(&[0x0f, 0x0b])?;
+    let end = loop {
+        match syscall::env_reap() {
+            Ok(end) => break end,
+            Err(Error::Again) => syscall::block(),
+            Err(_) => return Err("reap the crashed child"),
+        }
+    };
+    if end.id != crasher || end.exited != 0 || end.code != -1 {
+        return Err("the crashed child's end was misreported");
+    }
+    // A child that spins on our time is ended mid-run.
+    let spinner = start_code_child(&[0xeb, 0xfe])?;
+    for _ in 0..5 {
+        syscall::yield_now();
+    }
+    syscall::env_kill(spinner, 9).map_err(|_| "kill the spinner")?;
+    let end = syscall::env_reap().map_err(|_| "reap the spinner")?;
+    if end.id != spinner || end.code != 9 {
+        return Err("the spinner's end was misreported");
+    }
+    // The environment table fills up and empties again.
+    let mut made = Vec::new();
+    let full = loop {
+        match create(0, 32, 1, "filler") {
+            Ok(id) => made.push(id),
+            Err(error) => break error,
+        }
+        if made.len() > 200 {
+            return Err("no limit on environments");
+        }
+    };
+    println!("children: {} empty children, then {}", made.len(), full.name());
+    for id in &made {
+        syscall::env_kill(*id, 0).map_err(|_| "kill a filler")?;
+    }
+    while syscall::env_reap().is_ok() {}
+    let again = create(0, 32, 1, "again").map_err(|_| "create after the table emptied")?;
+    syscall::env_kill(again, 0).map_err(|_| "kill")?;
+    let _ = syscall::env_reap();
+    let last = info()?;
+    if (last.quota_frames, last.kmem_used) != (before.quota_frames, before.kmem_used) {
+        return Err("quota or kernel memory not back after the children");
+    }
+    println!("children: PASS: every hostile call refused, every child reclaimed");
+    send_control(sibling, 1, env.tsc_hz)
 }
 
 // ---------------------------------------------------------------------------
