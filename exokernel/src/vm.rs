@@ -302,6 +302,9 @@ impl Memory {
             child.kmem_limit,
         );
         record.run_time = true;
+        // Its PCID may have tagged an ended environment's entries: flush
+        // them at its first load.
+        record.needs_flush = true;
         record.record_bytes = kcore::kmem::env_record_bytes(child.tlb_slots, RUN_TIME_STLB_ENTRIES as u64);
         if index == self.envs.len() {
             self.envs.push(record);
@@ -703,7 +706,7 @@ impl Memory {
         let abi = FrameInfo {
             frame_pa: info.frame * 4096,
             rights: info.rights.bits() as u64,
-            owner: (info.owner == env_id) as u64,
+            owner: self.table.owns(info.frame, env_id) as u64,
             generation: info.generation,
             owners: self.table.owner_count(info.frame) as u64,
         };
@@ -759,7 +762,8 @@ impl Memory {
             self.remove_mapping(index, va);
         }
         let frame_pa = info.frame * 4096;
-        let mode = Mode { writable, guaranteed: flags & map_flags::GUARANTEED != 0, exec: flags & map_flags::EXEC != 0 };
+        let mode =
+            Mode { writable, guaranteed: flags & map_flags::GUARANTEED != 0, exec: flags & map_flags::EXEC != 0 };
         let pte = self.install(index, va, frame_pa, mode, now)?;
         let displaced = self.envs[index].stlb.insert(StlbEntry::new(va, frame_pa, writable).with_pte(pte));
         self.rmap.insert(frame_pa, index, va);
@@ -1141,15 +1145,30 @@ impl Memory {
     /// shared to it and those it paid for, remove its mappings of others'
     /// frames, and free its address space (page tables included).
     pub fn reclaim(&mut self, index: usize) {
+        let run_time = self.envs[index].run_time;
         let slots: Vec<Slot> = self.envs[index].slots.iter().collect();
-        if let Some(space) = self.envs[index].space.as_mut() {
-            for slot in &slots {
-                space.unmap(slot.va_page << 12);
+        // Its reverse-map entries: exactly its slots and software-TLB entries.
+        for slot in &slots {
+            self.rmap.remove(slot.frame_pa, index, slot.va_page << 12);
+        }
+        for entry in self.envs[index].stlb.iter() {
+            self.rmap.remove(entry.frame_pa, index, entry.page_va());
+        }
+        if self.rmap.count_of(index) > 0 {
+            self.rmap.remove_env(index);
+        }
+        if !run_time {
+            // A booted environment's tables also hold the loader's pages,
+            // which `destroy` releases: clear the leaves of keyed frames first.
+            if let Some(space) = self.envs[index].space.as_mut() {
+                for slot in &slots {
+                    space.unmap(slot.va_page << 12);
+                }
             }
         }
         self.envs[index].stlb.clear();
-        self.rmap.remove_env(index);
-        let owned = self.table.reclaim_env(self.envs[index].id);
+        let owned = core::mem::take(&mut self.envs[index].held);
+        let owned = self.table.reclaim_env(self.envs[index].id, &owned);
         for frame in owned {
             self.unmap_frame_everywhere(frame * 4096, index);
             self.release_pool_frame(frame);
@@ -1162,7 +1181,13 @@ impl Memory {
                 self.loaded_root = self.kernel_space.root();
                 bump(&COUNTERS.cr3_loads);
             }
-            space.destroy(&mut memory::free_frame);
+            if run_time {
+                // Every page it maps is a keyed frame, held and freed
+                // under keys: its tables go without a walk.
+                space.destroy_tables();
+            } else {
+                space.destroy(&mut memory::free_frame);
+            }
         }
         // Its page tables went with the address space: out of the pool.
         self.pool_used -= page_tables;

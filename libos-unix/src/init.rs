@@ -44,19 +44,14 @@ pub fn run(env: &Env) -> i32 {
     };
     println!("init: started {} as pid {} ({} frames, {} KiB kernel memory)", program, first, quota, kmem_kib);
     let mut first_status = None;
-    loop {
-        match process::wait() {
-            Ok((pid, status)) => {
-                let how = match status {
-                    WaitStatus::Exited(code) => alloc::format!("exited {}", code),
-                    WaitStatus::Signaled(signal) => alloc::format!("killed by signal {}", signal),
-                };
-                println!("init: reaped pid {}: {}", pid, how);
-                if pid == first {
-                    first_status = Some(status);
-                }
-            }
-            Err(_) => break,
+    while let Ok((pid, status)) = process::wait() {
+        let how = match status {
+            WaitStatus::Exited(code) => alloc::format!("exited {}", code),
+            WaitStatus::Signaled(signal) => alloc::format!("killed by signal {}", signal),
+        };
+        println!("init: reaped pid {}: {}", pid, how);
+        if pid == first {
+            first_status = Some(status);
         }
     }
     let info = syscall::env_info().unwrap_or_default();

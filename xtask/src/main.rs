@@ -156,9 +156,11 @@ fn lint() -> Result<()> {
         ["--", "-D", "warnings", "-D", "clippy::undocumented_unsafe_blocks", "-A", "clippy::needless_range_loop"];
     let host =
         ["-p", "shared-abi", "-p", "kcore", "-p", "libos-runtime", "-p", "xtask", "-p", "tests", "--all-targets"];
-    let host_libs = ["-p", "libos-unix", "-p", "libos-rt", "--lib", "--tests"];
+    let host_libs = ["-p", "libos-unix", "-p", "libos-rt", "-p", "ulib", "--lib", "--tests"];
     let mut bare = vec!["--release", "--target", "x86_64-unknown-none"];
-    for package in ["exokernel", "libos-unix", "libos-gc", "libos-rt", "guest-tests", "libos-runtime"] {
+    for package in
+        ["exokernel", "libos-unix", "libos-gc", "libos-rt", "guest-tests", "libos-runtime", "ulib", "unix-programs"]
+    {
         bare.extend(["-p", package]);
     }
     let steps: [(&str, Vec<&str>); 4] = [
@@ -365,6 +367,8 @@ fn test() -> Result<()> {
             "libos-unix",
             "-p",
             "libos-rt",
+            "-p",
+            "ulib",
         ],
         &[],
     )?;
@@ -515,7 +519,7 @@ fn bench(timeout: u64, kvm: bool, no_linux: bool) -> Result<()> {
     // One boot per context-switch TLB policy; the first carries everything else.
     let mut rows: Vec<Vec<(String, String)>> = Vec::new();
     let mut notes = Vec::new();
-    for scenario in ["bench", "bench_stlb", "bench_pcid"] {
+    for scenario in ["bench", "bench_stlb", "bench_pcid", "bench_unix"] {
         let mut image = image_dir().join(format!("{scenario}.img"));
         if kvm {
             let text = std::fs::read_to_string(root().join("scenarios").join(format!("{scenario}.manifest")))?;

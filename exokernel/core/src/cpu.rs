@@ -90,7 +90,10 @@ pub fn family_runner<S: States + ?Sized>(
     if let Some(next) = turn.clone().find(|&e| member(e) && envs.state(e).schedulable()) {
         return Some(next);
     }
-    core::iter::once(root).chain(turn.filter(|&e| e != root && member(e))).find_map(|e| owner_runner(envs, e))
+    core::iter::once(root)
+        .chain(turn.filter(|&e| e != root))
+        .filter(|&e| member(e))
+        .find_map(|e| owner_runner(envs, e))
 }
 
 /// A forced preemption `overrun` ticks past a save bound: the penalty owed
@@ -124,6 +127,16 @@ mod tests {
         let envs = [ASLEEP, DEAD, ALIVE, ASLEEP];
         assert_eq!(family_runner(&envs[..], 0, 0, member), None, "never another family's member");
         assert_eq!(family_runner(&envs[..], 9, 0, member), None);
+    }
+
+    #[test]
+    fn a_member_left_out_is_never_chosen() {
+        // `yield` asks for someone other than the caller: the root alone
+        // in its family has no one to give its time to.
+        let member = |e: usize| e == 1;
+        assert_eq!(family_runner(&[ALIVE, ALIVE][..], 0, 0, member), Some(1));
+        let no_one = |_: usize| false;
+        assert_eq!(family_runner(&[ALIVE, ALIVE][..], 0, 0, no_one), None);
     }
 
     #[test]

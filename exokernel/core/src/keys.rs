@@ -220,6 +220,10 @@ pub struct FrameTable {
     /// Live grants by the environment that pays for them.
     /// (Indexed by id: ids are small and dense; O(1) on the map path.)
     paid: Vec<usize>,
+    /// Live owner keys by holder, and live shares by holder and by payer
+    /// (so reclaiming an environment looks only where it has keys).
+    owner_keys: Vec<usize>,
+    share_keys: Vec<usize>,
 }
 
 impl FrameTable {
@@ -233,6 +237,8 @@ impl FrameTable {
             minted: 0,
             live: 0,
             paid: Vec::new(),
+            owner_keys: Vec::new(),
+            share_keys: Vec::new(),
         }
     }
 
@@ -245,6 +251,8 @@ impl FrameTable {
         self.free_entries = Vec::new();
         self.frames = BTreeMap::new();
         self.paid = Vec::new();
+        self.owner_keys = Vec::new();
+        self.share_keys = Vec::new();
     }
 
     /// Live grants `env` pays for (its owner keys and the shares it minted):
@@ -339,7 +347,7 @@ impl FrameTable {
         co_own: bool,
     ) -> Result<FrameKey, KeyError> {
         let held = self.check(key, from_env, rights)?;
-        let is_owner = held.owner == from_env;
+        let is_owner = self.owns(held.frame, from_env);
         if !is_owner && !held.rights.contains(Rights::SHARE) {
             return Err(KeyError::InsufficientRights);
         }
@@ -376,11 +384,13 @@ impl FrameTable {
     /// frees the frame: every key to it, shares included, becomes stale
     /// (`Freed::Frame`, for the kernel to unmap everywhere and give back to
     /// the frame bitmap). An owner among several gives up only its own key
-    /// (`Freed::Released`). Freeing twice fails with `Stale`: the first
-    /// free destroyed the key.
+    /// (`Freed::Released`), and with it every key it holds to the frame.
+    /// Freeing twice fails with `Stale`: the first free destroyed the key.
     pub fn free(&mut self, key: FrameKey, env: EnvId) -> Result<Freed, KeyError> {
         let info = self.check(key, env, Rights::NONE)?;
-        if info.owner != env {
+        // Owning now, not when the key was minted: a share an owner minted
+        // itself outlives its ownership when co-owners keep the frame.
+        if !self.owns(info.frame, env) {
             return Err(KeyError::NotOwner);
         }
         Ok(self.release_owner(info.frame, env))
@@ -395,7 +405,21 @@ impl FrameTable {
         }
         let at = record.owners.iter().position(|&(owner, _)| owner == env).expect("env owns the frame");
         let (_, entry) = record.owners.remove(at);
+        // Every key it holds to the frame goes with its ownership (as all
+        // would if the frame were freed); shares it minted to others stay.
+        let entries = &self.entries;
+        let mut held = Vec::new();
+        record.shares.retain(|&s| {
+            let its = entries[s].grant.is_some_and(|g| g.env == env);
+            if its {
+                held.push(s);
+            }
+            !its
+        });
         self.vacate(entry);
+        for entry in held {
+            self.vacate(entry);
+        }
         Freed::Released(frame)
     }
 
@@ -414,18 +438,36 @@ impl FrameTable {
     /// unmap and give back) and destroy every key shared to it and every
     /// key it paid for (the shares it minted die with the budget that paid
     /// for them).
-    pub fn reclaim_env(&mut self, env: EnvId) -> Vec<FrameNumber> {
-        let owned: Vec<FrameNumber> = self
-            .frames
-            .iter()
-            .filter(|(_, r)| r.owners.iter().any(|&(owner, _)| owner == env))
-            .map(|(frame, _)| *frame)
-            .collect();
+    ///
+    /// `owned` lists the frames `env` owns (the kernel keeps that list per
+    /// environment); a frame missing from it is still found, by a scan of
+    /// every frame, which the list spares the common case. Likewise the
+    /// shares are looked for only if `env` holds or paid for any.
+    pub fn reclaim_env(&mut self, env: EnvId, owned: &[FrameNumber]) -> Vec<FrameNumber> {
         let mut freed = Vec::new();
-        for frame in owned {
-            if let Freed::Frame(frame) = self.release_owner(frame, env) {
-                freed.push(frame);
+        for &frame in owned {
+            if self.owns(frame, env) {
+                if let Freed::Frame(frame) = self.release_owner(frame, env) {
+                    freed.push(frame);
+                }
             }
+        }
+        if self.owner_keys_of(env) > 0 {
+            let missed: Vec<FrameNumber> = self
+                .frames
+                .iter()
+                .filter(|(_, r)| r.owners.iter().any(|&(owner, _)| owner == env))
+                .map(|(frame, _)| *frame)
+                .collect();
+            for frame in missed {
+                if let Freed::Frame(frame) = self.release_owner(frame, env) {
+                    freed.push(frame);
+                }
+            }
+            freed.sort_unstable();
+        }
+        if self.share_keys_of(env) == 0 {
+            return freed;
         }
         let mut held_by_env = Vec::new();
         for record in self.frames.values_mut() {
@@ -444,6 +486,32 @@ impl FrameTable {
         freed
     }
 
+    fn counter(counts: &[usize], env: EnvId) -> usize {
+        usize::try_from(env).ok().and_then(|at| counts.get(at)).copied().unwrap_or(0)
+    }
+
+    fn count(counts: &mut Vec<usize>, env: EnvId, up: bool) {
+        let at = env as usize;
+        if counts.len() <= at {
+            counts.resize(at + 1, 0);
+        }
+        if up {
+            counts[at] += 1;
+        } else {
+            counts[at] -= 1;
+        }
+    }
+
+    /// Owner keys `env` holds.
+    fn owner_keys_of(&self, env: EnvId) -> usize {
+        Self::counter(&self.owner_keys, env)
+    }
+
+    /// Shares `env` holds or paid for.
+    fn share_keys_of(&self, env: EnvId) -> usize {
+        Self::counter(&self.share_keys, env)
+    }
+
     /// Store a new grant in a free entry and return its entry and key.
     fn mint(&mut self, env: EnvId, payer: EnvId, info: FrameInfo) -> Result<(usize, FrameKey), KeyError> {
         let entry = match self.free_entries.pop() {
@@ -459,11 +527,15 @@ impl FrameTable {
         self.minted += 1;
         self.live += 1;
         self.entries[entry].grant = Some(Grant { key, env, payer, info });
-        let at = payer as usize;
-        if self.paid.len() <= at {
-            self.paid.resize(at + 1, 0);
+        Self::count(&mut self.paid, payer, true);
+        if info.owns {
+            Self::count(&mut self.owner_keys, env, true);
+        } else {
+            Self::count(&mut self.share_keys, env, true);
+            if payer != env {
+                Self::count(&mut self.share_keys, payer, true);
+            }
         }
-        self.paid[at] += 1;
         Ok((entry, key))
     }
 
@@ -474,8 +546,14 @@ impl FrameTable {
             return;
         };
         self.live -= 1;
-        if let Some(count) = self.paid.get_mut(grant.payer as usize) {
-            *count -= 1;
+        Self::count(&mut self.paid, grant.payer, false);
+        if grant.info.owns {
+            Self::count(&mut self.owner_keys, grant.env, false);
+        } else {
+            Self::count(&mut self.share_keys, grant.env, false);
+            if grant.payer != grant.env {
+                Self::count(&mut self.share_keys, grant.payer, false);
+            }
         }
         // An entry that held a grant has a generation below the maximum.
         cell.generation += 1;
@@ -825,7 +903,7 @@ mod tests {
         let a1_to_b = table.share(a1, A, B, Rights::READ, false).unwrap();
         let b1_to_a = table.share(b1, B, A, Rights::READ, false).unwrap();
         let b1_to_c = table.share(b1, B, C, Rights::READ, false).unwrap();
-        assert_eq!(table.reclaim_env(A), vec![30, 31]);
+        assert_eq!(table.reclaim_env(A, &[31]), vec![30, 31]);
         for (key, env) in [(a1, A), (a2, A), (a1_to_b, B), (b1_to_a, A)] {
             assert_eq!(table.check(key, env, Rights::NONE), Err(KeyError::Stale));
         }
@@ -862,7 +940,7 @@ mod tests {
         let a_to_b = table.share(a1, A, B, Rights::READ | Rights::SHARE, false).unwrap();
         let b_to_c = table.share(a_to_b, B, C, Rights::READ, false).unwrap();
         assert_eq!(table.grants_paid_by(B), 1);
-        assert_eq!(table.reclaim_env(B), vec![]);
+        assert_eq!(table.reclaim_env(B, &[]), vec![]);
         assert_eq!(table.grants_paid_by(B), 0);
         assert_eq!(table.check(b_to_c, C, Rights::READ), Err(KeyError::Stale));
         assert_eq!(table.check(a_to_b, B, Rights::READ), Err(KeyError::Stale));
@@ -912,9 +990,14 @@ mod tests {
         assert_eq!(table.share(plain, C, A, Rights::READ, true), Err(KeyError::InsufficientRights));
         let self_share = table.share(key, A, A, RW, false).unwrap();
         assert_eq!(table.share(self_share, A, C, RW, true), Err(KeyError::NotOwner), "a share never makes owners");
-        // The allocator lets go: the frame stays with B, and B's share to C too.
-        assert_eq!(table.free(key, A), Ok(Freed::Released(7)));
-        assert_eq!(table.check(key, A, Rights::READ), Err(KeyError::Stale));
+        let second_self_share = table.share(key, A, A, RW, false).unwrap();
+        // The allocator lets go (through a share it minted itself): the
+        // frame stays with B, and B's share to C too; every key A held to
+        // it goes.
+        assert_eq!(table.free(second_self_share, A), Ok(Freed::Released(7)));
+        for gone in [second_self_share, self_share, key] {
+            assert_eq!(table.check(gone, A, Rights::READ), Err(KeyError::Stale));
+        }
         assert!(table.check(plain, C, Rights::READ).is_ok());
         assert_eq!(table.owner_count(7), 1);
         assert_eq!(table.free(b_owns, B), Ok(Freed::Frame(7)));
@@ -928,9 +1011,9 @@ mod tests {
         let key = table.alloc(3, A, RW).unwrap();
         let b_owns = table.share(key, A, B, Rights::READ, true).unwrap();
         assert_eq!((table.grants_paid_by(A), table.grants_paid_by(B)), (1, 1));
-        assert_eq!(table.reclaim_env(A), vec![], "B still owns frame 3");
+        assert_eq!(table.reclaim_env(A, &[3]), vec![], "B still owns frame 3");
         assert!(table.check(b_owns, B, Rights::READ).is_ok());
-        assert_eq!(table.reclaim_env(B), vec![3]);
+        assert_eq!(table.reclaim_env(B, &[3]), vec![3]);
         assert_eq!(table.live_keys(), 0);
         // Revocation takes a co-owned frame from every owner at once.
         let key = table.alloc(4, A, RW).unwrap();
@@ -939,5 +1022,21 @@ mod tests {
         assert_eq!(holders, vec![A, B]);
         assert_eq!(table.check(b_owns, B, Rights::READ), Err(KeyError::Stale));
         assert_eq!(table.live_keys(), 0);
+    }
+
+    #[test]
+    fn a_former_owner_cannot_free_through_a_share_minted_after_it_let_go() {
+        let mut table = FrameTable::new(SECRET);
+        let key = table.alloc(5, A, Rights::ALL).unwrap();
+        let to_c = table.share(key, A, C, Rights::ALL, false).unwrap();
+        table.share(key, A, B, Rights::ALL, true).unwrap();
+        assert_eq!(table.free(key, A), Ok(Freed::Released(5)));
+        assert!(table.check(to_c, C, Rights::READ).is_ok(), "C's share lives while B owns the frame");
+        // C passes A a key again: it names A's old ownership, but A no
+        // longer owns the frame, so it frees nothing.
+        let back_to_a = table.share(to_c, C, A, Rights::ALL, false).unwrap();
+        assert_eq!(table.free(back_to_a, A), Err(KeyError::NotOwner));
+        assert_eq!(table.owner_count(5), 1);
+        assert_eq!(table.share(back_to_a, A, C, Rights::READ, true), Err(KeyError::NotOwner));
     }
 }

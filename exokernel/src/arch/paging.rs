@@ -105,6 +105,9 @@ pub struct AddressSpace {
     pml4: u64,
     /// Unique for the kernel's life: ties [`PteRef`]s to this space.
     id: u64,
+    /// Every table below the PML4 this space allocated, so it can be torn
+    /// down without walking all 512 entries of each.
+    tables: alloc::vec::Vec<u64>,
 }
 
 /// A frame for a new page table.
@@ -115,6 +118,36 @@ const INTERMEDIATE: PageTableFlags =
 
 fn indices(va: u64) -> [usize; 4] {
     [((va >> 39) & 511) as usize, ((va >> 30) & 511) as usize, ((va >> 21) & 511) as usize, ((va >> 12) & 511) as usize]
+}
+
+/// Walk `pml4`'s tables to the last-level entry of `va`, creating the
+/// tables on the way if `alloc` is given (each recorded in `tables`).
+fn walk_leaf(
+    pml4: u64,
+    va: u64,
+    mut alloc: Option<TableAlloc>,
+    mut tables: Option<&mut alloc::vec::Vec<u64>>,
+) -> Result<&'static mut x86_64::structures::paging::page_table::PageTableEntry, MapError> {
+    let idx = indices(va);
+    let mut current = table(pml4);
+    for &i in &idx[..3] {
+        let entry = &mut current[i];
+        if entry.flags().contains(PageTableFlags::HUGE_PAGE) {
+            return Err(MapError::BadAddress);
+        }
+        if entry.is_unused() {
+            let alloc = alloc.as_mut().ok_or(MapError::BadAddress)?;
+            let mut frame = alloc().ok_or(MapError::NoMemory)?;
+            frame.zero();
+            let pa = frame.into_table();
+            if let Some(tables) = tables.as_mut() {
+                tables.push(pa);
+            }
+            entry.set_addr(PhysAddr::new(pa), INTERMEDIATE);
+        }
+        current = table(entry.addr().as_u64());
+    }
+    Ok(&mut current[idx[3]])
 }
 
 impl AddressSpace {
@@ -131,7 +164,11 @@ impl AddressSpace {
     /// A handle to the address space active now, for arch's own kernel-half
     /// mappings at boot (never destroyed).
     pub(super) fn current() -> Self {
-        AddressSpace { pml4: Cr3::read().0.start_address().as_u64(), id: NEXT_SPACE_ID.fetch_add(1, Ordering::Relaxed) }
+        AddressSpace {
+            pml4: Cr3::read().0.start_address().as_u64(),
+            id: NEXT_SPACE_ID.fetch_add(1, Ordering::Relaxed),
+            tables: alloc::vec::Vec::new(),
+        }
     }
 
     /// A new address space whose kernel half is that of `kernel`.
@@ -143,7 +180,7 @@ impl AddressSpace {
         for i in 256..512 {
             dst[i] = src[i].clone();
         }
-        Some(AddressSpace { pml4, id: NEXT_SPACE_ID.fetch_add(1, Ordering::Relaxed) })
+        Some(AddressSpace { pml4, id: NEXT_SPACE_ID.fetch_add(1, Ordering::Relaxed), tables: alloc::vec::Vec::new() })
     }
 
     /// Physical address of the top-level table (the CR3 value).
@@ -160,28 +197,22 @@ impl AddressSpace {
         unsafe { Cr3::write(frame, Cr3Flags::empty()) };
     }
 
-    /// Walk to the last-level entry of `va`, creating tables if `alloc` is given.
+    /// Walk to the last-level entry of `va`, creating tables if `alloc` is
+    /// given (and recording them).
     fn leaf(
+        &mut self,
+        va: u64,
+        alloc: Option<TableAlloc>,
+    ) -> Result<&'static mut x86_64::structures::paging::page_table::PageTableEntry, MapError> {
+        walk_leaf(self.pml4, va, alloc, Some(&mut self.tables))
+    }
+
+    /// Walk to the last-level entry of `va` if its tables exist.
+    fn existing_leaf(
         &self,
         va: u64,
-        mut alloc: Option<TableAlloc>,
     ) -> Result<&'static mut x86_64::structures::paging::page_table::PageTableEntry, MapError> {
-        let idx = indices(va);
-        let mut current = table(self.pml4);
-        for &i in &idx[..3] {
-            let entry = &mut current[i];
-            if entry.flags().contains(PageTableFlags::HUGE_PAGE) {
-                return Err(MapError::BadAddress);
-            }
-            if entry.is_unused() {
-                let alloc = alloc.as_mut().ok_or(MapError::BadAddress)?;
-                let mut frame = alloc().ok_or(MapError::NoMemory)?;
-                frame.zero();
-                entry.set_addr(PhysAddr::new(frame.into_table()), INTERMEDIATE);
-            }
-            current = table(entry.addr().as_u64());
-        }
-        Ok(&mut current[idx[3]])
+        walk_leaf(self.pml4, va, None, None)
     }
 
     /// Map the page at `va` (user half) to the frame at `pa`, which must be
@@ -347,7 +378,7 @@ impl AddressSpace {
 
     /// Translate `va` to (physical address of its page, flags).
     pub fn translate(&self, va: u64) -> Option<(u64, PageTableFlags)> {
-        let entry = self.leaf(va & !0xfff, None).ok()?;
+        let entry = self.existing_leaf(va & !0xfff).ok()?;
         if entry.is_unused() || !entry.flags().contains(PageTableFlags::PRESENT) {
             return None;
         }
@@ -360,7 +391,7 @@ impl AddressSpace {
         if va >= shared_abi::USER_TOP {
             return None;
         }
-        let entry = self.leaf(va & !0xfff, None).ok()?;
+        let entry = self.existing_leaf(va & !0xfff).ok()?;
         if entry.is_unused() {
             return None;
         }
@@ -372,7 +403,7 @@ impl AddressSpace {
     /// Clear `bits` (accessed and/or dirty) of the page at `va`; returns
     /// the flags it had.
     pub fn take_bits(&mut self, va: u64, bits: PageTableFlags) -> Option<PageTableFlags> {
-        let entry = self.leaf(va & !0xfff, None).ok()?;
+        let entry = self.existing_leaf(va & !0xfff).ok()?;
         if entry.is_unused() {
             return None;
         }
@@ -400,7 +431,7 @@ impl AddressSpace {
 
     /// Change the flags of a mapped page; returns false if it is unmapped.
     pub fn set_flags(&mut self, va: u64, flags: PageTableFlags) -> bool {
-        match self.leaf(va & !0xfff, None) {
+        match self.existing_leaf(va & !0xfff) {
             Ok(entry) if !entry.is_unused() => {
                 let addr = entry.addr();
                 entry.set_addr(addr, flags | PageTableFlags::PRESENT);
@@ -413,6 +444,18 @@ impl AddressSpace {
     /// Free every user-half page-table frame and hand each mapped frame to
     /// `release`; the address space must not be active. Returns how many
     /// page-table frames were freed (the top level included).
+    /// Tear down an address space none of whose pages needs releasing
+    /// here (every frame mapped in it is held and freed elsewhere, under
+    /// keys): free its tables without walking them. The caller must not
+    /// have it loaded. Returns the tables freed.
+    pub fn destroy_tables(self) -> u64 {
+        for &pa in &self.tables {
+            memory::free_frame(pa);
+        }
+        memory::free_frame(self.pml4);
+        self.tables.len() as u64 + 1
+    }
+
     pub fn destroy(self, release: &mut dyn FnMut(u64)) -> u64 {
         let mut tables = 0;
         let mut free_table = |pa: u64| {

@@ -72,8 +72,11 @@ impl Kernel {
             return Err(Error::InvalidArgument);
         }
         let index = self.envs.free_index().ok_or(Error::NoMemory)?;
-        let child =
-            ChildMemory { quota_frames: spec.quota_frames, kmem_limit: spec.kmem_kib * 1024, tlb_slots: spec.tlb_slots };
+        let child = ChildMemory {
+            quota_frames: spec.quota_frames,
+            kmem_limit: spec.kmem_kib * 1024,
+            tlb_slots: spec.tlb_slots,
+        };
         self.memory.carve(me, &child, self.kmem_elsewhere(me))?;
         let id = self.envs.take_id();
         if let Err(error) = self.memory.add_child(index, id, &child) {

@@ -5,8 +5,8 @@ use super::Kernel;
 use crate::arch::{self, cpu, memory};
 use crate::counters::{bump, COUNTERS};
 use crate::env::EnvState;
-use alloc::string::String;
 use crate::env::MAX_UNREAPED;
+use alloc::string::String;
 use shared_abi::exit::Verdict;
 use shared_abi::syscall::EnvEnd;
 
@@ -67,16 +67,14 @@ impl Kernel {
         self.memory.reclaim(index);
         self.cpu.release(index);
         bump(&COUNTERS.envs_ended);
-        if run_time {
-            if !self.envs.get(heir).has_ended() {
-                self.memory.give_back(heir, quota, kmem);
-                let told = &mut self.envs.get_mut(heir).ended_children;
-                if told.len() >= MAX_UNREAPED {
-                    told.remove(0);
-                }
-                told.push(end);
-                self.cpu.wake(heir);
+        if run_time && !self.envs.get(heir).has_ended() {
+            self.memory.give_back(heir, quota, kmem);
+            let told = &mut self.envs.get_mut(heir).ended_children;
+            if told.len() >= MAX_UNREAPED {
+                told.remove(0);
             }
+            told.push(end);
+            self.cpu.wake(heir);
         }
     }
 

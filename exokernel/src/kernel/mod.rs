@@ -207,8 +207,7 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
         debug_assert!(at.iter().all(|&i| i == index), "subsystems index environments alike");
     }
     log::info!("cpu: {} slots of {} us, end-of-slot save bound {} us", vector_len, manifest.quantum_us, save_bound_us);
-    let mut kernel =
-        Kernel {
+    let mut kernel = Kernel {
         envs,
         memory,
         cpu: cpu_state,

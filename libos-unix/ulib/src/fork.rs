@@ -76,22 +76,26 @@ const _: () = {
     assert!(core::mem::offset_of!(StartRegs, r15) == 128);
 };
 
-/// Map the parent's own fork stack and image buffer (once per process).
+/// Map the parent's own fork stack and an image buffer as large as its
+/// page table (once per process, and a page more as the table grows).
 fn ensure_fork_area() -> Result<(), Errno> {
-    if pmap().find(FORK_STACK_VA).is_some() {
-        return Ok(());
+    let mut page = 0;
+    loop {
+        let va = if page < FORK_STACK_PAGES {
+            FORK_STACK_VA + page * PAGE
+        } else if page - FORK_STACK_PAGES < pmap().header.pages {
+            FORKBUF_VA + (page - FORK_STACK_PAGES) * PAGE
+        } else {
+            return Ok(());
+        };
+        if pmap().find(va).is_none() {
+            let key = alloc_frame().map_err(|_| Errno::EAGAIN)?;
+            syscall::map(va, key, map_flags::WRITE | map_flags::GUARANTEED | map_flags::REPLACE)
+                .map_err(Errno::from)?;
+            process::pmap_insert(Entry::new(va, key, Kind::NoFork, pmap::WRITABLE | pmap::GUARANTEED))?;
+        }
+        page += 1;
     }
-    let pages = (0..FORK_STACK_PAGES).map(|i| FORK_STACK_VA + i * PAGE);
-    let buffer = (0..PMAP_PAGES as u64).map(|i| FORKBUF_VA + i * PAGE);
-    for va in pages.chain(buffer) {
-        let key = alloc_frame().map_err(|_| Errno::EAGAIN)?;
-        syscall::map(va, key, map_flags::WRITE | map_flags::GUARANTEED | map_flags::REPLACE)
-            .map_err(Errno::from)?;
-        pmap()
-            .insert(Entry::new(va, key, Kind::NoFork, pmap::WRITABLE | pmap::GUARANTEED))
-            .map_err(|_| Errno::ENOMEM)?;
-    }
-    Ok(())
 }
 
 /// `fork()`: the child's pid in the parent, 0 in the child; `EAGAIN` when
@@ -170,12 +174,10 @@ extern "C" fn fork_body(regs: *const StartRegs) -> i64 {
 
 /// The child's page-table image, built in the parent's fork buffer.
 fn image() -> &'static mut [Entry] {
-    let capacity = pmap::capacity(PMAP_PAGES);
+    let capacity = pmap::capacity(pmap().header.pages as usize);
     // SAFETY: ensure_fork_area mapped PMAP_PAGES writable pages at
     // FORKBUF_VA for this process alone; the entries follow a header.
-    unsafe {
-        core::slice::from_raw_parts_mut((FORKBUF_VA as *mut pmap::Header).add(1) as *mut Entry, capacity)
-    }
+    unsafe { core::slice::from_raw_parts_mut((FORKBUF_VA as *mut pmap::Header).add(1) as *mut Entry, capacity) }
 }
 
 /// Give the child every page of the parent's page table, by kind; returns
@@ -224,7 +226,9 @@ fn build_child(child: u64) -> Result<usize, Errno> {
                 Entry::new(va, key, Kind::Anon, (entry.word & (pmap::WRITABLE | pmap::GUARANTEED)) | cow)
             }
             Some(Kind::Shared) => {
-                let key = syscall::frame_share(entry.key, child, rights::ALL)?;
+                // Co-owned, so a process holds no plain share (and the
+                // kernel reclaims it without a search).
+                let key = syscall::frame_co_own(entry.key, child, rights::ALL)?;
                 let w = if entry.has(pmap::WRITABLE) { map_flags::WRITE } else { 0 };
                 syscall::env_map(child, va, key, w | g)?;
                 Entry::new(va, key, Kind::Shared, entry.word & (pmap::WRITABLE | pmap::GUARANTEED))
@@ -242,8 +246,9 @@ fn build_child(child: u64) -> Result<usize, Errno> {
 /// Write the child's page table from the fork buffer.
 fn write_image(child: u64, count: usize) -> Result<(), Error> {
     let header = FORKBUF_VA as *mut pmap::Header;
+    let pages = pmap().header.pages;
     // SAFETY: the fork buffer is mapped writable and ours (see `image`).
-    unsafe { header.write(pmap::Header { count: count as u64, _reserved: [0; 2] }) };
+    unsafe { header.write(pmap::Header { count: count as u64, pages, _reserved: 0 }) };
     let bytes = core::mem::size_of::<pmap::Header>() + count * core::mem::size_of::<Entry>();
     // SAFETY: the header and `count` entries were written just now.
     let image = unsafe { core::slice::from_raw_parts(FORKBUF_VA as *const u8, bytes) };

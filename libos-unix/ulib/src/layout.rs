@@ -11,16 +11,17 @@ pub const PAGE: u64 = 4096;
 
 /// The process table (one page, shared by every process).
 pub const PROCTAB_VA: u64 = 0x0000_6fff_f000_0000;
-/// The process's own page table ([`crate::pmap`]).
+/// The process's own page table ([`crate::pmap`]): it grows a page at a
+/// time up to `PMAP_MAX_PAGES`.
 pub const PMAP_VA: u64 = 0x0000_6fff_e000_0000;
-pub const PMAP_PAGES: usize = 6;
+pub const PMAP_MAX_PAGES: usize = 16;
 /// The stack upcall handlers run on.
 pub const UPCALL_VA: u64 = 0x0000_6fff_d000_0000;
-pub const UPCALL_PAGES: u64 = 8;
+pub const UPCALL_PAGES: u64 = 4;
 /// Fork's own stack and the child's page-table image it builds: the
 /// parent's alone, never inherited.
 pub const FORK_STACK_VA: u64 = 0x0000_6fff_c000_0000;
-pub const FORK_STACK_PAGES: u64 = 4;
+pub const FORK_STACK_PAGES: u64 = 2;
 pub const FORKBUF_VA: u64 = 0x0000_6fff_b000_0000;
 /// A page to copy through (copy-on-write, fork).
 pub const SCRATCH_VA: u64 = 0x0000_6fff_a000_0000;

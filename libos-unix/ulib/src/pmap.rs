@@ -4,9 +4,9 @@
 //! drop an ordinary mapping; the pmap is the truth the process's
 //! page-fault handler maps from again, and what fork and exec build.
 //!
-//! A sorted array of entries in a fixed number of pages the process maps
-//! for itself, so the fault handler never allocates: lookups are a binary
-//! search, inserts shift the tail.
+//! A sorted array of entries in pages the process maps for itself (one to
+//! start with, more as it grows), so the fault handler never allocates
+//! from the heap: lookups are a binary search, inserts shift the tail.
 
 use libos_runtime::syscall::FrameKey;
 
@@ -95,7 +95,9 @@ impl Entry {
 #[repr(C)]
 pub struct Header {
     pub count: u64,
-    pub _reserved: [u64; 2],
+    /// Pages the pmap occupies (it grows a page at a time).
+    pub pages: u64,
+    pub _reserved: u64,
 }
 
 /// Entries that fit in `pages` pages after the header.
@@ -218,6 +220,7 @@ mod tests {
         e.set(COW, false);
         assert!(!e.has(COW));
         assert_eq!((e.va(), e.kind()), (0x7000, Some(Kind::Anon)));
+        assert_eq!(capacity(1), 169);
         assert_eq!(capacity(6), 1023);
     }
 }

@@ -54,16 +54,36 @@ pub fn tsc_hz() -> u64 {
 pub fn pmap() -> Pmap<'static> {
     let header = PMAP_VA as *mut pmap::Header;
     // SAFETY: a process maps its pmap pages (guaranteed, writable, its
-    // own) before it starts, at PMAP_VA for PMAP_PAGES pages; the entries
+    // own) before it starts, at PMAP_VA, as many as the header's `pages`
+    // says (`grow_pmap` maps one more before it counts it); the entries
     // follow the header. Only this process's handlers and fork use them,
     // and fork walks them with a cursor that tolerates the handler's
     // inserts (`Pmap::next_from`).
     unsafe {
+        let pages = ((*header).pages as usize).clamp(1, PMAP_MAX_PAGES);
         Pmap {
             header: &mut *header,
-            entries: core::slice::from_raw_parts_mut(header.add(1) as *mut Entry, pmap::capacity(PMAP_PAGES)),
+            entries: core::slice::from_raw_parts_mut(header.add(1) as *mut Entry, pmap::capacity(pages)),
         }
     }
+}
+
+/// Record `entry` in the process's page table, growing it by a page when
+/// it is full.
+pub fn pmap_insert(entry: Entry) -> Result<(), Errno> {
+    if pmap().insert(entry).is_ok() {
+        return Ok(());
+    }
+    let pages = pmap().header.pages;
+    if pages as usize >= PMAP_MAX_PAGES {
+        return Err(Errno::ENOMEM);
+    }
+    let va = PMAP_VA + pages * PAGE;
+    let key = alloc_frame().map_err(|_| Errno::ENOMEM)?;
+    syscall::map(va, key, map_flags::WRITE | map_flags::GUARANTEED).map_err(Errno::from)?;
+    pmap().header.pages = pages + 1;
+    pmap().insert(Entry::new(va, key, Kind::Fresh, pmap::WRITABLE | pmap::GUARANTEED)).map_err(|_| Errno::ENOMEM)?;
+    pmap().insert(entry).map_err(|_| Errno::ENOMEM)
 }
 
 /// Note who this environment is (init, or a process at its start or
@@ -293,9 +313,7 @@ fn on_page_fault(frame: &mut UpcallFrame) {
         Some(entry) if write && entry.has(pmap::COW) => copy_on_write(page, entry, present),
         Some(entry) if write && !entry.has(pmap::WRITABLE) => Err(Errno::EFAULT),
         // A mapping the kernel's caches dropped: map it again.
-        Some(entry) => {
-            syscall::map(page, entry.key, map_flags_of(&entry) | map_flags::REPLACE).map_err(Errno::from)
-        }
+        Some(entry) => syscall::map(page, entry.key, map_flags_of(&entry) | map_flags::REPLACE).map_err(Errno::from),
         None if !present && demand_zero(page) => zero_fill(page),
         None => Err(Errno::EFAULT),
     };
@@ -315,7 +333,7 @@ fn on_page_fault(frame: &mut UpcallFrame) {
 fn zero_fill(page: u64) -> Result<(), Errno> {
     let key = alloc_frame().map_err(|_| Errno::ENOMEM)?;
     let entry = Entry::new(page, key, Kind::Anon, pmap::WRITABLE);
-    if pmap().insert(entry).is_err() {
+    if pmap_insert(entry).is_err() {
         let _ = syscall::frame_free(key);
         return Err(Errno::ENOMEM);
     }

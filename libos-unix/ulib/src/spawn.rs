@@ -17,8 +17,11 @@ use elf::abi::{EM_X86_64, ET_EXEC, PF_W, PF_X, PT_LOAD};
 use elf::endian::LittleEndian;
 use elf::ElfBytes;
 use libos_runtime::archive::NAME_LEN;
-use libos_runtime::start::{StartInfo, PROGRAM_BASE, PROGRAM_END, START_INFO_ADDR, START_MAGIC, STACK_TOP};
+use libos_runtime::start::{StartInfo, PROGRAM_BASE, PROGRAM_END, STACK_TOP, START_INFO_ADDR, START_MAGIC};
 use libos_runtime::syscall::{self, map_flags, rights, Error, FrameKey, StartRegs};
+
+/// Pages of page table a new program starts with (it grows its own).
+const PMAP_START_PAGES: u64 = 1;
 
 /// Between arguments on the start page.
 pub const ARG_SEPARATOR: char = '\u{1f}';
@@ -104,8 +107,7 @@ fn parse(image: &[u8]) -> Result<(u64, Vec<Segment>), Errno> {
     for ph in file.segments().ok_or(Errno::ENOEXEC)?.iter().filter(|ph| ph.p_type == PT_LOAD) {
         let end = ph.p_vaddr.checked_add(ph.p_memsz).ok_or(Errno::ENOEXEC)?;
         let file_end = ph.p_offset.checked_add(ph.p_filesz).ok_or(Errno::ENOEXEC)?;
-        if ph.p_vaddr < PROGRAM_BASE || end > PROGRAM_END || ph.p_filesz > ph.p_memsz || file_end > image.len() as u64
-        {
+        if ph.p_vaddr < PROGRAM_BASE || end > PROGRAM_END || ph.p_filesz > ph.p_memsz || file_end > image.len() as u64 {
             return Err(Errno::ENOEXEC);
         }
         segments.push(Segment {
@@ -138,7 +140,11 @@ pub struct Child {
 impl Child {
     /// A frame owned by the child, mapped into it at `va`.
     fn fresh(&mut self, va: u64, kind: Kind, writable: bool, guaranteed: bool) -> Result<FrameKey, Error> {
-        self.fresh_mapped(va, kind, if writable { pmap::WRITABLE } else { 0 } | if guaranteed { pmap::GUARANTEED } else { 0 })
+        self.fresh_mapped(
+            va,
+            kind,
+            if writable { pmap::WRITABLE } else { 0 } | if guaranteed { pmap::GUARANTEED } else { 0 },
+        )
     }
 
     /// As `fresh`, with the page-table flags (`pmap::WRITABLE`, `GUARANTEED`, `EXEC`).
@@ -160,7 +166,7 @@ impl Child {
     pub fn start(mut self) -> Result<u64, Errno> {
         let result = (|| {
             self.entries.sort_by_key(|e| e.va());
-            write_pmap(self.env, &self.entries)?;
+            write_pmap(self.env, &self.entries, PMAP_START_PAGES)?;
             let regs =
                 StartRegs { rip: self.entry_point, rsp: STACK_TOP, rdi: START_INFO_ADDR, ..StartRegs::default() };
             syscall::env_start(self.env, &regs, None)
@@ -181,16 +187,19 @@ impl Child {
 }
 
 /// Write a child's page table (header, then the sorted entries).
-pub fn write_pmap(child: u64, entries: &[Entry]) -> Result<(), Error> {
-    if entries.len() > pmap::capacity(PMAP_PAGES) {
+pub fn write_pmap(child: u64, entries: &[Entry], pages: u64) -> Result<(), Error> {
+    if entries.len() > pmap::capacity(pages as usize) {
         return Err(Error::NoMemory);
     }
-    let header = pmap::Header { count: entries.len() as u64, _reserved: [0; 2] };
+    let header = pmap::Header { count: entries.len() as u64, pages, _reserved: 0 };
     // SAFETY: Header and Entry are repr(C) plain words; viewing them as
     // bytes reads initialised memory of exactly their size.
     let (head, body) = unsafe {
         (
-            core::slice::from_raw_parts(&header as *const pmap::Header as *const u8, core::mem::size_of::<pmap::Header>()),
+            core::slice::from_raw_parts(
+                &header as *const pmap::Header as *const u8,
+                core::mem::size_of::<pmap::Header>(),
+            ),
             core::slice::from_raw_parts(entries.as_ptr() as *const u8, core::mem::size_of_val(entries)),
         )
     };
@@ -281,7 +290,12 @@ fn fill(
                     }
                     let kind = if merged & pmap::WRITABLE != 0 { Kind::Private } else { Kind::Text };
                     let entry = Entry::new(page, old.key, kind, merged);
-                    syscall::env_map(child.env, page, old.key, crate::process::map_flags_of(&entry) | map_flags::REPLACE)?;
+                    syscall::env_map(
+                        child.env,
+                        page,
+                        old.key,
+                        crate::process::map_flags_of(&entry) | map_flags::REPLACE,
+                    )?;
                     child.entries[at] = entry;
                 }
                 None => {
@@ -350,12 +364,12 @@ fn fill(
     for i in 0..UPCALL_PAGES {
         child.fresh(UPCALL_VA + i * PAGE, Kind::Fresh, true, true)?;
     }
-    for i in 0..PMAP_PAGES as u64 {
+    for i in 0..PMAP_START_PAGES {
         child.fresh(PMAP_VA + i * PAGE, Kind::Fresh, true, true)?;
     }
-    // The process table, shared.
+    // The process table, co-owned (so a process holds no plain share).
     let table_key = crate::table::key().ok_or(Errno::EINVAL)?;
-    let key = syscall::frame_share(table_key, child.env, rights::ALL)?;
+    let key = syscall::frame_co_own(table_key, child.env, rights::ALL)?;
     syscall::env_map(child.env, PROCTAB_VA, key, map_flags::WRITE | map_flags::GUARANTEED)?;
     child.entries.push(Entry::new(PROCTAB_VA, key, Kind::Shared, pmap::WRITABLE | pmap::GUARANTEED));
     Ok(())

@@ -48,7 +48,12 @@ pub fn create(init_env: u64, name: &str) -> Result<u64, Error> {
     ROOT_MAC.store(key.mac, Ordering::SeqCst);
     // SAFETY: the page was just mapped writable, zeroed by the kernel, and
     // nobody else can reach it yet.
-    unsafe { core::ptr::write(PROCTAB_VA as *mut Shared, Shared { lock: AtomicU64::new(0), _reserved: 0, table: ProcTable::default() }) };
+    unsafe {
+        core::ptr::write(
+            PROCTAB_VA as *mut Shared,
+            Shared { lock: AtomicU64::new(0), _reserved: 0, table: ProcTable::default() },
+        )
+    };
     let pid = with(|t| t.add(0, init_env, name)).ok_or(Error::NoMemory)?;
     debug_assert_eq!(pid, INIT_PID);
     Ok(pid)

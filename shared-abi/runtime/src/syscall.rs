@@ -237,8 +237,7 @@ pub fn stats() -> Result<KernelStats, Error> {
 pub fn frame_alloc_for(child: u64, rights: Rights) -> Result<(u64, FrameKey), Error> {
     let mut key = FrameKey::default();
     // SAFETY: the kernel writes one FrameKey into `key`.
-    let pa =
-        decode(unsafe { raw6(nr::FRAME_ALLOC, 0, rights.word(), &mut key as *mut FrameKey as u64, child, 0, 0) })?;
+    let pa = decode(unsafe { raw6(nr::FRAME_ALLOC, 0, rights.word(), &mut key as *mut FrameKey as u64, child, 0, 0) })?;
     Ok((pa, key))
 }
 
@@ -263,7 +262,8 @@ pub fn frame_co_own(key: FrameKey, to_env: u64, rights: Rights) -> Result<FrameK
 
 /// Create an empty child environment; returns its id.
 pub fn env_create(quota_frames: u64, kmem_kib: u64, tlb_slots: u64, name: &str) -> Result<u64, Error> {
-    let spec = EnvCreate { quota_frames, kmem_kib, tlb_slots, name_ptr: name.as_ptr() as u64, name_len: name.len() as u64 };
+    let spec =
+        EnvCreate { quota_frames, kmem_kib, tlb_slots, name_ptr: name.as_ptr() as u64, name_len: name.len() as u64 };
     // SAFETY: the kernel only reads `spec` and the name.
     decode(unsafe { raw6(nr::ENV_CREATE, &spec as *const EnvCreate as u64, 0, 0, 0, 0, 0) })
 }

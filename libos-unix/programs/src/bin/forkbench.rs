@@ -8,11 +8,11 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 use ulib::fork::fork;
+use ulib::println;
 use ulib::process::{exit, waitpid};
 use ulib::runtime::rt::rdtsc;
 use ulib::runtime::syscall::{self, KernelStats};
 use ulib::spawn::exec;
-use ulib::println;
 
 ulib::program_main!(main);
 
@@ -68,8 +68,49 @@ fn exec_hello() -> ! {
     exit(1)
 }
 
+/// The calls fork makes, one by one (where its time goes).
+fn parts() {
+    use ulib::runtime::syscall::{map_flags, rights};
+    let t = rdtsc;
+    let a = t();
+    let child = syscall::env_create(64, 128, 256, "part").expect("create");
+    let b = t();
+    let (_, k1) = syscall::frame_alloc_for(child, rights::ALL).expect("alloc for");
+    let c = t();
+    syscall::env_map(child, 0x1000_0000_0000, k1, map_flags::WRITE).expect("map");
+    let d = t();
+    let (_, k2) = syscall::frame_alloc_for(child, rights::ALL).expect("alloc for");
+    let e = t();
+    syscall::env_map(child, 0x1000_0000_1000, k2, map_flags::WRITE).expect("map");
+    let f = t();
+    let page = alloc::vec![5u8; 4096];
+    let g = t();
+    syscall::env_write(child, 0x1000_0000_1000, &page).expect("write");
+    let h = t();
+    let (_, mine) = syscall::frame_alloc(0, rights::ALL).expect("alloc");
+    let i = t();
+    let co = syscall::frame_co_own(mine, child, rights::ALL).expect("co-own");
+    let j = t();
+    syscall::env_map(child, 0x1000_0000_2000, co, 0).expect("map");
+    let k = t();
+    syscall::env_kill(child, 0).expect("kill");
+    let l = t();
+    let _ = syscall::env_reap();
+    let m = t();
+    let _ = syscall::frame_free(mine);
+    let _ = syscall::env_info();
+    let n = t();
+    let _ = syscall::env_info();
+    let o = t();
+    println!(
+        "forkbench: parts env_create={} frame_alloc_for={} env_map_first={} frame_alloc_for2={} env_map_next={} env_write_page={} frame_alloc={} co_own={} env_map_co={} env_kill={} env_reap={} env_info={}",
+        b - a, c - b, d - c, e - d, f - e, h - g, i - h, j - i, k - j, l - k, m - l, o - n
+    );
+}
+
 fn main(args: &[&str]) -> i32 {
     let unit = args.iter().find_map(|a| a.strip_prefix("unit=")).unwrap_or("tsc-ticks");
+    parts();
     run("fork_exit_wait", unit, "linux/2", exit_at_once);
     run("fork_exec_wait", unit, "-", exec_hello);
     0

@@ -13,13 +13,13 @@ ulib::program_main!(main);
 
 /// Processes this one and its descendants made, and whether a fork
 /// failed with EAGAIN somewhere below.
-fn bomb(depth: u32) -> (u32, bool) {
+fn bomb() -> (u32, bool) {
     let mut made = 0;
     let mut stopped = false;
     loop {
         match fork() {
             Ok(0) => {
-                let (below, saw) = bomb(depth + 1);
+                let (below, saw) = bomb();
                 exit((below.min(127) | if saw { 128 } else { 0 }) as i32);
             }
             Ok(_) => made += 1,
@@ -40,7 +40,7 @@ fn bomb(depth: u32) -> (u32, bool) {
 }
 
 fn main(_args: &[&str]) -> i32 {
-    let (made, stopped) = bomb(0);
+    let (made, stopped) = bomb();
     println!("forkbomb: {} processes forked, stopped by EAGAIN: {}", made, stopped);
     if stopped && made > 0 {
         0

@@ -20,8 +20,11 @@ ulib::program_main!(main);
 
 static GLOBAL: AtomicU64 = AtomicU64::new(3);
 
+/// One check: Ok, or why it failed.
+type Check = fn() -> Result<(), &'static str>;
+
 fn main(_args: &[&str]) -> i32 {
-    let checks: [(&str, fn() -> Result<(), &'static str>); 9] = [
+    let checks: [(&str, Check); 9] = [
         ("fork-isolation", fork_isolation),
         ("wait-status", wait_status),
         ("exec-hello", exec_hello),
@@ -73,7 +76,8 @@ fn fork_isolation() -> Result<(), &'static str> {
         for _ in 0..3 {
             ulib::runtime::syscall::yield_now();
         }
-        let own = core::hint::black_box(on_stack[0]) == 10 && on_heap[1023] == 20 && GLOBAL.load(Ordering::SeqCst) == 30;
+        let own =
+            core::hint::black_box(on_stack[0]) == 10 && on_heap[1023] == 20 && GLOBAL.load(Ordering::SeqCst) == 30;
         exit(if saw_fork_time && own { 0 } else { 1 });
     }
     on_stack[0] = 100;
@@ -183,9 +187,8 @@ fn sigterm_handler() -> Result<(), &'static str> {
         }
     }
     // Until the child has its handler in.
-    let catches = || {
-        ulib::table::with(|t| t.get(pid).is_some_and(|p| p.flags & ulib::proctab::flags::CATCHES_SIGTERM != 0))
-    };
+    let catches =
+        || ulib::table::with(|t| t.get(pid).is_some_and(|p| p.flags & ulib::proctab::flags::CATCHES_SIGTERM != 0));
     for _ in 0..1000 {
         if catches() {
             break;

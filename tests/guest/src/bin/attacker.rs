@@ -498,8 +498,16 @@ fn children(env: &Env) -> Outcome {
     expect_err("env_wake-another-family", syscall::env_wake(sibling), Error::PermissionDenied)?;
     let mut buf = [0u8; 64];
     expect_err("archive_read-past-the-end", syscall::archive_read(1 << 40, &mut buf), Error::InvalidArgument)?;
-    expect_err("archive_read-too-long", raw(nr::ARCHIVE_READ, [0, DYNAMIC_BASE, 64 * 1024 + 1, 0, 0, 0]), Error::BadLength)?;
-    expect_err("archive_read-into-the-kernel", raw(nr::ARCHIVE_READ, [0, KERNEL_ADDR, 16, 0, 0, 0]), Error::BadAddress)?;
+    expect_err(
+        "archive_read-too-long",
+        raw(nr::ARCHIVE_READ, [0, DYNAMIC_BASE, 64 * 1024 + 1, 0, 0, 0]),
+        Error::BadLength,
+    )?;
+    expect_err(
+        "archive_read-into-the-kernel",
+        raw(nr::ARCHIVE_READ, [0, KERNEL_ADDR, 16, 0, 0, 0]),
+        Error::BadAddress,
+    )?;
     if syscall::archive_read(0, &mut buf) != Ok(64) || &buf[..8] != libos_runtime::archive::MAGIC {
         return Err("archive_read does not read the archive");
     }
@@ -514,7 +522,8 @@ fn children(env: &Env) -> Outcome {
     expect_err("env_start-an-ended-child", syscall::env_start(child, &bad_rip, None), Error::NoSuchEnv)?;
     syscall::frame_free(mine).map_err(|_| "free")?;
     let after = info()?;
-    if (after.quota_frames, after.kmem_used, after.frames_charged) != (before.quota_frames, before.kmem_used, before.frames_charged)
+    if (after.quota_frames, after.kmem_used, after.frames_charged)
+        != (before.quota_frames, before.kmem_used, before.frames_charged)
     {
         println!("children: before {:?}\nchildren: after {:?}", before, after);
         return Err("the child's quota, kernel memory or frames did not all come back");
@@ -970,6 +979,11 @@ struct Fuzz {
     slot_keys: Vec<SlotKey>,
     /// Packet filters we installed (ids).
     filters: Vec<FilterId>,
+    /// Why each recent stale key is (step, frame).
+    stale_why: Vec<(FrameKey, u64, u64)>,
+    /// Children we created (ids) and keys we hold for them.
+    children: Vec<u64>,
+    child_keys: Vec<(u64, FrameKey)>,
     step: u64,
     calls: u64,
     errors: u64,
@@ -1262,12 +1276,14 @@ impl Fuzz {
                     self.fail("could not restore the upcall table");
                 }
             }
-            (nr::FRAME_ALLOC, Ok(pa)) => {
+            // (A frame allocated for a child of ours comes with the
+            // child's key: not ours to track.)
+            (nr::FRAME_ALLOC, Ok(pa)) if a[3] == 0 => {
                 if let Some(key) = self.read_scratch_key(a[2]) {
                     self.keys.push(Held { key, pa, owned: true });
                 }
             }
-            (nr::FRAME_SHARE, Ok(_)) if a[2] == self.me => {
+            (nr::FRAME_SHARE, Ok(_)) if a[2] == self.me && a[5] == 0 => {
                 if let Some(key) = self.read_scratch_key(a[4]) {
                     let pa =
                         self.keys.iter().find(|h| h.key.handle == a[0] && h.key.mac == a[1]).map(|h| h.pa).unwrap_or(0);
@@ -1312,14 +1328,25 @@ impl Fuzz {
         }
     }
 
-    /// The frame of `key` was freed: every key to it is stale now.
+    /// `key` was freed: it is stale now, and so is every other key we
+    /// hold to its frame, unless co-owners keep the frame (a key still
+    /// valid then stays ours, which `frame_query` tells).
     fn forget_frame_of(&mut self, key: FrameKey) {
         let Some(pa) = self.keys.iter().find(|h| h.key == key).map(|h| h.pa) else { return };
         let mut i = 0;
         while i < self.keys.len() {
-            if self.keys[i].pa == pa && pa != 0 {
+            let same = self.keys[i].pa == pa && pa != 0;
+            if same && self.keys[i].key != key && syscall::frame_query(self.keys[i].key).is_ok() {
+                i += 1;
+                continue;
+            }
+            if same {
                 let gone = self.keys.swap_remove(i);
                 self.stale.push(gone.key);
+                self.stale_why.push((gone.key, self.step, pa));
+                if self.stale_why.len() > 64 {
+                    self.stale_why.remove(0);
+                }
             } else {
                 i += 1;
             }
@@ -1334,9 +1361,93 @@ impl Fuzz {
         self.rng.pick(&owned)
     }
 
+    /// One step of building, running and ending children: create one,
+    /// give it frames (its own, co-owned or shared), map them (code too),
+    /// write into them, start it running on random code, kill it, reap.
+    fn child_step(&mut self) {
+        use libos_runtime::start::PROGRAM_BASE;
+        let children = self.children.clone();
+        match self.rng.below(9) {
+            0 if self.children.len() < 3 => {
+                let quota = self.rng.below(24);
+                let result = syscall::env_create(quota, 32 + self.rng.below(64), 1 + self.rng.below(32), "fuzzchild");
+                self.count(&result);
+                if let Ok(id) = result {
+                    self.children.push(id);
+                }
+            }
+            1 | 2 => {
+                let Some(child) = self.rng.pick(&children) else { return };
+                let result = syscall::frame_alloc_for(child, rights::ALL);
+                self.count(&result);
+                if let Ok((_, key)) = result {
+                    self.child_keys.push((child, key));
+                }
+            }
+            3 => {
+                let (Some(child), Some(at)) = (self.rng.pick(&children), self.owned_index()) else { return };
+                let key = self.keys[at].key;
+                let result = if self.rng.chance(2) {
+                    syscall::frame_co_own(key, child, key.rights() & rights::ALL)
+                } else {
+                    syscall::frame_share(key, child, rights::READ)
+                };
+                self.count(&result);
+                if let Ok(key) = result {
+                    self.child_keys.push((child, key));
+                }
+            }
+            4 | 5 => {
+                let keys = self.child_keys.clone();
+                let Some((child, key)) = self.rng.pick(&keys) else { return };
+                let va = PROGRAM_BASE + self.rng.below(8) * PAGE;
+                let flags = [
+                    0,
+                    map_flags::WRITE,
+                    map_flags::EXEC | map_flags::GUARANTEED,
+                    map_flags::REPLACE | map_flags::WRITE,
+                    map_flags::EXEC,
+                ][self.rng.below(5) as usize];
+                let result = syscall::env_map(child, va, key, flags);
+                self.count(&result);
+                if self.rng.chance(2) {
+                    // Random code (or a jump to itself, or ud2).
+                    let code: [u8; 16] = match self.rng.below(3) {
+                        0 => [0xeb, 0xfe, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                        1 => [0x0f, 0x0b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                        _ => self.rng.next().to_le_bytes().repeat(2).try_into().unwrap_or([0; 16]),
+                    };
+                    let result = syscall::env_write(child, va + self.rng.below(4080), &code);
+                    self.count(&result);
+                }
+            }
+            6 => {
+                let Some(child) = self.rng.pick(&children) else { return };
+                let rip = PROGRAM_BASE + self.rng.below(8) * PAGE + self.rng.below(16);
+                let regs = syscall::StartRegs { rip, rsp: PROGRAM_BASE + 8 * PAGE, ..Default::default() };
+                let result = syscall::env_start(child, &regs, None);
+                self.count(&result);
+            }
+            7 => {
+                let Some(child) = self.rng.pick(&children) else { return };
+                let result = syscall::env_kill(child, self.rng.below(16) as i64);
+                self.count(&result);
+            }
+            _ => {
+                let result = syscall::env_reap();
+                self.count(&result);
+                if let Ok(end) = result {
+                    self.children.retain(|&c| c != end.id);
+                    self.child_keys.retain(|&(c, _)| c != end.id);
+                }
+            }
+        }
+    }
+
     /// One valid step of a call sequence.
     fn valid_step(&mut self) {
-        match self.rng.below(19) {
+        match self.rng.below(21) {
+            19 | 20 => self.child_step(),
             0 | 1 => {
                 if self.keys.iter().filter(|h| h.owned).count() > 96 {
                     return self.free_one();
@@ -1593,7 +1704,16 @@ impl Fuzz {
                 self.fail("a stale or forged key was accepted");
             }
             Err(error) => {
-                println!("fuzz: map with stale/forged key -> {}", error.name());
+                println!("fuzz: map with stale/forged key {:#x} -> {}", key.handle, error.name());
+                if let Ok(info) = syscall::frame_query(key) {
+                    println!(
+                        "fuzz: that key is live: frame {:#x} owner {} owners {} (stale since {:?})",
+                        info.frame_pa,
+                        info.owner,
+                        info.owners,
+                        self.stale_why.iter().find(|(k, _, _)| *k == key).map(|(_, step, pa)| (step, pa))
+                    );
+                }
                 self.fail("a stale or forged key got the wrong error");
             }
         }
@@ -1772,6 +1892,9 @@ fn fuzz(env: &Env) -> Outcome {
     }
     write_bad_tables(bad_tables, scratch);
     let mut f = Fuzz {
+        stale_why: Vec::new(),
+        children: Vec::new(),
+        child_keys: Vec::new(),
         rng: Rng(seed ^ env.id.wrapping_mul(0xa076_1d64_78bd_642f)),
         me: env.id,
         env_count: env.env_count,
