@@ -90,6 +90,12 @@ impl Env {
 #[derive(Default)]
 pub struct EnvTable {
     envs: Vec<Env>,
+    /// The family that owns the console (manifest `console = true`): it
+    /// reads console input and prints without the name prefix.
+    pub console_family: Option<usize>,
+    /// Console input not yet read, and who waits for it.
+    input: alloc::collections::VecDeque<u8>,
+    input_waiter: Option<usize>,
     /// The id the next environment gets (ids are never reused, so a key
     /// or message naming an ended environment can never reach a new one).
     next_id: u64,
@@ -163,10 +169,49 @@ impl EnvTable {
         self.envs.iter().position(|e| e.id == id && e.is_runnable())
     }
 
+    /// Move what the console received into the input queue (bounded: a
+    /// flood beyond it is dropped). Returns the waiter to wake, if bytes came.
+    pub fn poll_input(&mut self) -> Option<usize> {
+        const MAX_INPUT: usize = 4096;
+        self.console_family?;
+        let mut got = false;
+        while let Some(byte) = serial::try_read() {
+            if self.input.len() < MAX_INPUT {
+                self.input.push_back(byte);
+            }
+            got = true;
+        }
+        if got {
+            self.input_waiter.take()
+        } else {
+            None
+        }
+    }
+
+    /// `console_read` for env `index`: up to `max` bytes of input; none
+    /// makes it the waiter, to be woken when input comes. `Err(())` if its
+    /// family does not own the console.
+    pub fn take_input(&mut self, index: usize, max: usize) -> Result<alloc::vec::Vec<u8>, ()> {
+        if self.console_family.is_none() || self.console_family != Some(self.envs[index].family) {
+            return Err(());
+        }
+        let _ = self.poll_input();
+        let count = max.min(self.input.len());
+        if count == 0 {
+            self.input_waiter = Some(index);
+        }
+        Ok(self.input.drain(..count).collect())
+    }
+
     /// Append console output of env `index`; complete lines are printed
-    /// with the environment's name in front.
+    /// with the environment's name in front (the console-owning family's
+    /// bytes go out as they are).
     pub fn console_bytes(&mut self, index: usize, bytes: &[u8]) {
         const MAX_LINE: usize = 480;
+        if self.console_family.is_some() && self.console_family == Some(self.envs[index].family) {
+            serial::write_bytes(bytes);
+            return;
+        }
         let env = &mut self.envs[index];
         for &byte in bytes {
             if byte == b'\n' || env.line.len() >= MAX_LINE {
@@ -195,5 +240,7 @@ impl EnvTable {
     /// Every environment has ended and the summary is printed: drop them.
     pub fn retire(&mut self) {
         self.envs = Vec::new();
+        self.input = alloc::collections::VecDeque::new();
+        self.input_waiter = None;
     }
 }

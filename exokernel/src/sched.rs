@@ -63,6 +63,8 @@ struct EnvCpu {
     /// Asleep in `block`, and a wake-up that came while it was awake.
     blocked: bool,
     wake_pending: bool,
+    /// Asleep with a deadline: woken at the first slot boundary past it.
+    wake_at: u64,
     /// For a family root: the member that last had the family's time.
     family_last: usize,
 }
@@ -180,14 +182,23 @@ impl Cpu {
 
     /// `block` for env `index`: false (and the pending wake-up is used up)
     /// if one came since it last blocked; else it is asleep now.
-    pub fn block(&mut self, index: usize) -> bool {
+    pub fn block(&mut self, index: usize, deadline: u64) -> bool {
         let env = &mut self.envs[index];
         if env.wake_pending {
             env.wake_pending = false;
             return false;
         }
         env.blocked = true;
+        env.wake_at = deadline;
         true
+    }
+
+    /// Wake the environments whose `block` deadline has passed.
+    pub fn wake_due(&mut self, now: u64) {
+        for env in self.envs.iter_mut().filter(|e| e.blocked && e.wake_at != 0 && e.wake_at <= now) {
+            env.blocked = false;
+            env.wake_at = 0;
+        }
     }
 
     /// Wake env `index` (or note the wake-up for its next `block`).
@@ -195,6 +206,7 @@ impl Cpu {
         let Some(env) = self.envs.get_mut(index) else { return };
         if env.blocked {
             env.blocked = false;
+            env.wake_at = 0;
         } else if env.alive {
             env.wake_pending = true;
         }
@@ -207,6 +219,7 @@ impl Cpu {
         let mut any = false;
         for env in self.envs.iter_mut().filter(|e| e.alive && e.blocked) {
             env.blocked = false;
+            env.wake_at = 0;
             any = true;
         }
         any

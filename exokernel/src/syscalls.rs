@@ -50,6 +50,7 @@ pub const LIGHT: &[(u64, LightSyscall)] = &[
     (nr::ENV_REAP, sys_env_reap),
     (nr::ENV_WAKE, sys_env_wake),
     (nr::ARCHIVE_READ, sys_archive_read),
+    (nr::CONSOLE_READ, sys_console_read),
 ];
 
 extern "C" fn sys_null(_: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
@@ -219,6 +220,23 @@ extern "C" fn sys_env_reap(out: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> 
 
 extern "C" fn sys_env_wake(target: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     with_kernel(|k| k.env_wake(target))
+}
+
+extern "C" fn sys_console_read(buf: u64, len: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| {
+        let len = len.min(MAX_CONSOLE_WRITE);
+        kcore::usercheck::check_user_range(buf, len.max(1), 1)?;
+        k.prefault(buf, len);
+        // Check the buffer is writable before taking any input.
+        UserSlice::new(k.current_space()?, buf, len, 1)?.write(&alloc::vec![0u8; len as usize])?;
+        let me = k.current();
+        let bytes = k.envs.take_input(me, len as usize).map_err(|()| Error::PermissionDenied)?;
+        if bytes.is_empty() {
+            return Err(Error::Again);
+        }
+        UserSlice::new(k.current_space()?, buf, bytes.len() as u64, 1)?.write(&bytes)?;
+        Ok(bytes.len() as u64)
+    })
 }
 
 extern "C" fn sys_archive_read(offset: u64, buf: u64, len: u64, _: u64, _: u64, _: u64) -> u64 {

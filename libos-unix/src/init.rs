@@ -25,6 +25,13 @@ pub fn run(env: &Env) -> i32 {
         println!("init: cannot create the process table: {:?}", error);
         return 2;
     }
+    match crate::fsserver::start() {
+        Ok(files) => log(env, format_args!("init: file system seeded with {} files from the boot archive", files)),
+        Err(why) => {
+            println!("init: cannot serve files: {}", why);
+            return 2;
+        }
+    }
     let info = match syscall::env_info() {
         Ok(info) => info,
         Err(error) => {
@@ -42,22 +49,33 @@ pub fn run(env: &Env) -> i32 {
             return 2;
         }
     };
-    println!("init: started {} as pid {} ({} frames, {} KiB kernel memory)", program, first, quota, kmem_kib);
+    log(env, format_args!("init: started {} as pid {} ({} frames, {} KiB kernel memory)", program, first, quota, kmem_kib));
     let mut first_status = None;
     while let Ok((pid, status)) = process::wait() {
         let how = match status {
             WaitStatus::Exited(code) => alloc::format!("exited {}", code),
             WaitStatus::Signaled(signal) => alloc::format!("killed by signal {}", signal),
         };
-        println!("init: reaped pid {}: {}", pid, how);
+        log(env, format_args!("init: reaped pid {}: {}", pid, how));
         if pid == first {
             first_status = Some(status);
         }
     }
     let info = syscall::env_info().unwrap_or_default();
-    println!("init: no processes left; init holds {} frames of its quota {}", info.frames_charged, info.quota_frames);
+    log(
+        env,
+        format_args!("init: no processes left; init holds {} frames of its quota {}", info.frames_charged, info.quota_frames),
+    );
     match first_status {
         Some(WaitStatus::Exited(0)) => 0,
         _ => 1,
+    }
+}
+
+/// init's own messages (quiet when `quiet=1` is in the manifest, so an
+/// interactive shell's screen holds only what the shell prints).
+fn log(env: &Env, args: core::fmt::Arguments) {
+    if env.param("quiet") != Some("1") {
+        println!("{}", args);
     }
 }

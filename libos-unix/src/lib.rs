@@ -19,6 +19,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod fs;
 pub mod http;
 pub mod pager;
 pub mod sched;

@@ -18,6 +18,7 @@ use libos_runtime::println;
 use libos_runtime::rt::{set_handler, Env};
 use libos_runtime::upcall::{UpcallFrame, UpcallKind};
 
+mod fsserver;
 mod init;
 mod net;
 mod paging;

@@ -25,6 +25,7 @@
 //! tlb_slots = 64          # ordinary mappings the hardware sees at once
 //! slots = 2               # time slots it owns from boot (default 1)
 //! kmem_kib = 256          # kernel-memory budget: grants, mappings, filters it causes
+//! console = false         # true: its family reads console input and prints unprefixed
 //! args = demo             # passed to the libOS
 //! pager = clock           # any other key is libOS policy: passed on untouched
 //! ```
@@ -118,6 +119,8 @@ pub struct EnvSpec {
     pub kmem_kib: u64,
     /// Keys the kernel does not interpret, in manifest order.
     pub params: Vec<(String, String)>,
+    /// Owns the console: its family reads console input and prints raw.
+    pub console: bool,
 }
 
 impl EnvSpec {
@@ -210,6 +213,7 @@ impl Manifest {
                     slots: 1,
                     kmem_kib: DEFAULT_KMEM_KIB,
                     params: Vec::new(),
+                    console: false,
                 });
                 continue;
             }
@@ -290,6 +294,12 @@ impl Manifest {
                         env.slots = value.parse().map_err(|_| err("expected a number"))?;
                         if env.slots > 256 {
                             return Err(err("slots must lie in 0..=256"));
+                        }
+                    }
+                    "console" => {
+                        env.console = parse_bool(value).ok_or(err("expected true or false"))?;
+                        if env.console && manifest.envs.iter().any(|e| e.console) {
+                            return Err(err("only one environment may own the console"));
                         }
                     }
                     "kmem_kib" => {

@@ -100,17 +100,24 @@ pub mod nr {
     /// ([`EnvEnd`](super::EnvEnd)); `Again` while children live but none
     /// has ended, `NoSuchEnv` when there are none.
     pub const ENV_REAP: u64 = 33;
-    /// `block() -> 0`: sleep until woken (`env_wake`, a child's end, an
-    /// asynchronous transfer); returns at once if a wake-up is pending.
+    /// `block(deadline_tsc) -> 0`: sleep until woken (`env_wake`, a
+    /// child's end, an asynchronous transfer, console input it waits for)
+    /// or, if `deadline_tsc` is not 0, until the TSC passes it (checked at
+    /// slot boundaries); returns at once if a wake-up is pending.
     pub const BLOCK: u64 = 34;
     /// `env_wake(target) -> 0`: wake an environment of the caller's family.
     pub const ENV_WAKE: u64 = 35;
     /// `archive_read(offset, buf, len) -> bytes`: copy bytes of the boot
     /// archive (`crate::archive`), read-only public data, at most 64 KiB a call.
     pub const ARCHIVE_READ: u64 = 36;
+    /// `console_read(buf, len) -> bytes`: take bytes the console received
+    /// (only the family of the environment the manifest names `console =
+    /// true`); `Again` when none are waiting (the caller is woken when some
+    /// arrive).
+    pub const CONSOLE_READ: u64 = 37;
     /// One past the highest number in use (22..=27 are the network
     /// calls, numbered in [`crate::net::nr`]).
-    pub const COUNT: u64 = 37;
+    pub const COUNT: u64 = 38;
     /// `slot_alloc` position meaning "any free slot".
     pub const ANY_SLOT: u64 = u64::MAX;
 }

@@ -30,7 +30,7 @@ pub const PROGRAMS: &[(&str, &str)] = &[
 ];
 
 /// Unix programs a manifest's `files` may name (packed as `bin/NAME`).
-pub const UNIX_PROGRAMS: &[&str] = &["hello", "forktest", "forkbomb", "forkbench"];
+pub const UNIX_PROGRAMS: &[&str] = &["hello", "forktest", "forkbomb", "forkbench", "sh"];
 /// The package that builds them.
 const UNIX_PACKAGE: &str = "unix-programs";
 
@@ -253,6 +253,19 @@ pub struct RunOptions {
     /// space through ports 0xCF8/0xCFC, so the default machine (i440fx)
     /// serves; no `-machine q35` is needed.
     pub net: Option<(u16, u16)>,
+    /// What the guest's console receives: bytes typed in (written to the
+    /// serial port's input, then closed), or the terminal itself
+    /// (`Interactive`, for a person at a prompt).
+    pub input: Input,
+}
+
+/// The guest console's input.
+#[derive(Clone, Debug, Default)]
+pub enum Input {
+    #[default]
+    None,
+    Bytes(Vec<u8>),
+    Interactive,
 }
 
 impl Default for RunOptions {
@@ -266,6 +279,7 @@ impl Default for RunOptions {
             echo: false,
             memory_mib: 256,
             net: None,
+            input: Input::None,
         }
     }
 }
@@ -350,11 +364,25 @@ pub fn run_qemu(image: &Path, options: &RunOptions) -> Result<Outcome> {
     } else if options.icount {
         cmd.args(["-icount", if options.icount_nosleep { "shift=0,sleep=off" } else { "shift=0" }]);
     }
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let stdin = match options.input {
+        Input::None => Stdio::null(),
+        Input::Bytes(_) => Stdio::piped(),
+        Input::Interactive => Stdio::inherit(),
+    };
+    cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped());
     let start = Instant::now();
     let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {} (install it: apt-get install -y qemu-system-x86)", qemu_binary()))?;
+    if let (Input::Bytes(bytes), Some(mut pipe)) = (&options.input, child.stdin.take()) {
+        // Fed from a thread: QEMU takes bytes only as fast as the guest's
+        // serial port drains them.
+        let bytes = bytes.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = pipe.write_all(&bytes);
+        });
+    }
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = mpsc::channel();
     let echo = options.echo;

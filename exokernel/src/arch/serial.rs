@@ -24,6 +24,22 @@ pub fn write_fmt(args: fmt::Arguments) {
     });
 }
 
+/// A byte the console received, if one is waiting (COM1's receive buffer).
+pub fn try_read() -> Option<u8> {
+    x86_64::instructions::interrupts::without_interrupts(|| COM1.lock().as_mut()?.try_receive().ok())
+}
+
+/// Write raw bytes (a libOS that owns the console prints its own lines).
+pub fn write_bytes(bytes: &[u8]) {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        if let Some(port) = COM1.lock().as_mut() {
+            for &byte in bytes {
+                port.send_raw(byte);
+            }
+        }
+    });
+}
+
 /// Write to the console from the panic handler, even if the lock is held.
 pub fn write_fmt_panicking(args: fmt::Arguments) {
     // SAFETY: only called on the panic path, where the kernel will not run

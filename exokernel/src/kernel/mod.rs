@@ -206,6 +206,7 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
         ];
         debug_assert!(at.iter().all(|&i| i == index), "subsystems index environments alike");
     }
+    envs.console_family = manifest.envs.iter().position(|e| e.console);
     log::info!("cpu: {} slots of {} us, end-of-slot save bound {} us", vector_len, manifest.quantum_us, save_bound_us);
     let mut kernel = Kernel {
         envs,
@@ -254,6 +255,13 @@ impl Kernel {
     /// `NoMemory` unless env `index` may create one more `object`.
     pub fn kmem_room(&self, index: usize, object: KmemObject) -> Result<(), Error> {
         self.kmem_use(index).room_for(self.memory.kmem_limit(index), object)
+    }
+
+    /// Console input arrived: wake whoever waits for it.
+    pub fn poll_console(&mut self) {
+        if let Some(waiter) = self.envs.poll_input() {
+            self.cpu.wake(waiter);
+        }
     }
 
     /// The network calls that need a NIC: refuse without one, else move

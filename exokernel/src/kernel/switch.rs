@@ -58,14 +58,16 @@ impl Kernel {
     /// `block`, they are woken rather than the run ended (a `block` may
     /// return without a wake-up). None: every environment has ended.
     pub fn next_runner(&mut self, pos: usize) -> Option<usize> {
+        self.poll_console();
         self.cpu.runner_for_slot(pos).or_else(|| self.cpu.wake_all_asleep().then(|| self.cpu.runner_for_slot(pos))?)
     }
 
     /// `block`: sleep until woken; returns at once if a wake-up is pending.
     pub fn sys_block(&mut self, frame: &mut TrapFrame) -> Return {
+        let deadline = frame.rdi;
         frame.rax = 0;
         let me = self.current();
-        if !self.cpu.block(me) {
+        if !self.cpu.block(me, deadline) {
             return Return::Sysret;
         }
         *self.cpu.context_mut(me) = *frame;
@@ -94,6 +96,8 @@ impl Kernel {
     /// The timer: a slot boundary, or the end of a save bound.
     pub fn on_timer(&mut self, frame: &mut TrapFrame) {
         let now = cpu::rdtsc();
+        self.cpu.wake_due(now);
+        self.poll_console();
         for (index, taken) in self.memory.check_revocation_deadlines(now) {
             let env = self.envs.get(index);
             log::info!("abort protocol: took {} frame(s) from env {} ({})", taken, env.id, env.name);

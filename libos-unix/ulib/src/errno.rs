@@ -12,11 +12,22 @@ pub enum Errno {
     EIO = 5,
     E2BIG = 7,
     ENOEXEC = 8,
+    EBADF = 9,
     ECHILD = 10,
     EAGAIN = 11,
     ENOMEM = 12,
+    EACCES = 13,
     EFAULT = 14,
+    EBUSY = 16,
+    EEXIST = 17,
+    ENOTDIR = 20,
+    EISDIR = 21,
     EINVAL = 22,
+    EMFILE = 24,
+    ENOSPC = 28,
+    EPIPE = 32,
+    ENAMETOOLONG = 36,
+    ENOTEMPTY = 39,
 }
 
 impl Errno {
@@ -28,12 +39,52 @@ impl Errno {
             Errno::EIO => "EIO",
             Errno::E2BIG => "E2BIG",
             Errno::ENOEXEC => "ENOEXEC",
+            Errno::EBADF => "EBADF",
             Errno::ECHILD => "ECHILD",
             Errno::EAGAIN => "EAGAIN",
             Errno::ENOMEM => "ENOMEM",
+            Errno::EACCES => "EACCES",
             Errno::EFAULT => "EFAULT",
+            Errno::EBUSY => "EBUSY",
+            Errno::EEXIST => "EEXIST",
+            Errno::ENOTDIR => "ENOTDIR",
+            Errno::EISDIR => "EISDIR",
             Errno::EINVAL => "EINVAL",
+            Errno::EMFILE => "EMFILE",
+            Errno::ENOSPC => "ENOSPC",
+            Errno::EPIPE => "EPIPE",
+            Errno::ENAMETOOLONG => "ENAMETOOLONG",
+            Errno::ENOTEMPTY => "ENOTEMPTY",
         }
+    }
+
+    /// The error with Unix number `code` (unknown numbers are `EIO`).
+    pub fn from_code(code: i64) -> Errno {
+        const ALL: [Errno; 22] = [
+            Errno::EPERM,
+            Errno::ENOENT,
+            Errno::ESRCH,
+            Errno::EIO,
+            Errno::E2BIG,
+            Errno::ENOEXEC,
+            Errno::EBADF,
+            Errno::ECHILD,
+            Errno::EAGAIN,
+            Errno::ENOMEM,
+            Errno::EACCES,
+            Errno::EFAULT,
+            Errno::EBUSY,
+            Errno::EEXIST,
+            Errno::ENOTDIR,
+            Errno::EISDIR,
+            Errno::EINVAL,
+            Errno::EMFILE,
+            Errno::ENOSPC,
+            Errno::EPIPE,
+            Errno::ENAMETOOLONG,
+            Errno::ENOTEMPTY,
+        ];
+        ALL.iter().copied().find(|e| *e as i64 == code).unwrap_or(Errno::EIO)
     }
 }
 

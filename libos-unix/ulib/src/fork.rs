@@ -151,9 +151,14 @@ extern "C" fn fork_body(regs: *const StartRegs) -> i64 {
             Some(pid)
         })
         .ok_or(Errno::EAGAIN)?;
-        let started = write_image(child, count)
-            .and_then(|()| syscall::env_start(child, regs, Some(&rt::upcall_table())))
-            .map_err(Errno::from);
+        let started = write_image(child, count).map_err(Errno::from).and_then(|()| {
+            // The child holds every descriptor we hold.
+            crate::io::inherit_to(child)?;
+            syscall::env_start(child, regs, Some(&rt::upcall_table())).map_err(|error| {
+                crate::io::uninherit(child);
+                Errno::from(error)
+            })
+        });
         if let Err(error) = started {
             table::with(|t| {
                 t.end(pid, crate::proctab::WaitStatus::Signaled(9));

@@ -25,6 +25,12 @@ pub const FORK_STACK_PAGES: u64 = 2;
 pub const FORKBUF_VA: u64 = 0x0000_6fff_b000_0000;
 /// A page to copy through (copy-on-write, fork).
 pub const SCRATCH_VA: u64 = 0x0000_6fff_a000_0000;
+/// The channel page to init's file server (the process's own; not inherited).
+pub const CHANNEL_VA: u64 = 0x0000_6fff_9000_0000;
+/// Pipe pages, one per pipe (`io::MAX_PIPES` of them), inherited co-owned.
+pub const PIPE_VA: u64 = 0x0000_6fff_8000_0000;
+/// Where init maps the processes' channel pages (in its dynamic window).
+pub const INIT_CHANNELS_VA: u64 = 0x0000_6ff0_0000_0000;
 
 /// The heap, demand-zeroed by the page-fault handler.
 pub const HEAP_VA: u64 = HEAP_BASE;

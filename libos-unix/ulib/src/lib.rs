@@ -31,8 +31,11 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod env;
 pub mod errno;
 pub mod fork;
+pub mod fsproto;
+pub mod io;
 pub mod layout;
 pub mod pmap;
 pub mod process;
@@ -43,6 +46,25 @@ pub mod table;
 pub use errno::Errno;
 pub use libos_runtime as runtime;
 pub use libos_runtime::{print, println};
+
+/// Print to standard output (descriptor 1: the console, a file or a pipe).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::io::print_to(1, format_args!($($arg)*)) };
+}
+
+/// Print a line to standard output.
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::out!("\n") };
+    ($($arg:tt)*) => { $crate::io::print_to(1, format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// Print a line to standard error (descriptor 2).
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => { $crate::io::print_to(2, format_args!("{}\n", format_args!($($arg)*))) };
+}
 pub use proctab::WaitStatus;
 
 /// Define a Unix program's main function: `fn(&[&str]) -> i32`, given

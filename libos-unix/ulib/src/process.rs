@@ -116,6 +116,7 @@ pub fn start(env: &Env, main: fn(&[&str]) -> i32) -> i32 {
         syscall::exit(126);
     }
     set_identity(env.id);
+    crate::io::decode_at_start(env.params);
     let args: Vec<&str> = env.args.split(crate::spawn::ARG_SEPARATOR).filter(|a| !a.is_empty()).collect();
     let code = main(&args);
     exit(code)
@@ -157,12 +158,14 @@ fn record_end(pid: u64, status: WaitStatus) -> bool {
 
 /// End the process with `code` (its parent's `wait` reports it).
 pub fn exit(code: i32) -> ! {
+    crate::io::close_all();
     record_end(getpid(), WaitStatus::Exited(code));
     syscall::exit(code)
 }
 
 /// End the process as if killed by `signal`.
 pub fn die(signal: u32) -> ! {
+    crate::io::close_all();
     record_end(getpid(), WaitStatus::Signaled(signal));
     syscall::exit(128 + signal as i32)
 }

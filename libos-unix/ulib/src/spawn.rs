@@ -242,7 +242,7 @@ impl Share {
 /// program's name first), given `share` of the caller's resources.
 /// `ENOENT`: no such program; `ENOEXEC`: not a static x86-64 executable
 /// that fits; `EAGAIN`: not enough quota or kernel memory.
-pub fn build(path: &str, args: &[&str], share: Share) -> Result<Child, Errno> {
+pub fn build(path: &str, args: &[&str], share: Share, params: &str) -> Result<Child, Errno> {
     let image = read_file(path)?;
     let (entry_point, segments) = parse(&image)?;
     let (quota_frames, kmem_kib) = share.amounts()?;
@@ -250,7 +250,7 @@ pub fn build(path: &str, args: &[&str], share: Share) -> Result<Child, Errno> {
     let name = &name[..name.len().min(16)];
     let env = syscall::env_create(quota_frames, kmem_kib, TLB_SLOTS, if name.is_empty() { "proc" } else { name })?;
     let mut child = Child { env, entries: Vec::new(), entry_point };
-    match fill(&mut child, &image, &segments, name, args, quota_frames) {
+    match fill(&mut child, &image, &segments, name, args, params, quota_frames) {
         Ok(()) => Ok(child),
         Err(error) => {
             child.abandon();
@@ -259,12 +259,14 @@ pub fn build(path: &str, args: &[&str], share: Share) -> Result<Child, Errno> {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // what the start page says
 fn fill(
     child: &mut Child,
     image: &[u8],
     segments: &[Segment],
     name: &str,
     args: &[&str],
+    params: &str,
     quota_frames: u64,
 ) -> Result<(), Errno> {
     // The program: every page guaranteed (its handlers run from it and
@@ -329,10 +331,11 @@ fn fill(
         }
         joined.push_str(arg);
     }
-    if joined.len() > 3000 {
+    if joined.len() > 2048 || params.len() > 1400 {
         return Err(Errno::E2BIG);
     }
-    let (args_ptr, args_len) = put(&mut page, &joined, 3000);
+    let (args_ptr, args_len) = put(&mut page, &joined, 2048);
+    let (params_ptr, params_len) = put(&mut page, params, 1400);
     let info = StartInfo {
         magic: START_MAGIC,
         env_id: child.env,
@@ -341,8 +344,8 @@ fn fill(
         name_len,
         args_ptr,
         args_len,
-        params_ptr: 0,
-        params_len: 0,
+        params_ptr,
+        params_len,
         heap_base: HEAP_VA,
         heap_len: HEAP_LEN,
         stack_base: STACK_LOW,
@@ -372,6 +375,10 @@ fn fill(
     let key = syscall::frame_co_own(table_key, child.env, rights::ALL)?;
     syscall::env_map(child.env, PROCTAB_VA, key, map_flags::WRITE | map_flags::GUARANTEED)?;
     child.entries.push(Entry::new(PROCTAB_VA, key, Kind::Shared, pmap::WRITABLE | pmap::GUARANTEED));
+    if !params.is_empty() {
+        // Exec: the pipes our descriptors use, at the same addresses.
+        crate::io::give_pipes(child.env, &mut child.entries)?;
+    }
     Ok(())
 }
 
@@ -380,7 +387,8 @@ fn fill(
 /// Returns only on failure (`ENOENT`, `ENOEXEC`, `EAGAIN`).
 pub fn exec(path: &str, args: &[&str]) -> Errno {
     // All it can spare: this environment keeps a few frames to end with.
-    let child = match build(path, args, Share::AllBut { frames: 16, kmem_kib: 32 }) {
+    let params = crate::io::encode_for_exec();
+    let child = match build(path, args, Share::AllBut { frames: 16, kmem_kib: 32 }, &params) {
         Ok(child) => child,
         Err(error) => return error,
     };
@@ -392,6 +400,8 @@ pub fn exec(path: &str, args: &[&str]) -> Errno {
             p.set_name(name);
         }
     });
+    let next = child.env;
+    crate::io::hand_over(next);
     match child.start() {
         Ok(_) => syscall::exit(crate::process::EXEC_HANDOFF),
         Err(error) => {
@@ -409,7 +419,7 @@ pub fn exec(path: &str, args: &[&str]) -> Errno {
 /// Start `path` as a new child process of this one (init's way to start
 /// the first program, and `posix_spawn`'s): returns its pid.
 pub fn spawn(path: &str, args: &[&str], share: Share) -> Result<u64, Errno> {
-    let child = build(path, args, share)?;
+    let child = build(path, args, share, "")?;
     let me = crate::process::getpid();
     let name = path.rsplit('/').next().unwrap_or(path);
     let Some(pid) = crate::table::with(|t| t.add(me, child.env, name)) else {

@@ -307,8 +307,21 @@ pub fn env_reap() -> Result<EnvEnd, Error> {
 /// Sleep until woken (returns at once if a wake-up is pending; may return
 /// early: check the condition again).
 pub fn block() {
-    // SAFETY: no arguments.
+    // SAFETY: no memory is passed.
     unsafe { raw6(nr::BLOCK, 0, 0, 0, 0, 0, 0) };
+}
+
+/// As [`block`], but wake by `deadline_tsc` at the latest (0: no deadline).
+pub fn block_until(deadline_tsc: u64) {
+    // SAFETY: no memory is passed.
+    unsafe { raw6(nr::BLOCK, deadline_tsc, 0, 0, 0, 0, 0) };
+}
+
+/// Bytes the console received (console family only); `Again` if none yet.
+pub fn console_read(buf: &mut [u8]) -> Result<usize, Error> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+    decode(unsafe { raw6(nr::CONSOLE_READ, buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0, 0, 0) })
+        .map(|n| n as usize)
 }
 
 /// Wake an environment of the caller's family.
