@@ -30,7 +30,7 @@ pub const PROGRAMS: &[(&str, &str)] = &[
 ];
 
 /// Unix programs a manifest's `files` may name (packed as `bin/NAME`).
-pub const UNIX_PROGRAMS: &[&str] = &["hello", "forktest", "forkbomb", "forkbench", "sh"];
+pub const UNIX_PROGRAMS: &[&str] = &["hello", "forktest", "forkbomb", "forkbench", "sh", "iotest"];
 /// The package that builds them.
 const UNIX_PACKAGE: &str = "unix-programs";
 
@@ -369,7 +369,10 @@ pub fn run_qemu(image: &Path, options: &RunOptions) -> Result<Outcome> {
         Input::Bytes(_) => Stdio::piped(),
         Input::Interactive => Stdio::inherit(),
     };
-    cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // A person at the console sees the guest's bytes as they come (a
+    // prompt has no newline); lines are collected only otherwise.
+    let stdout = if matches!(options.input, Input::Interactive) { Stdio::inherit() } else { Stdio::piped() };
+    cmd.stdin(stdin).stdout(stdout).stderr(Stdio::piped());
     let start = Instant::now();
     let mut child = cmd
         .spawn()
@@ -383,10 +386,11 @@ pub fn run_qemu(image: &Path, options: &RunOptions) -> Result<Outcome> {
             let _ = pipe.write_all(&bytes);
         });
     }
-    let stdout = child.stdout.take().expect("piped stdout");
+    let stdout = child.stdout.take();
     let (tx, rx) = mpsc::channel();
     let echo = options.echo;
     let reader = std::thread::spawn(move || {
+        let Some(stdout) = stdout else { return };
         for line in BufReader::new(stdout).split(b'\n') {
             let Ok(line) = line else { break };
             let line = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();

@@ -303,6 +303,11 @@ fn run(
             "xtask: guest network 10.0.2.15 (QEMU user networking): UDP echo `nc -u 127.0.0.1 {udp}`, HTTP `curl http://127.0.0.1:{tcp}/`"
         );
     }
+    // A manifest that gives an environment the console gets the terminal:
+    // raw mode, so the guest's shell sees every key (and echoes it).
+    let manifest_text = std::fs::read_to_string(root().join("scenarios").join(format!("{scenario}.manifest")))?;
+    let console = shared_abi::manifest::Manifest::parse(&manifest_text).is_ok_and(|m| m.envs.iter().any(|e| e.console));
+    let interactive = console && std::io::IsTerminal::is_terminal(&std::io::stdin());
     let options = RunOptions {
         timeout: Duration::from_secs(timeout),
         icount: bench,
@@ -310,14 +315,33 @@ fn run(
         uefi,
         echo: true,
         net,
+        input: if interactive { xtask::Input::Interactive } else { xtask::Input::None },
         ..Default::default()
     };
-    let outcome = run_qemu(&image, &options)?;
+    if interactive {
+        println!("xtask: the console is yours: type commands; `exit` ends the shell (ctrl-C quits QEMU)\r");
+    }
+    let saved = interactive.then(|| terminal(&["-g"])).flatten();
+    if interactive {
+        terminal(&["raw", "-echo"]);
+    }
+    let outcome = run_qemu(&image, &options);
+    if let Some(saved) = saved {
+        terminal(&[saved.trim()]);
+    }
+    let outcome = outcome?;
     println!("xtask: {} after {:.2} s", outcome.describe(), outcome.wall.as_secs_f64());
     match outcome.verdict {
         Some(Verdict::Success) => Ok(()),
         _ => bail!("run ended: {}", outcome.describe()),
     }
+}
+
+/// Run `stty` on the controlling terminal; its output.
+fn terminal(args: &[&str]) -> Option<String> {
+    let tty = std::fs::File::open("/dev/tty").ok()?;
+    let output = Command::new("stty").args(args).stdin(tty).output().ok()?;
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// Run a cargo command, echo its output, and collect `test result:` lines.
