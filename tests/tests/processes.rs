@@ -88,6 +88,7 @@ fn the_calls_that_build_environments_refuse_hostile_arguments() {
         "check env_wake-another-family -> permission-denied",
         "check archive_read-into-the-kernel -> bad-address",
         "check env_reap-no-children -> no-such-env",
+        "check console_read-without-the-console -> permission-denied",
         "children: the child co-owns 4 frames, then quota-exceeded",
         "children: PASS: every hostile call refused, every child reclaimed",
     ] {

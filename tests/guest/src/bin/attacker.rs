@@ -511,6 +511,10 @@ fn children(env: &Env) -> Outcome {
     if syscall::archive_read(0, &mut buf) != Ok(64) || &buf[..8] != libos_runtime::archive::MAGIC {
         return Err("archive_read does not read the archive");
     }
+    expect_err("console_read-without-the-console", syscall::console_read(&mut buf), Error::PermissionDenied)?;
+    expect_err("console_read-into-the-kernel", raw(nr::CONSOLE_READ, [KERNEL_ADDR, 16, 0, 0, 0, 0]), Error::BadAddress)?;
+    // A block with a deadline in the past returns at the next slot boundary.
+    syscall::block_until(1);
     expect_err("env_reap-while-it-lives", syscall::env_reap(), Error::Again)?;
     // A built, never started child killed with frames mapped: all back.
     syscall::env_kill(child, 77).map_err(|_| "kill the child")?;
