@@ -169,6 +169,11 @@ impl EnvTable {
         self.envs.iter().position(|e| e.id == id && e.is_runnable())
     }
 
+    /// Who waits for console input.
+    pub fn input_waiter(&self) -> Option<usize> {
+        self.input_waiter
+    }
+
     /// Move what the console received into the input queue (bounded: a
     /// flood beyond it is dropped). Returns the waiter to wake, if bytes came.
     pub fn poll_input(&mut self) -> Option<usize> {

@@ -212,6 +212,22 @@ impl Cpu {
         }
     }
 
+    /// Nobody can run: until when may the CPU halt? The nearest `block`
+    /// deadline, or (someone waits for console input) the end of a slot's
+    /// length; None if no sleeper can be woken by time or input.
+    pub fn idle_until(&self, now: u64, input_waited: bool) -> Option<u64> {
+        let deadline = self.envs.iter().filter(|e| e.alive && e.blocked && e.wake_at != 0).map(|e| e.wake_at).min();
+        let poll = input_waited.then(|| now + self.slot_ticks);
+        match (deadline, poll) {
+            (Some(d), Some(p)) => Some(d.min(p)),
+            (d, p) => d.or(p),
+        }
+    }
+
+    pub fn tsc_hz(&self) -> u64 {
+        self.tsc_hz
+    }
+
     /// Nobody can run, but some environments are asleep: wake them all
     /// (a `block` may return without a wake-up; the libOS checks again),
     /// rather than stop the machine. True if any was woken.

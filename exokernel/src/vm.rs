@@ -909,7 +909,10 @@ impl Memory {
             let page = at & !0xfff;
             let chunk = (4096 - (at - page)).min(len - done);
             let frame_pa = self.present_frame(child, page).ok_or(Error::BadAddress)?;
-            if !self.table.owns(frame_pa / 4096, child_id) {
+            // The child's alone: a frame others co-own (or that was shared
+            // to the child read-only) is not the parent's to write.
+            let frame = frame_pa / 4096;
+            if !self.table.owns(frame, child_id) || self.table.owner_count(frame) != 1 {
                 return Err(Error::PermissionDenied);
             }
             umem::UserSlice::new(self.space_of(index)?, src + done, chunk, 1)?.read(&mut buf[..chunk as usize])?;
@@ -1040,7 +1043,9 @@ impl Memory {
         let env = &mut self.envs[index];
         let space = env.space.as_ref().expect("checked above");
         if self.policy == TlbPolicy::Pcid {
-            space.activate_pcid(env.id as u16, env.needs_flush);
+            // Tagged by index, unique among live environments (a reused
+            // index flushes its tag at its first load: `needs_flush`).
+            space.activate_pcid(index as u16 + 1, env.needs_flush);
         } else {
             space.activate();
         }

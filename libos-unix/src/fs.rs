@@ -83,7 +83,10 @@ pub trait Backing {
 enum Data {
     Bytes(Vec<u8>),
     /// Still the archive's bytes at `offset` (until first written).
-    Archive { offset: u64, len: u64 },
+    Archive {
+        offset: u64,
+        len: u64,
+    },
 }
 
 #[derive(Clone, Debug)]

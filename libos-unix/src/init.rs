@@ -49,7 +49,10 @@ pub fn run(env: &Env) -> i32 {
             return 2;
         }
     };
-    log(env, format_args!("init: started {} as pid {} ({} frames, {} KiB kernel memory)", program, first, quota, kmem_kib));
+    log(
+        env,
+        format_args!("init: started {} as pid {} ({} frames, {} KiB kernel memory)", program, first, quota, kmem_kib),
+    );
     let mut first_status = None;
     while let Ok((pid, status)) = process::wait() {
         let how = match status {
@@ -64,7 +67,10 @@ pub fn run(env: &Env) -> i32 {
     let info = syscall::env_info().unwrap_or_default();
     log(
         env,
-        format_args!("init: no processes left; init holds {} frames of its quota {}", info.frames_charged, info.quota_frames),
+        format_args!(
+            "init: no processes left; init holds {} frames of its quota {}",
+            info.frames_charged, info.quota_frames
+        ),
     );
     match first_status {
         Some(WaitStatus::Exited(0)) => 0,

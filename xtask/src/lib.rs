@@ -30,7 +30,29 @@ pub const PROGRAMS: &[(&str, &str)] = &[
 ];
 
 /// Unix programs a manifest's `files` may name (packed as `bin/NAME`).
-pub const UNIX_PROGRAMS: &[&str] = &["hello", "forktest", "forkbomb", "forkbench", "sh", "iotest"];
+pub const UNIX_PROGRAMS: &[&str] = &[
+    "hello",
+    "forktest",
+    "forkbomb",
+    "forkbench",
+    "sh",
+    "iotest",
+    "echo",
+    "cat",
+    "ls",
+    "wc",
+    "grep",
+    "head",
+    "mkdir",
+    "rm",
+    "mv",
+    "ps",
+    "kill",
+    "sleep",
+    "true",
+    "false",
+    "memhog",
+];
 /// The package that builds them.
 const UNIX_PACKAGE: &str = "unix-programs";
 
@@ -377,13 +399,18 @@ pub fn run_qemu(image: &Path, options: &RunOptions) -> Result<Outcome> {
     let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {} (install it: apt-get install -y qemu-system-x86)", qemu_binary()))?;
+    // Typed input waits for the guest's first line (its serial port is
+    // set up by then: bytes sent earlier are lost in the boot's reset of
+    // the port), then goes from a thread, which QEMU drains only as fast as
+    // the guest's serial port takes bytes.
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
     if let (Input::Bytes(bytes), Some(mut pipe)) = (&options.input, child.stdin.take()) {
-        // Fed from a thread: QEMU takes bytes only as fast as the guest's
-        // serial port drains them.
         let bytes = bytes.clone();
         std::thread::spawn(move || {
             use std::io::Write;
-            let _ = pipe.write_all(&bytes);
+            if ready_rx.recv().is_ok() {
+                let _ = pipe.write_all(&bytes);
+            }
         });
     }
     let stdout = child.stdout.take();
@@ -391,7 +418,11 @@ pub fn run_qemu(image: &Path, options: &RunOptions) -> Result<Outcome> {
     let echo = options.echo;
     let reader = std::thread::spawn(move || {
         let Some(stdout) = stdout else { return };
+        let mut ready = Some(ready_tx);
         for line in BufReader::new(stdout).split(b'\n') {
+            if let Some(ready) = ready.take() {
+                let _ = ready.send(());
+            }
             let Ok(line) = line else { break };
             let line = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
             if echo {

@@ -90,10 +90,7 @@ pub fn family_runner<S: States + ?Sized>(
     if let Some(next) = turn.clone().find(|&e| member(e) && envs.state(e).schedulable()) {
         return Some(next);
     }
-    core::iter::once(root)
-        .chain(turn.filter(|&e| e != root))
-        .filter(|&e| member(e))
-        .find_map(|e| owner_runner(envs, e))
+    core::iter::once(root).chain(turn.filter(|&e| e != root)).filter(|&e| member(e)).find_map(|e| owner_runner(envs, e))
 }
 
 /// A forced preemption `overrun` ticks past a save bound: the penalty owed

@@ -388,8 +388,10 @@ impl FrameTable {
     /// Freeing twice fails with `Stale`: the first free destroyed the key.
     pub fn free(&mut self, key: FrameKey, env: EnvId) -> Result<Freed, KeyError> {
         let info = self.check(key, env, Rights::NONE)?;
-        // Owning now, not when the key was minted: a share an owner minted
-        // itself outlives its ownership when co-owners keep the frame.
+        // Owning now, not when the key was minted: a share minted while
+        // `env` owned the frame names it as owner, but may outlive that
+        // ownership (passed back by another holder) while co-owners keep
+        // the frame.
         if !self.owns(info.frame, env) {
             return Err(KeyError::NotOwner);
         }

@@ -17,6 +17,14 @@ pub fn idle_forever() -> ! {
     }
 }
 
+/// Halt until the next interrupt (the timer, armed by the caller), then
+/// go on with interrupts off again. The timer handler returns at once for
+/// an interrupt taken here in ring 0.
+pub fn wait_for_interrupt() {
+    interrupts::enable_and_hlt();
+    interrupts::disable();
+}
+
 /// Read the time-stamp counter.
 #[inline(always)]
 pub fn rdtsc() -> u64 {

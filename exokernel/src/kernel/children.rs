@@ -8,9 +8,10 @@
 //!
 //! Rules (each checked on every call):
 //! * `env_map`, `env_write`, `env_start` and `frame_alloc(for_env)` act on
-//!   the caller's own children only; `env_kill` and `env_wake` on run-time
-//!   members of the caller's family (a booted environment and everything
-//!   created under it), never on the root;
+//!   the caller's own children only (`env_write` only into frames the child
+//!   owns alone); `env_kill` on run-time members of the caller's family (a
+//!   booted environment and everything created under it), never on the
+//!   root; `env_wake` on any member of the family;
 //! * a child's frame quota and kernel-memory budget are carved out of its
 //!   parent's and come back when it ends; it never borrows beyond them;
 //! * ending reclaims everything, whoever created it (see `end_env`).

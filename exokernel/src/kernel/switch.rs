@@ -57,9 +57,29 @@ impl Kernel {
     /// Who runs slot `pos`. If nobody can but environments are asleep in
     /// `block`, they are woken rather than the run ended (a `block` may
     /// return without a wake-up). None: every environment has ended.
+    ///
+    /// When every environment is asleep and one waits for a deadline or for
+    /// console input, the CPU halts until the next timer interrupt and looks
+    /// again (no environment is woken for nothing). When none can ever be
+    /// woken so, all are woken: each `block` returns and its caller checks
+    /// again, rather than the machine stopping.
     pub fn next_runner(&mut self, pos: usize) -> Option<usize> {
-        self.poll_console();
-        self.cpu.runner_for_slot(pos).or_else(|| self.cpu.wake_all_asleep().then(|| self.cpu.runner_for_slot(pos))?)
+        loop {
+            self.poll_console();
+            let now = cpu::rdtsc();
+            self.cpu.wake_due(now);
+            if let Some(runner) = self.cpu.runner_for_slot(pos) {
+                return Some(runner);
+            }
+            let input_waited = self.envs.input_waiter().is_some();
+            match self.cpu.idle_until(now, input_waited) {
+                Some(until) => {
+                    crate::arch::apic::arm_oneshot(until.saturating_sub(now).max(1), self.cpu.tsc_hz());
+                    cpu::wait_for_interrupt();
+                }
+                None => return self.cpu.wake_all_asleep().then(|| self.cpu.runner_for_slot(pos))?,
+            }
+        }
     }
 
     /// `block`: sleep until woken; returns at once if a wake-up is pending.

@@ -320,8 +320,7 @@ pub fn block_until(deadline_tsc: u64) {
 /// Bytes the console received (console family only); `Again` if none yet.
 pub fn console_read(buf: &mut [u8]) -> Result<usize, Error> {
     // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
-    decode(unsafe { raw6(nr::CONSOLE_READ, buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0, 0, 0) })
-        .map(|n| n as usize)
+    decode(unsafe { raw6(nr::CONSOLE_READ, buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0, 0, 0) }).map(|n| n as usize)
 }
 
 /// Wake an environment of the caller's family.

@@ -136,7 +136,9 @@ fn files_persist() -> Result<(), &'static str> {
     let pid = fork().map_err(|_| "fork")?;
     if pid == 0 {
         let ok = io::mkdir("/tmp/d").is_ok()
-            && io::open("/tmp/d/f", O_CREAT | O_WRONLY).and_then(|fd| io::write_all(fd, b"kept").and(io::close(fd))).is_ok();
+            && io::open("/tmp/d/f", O_CREAT | O_WRONLY)
+                .and_then(|fd| io::write_all(fd, b"kept").and(io::close(fd)))
+                .is_ok();
         exit(if ok { 0 } else { 1 });
     }
     waitpid(Some(pid), false).map_err(|_| "wait")?;

@@ -121,10 +121,18 @@ impl Input {
     }
 }
 
-/// A parsed word: its text and whether it came from a redirection operator.
+/// A piece of a word: literal text, or a variable expanded when the
+/// command that holds it runs (so `X=1; echo $X` sees the new value).
+#[derive(Clone, Debug, PartialEq)]
+enum Piece {
+    Text(String),
+    Var(String),
+}
+
+/// A token of a line.
 #[derive(Debug, PartialEq)]
 enum Token {
-    Word(String),
+    Word(Vec<Piece>),
     Pipe,
     And,
     Or,
@@ -146,16 +154,29 @@ impl Shell {
         env::get(name).unwrap_or_default()
     }
 
-    /// Split a line into tokens, expanding variables and honouring quotes.
+    /// A word's text now (its variables expanded).
+    fn expand(&self, pieces: &[Piece]) -> String {
+        let mut word = String::new();
+        for piece in pieces {
+            match piece {
+                Piece::Text(text) => word.push_str(text),
+                Piece::Var(name) => word.push_str(&self.expand_var(name)),
+            }
+        }
+        word
+    }
+
+    /// Split a line into tokens, honouring quotes; variables are kept to
+    /// be expanded when their command runs.
     fn tokenize(&self, line: &str) -> Result<Vec<Token>, &'static str> {
         let chars: Vec<char> = line.chars().collect();
         let mut tokens = Vec::new();
-        let mut word = String::new();
+        let mut word = Word::default();
         let mut in_word = false;
         let mut i = 0;
-        let flush = |word: &mut String, in_word: &mut bool, tokens: &mut Vec<Token>| {
+        let flush = |word: &mut Word, in_word: &mut bool, tokens: &mut Vec<Token>| {
             if *in_word {
-                tokens.push(Token::Word(core::mem::take(word)));
+                tokens.push(Token::Word(core::mem::take(word).finish()));
                 *in_word = false;
             }
         };
@@ -233,8 +254,8 @@ impl Shell {
         Ok(tokens)
     }
 
-    /// Expand the variable at `chars[at]` (a `$`) into `word`; the index after it.
-    fn variable(&self, chars: &[char], at: usize, word: &mut String) -> usize {
+    /// Record the variable at `chars[at]` (a `$`) in `word`; the index after it.
+    fn variable(&self, chars: &[char], at: usize, word: &mut Word) -> usize {
         let mut i = at + 1;
         let name: String = if chars.get(i) == Some(&'{') {
             let start = i + 1;
@@ -257,7 +278,7 @@ impl Shell {
         if name.is_empty() {
             word.push('$');
         } else {
-            word.push_str(&self.expand_var(&name));
+            word.var(name);
         }
         i
     }
@@ -303,7 +324,7 @@ impl Shell {
         let mut tokens = tokens.into_iter();
         while let Some(token) = tokens.next() {
             match token {
-                Token::Word(word) => command.words.push(word),
+                Token::Word(word) => command.words.push(self.expand(&word)),
                 Token::Pipe => commands.push(core::mem::take(&mut command)),
                 Token::In | Token::Out | Token::Append => {
                     let Some(Token::Word(path)) = tokens.next() else {
@@ -311,7 +332,7 @@ impl Shell {
                         self.status = 2;
                         return;
                     };
-                    command.redirects.push((token, path));
+                    command.redirects.push((token, self.expand(&path)));
                 }
                 _ => {}
             }
@@ -373,6 +394,33 @@ impl Shell {
             }
             _ => return None,
         })
+    }
+}
+
+/// A word being read: its pieces so far.
+#[derive(Default)]
+struct Word {
+    pieces: Vec<Piece>,
+    text: String,
+}
+
+impl Word {
+    fn push(&mut self, c: char) {
+        self.text.push(c);
+    }
+
+    fn var(&mut self, name: String) {
+        if !self.text.is_empty() {
+            self.pieces.push(Piece::Text(core::mem::take(&mut self.text)));
+        }
+        self.pieces.push(Piece::Var(name));
+    }
+
+    fn finish(mut self) -> Vec<Piece> {
+        if !self.text.is_empty() || self.pieces.is_empty() {
+            self.pieces.push(Piece::Text(self.text));
+        }
+        self.pieces
     }
 }
 

@@ -512,7 +512,11 @@ fn children(env: &Env) -> Outcome {
         return Err("archive_read does not read the archive");
     }
     expect_err("console_read-without-the-console", syscall::console_read(&mut buf), Error::PermissionDenied)?;
-    expect_err("console_read-into-the-kernel", raw(nr::CONSOLE_READ, [KERNEL_ADDR, 16, 0, 0, 0, 0]), Error::BadAddress)?;
+    expect_err(
+        "console_read-into-the-kernel",
+        raw(nr::CONSOLE_READ, [KERNEL_ADDR, 16, 0, 0, 0, 0]),
+        Error::BadAddress,
+    )?;
     // A block with a deadline in the past returns at the next slot boundary.
     syscall::block_until(1);
     expect_err("env_reap-while-it-lives", syscall::env_reap(), Error::Again)?;
