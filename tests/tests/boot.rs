@@ -1,5 +1,6 @@
-//! The default boot: unix, gc and rt run side by side in ring 3, the timer
-//! interleaves them, and all three finish.
+//! The default boot: unix (its shell running a script, each command a
+//! process), gc and rt run side by side in ring 3, the timer interleaves
+//! them, and all three finish.
 
 use tests::*;
 
@@ -8,10 +9,23 @@ fn three_libos_boot_interleave_and_finish() {
     // Deterministic virtual time: the interleaving does not depend on host load.
     let outcome = boot_deterministic("default", 120);
     assert_success(&outcome);
-    for name in ["unix", "gc", "rt"] {
+    for name in ["gc", "rt"] {
         assert_exited(&outcome, name, 0);
         assert!(outcome.env_lines(name).any(|l| l == "done"), "{name} did not print done");
     }
+    // The shell's script ran: each line's output, from its own process.
+    assert_exited(&outcome, "unix", 0);
+    for (process, line) in [
+        ("echo", "sh: hello from pid-1's children, on the exokernel"),
+        ("wc", "2"),
+        ("ls", "list"),
+        ("echo", "cleaned up"),
+        ("echo", "false failed, as it should"),
+    ] {
+        assert!(outcome.env_lines(process).any(|l| l == line), "no `[{process}] {line}`");
+    }
+    assert!(outcome.env_lines("memhog").any(|l| l.ends_with("contents intact")), "memhog lost data");
+    assert!(outcome.env_lines("unix").any(|l| l == "init: reaped pid 2: exited 0"));
     // Preemption: another libOS printed before unix printed its last line.
     let position = |prefix: &str| outcome.lines.iter().position(|l| l.starts_with(prefix)).unwrap();
     let unix_last = outcome.lines.iter().rposition(|l| l.starts_with("[unix] ")).unwrap();
