@@ -38,6 +38,7 @@ pub const COUNTERPARTS: &[(&str, &str)] = &[
     ("switch_*_touch_512", "linux_switch_touch_w512"),
     ("fork_exit_wait", "linux_fork_exit_wait"),
     ("fork_exec_wait", "linux_fork_exec_wait"),
+    ("pipe_round_trip", "linux_pipe_round_trip"),
 ];
 
 /// The Linux operation an exokernel operation is compared with, if any.

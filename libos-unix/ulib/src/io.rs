@@ -554,7 +554,8 @@ impl PipePage {
         }
     }
 
-    /// Does anyone (alive) hold this end? Holders that ended are dropped.
+    /// Does anyone (alive) hold this end? Holders whose process has ended
+    /// (the process table says so; no system call) are dropped.
     fn held(&self, end: &[AtomicU64; HOLDERS]) -> bool {
         let mut any = false;
         for h in end {
@@ -562,7 +563,7 @@ impl PipePage {
             if env == 0 {
                 continue;
             }
-            if env != my_env() && syscall::env_wake(env) == Err(Error::NoSuchEnv) {
+            if env != my_env() && !crate::table::with(|t| t.by_env(env).is_some()) {
                 h.store(0, Ordering::Relaxed);
             } else {
                 any = true;
@@ -604,9 +605,11 @@ fn pipe_read(slot: u8, buf: &mut [u8]) -> Result<usize, Errno> {
         let available = (written - read) as usize;
         if available > 0 {
             let count = available.min(buf.len());
-            for (i, byte) in buf[..count].iter_mut().enumerate() {
-                *byte = page.data[(read as usize + i) % RING];
-            }
+            // At most two runs: to the ring's end, then from its start.
+            let at = read as usize % RING;
+            let first = count.min(RING - at);
+            buf[..first].copy_from_slice(&page.data[at..at + first]);
+            buf[first..count].copy_from_slice(&page.data[..count - first]);
             page.read_pos.store(read + count as u64, Ordering::Relaxed);
             page.unlock();
             page.wake(&page.writer_waiting);
@@ -636,10 +639,15 @@ fn pipe_write(slot: u8, bytes: &[u8]) -> Result<usize, Errno> {
         if room > 0 {
             let count = room.min(bytes.len() - done);
             let data = page.data.as_ptr() as *mut u8;
-            for i in 0..count {
-                // SAFETY: the ring is inside the mapped pipe page; the lock
-                // gives us its free part alone.
-                unsafe { *data.add((written as usize + i) % RING) = bytes[done + i] };
+            let at = written as usize % RING;
+            let first = count.min(RING - at);
+            // SAFETY: both runs lie inside the ring of the mapped pipe page
+            // (`first` stops at its end, the rest starts at 0 and is below
+            // `room`), the part no reader reads until `write_pos` moves;
+            // the lock gives it to us alone.
+            unsafe {
+                core::ptr::copy_nonoverlapping(bytes[done..].as_ptr(), data.add(at), first);
+                core::ptr::copy_nonoverlapping(bytes[done + first..].as_ptr(), data, count - first);
             }
             page.write_pos.store(written + count as u64, Ordering::Relaxed);
             done += count;

@@ -1,6 +1,8 @@
-//! Benchmarks: fork + exit + wait, and fork + exec + wait of a small
-//! program (`hello -q`), in guest instructions under `-icount shift=0`,
-//! with the kernel's events per operation beside them.
+//! Benchmarks of libos-unix's processes, pipes and files: fork + exit +
+//! wait, fork + exec + wait of a small program (`hello -q`), a pipe round
+//! trip between two processes, pipe throughput, and open + read + close of
+//! a small file; in guest instructions under `-icount shift=0`, with the
+//! kernel's events per operation beside them.
 #![no_std]
 #![no_main]
 
@@ -108,10 +110,109 @@ fn parts() {
     );
 }
 
+/// One byte there and back between two processes over two pipes.
+fn pipe_round_trip(unit: &str) {
+    use ulib::io;
+    let (Ok((to_child, from_parent)), Ok((from_child, to_parent))) = (io::pipe(), io::pipe()) else {
+        println!("forkbench: pipe failed");
+        return;
+    };
+    let pid = match fork() {
+        Ok(0) => {
+            let _ = (io::close(from_parent), io::close(from_child));
+            let mut byte = [0u8; 1];
+            while io::read(to_child, &mut byte) == Ok(1) {
+                if io::write(to_parent, &byte).is_err() {
+                    break;
+                }
+            }
+            exit(0)
+        }
+        Ok(pid) => pid,
+        Err(_) => return,
+    };
+    let _ = (io::close(to_child), io::close(to_parent));
+    let mut samples = Vec::with_capacity(ROUNDS * 4);
+    let before = syscall::stats().unwrap_or_default();
+    let mut byte = [7u8; 1];
+    for _ in 0..ROUNDS * 4 {
+        let start = rdtsc();
+        let _ = io::write(from_parent, &byte);
+        let _ = io::read(from_child, &mut byte);
+        samples.push(rdtsc() - start);
+    }
+    let after = syscall::stats().unwrap_or_default();
+    let _ = (io::close(from_parent), io::close(from_child));
+    let _ = waitpid(Some(pid), false);
+    report("pipe_round_trip", unit, samples, before, after, "linux/10");
+}
+
+/// Bytes through a pipe per 1000 instructions (one writer, one reader).
+fn pipe_throughput(unit: &str) {
+    use ulib::io;
+    const TOTAL: usize = 512 * 1024;
+    let Ok((read_end, write_end)) = io::pipe() else { return };
+    let start = rdtsc();
+    let pid = match fork() {
+        Ok(0) => {
+            let _ = io::close(read_end);
+            let chunk = [0x5au8; 4000];
+            let mut sent = 0;
+            while sent < TOTAL {
+                match io::write(write_end, &chunk[..(TOTAL - sent).min(4000)]) {
+                    Ok(n) => sent += n,
+                    Err(_) => break,
+                }
+            }
+            exit(0)
+        }
+        Ok(pid) => pid,
+        Err(_) => return,
+    };
+    let _ = io::close(write_end);
+    let mut got = 0;
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = io::read(read_end, &mut buf) {
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    let _ = io::close(read_end);
+    let _ = waitpid(Some(pid), false);
+    let ticks = rdtsc() - start;
+    let rate = got as u64 * 1000 / ticks.max(1);
+    println!(
+        "BENCH op=pipe_throughput unit=bytes_per_1000_{} median={} min={} max={} target=- events=bytes:{},{}:{}",
+        unit, rate, rate, rate, got, unit, ticks
+    );
+}
+
+/// open + read + close of a small file (the file server in init).
+fn open_read_close(unit: &str) {
+    use ulib::io;
+    let mut samples = Vec::with_capacity(ROUNDS);
+    let before = syscall::stats().unwrap_or_default();
+    let mut buf = [0u8; 256];
+    for _ in 0..ROUNDS {
+        let start = rdtsc();
+        if let Ok(fd) = io::open("/etc/motd", io::O_RDONLY) {
+            let _ = io::read(fd, &mut buf);
+            let _ = io::close(fd);
+        }
+        samples.push(rdtsc() - start);
+    }
+    let after = syscall::stats().unwrap_or_default();
+    report("open_read_close", unit, samples, before, after, "-");
+}
+
 fn main(args: &[&str]) -> i32 {
     let unit = args.iter().find_map(|a| a.strip_prefix("unit=")).unwrap_or("tsc-ticks");
     parts();
     run("fork_exit_wait", unit, "linux/2", exit_at_once);
     run("fork_exec_wait", unit, "-", exec_hello);
+    pipe_round_trip(unit);
+    pipe_throughput(unit);
+    open_read_close(unit);
     0
 }
