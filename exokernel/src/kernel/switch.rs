@@ -60,10 +60,14 @@ impl Kernel {
     ///
     /// When every environment is asleep and one waits for a deadline or for
     /// console input, the CPU halts until the next timer interrupt and looks
-    /// again (no environment is woken for nothing). When none can ever be
-    /// woken so, all are woken: each `block` returns and its caller checks
-    /// again, rather than the machine stopping.
+    /// again (no environment is woken for nothing), for up to a tenth of a
+    /// second. After that, or when none can ever be woken so, all are
+    /// woken: each `block` returns and its caller checks again, rather
+    /// than the machine stopping.
     pub fn next_runner(&mut self, pos: usize) -> Option<usize> {
+        // Halted at most a tenth of a second at a time: then every sleeper
+        // is woken to look again (a far deadline is no reason to stop).
+        let give_up = cpu::rdtsc() + self.cpu.tsc_hz() / 10;
         loop {
             self.poll_console();
             let now = cpu::rdtsc();
@@ -72,8 +76,9 @@ impl Kernel {
                 return Some(runner);
             }
             let input_waited = self.envs.input_waiter().is_some();
-            match self.cpu.idle_until(now, input_waited) {
+            match self.cpu.idle_until(now, input_waited).filter(|_| now < give_up) {
                 Some(until) => {
+                    let until = until.min(give_up);
                     crate::arch::apic::arm_oneshot(until.saturating_sub(now).max(1), self.cpu.tsc_hz());
                     cpu::wait_for_interrupt();
                 }
