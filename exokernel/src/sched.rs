@@ -91,6 +91,8 @@ pub struct Cpu {
     /// Index of the environment whose state the CPU holds.
     current: usize,
     envs: Vec<EnvCpu>,
+    /// Run-time environments alive (members of some family besides its root).
+    members: usize,
 }
 
 impl States for Cpu {
@@ -100,6 +102,23 @@ impl States for Cpu {
 
     fn state(&self, env: usize) -> Runnable {
         self.envs[env].runnable()
+    }
+}
+
+/// A set of environment indexes (family roots are few and low: booted
+/// environments come first).
+#[derive(Default)]
+struct Roots(u128);
+
+impl Roots {
+    fn insert(&mut self, index: usize) {
+        if index < 128 {
+            self.0 |= 1 << index;
+        }
+    }
+
+    fn contains(&self, index: usize) -> bool {
+        index < 128 && self.0 & (1 << index) != 0
     }
 }
 
@@ -147,6 +166,7 @@ impl Cpu {
             tsc_hz,
             current: 0,
             envs: Vec::new(),
+            members: 0,
         }
     }
 
@@ -177,6 +197,9 @@ impl Cpu {
     pub fn start(&mut self, index: usize, context: TrapFrame) {
         let env = &mut self.envs[index];
         env.context = context;
+        if !env.alive && env.share_of.is_some() {
+            self.members += 1;
+        }
         env.alive = true;
     }
 
@@ -279,29 +302,57 @@ impl Cpu {
     /// Who runs slot `pos`: its owner (or whom it donates to), else the
     /// next runnable environment round-robin.
     pub fn runner_for_slot(&mut self, pos: usize) -> Option<usize> {
+        if self.members == 0 {
+            // No family has members: each root runs alone (the short path).
+            if let Some(runner) = self.slots.owner(pos).and_then(|owner| cpu::owner_runner(self, owner)) {
+                return Some(runner);
+            }
+            let count = self.envs.len();
+            let envs = &self.envs;
+            return self.slots.next_unowned_runner(count, |e| envs[e].runnable().schedulable());
+        }
         if let Some(runner) = self.slots.owner(pos).and_then(|owner| self.family_turn(owner, None)) {
             return Some(runner);
         }
         let count = self.envs.len();
+        let ready = self.ready_roots(None);
         let envs = &self.envs;
-        let root = self
-            .slots
-            .next_unowned_runner(count, |e| envs[e].share_of.is_none() && family_peek(envs, e, None).is_some())?;
+        let root = self.slots.next_unowned_runner(count, |e| envs[e].share_of.is_none() && ready.contains(e))?;
         self.family_turn(root, None)
+    }
+
+    /// The roots of families with a member that can run on its own
+    /// behalf now (not `except`), or a root that donates along a call:
+    /// one pass over the environments.
+    fn ready_roots(&self, except: Option<usize>) -> Roots {
+        let mut roots = Roots::default();
+        for (e, env) in self.envs.iter().enumerate() {
+            if Some(e) != except && env.runnable().schedulable() {
+                roots.insert(env.share_of.unwrap_or(e));
+            } else if env.share_of.is_none() && env.waiting_on.is_some() {
+                roots.insert(e);
+            }
+        }
+        roots
     }
 
     /// Someone other than `me` to give the rest of a slot to (`yield`):
     /// another member of its family first, else another family.
     pub fn other_runner(&mut self, me: usize) -> Option<usize> {
+        if self.members == 0 {
+            let count = self.envs.len();
+            let envs = &self.envs;
+            return self.slots.next_unowned_runner(count, |e| e != me && envs[e].runnable().schedulable());
+        }
         let root = self.root_of(me);
         if let Some(member) = self.family_turn(root, Some(me)) {
             return Some(member);
         }
         let count = self.envs.len();
+        let ready = self.ready_roots(Some(me));
         let envs = &self.envs;
-        let other = self.slots.next_unowned_runner(count, |e| {
-            e != root && envs[e].share_of.is_none() && family_peek(envs, e, Some(me)).is_some()
-        })?;
+        let other =
+            self.slots.next_unowned_runner(count, |e| e != root && envs[e].share_of.is_none() && ready.contains(e))?;
         self.family_turn(other, Some(me))
     }
 
@@ -531,6 +582,9 @@ impl Cpu {
             }
         }
         let env = &mut self.envs[index];
+        if env.alive && env.share_of.is_some() {
+            self.members -= 1;
+        }
         env.alive = false;
         env.activation = None;
         env.pct_queue = VecDeque::new();
