@@ -435,6 +435,12 @@ impl Cpu {
         overrun
     }
 
+    /// Arm the timer for a slot's length from now (after the CPU halted,
+    /// which used the timer).
+    pub fn rearm(&self) {
+        self.arm(self.slot_ticks);
+    }
+
     fn arm(&self, tsc_ticks: u64) {
         apic::arm_oneshot(tsc_ticks, self.tsc_hz);
     }

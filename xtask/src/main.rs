@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use xtask::*;
 
 mod linux;
+mod report;
 
 #[derive(Parser)]
 #[command(about = "Build, run, test and benchmark the exokernel")]
@@ -109,6 +110,16 @@ enum Cmd {
         #[arg(long)]
         echo: bool,
     },
+    /// Redraw the bench report (SVG charts, bench.html) from an earlier bench.csv.
+    #[command(hide = true)]
+    BenchReport {
+        /// The CSV to draw (default: target/exo/bench.csv).
+        #[arg(long)]
+        csv: Option<std::path::PathBuf>,
+        /// Where to write the charts and bench.html (default: the CSV's folder).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() {
@@ -122,9 +133,12 @@ fn dispatch(cli: Cli) -> Result<()> {
     if matches!(cli.command, Cmd::Lint) {
         return lint();
     }
+    if let Cmd::BenchReport { csv, out } = cli.command {
+        return bench_report(csv, out);
+    }
     ensure_qemu()?;
     match cli.command {
-        Cmd::Lint => unreachable!("handled above"),
+        Cmd::Lint | Cmd::BenchReport { .. } => unreachable!("handled above"),
         Cmd::Build => {
             for (name, image) in build_all()? {
                 println!("built {name}: {}", image.display());
@@ -308,6 +322,8 @@ fn run(
     let manifest_text = std::fs::read_to_string(root().join("scenarios").join(format!("{scenario}.manifest")))?;
     let console = shared_abi::manifest::Manifest::parse(&manifest_text).is_ok_and(|m| m.envs.iter().any(|e| e.console));
     let interactive = console && std::io::IsTerminal::is_terminal(&std::io::stdin());
+    // A person at a prompt is not hurried.
+    let timeout = if interactive { timeout.max(3600) } else { timeout };
     let options = RunOptions {
         timeout: Duration::from_secs(timeout),
         icount: bench,
@@ -319,7 +335,7 @@ fn run(
         ..Default::default()
     };
     if interactive {
-        println!("xtask: the console is yours: type commands; `exit` ends the shell (ctrl-C quits QEMU)\r");
+        println!("xtask: the console is yours: type commands; `exit` or ctrl-D ends the session\r");
     }
     let saved = interactive.then(|| terminal(&["-g"])).flatten();
     if interactive {
@@ -616,7 +632,27 @@ fn bench(timeout: u64, kvm: bool, no_linux: bool) -> Result<()> {
     }
     std::fs::write(&csv, text)?;
     println!("\nraw figures: {}", csv.display());
+    // The charts are a view of the CSV: failing to draw them fails nothing.
+    match report::write_report(&csv, &image_dir()) {
+        Ok(files) => println!("report: {}", shown_path(files.last().unwrap_or(&csv))),
+        Err(error) => println!("note: no bench report drawn: {error:#}"),
+    }
     Ok(())
+}
+
+/// `cargo xtask bench-report`: redraw the charts and bench.html from a CSV.
+fn bench_report(csv: Option<std::path::PathBuf>, out: Option<std::path::PathBuf>) -> Result<()> {
+    let csv = csv.unwrap_or_else(|| image_dir().join("bench.csv"));
+    let out = out.unwrap_or_else(|| csv.parent().map(std::path::Path::to_path_buf).unwrap_or_else(image_dir));
+    for file in report::write_report(&csv, &out)? {
+        println!("report: {}", shown_path(&file));
+    }
+    Ok(())
+}
+
+/// `path` relative to the workspace root where it lies inside it.
+fn shown_path(path: &std::path::Path) -> String {
+    path.strip_prefix(root()).unwrap_or(path).display().to_string()
 }
 
 fn parse_fields(text: &str) -> Vec<(String, String)> {

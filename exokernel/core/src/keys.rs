@@ -190,9 +190,45 @@ struct GrantEntry {
 struct FrameRecord {
     /// Its owners and the entries of their keys: the allocator first, then
     /// co-owners in the order they were made.
-    owners: Vec<(EnvId, usize)>,
+    owners: Owners,
     /// The entries of every (non-owning) key shared since.
     shares: Vec<usize>,
+}
+
+/// A frame's owners: the first held inline (most frames have one owner,
+/// and allocating must not cost a heap allocation for the list), the
+/// co-owners beside it.
+struct Owners {
+    first: (EnvId, usize),
+    more: Vec<(EnvId, usize)>,
+}
+
+impl Owners {
+    fn one(env: EnvId, entry: usize) -> Owners {
+        Owners { first: (env, entry), more: Vec::new() }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(EnvId, usize)> + '_ {
+        core::iter::once(&self.first).chain(self.more.iter())
+    }
+
+    fn len(&self) -> usize {
+        1 + self.more.len()
+    }
+
+    fn push(&mut self, owner: (EnvId, usize)) {
+        self.more.push(owner);
+    }
+
+    /// Take `env`'s entry out (there are at least two owners).
+    fn remove(&mut self, env: EnvId) -> Option<(EnvId, usize)> {
+        if self.first.0 == env {
+            let next = self.more.remove(0);
+            return Some(core::mem::replace(&mut self.first, next));
+        }
+        let at = self.more.iter().position(|&(owner, _)| owner == env)?;
+        Some(self.more.remove(at))
+    }
 }
 
 /// What freeing a key did.
@@ -280,7 +316,7 @@ impl FrameTable {
         let generation = self.minted;
         let info = FrameInfo { frame, rights, owner: env, generation, owns: true };
         let (owner_entry, key) = self.mint(env, env, info)?;
-        self.frames.insert(frame, FrameRecord { owners: Vec::from([(env, owner_entry)]), shares: Vec::new() });
+        self.frames.insert(frame, FrameRecord { owners: Owners::one(env, owner_entry), shares: Vec::new() });
         Ok(key)
     }
 
@@ -405,8 +441,7 @@ impl FrameTable {
             self.forget(frame);
             return Freed::Frame(frame);
         }
-        let at = record.owners.iter().position(|&(owner, _)| owner == env).expect("env owns the frame");
-        let (_, entry) = record.owners.remove(at);
+        let (_, entry) = record.owners.remove(env).expect("env owns the frame");
         // Every key it holds to the frame goes with its ownership (as all
         // would if the frame were freed); shares it minted to others stay.
         let entries = &self.entries;
@@ -570,7 +605,9 @@ impl FrameTable {
             return Vec::new();
         };
         let mut holders: Vec<EnvId> = Vec::new();
-        for entry in record.owners.iter().map(|&(_, entry)| entry).chain(record.shares) {
+        let Owners { first, more } = record.owners;
+        let owned = core::iter::once(first.1).chain(more.into_iter().map(|(_, entry)| entry));
+        for entry in owned.chain(record.shares) {
             if let Some(grant) = self.entries[entry].grant {
                 if !holders.contains(&grant.env) {
                     holders.push(grant.env);

@@ -68,21 +68,33 @@ impl Kernel {
         // Halted at most a tenth of a second at a time: then every sleeper
         // is woken to look again (a far deadline is no reason to stop).
         let give_up = cpu::rdtsc() + self.cpu.tsc_hz() / 10;
+        let mut idled = false;
         loop {
             self.poll_console();
             let now = cpu::rdtsc();
             self.cpu.wake_due(now);
             if let Some(runner) = self.cpu.runner_for_slot(pos) {
+                if idled {
+                    // The halt used the timer: the runner gets a slot's
+                    // length from now, so it can still be preempted.
+                    self.cpu.rearm();
+                }
                 return Some(runner);
             }
             let input_waited = self.envs.input_waiter().is_some();
             match self.cpu.idle_until(now, input_waited).filter(|_| now < give_up) {
                 Some(until) => {
+                    idled = true;
                     let until = until.min(give_up);
                     crate::arch::apic::arm_oneshot(until.saturating_sub(now).max(1), self.cpu.tsc_hz());
                     cpu::wait_for_interrupt();
                 }
-                None => return self.cpu.wake_all_asleep().then(|| self.cpu.runner_for_slot(pos))?,
+                None => {
+                    if idled {
+                        self.cpu.rearm();
+                    }
+                    return self.cpu.wake_all_asleep().then(|| self.cpu.runner_for_slot(pos))?;
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! sh: the libos-unix shell. Runs a script (`sh FILE`), one command line
 //! (`sh -c LINE`), or reads lines from standard input, with a prompt and
-//! line editing (echo, backspace, ctrl-U, ctrl-D) when that is the console.
+//! line editing (echo, backspace, ctrl-U, ctrl-C, ctrl-D) when that is the
+//! console.
 //!
 //! A line is a list of pipelines joined by `;`, `&&` and `||`; a pipeline
 //! is commands joined by `|`; a command is words with redirections `<
@@ -109,6 +110,11 @@ impl Input {
                     line.clear();
                 }
                 0x04 if self.interactive && line.is_empty() => return None,
+                // ctrl-C: drop the line.
+                0x03 if self.interactive => {
+                    let _ = io::write_all(1, b"^C\n");
+                    return Some(String::new());
+                }
                 byte if byte >= 0x20 || byte == b'\t' => {
                     line.push(byte);
                     if self.interactive {
