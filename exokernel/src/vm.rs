@@ -590,13 +590,15 @@ impl Memory {
         if self.pool_used >= self.pool_frames {
             return Err(self.pool_refusal(owner, now));
         }
-        let mut frame = if want_pa == 0 {
-            memory::alloc_frame().ok_or(Error::NoMemory)?
+        // Never hand out a frame holding another environment's data: one
+        // zeroed ahead of demand, or zeroed now.
+        let frame = if want_pa == 0 {
+            memory::alloc_zeroed_frame().ok_or(Error::NoMemory)?
         } else {
-            memory::alloc_frame_at(want_pa).ok_or(Error::NoMemory)?
+            let mut frame = memory::alloc_frame_at(want_pa).ok_or(Error::NoMemory)?;
+            frame.zero();
+            frame
         };
-        // Never hand out a frame holding another environment's data.
-        frame.zero();
         let frame_pa = frame.into_user();
         let env_id = self.envs[owner].id;
         let key = match self.table.alloc(frame_pa / 4096, env_id, rights) {

@@ -22,6 +22,14 @@ static HEAP: LockedHeap = LockedHeap::empty();
 const HEAP_SIZE: u64 = 16 * 1024 * 1024;
 
 static FRAMES: Mutex<Option<FrameBitmap>> = Mutex::new(None);
+
+/// Frames zeroed ahead of demand (at boot and when the CPU idles): taken
+/// from the bitmap, zeroed, and held here until `alloc_zeroed_frame`
+/// hands one out. Never touched after zeroing, so a frame leaves holding
+/// no one's data. Counted as free.
+static ZEROED: Mutex<alloc::vec::Vec<u64>> = Mutex::new(alloc::vec::Vec::new());
+/// How many frames `ZEROED` holds at most.
+const ZEROED_MAX: usize = 256;
 static RAM_END: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// Carve the kernel heap out of the first large usable region, then build
@@ -50,6 +58,9 @@ pub fn init(regions: &MemoryRegions) {
         heap_start
     );
     *FRAMES.lock() = Some(bitmap);
+    // The stash's storage is taken now, once, so filling and emptying it
+    // never moves the kernel heap.
+    ZEROED.lock().reserve_exact(ZEROED_MAX);
 }
 
 /// A physical frame owned by whoever holds this value (see the module doc).
@@ -83,11 +94,30 @@ pub fn alloc_frame() -> Option<Frame> {
     FRAMES.lock().as_mut()?.alloc().map(|pa| Frame { pa })
 }
 
-/// Allocate one physical frame, zeroed.
+/// Allocate one physical frame, zeroed: one zeroed ahead if there is one.
 pub fn alloc_zeroed_frame() -> Option<Frame> {
+    if let Some(pa) = ZEROED.lock().pop() {
+        return Some(Frame { pa });
+    }
     let mut frame = alloc_frame()?;
     frame.zero();
     Some(frame)
+}
+
+/// Zero up to `max` free frames ahead of demand (bounded work, for boot
+/// and the idle CPU). Returns how many were zeroed.
+pub fn zero_ahead(max: usize) -> usize {
+    let mut done = 0;
+    while done < max {
+        if ZEROED.lock().len() >= ZEROED_MAX {
+            break;
+        }
+        let Some(mut frame) = alloc_frame() else { break };
+        frame.zero();
+        ZEROED.lock().push(frame.pa);
+        done += 1;
+    }
+    done
 }
 
 /// Allocate `count` physically contiguous frames (DMA memory for the NIC);
@@ -104,6 +134,13 @@ pub fn ram_end() -> u64 {
 
 /// Allocate the named frame if it is free RAM nobody holds.
 pub fn alloc_frame_at(pa: u64) -> Option<Frame> {
+    // A frame zeroed ahead is free to whoever names it.
+    let mut stash = ZEROED.lock();
+    if let Some(at) = stash.iter().position(|&p| p == pa) {
+        stash.swap_remove(at);
+        return Some(Frame { pa });
+    }
+    drop(stash);
     FRAMES.lock().as_mut().is_some_and(|b| b.alloc_at(pa)).then_some(Frame { pa })
 }
 
@@ -119,7 +156,8 @@ pub fn free_frame(pa: u64) {
 
 /// Number of free frames.
 pub fn free_frames() -> u64 {
-    FRAMES.lock().as_ref().map(|b| b.free_frames()).unwrap_or(0)
+    let stashed = ZEROED.lock().len() as u64;
+    FRAMES.lock().as_ref().map(|b| b.free_frames()).unwrap_or(0) + stashed
 }
 
 /// Bytes of kernel heap in use, and free.

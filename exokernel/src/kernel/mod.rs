@@ -127,6 +127,7 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
         manifest.quantum_us
     );
 
+    memory::zero_ahead(256);
     let frames_at_boot = memory::free_frames();
     let policy = match manifest.tlb_policy {
         TlbPolicy::Pcid if cpu::has_pcid() => {

@@ -85,6 +85,8 @@ impl Kernel {
             match self.cpu.idle_until(now, input_waited).filter(|_| now < give_up) {
                 Some(until) => {
                     idled = true;
+                    // Idle time zeroes frames ahead of demand.
+                    crate::arch::memory::zero_ahead(64);
                     let until = until.min(give_up);
                     crate::arch::apic::arm_oneshot(until.saturating_sub(now).max(1), self.cpu.tsc_hz());
                     cpu::wait_for_interrupt();
