@@ -5,6 +5,7 @@
 //! its own window and answers one call at a time, so every process sees
 //! one consistent tree.
 
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use libos_runtime::rt::{self, set_handler};
 use libos_runtime::syscall::{self, map_flags, rights, FrameKey};
@@ -20,6 +21,29 @@ struct Server {
     fs: Fs,
     /// The environment each channel slot belongs to (0: free).
     owners: [u64; CHANNELS],
+    /// Who holds each open description, one entry per reference: only a
+    /// holder may use a handle, and references of processes that ended
+    /// without closing them (killed) are let go of.
+    holders: BTreeMap<u32, Vec<u64>>,
+}
+
+/// Drop the references of environments whose process has ended.
+fn prune(server: &mut Server) {
+    let alive = |env: u64| ulib::table::with(|t| t.by_env(env).is_some());
+    let mut gone = Vec::new();
+    for (&handle, envs) in server.holders.iter_mut() {
+        envs.retain(|&env| {
+            let keep = alive(env);
+            if !keep {
+                gone.push(handle);
+            }
+            keep
+        });
+    }
+    server.holders.retain(|_, envs| !envs.is_empty());
+    for handle in gone {
+        let _ = server.fs.close(handle);
+    }
 }
 
 static SERVER: spin::Mutex<Option<Server>> = spin::Mutex::new(None);
@@ -66,7 +90,7 @@ pub fn start() -> Result<usize, &'static str> {
     for dir in ["/home", "/tmp"] {
         let _ = fs.mkdir(dir);
     }
-    *SERVER.lock() = Some(Server { fs, owners: [0; CHANNELS] });
+    *SERVER.lock() = Some(Server { fs, owners: [0; CHANNELS], holders: BTreeMap::new() });
     // A process ended mid-call takes its channel page with it: a fault on
     // the channel window is answered with a blank page.
     set_handler(UpcallKind::PageFault, on_fault).map_err(|_| "page-fault handler")?;
@@ -109,7 +133,7 @@ fn serve(caller: u64, msg: [u64; 4], _is_async: bool) -> [u64; 4] {
         register(server, caller, FrameKey { handle: msg[1], mac: msg[2] })
     } else {
         match server.owners.iter().position(|&o| o == caller) {
-            Some(slot) => handle(&mut server.fs, slot, msg),
+            Some(slot) => with_holders(server, caller, slot, msg),
             None => Err(FsError::BadHandle),
         }
     };
@@ -139,6 +163,51 @@ fn register(server: &mut Server, caller: u64, key: FrameKey) -> Result<u64, FsEr
     Ok(0)
 }
 
+/// A call on an open description is the holders' alone; open, dup, close
+/// and handover keep the holders right.
+fn with_holders(server: &mut Server, caller: u64, slot: usize, msg: [u64; 4]) -> Result<u64, FsError> {
+    let handle_arg = msg[1] as u32;
+    let holds = |server: &Server, env: u64| server.holders.get(&handle_arg).is_some_and(|e| e.contains(&env));
+    match msg[0] {
+        op::OPEN => {
+            if server.holders.len() > 3 * libos_unix::fs::MAX_OPEN / 4 {
+                prune(server);
+            }
+            let handle = handle(&mut server.fs, slot, msg)?;
+            server.holders.entry(handle as u32).or_default().push(caller);
+            Ok(handle)
+        }
+        op::READ | op::WRITE | op::SEEK | op::FSTAT if !holds(server, caller) => Err(FsError::BadHandle),
+        op::DUP | op::CLOSE | op::HANDOVER => {
+            let env = if msg[2] == 0 || msg[0] == op::HANDOVER { caller } else { msg[2] };
+            if !holds(server, caller) && !holds(server, env) {
+                return Err(FsError::BadHandle);
+            }
+            let envs = server.holders.get_mut(&handle_arg).ok_or(FsError::BadHandle)?;
+            match msg[0] {
+                op::DUP => {
+                    server.fs.dup(handle_arg)?;
+                    envs.push(env);
+                }
+                op::HANDOVER => {
+                    let at = envs.iter().position(|&e| e == caller).ok_or(FsError::BadHandle)?;
+                    envs[at] = msg[2];
+                }
+                _ => {
+                    let at = envs.iter().position(|&e| e == env).ok_or(FsError::BadHandle)?;
+                    envs.swap_remove(at);
+                    if envs.is_empty() {
+                        server.holders.remove(&handle_arg);
+                    }
+                    server.fs.close(handle_arg)?;
+                }
+            }
+            Ok(0)
+        }
+        _ => handle(&mut server.fs, slot, msg),
+    }
+}
+
 fn handle(fs: &mut Fs, slot: usize, msg: [u64; 4]) -> Result<u64, FsError> {
     let path = match msg[0] {
         op::OPEN => text(slot, msg[2])?,
@@ -163,8 +232,7 @@ fn handle(fs: &mut Fs, slot: usize, msg: [u64; 4]) -> Result<u64, FsError> {
             fs.write(msg[1] as u32, &data, &Archive).map(|n| n as u64)
         }
         op::SEEK => fs.seek(msg[1] as u32, msg[2] as i64, msg[3]),
-        op::CLOSE => fs.close(msg[1] as u32).map(|()| 0),
-        op::DUP => fs.dup(msg[1] as u32).map(|()| 0),
+
         op::STAT | op::FSTAT => {
             let stat = if msg[0] == op::STAT { fs.stat(path)? } else { fs.fstat(msg[1] as u32)? };
             let words = [stat.ino, stat.kind, stat.size, stat.links, stat.version];

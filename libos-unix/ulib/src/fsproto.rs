@@ -19,7 +19,9 @@ pub mod op {
     pub const WRITE: u64 = 4;
     /// `[SEEK, handle, offset, whence]` → new offset.
     pub const SEEK: u64 = 5;
-    /// `[CLOSE, handle]`, `[DUP, handle]`.
+    /// `[CLOSE, handle, env]`, `[DUP, handle, env]`: `env` (0: the caller)
+    /// lets go of, or takes, a reference to the open description (a parent
+    /// acts so for the child it forks).
     pub const CLOSE: u64 = 6;
     pub const DUP: u64 = 7;
     /// `[STAT, path_len]` / `[FSTAT, handle]` → a `Stat` in the channel.
@@ -34,6 +36,9 @@ pub mod op {
     /// `[RENAME, from_len, to_len]` (both paths in the channel, one after
     /// the other).
     pub const RENAME: u64 = 14;
+    /// `[HANDOVER, handle, next_env]`: exec hands the caller's reference
+    /// to the environment that takes over the process.
+    pub const HANDOVER: u64 = 15;
 }
 
 /// What `stat` reports (the server's `fs::Stat`, word for word).

@@ -338,7 +338,7 @@ pub fn fstat(fd: i32) -> Result<Stat, Errno> {
 /// or a child it starts).
 fn add_reference(fd: Fd, env: u64) -> Result<(), Errno> {
     match fd {
-        Fd::File(handle) => call([op::DUP, handle as u64, 0, 0], &[]).map(|_| ()),
+        Fd::File(handle) => call([op::DUP, handle as u64, env, 0], &[]).map(|_| ()),
         Fd::PipeRead(slot) => pipe_page(slot).hold(&pipe_page(slot).readers, env),
         Fd::PipeWrite(slot) => pipe_page(slot).hold(&pipe_page(slot).writers, env),
         Fd::Console | Fd::Free => Ok(()),
@@ -348,7 +348,7 @@ fn add_reference(fd: Fd, env: u64) -> Result<(), Errno> {
 fn drop_reference(fd: Fd, env: u64) {
     match fd {
         Fd::File(handle) => {
-            let _ = call([op::CLOSE, handle as u64, 0, 0], &[]);
+            let _ = call([op::CLOSE, handle as u64, env, 0], &[]);
         }
         Fd::PipeRead(slot) => pipe_page(slot).let_go(&pipe_page(slot).readers, env),
         Fd::PipeWrite(slot) => pipe_page(slot).let_go(&pipe_page(slot).writers, env),
@@ -447,6 +447,9 @@ pub fn hand_over(next: u64) {
                 let page = pipe_page(slot);
                 let _ = page.hold(&page.writers, next);
                 page.let_go(&page.writers, me);
+            }
+            Fd::File(handle) => {
+                let _ = call([op::HANDOVER, handle as u64, next, 0], &[]);
             }
             _ => {}
         }
