@@ -23,18 +23,8 @@ pub const MAX_INODES: usize = 1024;
 pub const MAX_OPEN: usize = 256;
 pub const MAX_BYTES: usize = 8 * 1024 * 1024;
 
-/// Open flags (Linux's values).
-pub mod flags {
-    pub const O_RDONLY: u64 = 0;
-    pub const O_WRONLY: u64 = 1;
-    pub const O_RDWR: u64 = 2;
-    pub const O_ACCMODE: u64 = 3;
-    pub const O_CREAT: u64 = 0o100;
-    pub const O_EXCL: u64 = 0o200;
-    pub const O_TRUNC: u64 = 0o1000;
-    pub const O_APPEND: u64 = 0o2000;
-    pub const O_DIRECTORY: u64 = 0o200000;
-}
+/// Open flags (Linux's values), as the protocol carries them.
+pub use ulib::fsproto::flags;
 
 /// Why an operation failed (each maps to one errno).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,20 +96,8 @@ struct Inode {
     version: u64,
 }
 
-/// What `stat` tells.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[repr(C)]
-pub struct Stat {
-    pub ino: u64,
-    /// 1: regular file; 2: directory.
-    pub kind: u64,
-    pub size: u64,
-    pub links: u64,
-    pub version: u64,
-}
-
-pub const KIND_FILE: u64 = 1;
-pub const KIND_DIR: u64 = 2;
+/// What `stat` tells (the protocol's own record).
+pub use ulib::fsproto::{Stat, KIND_DIR, KIND_FILE};
 
 #[derive(Clone, Copy, Debug)]
 struct Open {
@@ -167,14 +145,7 @@ pub fn components(path: &str) -> Result<Vec<&str>> {
 /// `dir` joined with `path` (which wins if absolute), normalised.
 pub fn join(dir: &str, path: &str) -> String {
     let full = if path.starts_with('/') { path.to_string() } else { alloc::format!("{}/{}", dir, path) };
-    match components(&full) {
-        Ok(parts) if !parts.is_empty() => parts.iter().fold(String::new(), |mut s, p| {
-            s.push('/');
-            s.push_str(p);
-            s
-        }),
-        _ => "/".to_string(),
-    }
+    ulib::fsproto::normalise(&full)
 }
 
 impl Fs {

@@ -4,6 +4,32 @@
 //! registers, and paths and data in a channel page the process shares with
 //! init. The reply's first word is the result (negative: `-errno`).
 
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// `path` made plain: `.` dropped, `..` applied, one `/` between parts,
+/// `/` for the root (an absolute path in, an absolute path out).
+pub fn normalise(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    if parts.is_empty() {
+        return String::from("/");
+    }
+    parts.iter().fold(String::new(), |mut s, p| {
+        s.push('/');
+        s.push_str(p);
+        s
+    })
+}
+
 /// Bytes of path or data one call carries in the channel page.
 pub const CHANNEL_DATA: usize = 4000;
 
@@ -61,6 +87,7 @@ pub mod flags {
     pub const O_RDONLY: u64 = 0;
     pub const O_WRONLY: u64 = 1;
     pub const O_RDWR: u64 = 2;
+    pub const O_ACCMODE: u64 = 3;
     pub const O_CREAT: u64 = 0o100;
     pub const O_EXCL: u64 = 0o200;
     pub const O_TRUNC: u64 = 0o1000;

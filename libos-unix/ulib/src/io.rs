@@ -17,7 +17,7 @@
 //!   process that was killed is let go of too.
 
 use crate::errno::Errno;
-use crate::fsproto::{self, op, Stat, CHANNEL_DATA};
+use crate::fsproto::{self, normalise, op, Stat, CHANNEL_DATA};
 use crate::layout::*;
 use crate::pmap::{self, Entry, Kind};
 use crate::process::{self, my_env};
@@ -77,27 +77,6 @@ pub fn absolute(path: &str) -> String {
     } else {
         normalise(&alloc::format!("{}/{}", getcwd(), path))
     }
-}
-
-fn normalise(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    if parts.is_empty() {
-        return String::from("/");
-    }
-    parts.iter().fold(String::new(), |mut s, p| {
-        s.push('/');
-        s.push_str(p);
-        s
-    })
 }
 
 pub fn chdir(path: &str) -> Result<(), Errno> {

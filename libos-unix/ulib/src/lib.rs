@@ -31,6 +31,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod cli;
 pub mod env;
 pub mod errno;
 pub mod fork;

@@ -91,26 +91,9 @@ fn usage() -> i32 {
 }
 
 fn main(args: &[&str]) -> i32 {
-    let (mut invert, mut count) = (false, false);
-    let mut operands: Vec<&str> = Vec::new();
-    let mut options = true;
-    for &arg in args.get(1..).unwrap_or(&[]) {
-        if options && arg == "--" {
-            options = false;
-        } else if options && arg.len() > 1 && arg.starts_with('-') {
-            for c in arg[1..].chars() {
-                match c {
-                    'v' => invert = true,
-                    'c' => count = true,
-                    _ => return usage(),
-                }
-            }
-        } else {
-            // Options come before the pattern.
-            options = false;
-            operands.push(arg);
-        }
-    }
+    // Options come before the pattern.
+    let Ok((flags, operands)) = ulib::cli::parse(args, "vc", true) else { return usage() };
+    let (invert, count) = (flags.has('v'), flags.has('c'));
     let Some((pattern, files)) = operands.split_first() else { return usage() };
     let files: &[&str] = if files.is_empty() { &["-"] } else { files };
     let opts = Options { pattern: pattern.as_bytes(), invert, count, prefix: files.len() > 1 };

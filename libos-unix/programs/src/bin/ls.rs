@@ -14,7 +14,6 @@ extern crate alloc;
 
 use alloc::format;
 use alloc::string::String;
-use alloc::vec::Vec;
 use ulib::fsproto::{Stat, KIND_DIR};
 use ulib::io::{readdir, stat};
 
@@ -91,23 +90,8 @@ fn list(path: &str, long: bool, header: bool, first: bool) -> bool {
 }
 
 fn main(args: &[&str]) -> i32 {
-    let mut long = false;
-    let mut paths: Vec<&str> = Vec::new();
-    let mut options = true;
-    for &arg in args.get(1..).unwrap_or(&[]) {
-        if options && arg == "--" {
-            options = false;
-        } else if options && arg.len() > 1 && arg.starts_with('-') {
-            for c in arg[1..].chars() {
-                match c {
-                    'l' => long = true,
-                    _ => return usage(),
-                }
-            }
-        } else {
-            paths.push(arg);
-        }
-    }
+    let Ok((flags, mut paths)) = ulib::cli::parse(args, "l", false) else { return usage() };
+    let long = flags.has('l');
     if paths.is_empty() {
         paths.push(".");
     }

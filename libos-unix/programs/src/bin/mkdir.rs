@@ -44,26 +44,10 @@ fn make_parents(path: &str) -> Result<(), Errno> {
 }
 
 fn main(args: &[&str]) -> i32 {
-    let mut parents = false;
-    let mut dirs: Vec<&str> = Vec::new();
-    let mut options = true;
-    for &arg in args.get(1..).unwrap_or(&[]) {
-        if options && arg == "--" {
-            options = false;
-        } else if options && arg.len() > 1 && arg.starts_with('-') {
-            for c in arg[1..].chars() {
-                match c {
-                    'p' => parents = true,
-                    _ => {
-                        ulib::errln!("usage: mkdir [-p] dirs...");
-                        return 2;
-                    }
-                }
-            }
-        } else {
-            dirs.push(arg);
-        }
-    }
+    let (parents, dirs) = match ulib::cli::parse(args, "p", false) {
+        Ok((flags, dirs)) => (flags.has('p'), dirs),
+        Err(_) => (false, Vec::new()),
+    };
     if dirs.is_empty() {
         ulib::errln!("usage: mkdir [-p] dirs...");
         return 2;

@@ -10,7 +10,6 @@
 extern crate alloc;
 
 use alloc::format;
-use alloc::vec::Vec;
 use ulib::fsproto::KIND_DIR;
 use ulib::io::{readdir, rmdir, stat, unlink};
 use ulib::Errno;
@@ -78,24 +77,8 @@ fn usage() -> i32 {
 }
 
 fn main(args: &[&str]) -> i32 {
-    let (mut recursive, mut force) = (false, false);
-    let mut paths: Vec<&str> = Vec::new();
-    let mut options = true;
-    for &arg in args.get(1..).unwrap_or(&[]) {
-        if options && arg == "--" {
-            options = false;
-        } else if options && arg.len() > 1 && arg.starts_with('-') {
-            for c in arg[1..].chars() {
-                match c {
-                    'r' | 'R' => recursive = true,
-                    'f' => force = true,
-                    _ => return usage(),
-                }
-            }
-        } else {
-            paths.push(arg);
-        }
-    }
+    let Ok((flags, paths)) = ulib::cli::parse(args, "rRf", false) else { return usage() };
+    let (recursive, force) = (flags.has('r') || flags.has('R'), flags.has('f'));
     if paths.is_empty() {
         return if force { 0 } else { usage() };
     }

@@ -64,28 +64,11 @@ fn report(counts: &Counts, show: [bool; 3], name: Option<&str>) {
 }
 
 fn main(args: &[&str]) -> i32 {
-    let mut show = [false; 3];
-    let mut files: Vec<&str> = Vec::new();
-    let mut options = true;
-    for &arg in args.get(1..).unwrap_or(&[]) {
-        if options && arg == "--" {
-            options = false;
-        } else if options && arg.len() > 1 && arg.starts_with('-') {
-            for c in arg[1..].chars() {
-                match c {
-                    'l' => show[0] = true,
-                    'w' => show[1] = true,
-                    'c' => show[2] = true,
-                    _ => {
-                        ulib::errln!("usage: wc [-l] [-w] [-c] [files...]");
-                        return 2;
-                    }
-                }
-            }
-        } else {
-            files.push(arg);
-        }
-    }
+    let Ok((flags, files)) = ulib::cli::parse(args, "lwc", false) else {
+        ulib::errln!("usage: wc [-l] [-w] [-c] [files...]");
+        return 2;
+    };
+    let mut show = [flags.has('l'), flags.has('w'), flags.has('c')];
     if show == [false; 3] {
         show = [true; 3];
     }
