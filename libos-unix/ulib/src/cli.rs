@@ -48,6 +48,54 @@ pub fn parse<'a>(args: &[&'a str], known: &str, flags_first: bool) -> Result<(Fl
     Ok((flags, operands))
 }
 
+/// Where a utility's work on one input failed: reading it, or writing
+/// standard output (which ends the utility).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    Read(crate::Errno),
+    Write(crate::Errno),
+}
+
+/// Run `work(fd, index)` on each of `paths` in turn (`-` is standard
+/// input), opening and closing each file. A file that cannot be opened or
+/// read is reported as `PROGRAM: PATH: ERRNO` and skipped (status 1); a
+/// write error is reported and ends the run (status 1). Returns the exit
+/// status.
+pub fn each_input(program: &str, paths: &[&str], mut work: impl FnMut(i32, usize) -> Result<(), Failure>) -> i32 {
+    use crate::io::{close, open, O_RDONLY};
+    let mut status = 0;
+    for (index, &path) in paths.iter().enumerate() {
+        let (fd, opened) = if path == "-" {
+            (0, false)
+        } else {
+            match open(path, O_RDONLY) {
+                Ok(fd) => (fd, true),
+                Err(error) => {
+                    crate::errln!("{}: {}: {}", program, path, error);
+                    status = 1;
+                    continue;
+                }
+            }
+        };
+        let result = work(fd, index);
+        if opened {
+            let _ = close(fd);
+        }
+        match result {
+            Ok(()) => {}
+            Err(Failure::Read(error)) => {
+                crate::errln!("{}: {}: {}", program, path, error);
+                status = 1;
+            }
+            Err(Failure::Write(error)) => {
+                crate::errln!("{}: write error: {}", program, error);
+                return 1;
+            }
+        }
+    }
+    status
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

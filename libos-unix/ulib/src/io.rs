@@ -584,7 +584,14 @@ fn pipe_read(slot: u8, buf: &mut [u8]) -> Result<usize, Errno> {
     loop {
         page.lock();
         let (read, written) = (page.read_pos.load(Ordering::Relaxed), page.write_pos.load(Ordering::Relaxed));
-        let available = (written - read) as usize;
+        // Every process of the libOS can write the page: positions that
+        // make no sense are an error, never an index.
+        let available = written.wrapping_sub(read);
+        if available > RING as u64 {
+            page.unlock();
+            return Err(Errno::EIO);
+        }
+        let available = available as usize;
         if available > 0 {
             let count = available.min(buf.len());
             // At most two runs: to the ring's end, then from its start.
@@ -617,7 +624,12 @@ fn pipe_write(slot: u8, bytes: &[u8]) -> Result<usize, Errno> {
             return if done > 0 { Ok(done) } else { Err(Errno::EPIPE) };
         }
         let (read, written) = (page.read_pos.load(Ordering::Relaxed), page.write_pos.load(Ordering::Relaxed));
-        let room = RING - (written - read) as usize;
+        let used = written.wrapping_sub(read);
+        if used > RING as u64 {
+            page.unlock();
+            return Err(Errno::EIO);
+        }
+        let room = RING - used as usize;
         if room > 0 {
             let count = room.min(bytes.len() - done);
             let data = page.data.as_ptr() as *mut u8;

@@ -7,16 +7,11 @@
 #![no_std]
 #![no_main]
 
-use ulib::io::{close, open, read, write_all, O_RDONLY};
-use ulib::Errno;
+use ulib::io::{read, write_all};
 
 ulib::program_main!(main);
 
-/// Where copying failed: reading the input or writing standard output.
-enum Failure {
-    Read(Errno),
-    Write(Errno),
-}
+use ulib::cli::Failure;
 
 fn copy(fd: i32) -> Result<(), Failure> {
     let mut buf = [0u8; 4000];
@@ -35,35 +30,5 @@ fn main(args: &[&str]) -> i32 {
         files = &files[1..];
     }
     let files: &[&str] = if files.is_empty() { &["-"] } else { files };
-    let mut status = 0;
-    for &path in files {
-        let (fd, opened) = if path == "-" {
-            (0, false)
-        } else {
-            match open(path, O_RDONLY) {
-                Ok(fd) => (fd, true),
-                Err(error) => {
-                    ulib::errln!("cat: {}: {}", path, error);
-                    status = 1;
-                    continue;
-                }
-            }
-        };
-        let result = copy(fd);
-        if opened {
-            let _ = close(fd);
-        }
-        match result {
-            Ok(()) => {}
-            Err(Failure::Read(error)) => {
-                ulib::errln!("cat: {}: {}", path, error);
-                status = 1;
-            }
-            Err(Failure::Write(error)) => {
-                ulib::errln!("cat: write error: {}", error);
-                return 1;
-            }
-        }
-    }
-    status
+    ulib::cli::each_input("cat", files, |fd, _| copy(fd))
 }

@@ -11,16 +11,11 @@
 extern crate alloc;
 
 use alloc::vec::Vec;
-use ulib::io::{close, open, read, write_all, O_RDONLY};
-use ulib::Errno;
+use ulib::io::{read, write_all};
 
 ulib::program_main!(main);
 
-/// Where copying failed: reading the input or writing standard output.
-enum Failure {
-    Read(Errno),
-    Write(Errno),
-}
+use ulib::cli::Failure;
 
 fn head(fd: i32, lines: u64) -> Result<(), Failure> {
     let mut left = lines;
@@ -86,39 +81,12 @@ fn main(args: &[&str]) -> i32 {
         files.push("-");
     }
     let headers = files.len() > 1;
-    let mut status = 0;
-    for (n, &path) in files.iter().enumerate() {
-        let (fd, opened) = if path == "-" {
-            (0, false)
-        } else {
-            match open(path, O_RDONLY) {
-                Ok(fd) => (fd, true),
-                Err(error) => {
-                    ulib::errln!("head: {}: {}", path, error);
-                    status = 1;
-                    continue;
-                }
-            }
-        };
+    ulib::cli::each_input("head", &files, |fd, n| {
         if headers {
+            let path = files[n];
             let name = if path == "-" { "standard input" } else { path };
             ulib::out!("{}==> {} <==\n", if n > 0 { "\n" } else { "" }, name);
         }
-        let result = head(fd, lines);
-        if opened {
-            let _ = close(fd);
-        }
-        match result {
-            Ok(()) => {}
-            Err(Failure::Read(error)) => {
-                ulib::errln!("head: {}: {}", path, error);
-                status = 1;
-            }
-            Err(Failure::Write(error)) => {
-                ulib::errln!("head: write error: {}", error);
-                return 1;
-            }
-        }
-    }
-    status
+        head(fd, lines)
+    })
 }
