@@ -33,7 +33,8 @@ fn descriptors_pipes_and_files_behave_and_refuse_bad_input() {
     ] {
         assert!(lines.contains(&expected), "missing `{expected}`");
     }
-    assert!(lines.contains(&"iotest: 5 checks, 0 failed"), "{lines:#?}");
+    assert!(lines.contains(&"check read-a-scribbled-pipe -> EIO"), "{lines:#?}");
+    assert!(lines.contains(&"iotest: 6 checks, 0 failed"), "{lines:#?}");
     assert_exited(&outcome, "unix", 0);
     assert_exited(&outcome, "rt", 0);
 }

@@ -21,8 +21,9 @@ ulib::program_main!(main);
 type Check = fn() -> Result<(), &'static str>;
 
 fn main(_args: &[&str]) -> i32 {
-    let checks: [(&str, Check); 5] = [
+    let checks: [(&str, Check); 6] = [
         ("errors", errors),
+        ("scribbled-pipe-refused", scribbled_pipe),
         ("pipe-eof-and-epipe", pipe_ends),
         ("fork-shares-descriptors", fork_shares),
         ("files-persist-across-processes", files_persist),
@@ -80,6 +81,23 @@ fn errors() -> Result<(), &'static str> {
     let (r, w) = io::pipe().map_err(|_| "pipe")?;
     want("write-to-a-read-end", io::write(r, b"x"), Errno::EBADF)?;
     want("read-from-a-write-end", io::read(w, &mut [0u8; 4]), Errno::EBADF)?;
+    io::close(r).map_err(|_| "close")?;
+    io::close(w).map_err(|_| "close")?;
+    Ok(())
+}
+
+/// Every process of the libOS can write a pipe's page: one that wrote
+/// nonsense into the positions gets EIO on both ends, never a read or
+/// write outside the ring.
+fn scribbled_pipe() -> Result<(), &'static str> {
+    let (r, w) = io::pipe().map_err(|_| "pipe")?;
+    let Some(io::Fd::PipeRead(slot)) = io::fds().get(r as usize).copied() else { return Err("not a pipe") };
+    let page = ulib::layout::PIPE_VA + slot as u64 * 4096;
+    // SAFETY: the pipe's page is mapped writable in this process; words 1
+    // and 2 are its read and write positions (`io::PipePage`).
+    unsafe { core::ptr::write_volatile((page + 16) as *mut u64, 1 << 40) };
+    want("read-a-scribbled-pipe", io::read(r, &mut [0u8; 8]), Errno::EIO)?;
+    want("write-a-scribbled-pipe", io::write(w, b"data"), Errno::EIO)?;
     io::close(r).map_err(|_| "close")?;
     io::close(w).map_err(|_| "close")?;
     Ok(())
