@@ -142,7 +142,7 @@ extern "C" fn fork_body(regs: *const StartRegs) -> i64 {
         Ok(child) => child,
         Err(error) => return -(Errno::from(error) as i64),
     };
-    let result = build_child(child).and_then(|count| {
+    let result = build_child(child, regs.rsp).and_then(|count| {
         let pid = table::with(|t| {
             let pid = t.add(me, child, name)?;
             if let Some(p) = t.get_mut(pid) {
@@ -187,7 +187,11 @@ fn image() -> &'static mut [Entry] {
 
 /// Give the child every page of the parent's page table, by kind; returns
 /// how many entries the child's table has.
-fn build_child(child: u64) -> Result<usize, Errno> {
+fn build_child(child: u64, rsp: u64) -> Result<usize, Errno> {
+    // The stack page at the fork point (and the one below it, where the
+    // next calls go) is written by both sides at once: the child gets its
+    // own copy now rather than both faulting on it.
+    let hot = (rsp & !(PAGE - 1)).saturating_sub(PAGE)..(rsp & !(PAGE - 1)) + PAGE;
     let out = image();
     let mut count = 0;
     let mut cursor = 0u64;
@@ -213,6 +217,15 @@ fn build_child(child: u64) -> Result<usize, Errno> {
                     syscall::env_write(child, va, bytes)?;
                 }
                 Entry::new(va, key, kind, entry.word & (pmap::WRITABLE | pmap::GUARANTEED))
+            }
+            Some(Kind::Anon) if hot.contains(&va) && entry.has(pmap::WRITABLE) && !entry.has(pmap::COW) => {
+                let (_, key) = syscall::frame_alloc_for(child, rights::ALL)?;
+                syscall::env_map(child, va, key, map_flags::WRITE | g)?;
+                // SAFETY: the parent maps this stack page writable (and so
+                // readable); it is not written while fork runs on its own stack.
+                let bytes = unsafe { core::slice::from_raw_parts(va as *const u8, PAGE as usize) };
+                syscall::env_write(child, va, bytes)?;
+                Entry::new(va, key, Kind::Anon, entry.word & (pmap::WRITABLE | pmap::GUARANTEED))
             }
             Some(Kind::Anon) => {
                 let writable = entry.has(pmap::WRITABLE);
