@@ -208,6 +208,14 @@ impl EnvTable {
         Ok(self.input.drain(..count).collect())
     }
 
+    /// Input taken by `take_input` that could not be delivered goes back
+    /// to the front of the queue, in order.
+    pub fn put_back_input(&mut self, bytes: &[u8]) {
+        for &byte in bytes.iter().rev() {
+            self.input.push_front(byte);
+        }
+    }
+
     /// Append console output of env `index`; complete lines are printed
     /// with the environment's name in front (the console-owning family's
     /// bytes go out as they are).

@@ -227,14 +227,17 @@ extern "C" fn sys_console_read(buf: u64, len: u64, _: u64, _: u64, _: u64, _: u6
         let len = len.min(MAX_CONSOLE_WRITE);
         kcore::usercheck::check_user_range(buf, len.max(1), 1)?;
         k.prefault(buf, len);
-        // Check the buffer is writable before taking any input.
-        UserSlice::new(k.current_space()?, buf, len, 1)?.write(&alloc::vec![0u8; len as usize])?;
         let me = k.current();
         let bytes = k.envs.take_input(me, len as usize).map_err(|()| Error::PermissionDenied)?;
         if bytes.is_empty() {
             return Err(Error::Again);
         }
-        UserSlice::new(k.current_space()?, buf, bytes.len() as u64, 1)?.write(&bytes)?;
+        let written = UserSlice::new(k.current_space()?, buf, bytes.len() as u64, 1).and_then(|s| s.write(&bytes));
+        if let Err(error) = written {
+            // A buffer the kernel cannot write loses no input.
+            k.envs.put_back_input(&bytes);
+            return Err(error);
+        }
         Ok(bytes.len() as u64)
     })
 }

@@ -160,28 +160,16 @@ pub struct EnvCreate {
     pub name_len: u64,
 }
 
-/// The registers a child starts with (`env_start`). Interrupts are on and
-/// the segment registers are the kernel's user selectors.
+/// The registers a child starts with (`env_start`): where it starts, its
+/// stack, and the general-purpose registers in an upcall frame's layout.
+/// Interrupts are on and the segment registers are the kernel's user
+/// selectors.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct StartRegs {
     pub rip: u64,
     pub rsp: u64,
-    pub rax: u64,
-    pub rbx: u64,
-    pub rcx: u64,
-    pub rdx: u64,
-    pub rsi: u64,
-    pub rdi: u64,
-    pub rbp: u64,
-    pub r8: u64,
-    pub r9: u64,
-    pub r10: u64,
-    pub r11: u64,
-    pub r12: u64,
-    pub r13: u64,
-    pub r14: u64,
-    pub r15: u64,
+    pub regs: crate::upcall::Regs,
 }
 
 /// How a child ended (`env_reap`).

@@ -366,6 +366,43 @@ pub fn free_net_ports(udp: u16, tcp: u16) -> (u16, u16) {
     (udp, tcp)
 }
 
+/// Collect `child`'s output lines (echoed if `echo`) until it exits or
+/// `timeout` passes (then it is killed: status None). `first_line` hears
+/// when the first line arrives.
+pub fn collect_lines(
+    child: &mut std::process::Child,
+    timeout: Duration,
+    echo: bool,
+    first_line: Option<mpsc::Sender<()>>,
+) -> Result<(Option<std::process::ExitStatus>, Vec<String>)> {
+    let stdout = child.stdout.take();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let Some(stdout) = stdout else { return };
+        let mut first_line = first_line;
+        for line in BufReader::new(stdout).split(b'\n') {
+            if let Some(ready) = first_line.take() {
+                let _ = ready.send(());
+            }
+            let Ok(line) = line else { break };
+            let line = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
+            if echo {
+                println!("{line}");
+            }
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let status = child.wait_timeout(timeout)?;
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = reader.join();
+    Ok((status, rx.try_iter().collect()))
+}
+
 /// Boot `image` in QEMU and collect its serial output until it exits or
 /// the timeout passes.
 pub fn run_qemu(image: &Path, options: &RunOptions) -> Result<Outcome> {
@@ -413,34 +450,8 @@ pub fn run_qemu(image: &Path, options: &RunOptions) -> Result<Outcome> {
             }
         });
     }
-    let stdout = child.stdout.take();
-    let (tx, rx) = mpsc::channel();
-    let echo = options.echo;
-    let reader = std::thread::spawn(move || {
-        let Some(stdout) = stdout else { return };
-        let mut ready = Some(ready_tx);
-        for line in BufReader::new(stdout).split(b'\n') {
-            if let Some(ready) = ready.take() {
-                let _ = ready.send(());
-            }
-            let Ok(line) = line else { break };
-            let line = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
-            if echo {
-                println!("{line}");
-            }
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let status = child.wait_timeout(options.timeout)?;
+    let (status, lines) = collect_lines(&mut child, options.timeout, options.echo, Some(ready_tx))?;
     let timed_out = status.is_none();
-    if timed_out {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let _ = reader.join();
-    let lines: Vec<String> = rx.try_iter().collect();
     let code = status.and_then(|s| s.code());
     if let Some(mut stderr) = child.stderr.take() {
         let mut text = String::new();

@@ -9,12 +9,10 @@
 //! without the Linux column.
 
 use anyhow::{bail, Context, Result};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use wait_timeout::ChildExt;
 use xtask::{qemu_binary, root};
 
 /// Seconds before a Linux guest run is stopped (it takes about 10-20 s).
@@ -347,27 +345,7 @@ fn boot(vmlinuz: &Path, initrd: &Path, timeout: Duration, echo: bool) -> Result<
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().with_context(|| format!("starting {}", qemu_binary()))?;
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).split(b'\n') {
-            let Ok(line) = line else { break };
-            let line = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
-            if echo {
-                println!("{line}");
-            }
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let status = child.wait_timeout(timeout)?;
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let _ = reader.join();
-    let lines: Vec<String> = rx.try_iter().collect();
+    let (status, lines) = xtask::collect_lines(&mut child, timeout, echo, None)?;
     match status {
         None => println!("linux baseline: the guest was stopped after {} s", timeout.as_secs()),
         Some(status) if !status.success() => {

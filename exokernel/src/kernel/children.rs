@@ -107,21 +107,12 @@ impl Kernel {
         check_user_entry(regs.rip)?;
         check_user_range(regs.rsp.saturating_sub(8), 8, 1)?;
         let upcalls = if upcalls_ptr == 0 { UpcallTable::default() } else { check_upcalls(space, upcalls_ptr)? };
-        let mut context = TrapFrame::new_user(regs.rip, regs.rsp, regs.rdi);
-        context.rax = regs.rax;
-        context.rbx = regs.rbx;
-        context.rcx = regs.rcx;
-        context.rdx = regs.rdx;
-        context.rsi = regs.rsi;
-        context.rbp = regs.rbp;
-        context.r8 = regs.r8;
-        context.r9 = regs.r9;
-        context.r10 = regs.r10;
-        context.r11 = regs.r11;
-        context.r12 = regs.r12;
-        context.r13 = regs.r13;
-        context.r14 = regs.r14;
-        context.r15 = regs.r15;
+        let r = regs.regs;
+        let mut context = TrapFrame::new_user(regs.rip, regs.rsp, r.rdi);
+        (context.rax, context.rbx, context.rcx, context.rdx, context.rsi, context.rbp) =
+            (r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rbp);
+        (context.r8, context.r9, context.r10, context.r11) = (r.r8, r.r9, r.r10, r.r11);
+        (context.r12, context.r13, context.r14, context.r15) = (r.r12, r.r13, r.r14, r.r15);
         let env = self.envs.get_mut(child);
         env.upcalls = upcalls;
         // A run-time environment's mappings can change under it (its

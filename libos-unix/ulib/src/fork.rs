@@ -68,12 +68,12 @@ core::arch::global_asm!(
 );
 
 const _: () = {
-    assert!(core::mem::offset_of!(StartRegs, rip) == 0);
-    assert!(core::mem::offset_of!(StartRegs, rsp) == 8);
-    assert!(core::mem::offset_of!(StartRegs, rbx) == 24);
-    assert!(core::mem::offset_of!(StartRegs, rbp) == 64);
-    assert!(core::mem::offset_of!(StartRegs, r12) == 104);
-    assert!(core::mem::offset_of!(StartRegs, r15) == 128);
+    use core::mem::offset_of;
+    use libos_runtime::upcall::Regs;
+    let regs = offset_of!(StartRegs, regs);
+    assert!(offset_of!(StartRegs, rip) == 0 && offset_of!(StartRegs, rsp) == 8 && regs == 16);
+    assert!(regs + offset_of!(Regs, rbx) == 24 && regs + offset_of!(Regs, rbp) == 64);
+    assert!(regs + offset_of!(Regs, r12) == 104 && regs + offset_of!(Regs, r15) == 128);
 };
 
 /// Map the parent's own fork stack and an image buffer as large as its
@@ -115,16 +115,9 @@ pub fn fork() -> Result<u64, Errno> {
         return Ok(0);
     }
     if result < 0 {
-        return Err(errno_of(-result));
+        return Err(Errno::from_code(-result));
     }
     Ok(result as u64)
-}
-
-fn errno_of(code: i64) -> Errno {
-    match code {
-        c if c == Errno::ENOMEM as i64 => Errno::ENOMEM,
-        _ => Errno::EAGAIN,
-    }
 }
 
 /// Runs on the fork stack: build and start the child. Its pid, or -errno.

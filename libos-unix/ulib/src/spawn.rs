@@ -19,6 +19,7 @@ use elf::ElfBytes;
 use libos_runtime::archive::NAME_LEN;
 use libos_runtime::start::{StartInfo, PROGRAM_BASE, PROGRAM_END, STACK_TOP, START_INFO_ADDR, START_MAGIC};
 use libos_runtime::syscall::{self, map_flags, rights, Error, FrameKey, StartRegs};
+use libos_runtime::upcall::Regs;
 
 /// Pages of page table a new program starts with (it grows its own).
 const PMAP_START_PAGES: u64 = 1;
@@ -167,8 +168,11 @@ impl Child {
         let result = (|| {
             self.entries.sort_by_key(|e| e.va());
             write_pmap(self.env, &self.entries, PMAP_START_PAGES)?;
-            let regs =
-                StartRegs { rip: self.entry_point, rsp: STACK_TOP, rdi: START_INFO_ADDR, ..StartRegs::default() };
+            let regs = StartRegs {
+                rip: self.entry_point,
+                rsp: STACK_TOP,
+                regs: Regs { rdi: START_INFO_ADDR, ..Regs::default() },
+            };
             syscall::env_start(self.env, &regs, None)
         })();
         match result {
