@@ -97,15 +97,6 @@ pub fn load_elf(space: &mut AddressSpace, image: &[u8]) -> Result<u64, LoadError
     Ok(entry)
 }
 
-fn put_text(page: &mut [u8], at: usize, max: usize, text: &str) -> (u64, u64) {
-    let mut len = text.len().min(max);
-    while !text.is_char_boundary(len) {
-        len -= 1;
-    }
-    page[at..at + len].copy_from_slice(&text.as_bytes()[..len]);
-    (START_INFO_ADDR + at as u64, len as u64)
-}
-
 /// Build an environment's address space for `spec` from `image`.
 /// Returns the space, the entry point and the start-record address.
 pub fn build(
@@ -123,9 +114,9 @@ pub fn build(
         let heap_len = spec.memory_kib * 1024;
         map_zeroed(&mut space, HEAP_BASE, HEAP_BASE + heap_len, Flags::WRITABLE | Flags::NO_EXECUTE)?;
 
-        let mut page = [0u8; PAGE as usize];
-        let (name_ptr, name_len) = put_text(&mut page, 256, 64, &spec.name);
-        let (args_ptr, args_len) = put_text(&mut page, 512, 1024, &spec.args);
+        let mut page = StartPage::default();
+        let (name_ptr, name_len) = page.text(&spec.name, 64);
+        let (args_ptr, args_len) = page.text(&spec.args, 1024);
         let mut params = String::new();
         for (key, value) in &spec.params {
             params.push_str(key);
@@ -133,7 +124,7 @@ pub fn build(
             params.push_str(value);
             params.push('\n');
         }
-        let (params_ptr, params_len) = put_text(&mut page, 1536, 2048, &params);
+        let (params_ptr, params_len) = page.text(&params, 2048);
         let info = StartInfo {
             magic: START_MAGIC,
             env_id,
@@ -152,10 +143,8 @@ pub fn build(
             quota_frames: spec.quota_kib / 4,
             tlb_slots: spec.tlb_slots,
         };
-        use crate::arch::pod::Pod;
-        page[..core::mem::size_of::<StartInfo>()].copy_from_slice(info.as_bytes());
         map_zeroed(&mut space, START_INFO_ADDR, START_INFO_ADDR + PAGE, Flags::NO_EXECUTE)?;
-        copy_in(&space, START_INFO_ADDR, &page)?;
+        copy_in(&space, START_INFO_ADDR, &page.finish(&info))?;
         // The repossession vector: read-only to the libOS, written by the kernel.
         map_zeroed(&mut space, REPOSSESSION_ADDR, REPOSSESSION_ADDR + PAGE, Flags::NO_EXECUTE)?;
         Ok(entry)

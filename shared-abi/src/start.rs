@@ -102,9 +102,89 @@ pub struct StartInfo {
     pub tlb_slots: u64,
 }
 
+const _: () = assert!(core::mem::size_of::<StartInfo>() == 16 * 8);
+
+impl StartInfo {
+    /// The record's words in memory order (`repr(C)`, all `u64`).
+    fn words(&self) -> [u64; 16] {
+        [
+            self.magic,
+            self.env_id,
+            self.env_count,
+            self.name_ptr,
+            self.name_len,
+            self.args_ptr,
+            self.args_len,
+            self.params_ptr,
+            self.params_len,
+            self.heap_base,
+            self.heap_len,
+            self.stack_base,
+            self.stack_len,
+            self.tsc_hz,
+            self.quota_frames,
+            self.tlb_slots,
+        ]
+    }
+}
+
+/// A start page being laid out, by the kernel for a booted environment
+/// and by a libOS for one it builds: the texts after the record, then the
+/// record (whose pointers name them) at the page's start.
+pub struct StartPage {
+    bytes: [u8; 4096],
+    at: usize,
+}
+
+impl Default for StartPage {
+    fn default() -> Self {
+        StartPage { bytes: [0; 4096], at: 256 }
+    }
+}
+
+impl StartPage {
+    /// Place `text`, cut to at most `max` bytes on a character boundary
+    /// (and to what the page has left); its address and length as the
+    /// record gives them.
+    pub fn text(&mut self, text: &str, max: usize) -> (u64, u64) {
+        let mut len = text.len().min(max).min(self.bytes.len() - self.at);
+        while !text.is_char_boundary(len) {
+            len -= 1;
+        }
+        let at = self.at;
+        self.bytes[at..at + len].copy_from_slice(&text.as_bytes()[..len]);
+        self.at += len;
+        (START_INFO_ADDR + at as u64, len as u64)
+    }
+
+    /// The page, with `info` written at its start.
+    pub fn finish(mut self, info: &StartInfo) -> [u8; 4096] {
+        for (i, word) in info.words().iter().enumerate() {
+            self.bytes[i * 8..i * 8 + 8].copy_from_slice(&word.to_le_bytes());
+        }
+        self.bytes
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_page_holds_the_record_and_its_texts() {
+        let mut page = StartPage::default();
+        let name = page.text("héllo", 2);
+        assert_eq!(name, (START_INFO_ADDR + 256, 1), "cut on a character boundary");
+        let args = page.text("a b", 1024);
+        assert_eq!(args, (START_INFO_ADDR + 257, 3));
+        let info =
+            StartInfo { magic: START_MAGIC, name_ptr: name.0, name_len: name.1, tlb_slots: 9, ..Default::default() };
+        let bytes = page.finish(&info);
+        assert_eq!(&bytes[..8], &START_MAGIC.to_le_bytes());
+        assert_eq!(&bytes[24..32], &(START_INFO_ADDR + 256).to_le_bytes());
+        assert_eq!(&bytes[120..128], &9u64.to_le_bytes());
+        assert_eq!(&bytes[256..260], b"ha b");
+    }
 
     #[test]
     fn repossession_entries_to_read() {

@@ -17,7 +17,7 @@ use elf::abi::{EM_X86_64, ET_EXEC, PF_W, PF_X, PT_LOAD};
 use elf::endian::LittleEndian;
 use elf::ElfBytes;
 use libos_runtime::archive::NAME_LEN;
-use libos_runtime::start::{StartInfo, PROGRAM_BASE, PROGRAM_END, STACK_TOP, START_INFO_ADDR, START_MAGIC};
+use libos_runtime::start::{StartInfo, StartPage, PROGRAM_BASE, PROGRAM_END, STACK_TOP, START_INFO_ADDR, START_MAGIC};
 use libos_runtime::syscall::{self, map_flags, rights, Error, FrameKey, StartRegs};
 use libos_runtime::upcall::Regs;
 
@@ -251,7 +251,12 @@ pub fn build(path: &str, args: &[&str], share: Share, params: &str) -> Result<Ch
     let (entry_point, segments) = parse(&image)?;
     let (quota_frames, kmem_kib) = share.amounts()?;
     let name = path.rsplit('/').next().unwrap_or(path);
-    let name = &name[..name.len().min(16)];
+    // An environment's name is at most 16 bytes, cut on a character boundary.
+    let mut cut = name.len().min(16);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let name = &name[..cut];
     let env = syscall::env_create(quota_frames, kmem_kib, TLB_SLOTS, if name.is_empty() { "proc" } else { name })?;
     let mut child = Child { env, entries: Vec::new(), entry_point };
     match fill(&mut child, &image, &segments, name, args, params, quota_frames) {
@@ -318,16 +323,8 @@ fn fill(
     }
     // The start page, read-only: who it is and its arguments.
     child.fresh(START_INFO_ADDR, Kind::Text, false, false)?;
-    let mut page = alloc::vec![0u8; PAGE as usize];
-    let mut text_at = 512usize;
-    let mut put = |page: &mut [u8], text: &str, max: usize| {
-        let len = text.len().min(max);
-        page[text_at..text_at + len].copy_from_slice(&text.as_bytes()[..len]);
-        let ptr = START_INFO_ADDR + text_at as u64;
-        text_at += len;
-        (ptr, len as u64)
-    };
-    let (name_ptr, name_len) = put(&mut page, name, 16);
+    let mut page = StartPage::default();
+    let (name_ptr, name_len) = page.text(name, 16);
     let mut joined = alloc::string::String::new();
     for (i, arg) in args.iter().enumerate() {
         if i > 0 {
@@ -338,8 +335,8 @@ fn fill(
     if joined.len() > 2048 || params.len() > 1400 {
         return Err(Errno::E2BIG);
     }
-    let (args_ptr, args_len) = put(&mut page, &joined, 2048);
-    let (params_ptr, params_len) = put(&mut page, params, 1400);
+    let (args_ptr, args_len) = page.text(&joined, 2048);
+    let (params_ptr, params_len) = page.text(params, 1400);
     let info = StartInfo {
         magic: START_MAGIC,
         env_id: child.env,
@@ -358,12 +355,7 @@ fn fill(
         quota_frames,
         tlb_slots: TLB_SLOTS,
     };
-    // SAFETY: StartInfo is repr(C) plain words.
-    let info_bytes = unsafe {
-        core::slice::from_raw_parts(&info as *const StartInfo as *const u8, core::mem::size_of::<StartInfo>())
-    };
-    page[..info_bytes.len()].copy_from_slice(info_bytes);
-    syscall::env_write(child.env, START_INFO_ADDR, &page)?;
+    syscall::env_write(child.env, START_INFO_ADDR, &page.finish(&info))?;
     // The first pages of stack and heap (the runtime touches them before
     // the handlers are in), the upcall stack and the page table.
     child.fresh(STACK_TOP - PAGE, Kind::Anon, true, false)?;
