@@ -551,7 +551,7 @@ impl Memory {
 
     /// Give a pool frame back to the allocator.
     fn release_pool_frame(&mut self, frame: u64) {
-        memory::free_frame(frame * 4096);
+        memory::scrub_free(frame * 4096);
         self.pool_used -= 1;
     }
 

@@ -123,6 +123,12 @@ impl FrameBitmap {
         true
     }
 
+    /// Is the frame at `addr` allocated (taken from the bitmap)?
+    pub fn is_allocated(&self, addr: u64) -> bool {
+        let frame = addr / FRAME_SIZE;
+        addr.is_multiple_of(FRAME_SIZE) && frame < self.frames && self.is_used(frame)
+    }
+
     /// Free a frame. Returns false (and changes nothing) for a frame that is
     /// not allocated, misaligned or out of range: a double free is refused.
     pub fn free(&mut self, addr: u64) -> bool {

@@ -14,7 +14,7 @@
 //! handle: 63            32 31                 8 7        0
 //!         | entry generation |     entry index     |  rights  |
 //! mac:    63                                             0
-//!         |   SipHash-2-4 under the boot-derived MAC key    |
+//!         |  ChaCha8 keystream word under the boot-derived key |
 //! ```
 //!
 //! * `rights` ([`Rights`]): what the key allows: `READ` = 1, `WRITE` = 2,
@@ -23,26 +23,38 @@
 //! * `entry generation` (32 bits): how many grants that entry held before
 //!   this one. An entry's generation grows each time its grant is destroyed, so
 //!   a key naming an older generation is recognisably [`KeyError::Stale`].
-//! * `mac`: `SipHash-2-4(k, handle ‖ frame ‖ env ‖ serial)`, each number 8
-//!   bytes little-endian, where the 128-bit key `k` is the first 16 bytes of
+//! * `mac`: the next 64 bits of a ChaCha8 keystream whose 256-bit key is
 //!   `SHA-256(secret ‖ "frame keys")` over the 32-byte boot-time `secret`
-//!   (computed once); `serial` counts every key minted since boot, so no
-//!   two keys share a MAC input.
+//!   (computed once). Each key minted since boot takes the next word of
+//!   the stream, so no two keys share one, and the stream is produced in
+//!   blocks of eight words ahead of the keys that take them.
 //!
 //! The frame number is not in the key: the kernel returns it beside the key
 //! when it allocates, and [`FrameTable::query`] reports it.
 //!
 //! # Cost
 //!
-//! Minting (allocate, share) computes one SipHash-2-4 over 32 bytes (a
-//! keyed PRF designed as a MAC for short inputs; the SHA-256 it replaced
-//! cost about forty times as much on the allocation path). Checking
-//! does not: the grant table keeps the key it minted, so [`FrameTable::check`]
-//! is an index, two word compares, an environment compare and a rights test.
-//! The MAC is what makes a key unguessable (one chance in 2^64 per try); the
-//! table, not a recomputation, is what says it is valid. Working out *why*
-//! a key failed is a separate cold path. Memory: one 72-byte grant-table
-//! entry per live key and one record per held frame, nothing per idle frame.
+//! Minting (allocate, share) takes one word of a keystream computed eight
+//! words at a time (one ChaCha8 block per eight keys, about a fifth of the
+//! SipHash-2-4 per key it replaced, which was itself a fortieth of the
+//! SHA-256 before it). Checking computes nothing: the grant table keeps
+//! the key it minted, so [`FrameTable::check`] is an index, two word
+//! compares, an environment compare and a rights test.
+//!
+//! Why a keystream word is as unforgeable as a MAC over the key's fields:
+//! a key is valid only if it equals, word for word, the key the table
+//! stored when it was minted, so what a forger must produce is the stored
+//! 64-bit word of a grant it was not given. The word is ChaCha8 output under
+//! a 256-bit key derived from the boot secret, at a position no other key
+//! used; without the secret, seeing any number of other keys' words says
+//! nothing about it (ChaCha is a pseudorandom function of the position), so
+//! each guess is right with probability 2^-64, exactly as with a MAC. What
+//! a MAC over (handle, frame, env, serial) added, binding the word to those
+//! fields, the table's comparison already provides: the stored grant
+//! records them. Working out *why* a key failed is a separate cold path.
+//! Memory: one 72-byte grant-table entry per live key and one record per
+//! held frame (in a hash map keyed under a per-boot secret seed), nothing
+//! per idle frame.
 //!
 //! # Sharing, co-ownership and revocation
 //!
@@ -58,8 +70,11 @@
 //! once. A later allocation of the same frame mints keys under new
 //! serials, so no old key comes back to life.
 
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
+use foldhash::fast::FixedState;
+use hashbrown::HashMap;
+use chacha20::cipher::{KeyIvInit, StreamCipher};
+use chacha20::ChaCha8;
 use sha2::{Digest, Sha256};
 use shared_abi::syscall::Error;
 
@@ -129,11 +144,16 @@ impl From<KeyError> for Error {
     }
 }
 
-/// Computes key MACs with a key derived from the boot-time secret.
-/// Deliberately not `Debug`: the key must never reach a log.
+/// Produces key MACs: a ChaCha8 keystream under a key derived from the
+/// boot-time secret, one word per key. Deliberately not `Debug`: its state
+/// must never reach a log.
 pub struct KeyMinter {
-    /// SipHash-2-4 key: the first 16 bytes of SHA-256(secret ‖ "frame keys").
-    mac_key: [u8; 16],
+    stream: ChaCha8,
+    /// Words of the stream computed ahead (one block), taken from the back.
+    ahead: [u64; 8],
+    left: usize,
+    /// Seed of the frame-record map's hasher, drawn from the stream.
+    hash_seed: u64,
 }
 
 impl KeyMinter {
@@ -143,26 +163,26 @@ impl KeyMinter {
         let mut hasher = Sha256::new();
         hasher.update(secret);
         hasher.update(b"frame keys");
-        let digest = hasher.finalize();
-        let mut mac_key = [0u8; 16];
-        mac_key.copy_from_slice(&digest[..16]);
-        KeyMinter { mac_key }
+        let digest: [u8; 32] = hasher.finalize().into();
+        let stream = ChaCha8::new(&digest.into(), &[0u8; 12].into());
+        let mut minter = KeyMinter { stream, ahead: [0; 8], left: 0, hash_seed: 0 };
+        minter.hash_seed = minter.next_mac();
+        minter
     }
 
-    /// The MAC of a key: SipHash-2-4 under the 128-bit MAC key over four
-    /// 8-byte little-endian numbers. SipHash is a pseudorandom function
-    /// designed as a MAC for short inputs, so without the key a guessed MAC
-    /// is right with probability 2^-64 per try, as with the truncated
-    /// SHA-256 it replaces, at about a fortieth of the cost; and the grant
-    /// table, not the MAC, is what says a key is valid (module doc).
-    pub fn mac(&self, handle: u64, frame: FrameNumber, env: EnvId, serial: u64) -> u64 {
-        use core::hash::Hasher;
-        let mut hasher = siphasher::sip::SipHasher24::new_with_key(&self.mac_key);
-        hasher.write_u64(handle);
-        hasher.write_u64(frame);
-        hasher.write_u64(env);
-        hasher.write_u64(serial);
-        hasher.finish()
+    /// The next MAC word: never the same position of the stream twice.
+    pub fn next_mac(&mut self) -> u64 {
+        if self.left == 0 {
+            // One block of keystream: ChaCha8 applied to zeros.
+            let mut block = [0u8; 64];
+            self.stream.apply_keystream(&mut block);
+            for (word, bytes) in self.ahead.iter_mut().zip(block.chunks_exact(8)) {
+                *word = u64::from_le_bytes(bytes.try_into().expect("8 bytes"));
+            }
+            self.left = self.ahead.len();
+        }
+        self.left -= 1;
+        self.ahead[self.left]
     }
 }
 
@@ -240,6 +260,11 @@ pub enum Freed {
     Released(FrameNumber),
 }
 
+/// Frame records by frame number, hashed under a per-boot secret seed (an
+/// environment that names the frames it allocates cannot aim them at one
+/// bucket without knowing the seed).
+type FrameRecords = HashMap<FrameNumber, FrameRecord, FixedState>;
+
 /// Every frame handed out under a key, and every live key.
 pub struct FrameTable {
     minter: KeyMinter,
@@ -247,8 +272,8 @@ pub struct FrameTable {
     entries: Vec<GrantEntry>,
     /// Vacant entries to reuse.
     free_entries: Vec<usize>,
-    /// Allocated frames; only the cold paths (allocate, free, revoke) use it.
-    frames: BTreeMap<FrameNumber, FrameRecord>,
+    /// Allocated frames; only allocate, free, share and revoke use it.
+    frames: FrameRecords,
     /// Keys minted so far; the next key's serial.
     minted: u64,
     /// Slots holding a grant.
@@ -265,11 +290,13 @@ pub struct FrameTable {
 impl FrameTable {
     /// An empty table whose keys are MACed with `secret`.
     pub fn new(secret: [u8; 32]) -> Self {
+        let minter = KeyMinter::new(secret);
+        let frames = HashMap::with_hasher(FixedState::with_seed(minter.hash_seed));
         FrameTable {
-            minter: KeyMinter::new(secret),
+            minter,
             entries: Vec::new(),
             free_entries: Vec::new(),
-            frames: BTreeMap::new(),
+            frames,
             minted: 0,
             live: 0,
             paid: Vec::new(),
@@ -285,7 +312,7 @@ impl FrameTable {
         debug_assert_eq!(self.live, 0);
         self.entries = Vec::new();
         self.free_entries = Vec::new();
-        self.frames = BTreeMap::new();
+        self.frames = HashMap::with_hasher(FixedState::with_seed(self.minter.hash_seed));
         self.paid = Vec::new();
         self.owner_keys = Vec::new();
         self.share_keys = Vec::new();
@@ -560,7 +587,7 @@ impl FrameTable {
             None => return Err(KeyError::TableFull),
         };
         let handle = FrameKey::handle_for(info.rights, entry, self.entries[entry].generation);
-        let key = FrameKey { handle, mac: self.minter.mac(handle, info.frame, env, self.minted) };
+        let key = FrameKey { handle, mac: self.minter.next_mac() };
         self.minted += 1;
         self.live += 1;
         self.entries[entry].grant = Some(Grant { key, env, payer, info });
@@ -664,48 +691,45 @@ mod tests {
         assert_eq!(first.handle, 0x0000_0000_0000_0001);
         assert_eq!(second.handle, 0x0000_0000_0000_0103);
         assert_eq!((second.entry_index(), second.entry_generation()), (1, 0));
-        let mac = KeyMinter::new(SECRET).mac(second.handle, 11, A, 1);
-        assert_eq!(second.mac, mac, "serial 1: the second key minted");
+        let mut minter = KeyMinter::new(SECRET);
+        let (one, two) = (minter.next_mac(), minter.next_mac());
+        assert_eq!((first.mac, second.mac), (one, two), "the first two words of the stream");
         table.free(first, A).unwrap();
         let reused = table.alloc(12, B, Rights::WRITE).unwrap();
         assert_eq!(reused.handle, 0x0000_0001_0000_0002, "entry 0, generation 1");
     }
 
     #[test]
-    fn mac_is_siphash_2_4_under_a_key_derived_from_the_secret() {
-        use core::hash::Hasher;
-        // The SipHash-2-4 reference vector (key 00..0f, message 00..0e).
-        let key: [u8; 16] = core::array::from_fn(|i| i as u8);
-        let mut reference = siphasher::sip::SipHasher24::new_with_key(&key);
-        reference.write(&core::array::from_fn::<u8, 15, _>(|i| i as u8));
-        assert_eq!(reference.finish(), 0xa129_ca61_49be_45e5);
-        // Our MAC: SipHash-2-4 over the four fields under SHA-256(secret, label)[..16].
+    fn macs_are_a_chacha8_keystream_under_a_key_derived_from_the_secret() {
+        // The stream: ChaCha8 (nonce 0) keyed with SHA-256(secret ‖ label),
+        // taken a block of eight little-endian words at a time, each block
+        // handed out last word first; the stream's first word seeds the
+        // record map's hasher.
         let mut derive = Sha256::new();
         derive.update(SECRET);
         derive.update(b"frame keys");
-        let mac_key: [u8; 16] = derive.finalize()[..16].try_into().unwrap();
-        let mut input = vec![];
-        for word in [0x0103u64, 11, 1, 1] {
-            input.extend_from_slice(&word.to_le_bytes());
-        }
-        let mut expected = siphasher::sip::SipHasher24::new_with_key(&mac_key);
-        expected.write(&input);
-        assert_eq!(KeyMinter::new(SECRET).mac(0x0103, 11, 1, 1), expected.finish());
+        let key: [u8; 32] = derive.finalize().into();
+        let mut stream = ChaCha8::new(&key.into(), &[0u8; 12].into());
+        let mut bytes = [0u8; 192];
+        stream.apply_keystream(&mut bytes);
+        let words: Vec<u64> = bytes.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap())).collect();
+        let mut minter = KeyMinter::new(SECRET);
+        assert_eq!(minter.hash_seed, words[7]);
+        let minted: Vec<u64> = (0..23).map(|_| minter.next_mac()).collect();
+        let mut expected: Vec<u64> = words[..7].iter().rev().copied().collect();
+        expected.extend(words[8..16].iter().rev());
+        expected.extend(words[16..24].iter().rev());
+        assert_eq!(minted, expected);
     }
 
     #[test]
-    fn every_field_and_the_secret_change_the_mac() {
-        let minter = KeyMinter::new(SECRET);
-        let base = minter.mac(0x0103, 11, 1, 1);
-        for changed in [
-            minter.mac(0x0203, 11, 1, 1),
-            minter.mac(0x0103, 12, 1, 1),
-            minter.mac(0x0103, 11, 2, 1),
-            minter.mac(0x0103, 11, 1, 2),
-        ] {
-            assert_ne!(changed, base);
-        }
-        assert_ne!(KeyMinter::new([0x5b; 32]).mac(0x0103, 11, 1, 1), base);
+    fn macs_never_repeat_and_depend_on_the_secret() {
+        let mut minter = KeyMinter::new(SECRET);
+        let mut seen: Vec<u64> = (0..4096).map(|_| minter.next_mac()).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 4096);
+        assert_ne!(KeyMinter::new([0x5b; 32]).next_mac(), KeyMinter::new(SECRET).next_mac());
     }
 
     #[test]

@@ -23,13 +23,13 @@ const HEAP_SIZE: u64 = 16 * 1024 * 1024;
 
 static FRAMES: Mutex<Option<FrameBitmap>> = Mutex::new(None);
 
-/// Frames zeroed ahead of demand (at boot and when the CPU idles): taken
-/// from the bitmap, zeroed, and held here until `alloc_zeroed_frame`
-/// hands one out. Never touched after zeroing, so a frame leaves holding
+/// Frames zeroed ahead of demand (at boot, when the CPU idles, and as an
+/// environment lets one go: `scrub_free`): zeroed, and held here until
+/// `alloc_zeroed_frame` hands one out. Never touched after zeroing, so a frame leaves holding
 /// no one's data. Counted as free.
 static ZEROED: Mutex<alloc::vec::Vec<u64>> = Mutex::new(alloc::vec::Vec::new());
 /// How many frames `ZEROED` holds at most.
-const ZEROED_MAX: usize = 256;
+const ZEROED_MAX: usize = 1024;
 static RAM_END: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// Carve the kernel heap out of the first large usable region, then build
@@ -152,6 +152,22 @@ pub fn free_frame(pa: u64) {
             log::warn!("refused to free frame {:#x} twice", pa);
         }
     }
+}
+
+/// Return a frame that held an environment's data: it is zeroed now (the
+/// environment letting it go pays for scrubbing its own data, as Linux's
+/// `init_on_free` does) and kept for the next `alloc_zeroed_frame`, or,
+/// with the stash full, returned to the bitmap unzeroed. Either way no
+/// frame reaches a new owner holding an old one's data.
+pub fn scrub_free(pa: u64) {
+    let mut stash = ZEROED.lock();
+    if stash.len() < ZEROED_MAX && FRAMES.lock().as_ref().is_some_and(|b| b.is_allocated(pa)) {
+        super::paging::zero_owned(pa);
+        stash.push(pa);
+        return;
+    }
+    drop(stash);
+    free_frame(pa);
 }
 
 /// Number of free frames.

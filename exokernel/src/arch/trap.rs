@@ -115,7 +115,40 @@ pub type TrapHandler = fn(&mut TrapFrame);
 /// The Rust side of every system call.
 pub type SyscallHandler = fn(&mut TrapFrame) -> Return;
 
+/// What the page-fault stub does after asking the kernel about a
+/// not-present fault in the dynamic window (`WindowFaultHandler`).
+#[repr(u64)]
+pub enum WindowFault {
+    /// No software-TLB entry: deliver the upcall from the stub.
+    Deliver = 0,
+    /// Refilled from the software TLB: resume the faulting instruction.
+    Resolved = 1,
+    /// Take the general path.
+    Slow = 2,
+}
+
+/// Asked by the page-fault stub, with the faulting address and error
+/// code, before it delivers a fault in the dynamic window: the software
+/// TLB may hold the mapping. Runs with only the scratch registers saved.
+pub type WindowFaultHandler = fn(u64, u64) -> WindowFault;
+
 static TRAP_HANDLER: Once<TrapHandler> = Once::new();
+static WINDOW_FAULT_HANDLER: Once<WindowFaultHandler> = Once::new();
+
+#[no_mangle]
+extern "C" fn trap_window_fault(va: u64, error_code: u64) -> u64 {
+    match WINDOW_FAULT_HANDLER.get() {
+        Some(handler) => handler(va, error_code) as u64,
+        None => WindowFault::Slow as u64,
+    }
+}
+
+/// Scratch words for the fast-upcall stubs (user `rax` and `rcx` while
+/// they build the frame). Exceptions enter through interrupt gates, so
+/// nothing else runs on the CPU meanwhile; an NMI that lands in the stub
+/// came from the kernel and takes the general path, which never touches them.
+#[no_mangle]
+static mut FAST_SCRATCH: [u64; 2] = [0; 2];
 static SYSCALL_HANDLER: Once<SyscallHandler> = Once::new();
 
 #[no_mangle]
@@ -200,7 +233,12 @@ pub fn set_fast_upcall(state: Option<(u64, u64, u64, u64)>) {
                 (*fast).stack_hi = stack_hi;
                 (*fast).enabled = 1;
             }
-            None => (*fast).enabled = 0,
+            None => {
+                // The stubs test the entry itself: zero means "slow path".
+                (*fast).enabled = 0;
+                (*fast).exception_entry = 0;
+                (*fast).page_fault_entry = 0;
+            }
         }
     }
 }
@@ -227,8 +265,15 @@ static mut SYSCALL_USER_RSP: u64 = 0;
 static IDT: Once<InterruptDescriptorTable> = Once::new();
 
 /// Build and load the IDT and set up the `syscall` MSRs.
-pub fn init(selectors: &gdt::Selectors, trap: TrapHandler, syscall: SyscallHandler, light: &[(u64, LightSyscall)]) {
+pub fn init(
+    selectors: &gdt::Selectors,
+    trap: TrapHandler,
+    window_fault: WindowFaultHandler,
+    syscall: SyscallHandler,
+    light: &[(u64, LightSyscall)],
+) {
     TRAP_HANDLER.call_once(|| trap);
+    WINDOW_FAULT_HANDLER.call_once(|| window_fault);
     SYSCALL_HANDLER.call_once(|| syscall);
     for &(number, handler) in light {
         assert!((number as usize) < LIGHT_TABLE_LEN);
@@ -365,132 +410,155 @@ global_asm!(
     pop rbx
     pop rax
 .endm
-.macro STUB_NOERR n
+.macro STUB_NOERR n, to=trap_common
 .balign 16
 trap_stub_\n:
     push 0
     push \n
-    jmp trap_common
+    jmp \to
 .endm
-.macro STUB_ERR n
+.macro STUB_ERR n, to=trap_common
 .balign 16
 trap_stub_\n:
     push \n
-    jmp trap_common
+    jmp \to
 .endm
 
 .section .text
-trap_common:
-    // Fast upcall: an exception (vector < 32, not NMI, #DF or #MC; page
-    // faults only outside the software-TLB window) from ring 3 in an
-    // environment whose upcall
-    // stack the kernel validated (see `FastUpcall`) is written straight
-    // from the registers to the libOS's upcall frame, without building a
-    // TrapFrame or entering Rust.
-    test byte ptr [rsp + 24], 3
-    jz 9f
-    cmp qword ptr [rip + FAST_UPCALL], 0
-    je 9f
-    push rax
-    push rcx
-    push rdx
-    push rsi
-    // [rsp]: rsi rdx rcx rax | vector err rip cs rflags rsp ss
-    mov rcx, [rsp + 32]
-    xor edx, edx
-    mov rsi, [rip + FAST_UPCALL + 8]
-    cmp rcx, 14
-    jne 3f
-    mov rdx, cr2
-    movabs rax, {dyn_base}
-    cmp rdx, rax
-    jb 4f
-    movabs rax, {dyn_end}
-    cmp rdx, rax
-    jb 8f
-4:
-    mov rsi, [rip + FAST_UPCALL + 16]
-    jmp 5f
-3:
-    cmp rcx, 32
-    jae 8f
-    cmp rcx, 2
-    je 8f
-    cmp rcx, 8
-    je 8f
-    cmp rcx, 18
-    je 8f
-5:
-    test rsi, rsi
-    jz 8f
-    mov rax, [rsp + 72]
-    cmp rax, [rip + FAST_UPCALL + 24]
-    jb 6f
-    cmp rax, [rip + FAST_UPCALL + 32]
-    ja 6f
-    sub rax, 128
-    jmp 7f
-6:
-    mov rax, [rip + FAST_UPCALL + 32]
-7:
-    sub rax, {frame_size}
-    and rax, -16
-    cmp rax, [rip + FAST_UPCALL + 24]
-    jb 8f
-    mov [rax + 8], rcx
-    cmp rcx, 14
-    sete cl
-    movzx ecx, cl
-    add rcx, 1
-    mov [rax], rcx
+// Fast upcalls. An exception from ring 3 (any vector below 32 but NMI, #DF,
+// #MC and #PF) whose environment has a validated upcall stack (see
+// `FastUpcall`; a zero entry means "not this environment") is written
+// straight from the registers into the libOS's upcall frame, without a
+// TrapFrame or Rust. A page fault does the same, after asking the kernel
+// (`trap_window_fault`, caller-saved registers only) whether the software
+// TLB refills a not-present fault in the dynamic window. On entry:
+// [rsp] vector, err, rip, cs, rflags, rsp, ss.
+.macro FAST_FRAME kind, entry_offset, counter_offset
+    // rax: user rax saved; rcx: user rcx saved. Place the frame: below the
+    // interrupted frame if it runs on the upcall stack, else at its top.
     mov rcx, [rsp + 40]
-    mov [rax + 16], rcx
-    mov [rax + 24], rdx
-    mov rcx, [rsp + 24]
-    mov [rax + 32], rcx
-    mov [rax + 40], rbx
-    mov rcx, [rsp + 16]
-    mov [rax + 48], rcx
-    mov rcx, [rsp + 8]
-    mov [rax + 56], rcx
-    mov rcx, [rsp]
-    mov [rax + 64], rcx
-    mov [rax + 72], rdi
-    mov [rax + 80], rbp
-    mov [rax + 88], r8
-    mov [rax + 96], r9
-    mov [rax + 104], r10
-    mov [rax + 112], r11
-    mov [rax + 120], r12
-    mov [rax + 128], r13
-    mov [rax + 136], r14
-    mov [rax + 144], r15
-    mov rcx, [rsp + 48]
-    mov [rax + 152], rcx
-    mov rcx, [rsp + 72]
-    mov [rax + 160], rcx
-    mov rcx, [rsp + 64]
-    mov [rax + 168], rcx
-    mov [rsp + 48], rsi
-    mov [rsp + 72], rax
-    mov rdi, rax
-    lock inc qword ptr [rip + FAST_UPCALL + 40]
-    cmp qword ptr [rsp + 32], 14
-    jne 2f
-    lock inc qword ptr [rip + FAST_UPCALL + 48]
-2:
-    pop rsi
-    pop rdx
-    pop rcx
-    pop rax
+    cmp rcx, [rip + FAST_UPCALL + 24]
+    jb 16f
+    cmp rcx, [rip + FAST_UPCALL + 32]
+    ja 16f
+    sub rcx, 128
+    jmp 17f
+16:
+    mov rcx, [rip + FAST_UPCALL + 32]
+17:
+    sub rcx, {frame_size}
+    and rcx, -16
+    cmp rcx, [rip + FAST_UPCALL + 24]
+    jb 18f
+    mov qword ptr [rcx], \kind
+    mov rax, [rsp]
+    mov [rcx + 8], rax
+    mov rax, [rsp + 8]
+    mov [rcx + 16], rax
+    .if \kind == 2
+    mov rax, cr2
+    mov [rcx + 24], rax
+    .else
+    mov qword ptr [rcx + 24], 0
+    .endif
+    mov rax, [rip + FAST_SCRATCH]
+    mov [rcx + 32], rax
+    mov [rcx + 40], rbx
+    mov rax, [rip + FAST_SCRATCH + 8]
+    mov [rcx + 48], rax
+    mov [rcx + 56], rdx
+    mov [rcx + 64], rsi
+    mov [rcx + 72], rdi
+    mov [rcx + 80], rbp
+    mov [rcx + 88], r8
+    mov [rcx + 96], r9
+    mov [rcx + 104], r10
+    mov [rcx + 112], r11
+    mov [rcx + 120], r12
+    mov [rcx + 128], r13
+    mov [rcx + 136], r14
+    mov [rcx + 144], r15
+    mov rax, [rsp + 16]
+    mov [rcx + 152], rax
+    mov rax, [rsp + 40]
+    mov [rcx + 160], rax
+    mov rax, [rsp + 32]
+    mov [rcx + 168], rax
+    // Resume at the entry, on the frame, with the frame's address in rdi.
+    mov rax, [rip + FAST_UPCALL + \entry_offset]
+    mov [rsp + 16], rax
+    mov [rsp + 40], rcx
+    mov rdi, rcx
+    inc qword ptr [rip + FAST_UPCALL + 40]
+    .if \kind == 2
+    inc qword ptr [rip + FAST_UPCALL + 48]
+    .endif
     add rsp, 16
     iretq
-8:
+18:
+    // No room on the upcall stack: the general path decides.
+    mov rax, [rip + FAST_SCRATCH]
+    mov rcx, [rip + FAST_SCRATCH + 8]
+    jmp trap_common
+.endm
+
+fast_exception:
+    test byte ptr [rsp + 24], 3
+    jz trap_common
+    cmp qword ptr [rip + FAST_UPCALL + 8], 0
+    je trap_common
+    mov [rip + FAST_SCRATCH], rax
+    mov [rip + FAST_SCRATCH + 8], rcx
+    FAST_FRAME 1, 8, 40
+
+fast_page_fault:
+    test byte ptr [rsp + 24], 3
+    jz trap_common
+    cmp qword ptr [rip + FAST_UPCALL + 16], 0
+    je trap_common
+    mov [rip + FAST_SCRATCH], rax
+    mov [rip + FAST_SCRATCH + 8], rcx
+    mov rcx, cr2
+    movabs rax, {dyn_base}
+    cmp rcx, rax
+    jb 21f
+    movabs rax, {dyn_end}
+    cmp rcx, rax
+    jae 21f
+    // In the dynamic window: the software TLB may hold the mapping. The
+    // stack holds 7 words here (16-byte aligned below them), 7 pushes
+    // keep the call aligned.
+    push rdx
+    push rsi
+    push rdi
+    push r8
+    push r9
+    push r10
+    push r11
+    mov rdi, rcx
+    mov rsi, [rsp + 64]
+    cld
+    call trap_window_fault
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rdi
     pop rsi
     pop rdx
-    pop rcx
-    pop rax
-9:
+    test rax, rax
+    jz 21f
+    mov rcx, [rip + FAST_SCRATCH + 8]
+    cmp rax, 1
+    mov rax, [rip + FAST_SCRATCH]
+    jne trap_common
+    // Refilled: retry the access.
+    add rsp, 16
+    iretq
+21:
+    FAST_FRAME 2, 16, 48
+
+trap_common:
     SAVE_REGS
     mov rdi, rsp
     cld
@@ -507,39 +575,41 @@ enter_user_frame:
     jmp trap_return
 
 .globl trap_stub_0
-STUB_NOERR 0
-STUB_NOERR 1
-STUB_NOERR 2
-STUB_NOERR 3
-STUB_NOERR 4
-STUB_NOERR 5
-STUB_NOERR 6
-STUB_NOERR 7
-STUB_ERR 8
-STUB_NOERR 9
-STUB_ERR 10
-STUB_ERR 11
-STUB_ERR 12
-STUB_ERR 13
-STUB_ERR 14
-STUB_NOERR 15
-STUB_NOERR 16
-STUB_ERR 17
-STUB_NOERR 18
-STUB_NOERR 19
-STUB_NOERR 20
-STUB_ERR 21
-STUB_NOERR 22
-STUB_NOERR 23
-STUB_NOERR 24
-STUB_NOERR 25
-STUB_NOERR 26
-STUB_NOERR 27
-STUB_NOERR 28
-STUB_ERR 29
-STUB_ERR 30
-STUB_NOERR 31
-STUB_NOERR 32
+// Vectors 2 (NMI), 8 (#DF), 18 (#MC) and the timer (32) always take the
+// general path; the rest try the fast upcall first.
+STUB_NOERR 0, fast_exception
+STUB_NOERR 1, fast_exception
+STUB_NOERR 2, trap_common
+STUB_NOERR 3, fast_exception
+STUB_NOERR 4, fast_exception
+STUB_NOERR 5, fast_exception
+STUB_NOERR 6, fast_exception
+STUB_NOERR 7, fast_exception
+STUB_ERR 8, trap_common
+STUB_NOERR 9, fast_exception
+STUB_ERR 10, fast_exception
+STUB_ERR 11, fast_exception
+STUB_ERR 12, fast_exception
+STUB_ERR 13, fast_exception
+STUB_ERR 14, fast_page_fault
+STUB_NOERR 15, fast_exception
+STUB_NOERR 16, fast_exception
+STUB_ERR 17, fast_exception
+STUB_NOERR 18, trap_common
+STUB_NOERR 19, fast_exception
+STUB_NOERR 20, fast_exception
+STUB_ERR 21, fast_exception
+STUB_NOERR 22, fast_exception
+STUB_NOERR 23, fast_exception
+STUB_NOERR 24, fast_exception
+STUB_NOERR 25, fast_exception
+STUB_NOERR 26, fast_exception
+STUB_NOERR 27, fast_exception
+STUB_NOERR 28, fast_exception
+STUB_ERR 29, fast_exception
+STUB_ERR 30, fast_exception
+STUB_NOERR 31, fast_exception
+STUB_NOERR 32, trap_common
 
 .globl trap_stub_timer
 trap_stub_timer:

@@ -22,7 +22,7 @@ mod switch;
 mod trap;
 
 pub use children::check_upcalls;
-pub use trap::handle_trap;
+pub use trap::{handle_trap, window_fault};
 
 use crate::arch::paging::AddressSpace;
 use crate::arch::trap::TrapFrame;
@@ -85,7 +85,7 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
     arch::paging::init(phys_offset);
     memory::init(&boot_info.memory_regions);
     let selectors = arch::gdt::init();
-    arch::trap::init(selectors, handle_trap, crate::syscalls::handle_syscall, crate::syscalls::LIGHT);
+    arch::trap::init(selectors, handle_trap, window_fault, crate::syscalls::handle_syscall, crate::syscalls::LIGHT);
     cpu::enable_nxe_and_wp();
 
     let kernel_fn = boot as *const () as u64;

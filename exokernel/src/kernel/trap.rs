@@ -76,6 +76,23 @@ pub fn handle_trap(frame: &mut TrapFrame) {
     }
 }
 
+/// A page fault in the dynamic window, asked by the fast-upcall stub
+/// before it delivers the upcall itself: refill from the software TLB if
+/// it holds the mapping (the fault is then over), else let the stub deliver.
+pub fn window_fault(va: u64, error_code: u64) -> trap::WindowFault {
+    let mut guard = KERNEL.lock();
+    let Some(kernel) = guard.as_mut() else { return trap::WindowFault::Slow };
+    let current = kernel.current();
+    if kernel.memory.stlb_refill(current, va, error_code, cpu::rdtsc()) {
+        // Counted as the general path counts a refilled fault (a delivered
+        // one is counted by the stub).
+        bump(&COUNTERS.exceptions);
+        bump(&COUNTERS.page_faults);
+        return trap::WindowFault::Resolved;
+    }
+    trap::WindowFault::Deliver
+}
+
 impl Kernel {
     /// Hand a discontinuity to the current environment's registered entry:
     /// write an [`UpcallFrame`] on its upcall stack (placed by
