@@ -199,6 +199,8 @@ pub enum Refusal {
     Overloaded,
     /// More than [`MAX_DBF_POINTS`] deadlines to test.
     TooManyPoints,
+    /// The libOS's slots guarantee it no processor time.
+    NoSupply,
 }
 
 /// The answer of an admission test.
@@ -214,7 +216,8 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    fn refused(refusal: Refusal) -> Verdict {
+    /// Refused before any margin: `margin_ticks` is `i64::MIN`.
+    pub const fn refused(refusal: Refusal) -> Verdict {
         Verdict { admitted: false, margin_ticks: i64::MIN, tightest: Tightest::Nothing, refusal: Some(refusal) }
     }
 }
