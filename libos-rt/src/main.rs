@@ -25,9 +25,10 @@
 //!   the slot length and the save bound from `env_info`, and hands them to
 //!   `libos_rt::admission` (response-time analysis for RM, processor
 //!   demand for EDF, on the supply its slots guarantee). It prints the
-//!   margin. A set the analysis cannot guarantee is not run
-//!   (`admission = strict`, the default) or run as best effort
-//!   (`admission = best-effort`), said plainly either way.
+//!   margin. A set the analysis cannot guarantee is run as best effort
+//!   (`admission = best-effort`, the default, so overload still shows its
+//!   misses) or not run at all (`admission = strict`), said plainly
+//!   either way.
 //! * The real-time state (task and job table, statistics, slot-end
 //!   counters) lives in frames this libOS allocates and maps guaranteed at
 //!   `DYNAMIC_BASE`, checked to be in a TLB slot and guaranteed at the
@@ -43,7 +44,7 @@
 //! `tasks = C:T[:D],...` in units of `unit_us` microseconds (default 1000;
 //! `D` defaults to `T`; without `tasks`, a light default set);
 //! `horizon_ms` (default 200): how long the task set runs;
-//! `admission = strict|best-effort` (default strict). With
+//! `admission = best-effort|strict` (default best-effort). With
 //! `property_sets = N` it runs N generated task sets instead (seeded by
 //! `seed`, utilisation from 0.5 to 1.0, EDF and RM alternately, each for
 //! its hyperperiod plus its longest deadline, at most `set_horizon_ms`,
@@ -263,7 +264,7 @@ fn main(env: &Env) -> i32 {
     let (supply, supply_note) = supply_of(&measured);
     let decision_ticks = measure_decision(&tasks, &mut *scheduler, work_unit_ticks, counters);
     let overheads = overheads_of(decision_ticks, work_unit_ticks, &measured);
-    print_overheads(&overheads, supply.as_ref(), supply_note, &measured);
+    print_overheads(Some(&overheads), supply.as_ref(), supply_note, &measured);
     let verdict = admit(scheduler.name(), &tasks, &overheads, supply.as_ref());
     let inflated_ppm = sched::utilisation_ppm(&admission::inflate(&tasks, &overheads));
     println!(
@@ -371,16 +372,26 @@ fn overheads_of(decision_ticks: u64, work_unit_ticks: u64, measured: &Measured) 
     }
 }
 
-fn print_overheads(overheads: &Overheads, supply: Option<&Supply>, note: &str, measured: &Measured) {
+/// The overheads charged and the supply; `overheads` of `None` in a
+/// property run, where the decision is measured per set.
+fn print_overheads(overheads: Option<&Overheads>, supply: Option<&Supply>, note: &str, measured: &Measured) {
     let us = |ticks: u64| ticks_to_us(ticks, measured.tsc_hz);
     let supply = supply.copied().unwrap_or(Supply { cycle_ticks: 1, guaranteed_ticks: 0 });
-    println!(
-        "rt: overheads charged: decision={} ticks per work unit of {} ticks, blocking={} ticks, work_excess_ppm={}",
-        overheads.decision_ticks,
-        overheads.work_unit_ticks,
-        overheads.blocking_ticks(),
-        overheads.work_excess_ppm
-    );
+    match overheads {
+        Some(overheads) => println!(
+            "rt: overheads charged: decision={} ticks (measured +{}%) per work unit of {} ticks, blocking={} ticks, work_excess_ppm={}",
+            overheads.decision_ticks,
+            DECISION_MARGIN_PERCENT,
+            overheads.work_unit_ticks,
+            overheads.blocking_ticks(),
+            overheads.work_excess_ppm
+        ),
+        None => println!(
+            "rt: overheads charged: decision measured per set (+{}%), work_excess_ppm={}",
+            DECISION_MARGIN_PERCENT,
+            measured.calibration.error_ppm.max(0)
+        ),
+    }
     println!(
         "rt: supply slots={}/{} slot_us={} save_bound_us={} cycle_us={} guaranteed_us={} blackout_us={} share_ppm={}{}",
         measured.info.slots_owned,
@@ -543,7 +554,7 @@ fn calibrate_checked(asked_ticks: u64, counters: &SlotCounters, interrupt_ticks:
             .min()
             .unwrap_or(0);
         check.burned_ticks = burned_ticks;
-        check.error_ppm = ((burned_ticks as i128 - asked_ticks as i128) * 1_000_000 / asked_ticks.max(1) as i128) as i64;
+        check.error_ppm = error_ppm(burned_ticks, asked_ticks);
         if check.error_ppm.abs() <= 5_000 {
             break;
         }
@@ -691,9 +702,8 @@ fn run_property(
     let us = |ticks: u64| ticks_to_us(ticks, tsc_hz);
     let work_unit_ticks = mul_div(PROPERTY_WORK_UNIT_US, tsc_hz, 1_000_000);
     let (supply, note) = supply_of(measured);
-    let probe = overheads_of(0, work_unit_ticks, measured);
-    print_overheads(&probe, supply.as_ref(), note, measured);
-    println!("rt: property sets={} seed={} set_horizon_ms={} work_unit_us={}", sets, seed, set_horizon_ms, PROPERTY_WORK_UNIT_US);
+    print_overheads(None, supply.as_ref(), note, measured);
+    println!("rt: property run of {} sets: seed={} set_horizon_ms={} work_unit_us={}", sets, seed, set_horizon_ms, PROPERTY_WORK_UNIT_US);
     let mut generator = Generator::new(seed);
     let (mut admitted, mut refused, mut admitted_with_misses) = (0u64, 0u64, 0u64);
     let (mut jobs, mut misses, mut worst_work_error_ppm, mut worst_decision_over) = (0u64, 0u64, 0i64, 0i64);
@@ -812,10 +822,10 @@ fn read_config(env: &Env) -> Result<Config, ()> {
         println!("rt: tasks: {}", error);
     })?;
     let admission = match env.param("admission").map(str::trim) {
-        None | Some("strict") => AdmissionMode::Strict,
-        Some("best-effort") => AdmissionMode::BestEffort,
+        Some("strict") => AdmissionMode::Strict,
+        None | Some("best-effort") => AdmissionMode::BestEffort,
         Some(other) => {
-            println!("rt: admission = {:?}: expected strict or best-effort", other);
+            println!("rt: admission = {:?}: expected best-effort or strict", other);
             return Err(());
         }
     };
