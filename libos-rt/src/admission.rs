@@ -93,10 +93,7 @@ impl Overheads {
 
 /// The same tasks with every budget replaced by its cost under `overheads`.
 pub fn inflate(tasks: &[Task], overheads: &Overheads) -> Vec<Task> {
-    tasks
-        .iter()
-        .map(|task| Task { budget_ticks: overheads.job_cost_ticks(task.budget_ticks), ..*task })
-        .collect()
+    tasks.iter().map(|task| Task { budget_ticks: overheads.job_cost_ticks(task.budget_ticks), ..*task }).collect()
 }
 
 /// What the libOS's slots of the kernel's slot vector give it, and what
@@ -319,7 +316,8 @@ fn dbf_horizon_ticks(tasks: &[Task], supply: &Supply, blocking_ticks: u64) -> Op
     for task in tasks {
         let period = task.period_ticks as u128;
         utilisation += (task.budget_ticks as u128 * SCALE).div_ceil(period);
-        offset += (task.budget_ticks as u128 * (task.period_ticks - task.deadline_ticks) as u128 * SCALE).div_ceil(period);
+        offset +=
+            (task.budget_ticks as u128 * (task.period_ticks - task.deadline_ticks) as u128 * SCALE).div_ceil(period);
     }
     let slope = supply.guaranteed_ticks as u128 * SCALE / supply.cycle_ticks as u128;
     let linear = (slope > utilisation).then(|| {
@@ -364,16 +362,9 @@ pub fn edf_admit(tasks: &[Task], overheads: &Overheads, supply: &Supply) -> Verd
         return Verdict::refused(Refusal::TooManyPoints);
     }
     let mut next_deadline: Vec<u64> = inflated.iter().map(|task| task.deadline_ticks).collect();
-    let mut verdict = Verdict {
-        admitted: true,
-        margin_ticks: i64::MAX,
-        tightest: Tightest::Point { at_ticks: 0 },
-        refusal: None,
-    };
-    loop {
-        let Some(at_ticks) = next_deadline.iter().copied().min().filter(|&at| at <= horizon_ticks) else {
-            break;
-        };
+    let mut verdict =
+        Verdict { admitted: true, margin_ticks: i64::MAX, tightest: Tightest::Point { at_ticks: 0 }, refusal: None };
+    while let Some(at_ticks) = next_deadline.iter().copied().min().filter(|&at| at <= horizon_ticks) {
         for (deadline, task) in next_deadline.iter_mut().zip(&inflated) {
             if *deadline == at_ticks {
                 *deadline = deadline.saturating_add(task.period_ticks);
@@ -530,8 +521,15 @@ mod tests {
 
     #[test]
     fn edf_at_full_utilisation_fails_once_overheads_are_added() {
-        let tasks: Vec<Task> =
-            task_set(&[(1, 2), (1, 3), (1, 6)]).iter().map(|t| Task { budget_ticks: t.budget_ticks * 100, period_ticks: t.period_ticks * 100, deadline_ticks: t.deadline_ticks * 100, ..*t }).collect();
+        let tasks: Vec<Task> = task_set(&[(1, 2), (1, 3), (1, 6)])
+            .iter()
+            .map(|t| Task {
+                budget_ticks: t.budget_ticks * 100,
+                period_ticks: t.period_ticks * 100,
+                deadline_ticks: t.deadline_ticks * 100,
+                ..*t
+            })
+            .collect();
         assert!(ideal("edf", &tasks).admitted);
         let decisions = Overheads { decision_ticks: 1, work_unit_ticks: 25, work_excess_ppm: 0 };
         let verdict = edf_admit(&tasks, &decisions, &Supply::DEDICATED);
@@ -577,7 +575,11 @@ mod tests {
             let utilisation_ppm = 400_000 + (round as u64 * 7_919) % 700_000;
             let tasks = generator.task_set(utilisation_ppm, count, &[2, 3, 4, 6, 8, 12], round % 3 == 0);
             assert_eq!(ideal("edf", &tasks).admitted, crate::sched::edf_schedulable(&tasks), "{tasks:?}");
-            assert_eq!(ideal("rm", &tasks).admitted, crate::sched::rm_schedulable_by_response_time(&tasks), "{tasks:?}");
+            assert_eq!(
+                ideal("rm", &tasks).admitted,
+                crate::sched::rm_schedulable_by_response_time(&tasks),
+                "{tasks:?}"
+            );
             let horizon_ticks = hyperperiod_ticks(&tasks).unwrap() * 2;
             for name in ["edf", "rm"] {
                 let report = simulate(&tasks, &mut *by_name(name).unwrap(), horizon_ticks, 1).unwrap();

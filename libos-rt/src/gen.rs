@@ -40,7 +40,13 @@ impl Generator {
     /// halfway from the budget to the period and the period; otherwise it
     /// is the period. Ids are positions. `periods` must not be empty or
     /// hold a zero.
-    pub fn task_set(&mut self, utilisation_ppm: u64, task_count: usize, periods: &[u64], constrained: bool) -> Vec<Task> {
+    pub fn task_set(
+        &mut self,
+        utilisation_ppm: u64,
+        task_count: usize,
+        periods: &[u64],
+        constrained: bool,
+    ) -> Vec<Task> {
         let weights: Vec<u64> = (0..task_count).map(|_| 1 + self.below(1000)).collect();
         let total_weight: u64 = weights.iter().sum::<u64>().max(1);
         weights

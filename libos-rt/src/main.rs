@@ -359,7 +359,7 @@ fn tightest(verdict: &Verdict, tsc_hz: u64) -> alloc::string::String {
             format!("worst_task={} response_us={}", index, ticks_to_us(response_ticks, tsc_hz))
         }
         (None, Tightest::Point { at_ticks }) => format!("at_us={}", ticks_to_us(at_ticks, tsc_hz)),
-        (None, Tightest::Nothing) => format!("worst=none"),
+        (None, Tightest::Nothing) => alloc::string::String::from("worst=none"),
     }
 }
 
@@ -445,7 +445,9 @@ fn supply_of(measured: &Measured) -> (Option<Supply>, &'static str) {
 /// Admission of `tasks` under `policy`, refused outright without a supply.
 fn admit(policy: &str, tasks: &[Task], overheads: &Overheads, supply: Option<&Supply>) -> Verdict {
     match supply {
-        Some(supply) => admission::admit(policy, tasks, overheads, supply).unwrap_or(Verdict::refused(Refusal::InvalidTask)),
+        Some(supply) => {
+            admission::admit(policy, tasks, overheads, supply).unwrap_or(Verdict::refused(Refusal::InvalidTask))
+        }
         None => Verdict::refused(Refusal::NoSupply),
     }
 }
@@ -542,17 +544,16 @@ struct CalibrationCheck {
 /// is off by more than 0.5%, calibrate again on a longer sample.
 fn calibrate_checked(asked_ticks: u64, counters: &SlotCounters, interrupt_ticks: u64) -> CalibrationCheck {
     let mut sample_iterations = Work::SAMPLE_ITERATIONS;
-    let mut check = CalibrationCheck { work: Work::calibrate(sample_iterations), asked_ticks, burned_ticks: 0, error_ppm: 0 };
+    let mut check =
+        CalibrationCheck { work: Work::calibrate(sample_iterations), asked_ticks, burned_ticks: 0, error_ppm: 0 };
     for attempt in 0..3 {
         if attempt > 0 {
             sample_iterations *= 4;
             check.work = Work::calibrate(sample_iterations);
         }
         // The least of three runs: the others were disturbed more.
-        let burned_ticks = (0..3)
-            .map(|_| timed_work(&check.work, asked_ticks, counters, interrupt_ticks).0)
-            .min()
-            .unwrap_or(0);
+        let burned_ticks =
+            (0..3).map(|_| timed_work(&check.work, asked_ticks, counters, interrupt_ticks).0).min().unwrap_or(0);
         check.burned_ticks = burned_ticks;
         check.error_ppm = error_ppm(burned_ticks, asked_ticks);
         if check.error_ppm.abs() <= 5_000 {
@@ -703,7 +704,10 @@ fn run_property(
     let work_unit_ticks = mul_div(PROPERTY_WORK_UNIT_US, tsc_hz, 1_000_000);
     let (supply, note) = supply_of(measured);
     print_overheads(None, supply.as_ref(), note, measured);
-    println!("rt: property run of {} sets: seed={} set_horizon_ms={} work_unit_us={}", sets, seed, set_horizon_ms, PROPERTY_WORK_UNIT_US);
+    println!(
+        "rt: property run of {} sets: seed={} set_horizon_ms={} work_unit_us={}",
+        sets, seed, set_horizon_ms, PROPERTY_WORK_UNIT_US
+    );
     let mut generator = Generator::new(seed);
     let (mut admitted, mut refused, mut admitted_with_misses) = (0u64, 0u64, 0u64);
     let (mut jobs, mut misses, mut worst_work_error_ppm, mut worst_decision_over) = (0u64, 0u64, 0i64, 0i64);

@@ -29,7 +29,8 @@ fn percent_ppm(text: &str) -> i64 {
     let text = text.trim_end_matches([',', ';', ')']).trim_end_matches('%');
     let negative = text.starts_with('-');
     let (whole, thousandths) = text.trim_start_matches(['+', '-']).split_once('.').expect("a percentage");
-    let ppm = whole.parse::<i64>().expect("whole percent") * 10_000 + thousandths.parse::<i64>().expect("decimals") * 10;
+    let ppm =
+        whole.parse::<i64>().expect("whole percent") * 10_000 + thousandths.parse::<i64>().expect("decimals") * 10;
     if negative {
         -ppm
     } else {
@@ -133,7 +134,8 @@ fn admission_reports_its_margin_and_budgets_are_burned_within_one_percent() {
     // The decision cost seen in the run stays within what was charged.
     let run = fields(line(&outcome, "rt: overheads in the run: "));
     let charged = line(&outcome, "rt: overheads in the run: ");
-    let charged: u64 = charged.split("(charged ").nth(1).and_then(|rest| rest.trim_end_matches(')').parse().ok()).unwrap();
+    let charged: u64 =
+        charged.split("(charged ").nth(1).and_then(|rest| rest.trim_end_matches(')').parse().ok()).unwrap();
     assert!(number(&run, "decision_max") <= charged, "{run:?} charged {charged}");
     assert_eq!(field(&summary(&outcome), "admitted"), "yes");
 }
