@@ -48,7 +48,8 @@
 //! `property_sets = N` it runs N generated task sets instead (seeded by
 //! `seed`, utilisation from 0.5 to 1.0, EDF and RM alternately, each for
 //! its hyperperiod plus its longest deadline, at most `set_horizon_ms`,
-//! default 120): only admitted sets run, and their misses are counted.
+//! default 120): admitted sets run and their misses are counted; refused
+//! ones run too, as best effort counted apart, with `run_refused = yes`.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -168,8 +169,18 @@ struct Config {
     unit_us: u64,
     horizon_ms: u64,
     admission: AdmissionMode,
-    /// `Some((sets, seed, set_horizon_ms))` for a property run.
-    property: Option<(u64, u64, u64)>,
+    /// Set for a property run.
+    property: Option<Property>,
+}
+
+/// A property run's parameters.
+#[derive(Clone, Copy)]
+struct Property {
+    sets: u64,
+    seed: u64,
+    set_horizon_ms: u64,
+    /// Run refused sets too, as best effort (their misses counted apart).
+    run_refused: bool,
 }
 /// What the program measured at boot, besides the per-set decision cost (ticks).
 struct Measured {
@@ -257,8 +268,8 @@ fn main(env: &Env) -> i32 {
         slot.yields_seen
     );
 
-    if let Some((sets, seed, set_horizon_ms)) = config.property {
-        return run_property(&measured, table, counters, sets, seed, set_horizon_ms);
+    if let Some(property) = config.property {
+        return run_property(&measured, table, counters, property);
     }
 
     let (supply, supply_note) = supply_of(&measured);
@@ -689,28 +700,28 @@ fn error_ppm(burned_ticks: u64, asked_ticks: u64) -> i64 {
 
 /// The property run: `sets` generated task sets, utilisation from 0.5 to
 /// 1.0, EDF and RM alternately, every third with constrained deadlines;
-/// each admitted set runs for its hyperperiod plus its longest deadline
-/// (at most `set_horizon_ms`) and its misses are counted.
-fn run_property(
-    measured: &Measured,
-    table: &mut JobTable,
-    counters: &SlotCounters,
-    sets: u64,
-    seed: u64,
-    set_horizon_ms: u64,
-) -> i32 {
+/// each admitted set (and with `run_refused` each refused one, as best
+/// effort) runs for its hyperperiod plus its longest deadline (at most
+/// `set_horizon_ms`) and its misses are counted.
+fn run_property(measured: &Measured, table: &mut JobTable, counters: &SlotCounters, property: Property) -> i32 {
+    let Property { sets, seed, set_horizon_ms, run_refused } = property;
     let tsc_hz = measured.tsc_hz;
     let us = |ticks: u64| ticks_to_us(ticks, tsc_hz);
     let work_unit_ticks = mul_div(PROPERTY_WORK_UNIT_US, tsc_hz, 1_000_000);
     let (supply, note) = supply_of(measured);
     print_overheads(None, supply.as_ref(), note, measured);
     println!(
-        "rt: property run of {} sets: seed={} set_horizon_ms={} work_unit_us={}",
-        sets, seed, set_horizon_ms, PROPERTY_WORK_UNIT_US
+        "rt: property run of {} sets: seed={} set_horizon_ms={} work_unit_us={} run_refused={}",
+        sets,
+        seed,
+        set_horizon_ms,
+        PROPERTY_WORK_UNIT_US,
+        if run_refused { "yes (best effort)" } else { "no" }
     );
     let mut generator = Generator::new(seed);
     let (mut admitted, mut refused, mut admitted_with_misses) = (0u64, 0u64, 0u64);
     let (mut jobs, mut misses, mut worst_work_error_ppm, mut worst_decision_over) = (0u64, 0u64, 0i64, 0i64);
+    let (mut refused_run, mut refused_with_misses) = (0u64, 0u64);
     for set in 0..sets {
         let policy = if set % 2 == 0 { "edf" } else { "rm" };
         let Some(mut scheduler) = sched::by_name(policy) else { return EXIT_BAD_PARAMETER };
@@ -738,10 +749,13 @@ fn run_property(
         );
         if !verdict.admitted {
             refused += 1;
-            println!("{}", head);
-            continue;
+            if !run_refused {
+                println!("{}", head);
+                continue;
+            }
+        } else {
+            admitted += 1;
         }
-        admitted += 1;
         let hyperperiod_us = sched::hyperperiod_ticks(&tasks_us).unwrap_or(u64::MAX);
         let longest_deadline_us = tasks_us.iter().map(|task| task.deadline_ticks).max().unwrap_or(0);
         let horizon_us = hyperperiod_us.saturating_add(longest_deadline_us).min(set_horizon_ms * 1000);
@@ -761,8 +775,9 @@ fn run_property(
         let totals = table.totals();
         let work_error = error_ppm(time.work_ticks, time.nominal_work_ticks);
         println!(
-            "{} jobs={} misses={} max_jitter_us={} work_error_ppm={} decision_max={} charged={}",
+            "{}{} jobs={} misses={} max_jitter_us={} work_error_ppm={} decision_max={} charged={}",
             head,
+            if verdict.admitted { "" } else { " best-effort" },
             totals.jobs_released,
             totals.misses,
             us(totals.max_release_jitter_ticks),
@@ -770,6 +785,11 @@ fn run_property(
             time.max_decision_ticks,
             overheads.decision_ticks
         );
+        if !verdict.admitted {
+            refused_run += 1;
+            refused_with_misses += u64::from(totals.misses > 0);
+            continue;
+        }
         jobs += totals.jobs_released;
         misses += totals.misses;
         if totals.misses > 0 {
@@ -785,8 +805,18 @@ fn run_property(
         return EXIT_NOT_PINNED;
     }
     println!(
-        "rt: property sets={} admitted={} refused={} admitted_with_misses={} jobs={} misses={} worst_work_error_ppm={} decision_over_charge={}",
-        sets, admitted, refused, admitted_with_misses, jobs, misses, worst_work_error_ppm, worst_decision_over
+        "rt: property sets={} admitted={} refused={} admitted_with_misses={} jobs={} misses={} worst_work_error_ppm={} decision_over_charge={} refused_run={} refused_with_misses={} yielded={}",
+        sets,
+        admitted,
+        refused,
+        admitted_with_misses,
+        jobs,
+        misses,
+        worst_work_error_ppm,
+        worst_decision_over,
+        refused_run,
+        refused_with_misses,
+        counters.yielded.load(Ordering::Relaxed)
     );
     println!("done");
     0
@@ -835,11 +865,19 @@ fn read_config(env: &Env) -> Result<Config, ()> {
     };
     let property = match env.param("property_sets") {
         None => None,
-        Some(_) => Some((
-            number("property_sets", 1, 1000)?,
-            number("seed", 1, u64::MAX)?,
-            number("set_horizon_ms", DEFAULT_SET_HORIZON_MS, 10_000)?,
-        )),
+        Some(_) => Some(Property {
+            sets: number("property_sets", 1, 1000)?,
+            seed: number("seed", 1, u64::MAX)?,
+            set_horizon_ms: number("set_horizon_ms", DEFAULT_SET_HORIZON_MS, 10_000)?,
+            run_refused: match env.param("run_refused").map(str::trim) {
+                None | Some("no") => false,
+                Some("yes") => true,
+                Some(other) => {
+                    println!("rt: run_refused = {:?}: expected yes or no", other);
+                    return Err(());
+                }
+            },
+        }),
     };
     Ok(Config {
         policy: env.param("scheduler").unwrap_or("edf").trim(),

@@ -181,7 +181,11 @@ fn check_property_run(outcome: &Outcome, sets: u64) -> (u64, u64) {
                 assert!(work_error.abs() <= 10_000, "budget burned off by more than 1%: {set}");
                 assert!(number(&set_fields, "decision_max") <= number(&set_fields, "charged"), "{set}");
             }
-            "refused" => refused += 1,
+            "refused" => {
+                refused += 1;
+                // Run as best effort only when asked, and said so.
+                assert_eq!(set.contains(" jobs="), set.contains(" best-effort "), "{set}");
+            }
             other => panic!("verdict {other} in {set}"),
         }
     }
@@ -222,5 +226,12 @@ fn every_generated_set_admitted_beside_a_hog_meets_every_deadline() {
     assert_eq!(field(&supply, "slots"), "3/4");
     assert!(number(&supply, "share_ppm") < 750_000, "{supply:?}");
     assert!(refused > 0);
+    let totals = fields(line(&outcome, "rt: property sets="));
+    // The hog held its slot: rt yielded to it at its slot ends.
+    assert!(number(&totals, "yielded") > 100, "{totals:?}");
+    // The refused sets ran as best effort, and some missed: the analysis
+    // refused what the processor could not carry.
+    assert_eq!(number(&totals, "refused_run"), refused);
+    assert!(number(&totals, "refused_with_misses") > 0, "{totals:?}");
     assert_exited(&outcome, "unix", 0);
 }
