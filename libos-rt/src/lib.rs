@@ -24,6 +24,8 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod admission;
+pub mod gen;
 pub mod runner;
 pub mod sched;
 pub mod spec;

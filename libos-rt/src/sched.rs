@@ -289,7 +289,7 @@ pub fn edf_schedulable(tasks: &[Task]) -> bool {
 /// Whether `sum(budget / period) <= 1` for a valid set, as an exact fraction
 /// while it fits in `u128`, else in parts per 10^12 rounded up (refusing
 /// only sets within about `n * 10^-12` of full load).
-fn utilisation_at_most_one(tasks: &[Task]) -> bool {
+pub(crate) fn utilisation_at_most_one(tasks: &[Task]) -> bool {
     let (mut numerator, mut denominator) = (0u128, 1u128);
     for task in tasks {
         let (budget, period) = (task.budget_ticks as u128, task.period_ticks as u128);
