@@ -439,13 +439,15 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
         Ok(())
     }
 
-    /// Whether the old generation surely has room for every nursery object:
-    /// a size class wastes at most half a cell, so twice the nursery's used
-    /// bytes, plus a partly used page per class.
+    /// Whether the old generation has room, within the budget, for the
+    /// nursery's objects should they all survive: as many free or mappable
+    /// pages as the nursery has used, plus two for partly used cells. (A
+    /// size class can waste up to half a cell, so promotion may still map
+    /// pages past the budget; `Stats::pages_over_budget` counts them.)
     fn promotion_room(&self) -> bool {
         let used_pages = (self.bump - self.base).div_ceil(PAGE_BYTES) as usize;
         let room = self.budget_pages.saturating_sub(self.mapped) + self.free_pages.len();
-        room >= 2 * used_pages + 4
+        room >= used_pages + 2
     }
 
     /// A minor collection: evacuate every nursery object reachable from the
@@ -757,33 +759,39 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
 
     // ----- giving memory back -----
 
-    /// Collect everything, then unmap up to `pages` pages: empty old pages
-    /// first, then nursery pages (the nursery shrinks, down to
-    /// [`MIN_NURSERY_PAGES`]). Returns (old pages, nursery pages) unmapped.
+    /// Collect everything, then unmap up to `pages` pages, taken from the
+    /// empty old pages and the (now empty) nursery so that what is kept
+    /// stays balanced: free old pages enough to promote a full nursery
+    /// (nursery + 2) where the pages kept allow it, and the nursery as big
+    /// as that leaves, never below [`MIN_NURSERY_PAGES`]. Returns (old
+    /// pages, nursery pages) unmapped.
     pub fn give_back(&mut self, pages: usize) -> (usize, usize) {
         if !self.promotion_room() {
             self.major();
         }
         self.minor();
         self.major();
+        let (nursery, free) = (self.nursery_pages, self.free_pages.len());
+        let keep = nursery + free - pages.min(nursery + free - MIN_NURSERY_PAGES);
+        let nursery_keep = (keep.saturating_sub(2) / 2).clamp(MIN_NURSERY_PAGES, nursery).max(keep.saturating_sub(free));
+        let free_keep = keep - nursery_keep;
         let mut old = 0;
-        while old < pages {
+        while self.free_pages.len() > free_keep {
             let Some(index) = self.free_pages.pop() else { break };
             self.mem.unmap_page(index + self.nursery_max);
             self.old[index].state = PageState::Unmapped;
             self.mapped -= 1;
             old += 1;
         }
-        let mut nursery = 0;
-        while old + nursery < pages && self.nursery_pages > MIN_NURSERY_PAGES {
+        let returned_nursery = self.nursery_pages - nursery_keep;
+        while self.nursery_pages > nursery_keep {
             // The nursery is empty after the minor collection.
             self.nursery_pages -= 1;
             self.mem.unmap_page(self.nursery_pages);
             self.mapped -= 1;
-            nursery += 1;
         }
         self.limit = self.base + self.nursery_pages as u64 * PAGE_BYTES;
-        (old, nursery)
+        (old, returned_nursery)
     }
 
     /// Unmap every page (the heap is dropped); returns how many.

@@ -17,6 +17,7 @@ fn small() -> GcBenchConfig {
         min_depth: 2,
         max_depth: 8,
         old_page_objects: 16,
+        rounds: 1,
     }
 }
 
@@ -162,7 +163,7 @@ fn giving_frames_back_collects_then_shrinks_the_nursery() {
 
 #[test]
 fn a_full_old_generation_is_collected_before_promotion_and_the_budget_holds() {
-    let mut heap = heap::<Cards>(24, 4);
+    let mut heap = heap::<Cards>(10, 4);
     let mut m = Mutator::new(&mut heap, Verify::Every);
     let mut lists = Lists::new(&mut m);
     for step in 0..20000 {
@@ -170,7 +171,7 @@ fn a_full_old_generation_is_collected_before_promotion_and_the_budget_holds() {
     }
     assert!(m.heap.stats.majors > 0);
     assert_eq!(m.heap.stats.pages_over_budget, 0);
-    assert!(m.heap.mapped_pages() <= 24);
+    assert!(m.heap.mapped_pages() <= 10);
 }
 
 #[test]
@@ -204,4 +205,38 @@ fn addresses_outside_the_heap_are_not_objects() {
     assert!(!heap.is_object(SIM_BASE - PAGE_BYTES));
     assert!(!heap.is_object(SIM_BASE + 100 * PAGE_BYTES));
     assert!(!heap.is_object(SIM_BASE));
+}
+
+#[test]
+fn frames_given_back_in_the_middle_of_gcbench_leave_the_live_set_whole() {
+    for request in [4, 12, 40] {
+        let mut heap = heap::<DirtyBits>(48, 12);
+        heap.reserve(48);
+        let mut calls = 0;
+        let mut returned = (0, 0);
+        let report = Mutator::new(&mut heap, Verify::Every)
+            .gcbench(&small(), |heap| {
+                calls += 1;
+                if calls == 50 {
+                    returned = heap.give_back(request);
+                    heap.set_budget_pages(heap.mapped_pages());
+                }
+            })
+            .unwrap();
+        assert_eq!(returned.0 + returned.1, request, "request {request}: {returned:?}");
+        assert_eq!(report.live, tree_size(7) + 1 + 32);
+        assert!(heap.nursery_pages() < 12 || request < 40, "request {request}: nursery {}", heap.nursery_pages());
+    }
+}
+
+#[test]
+fn give_back_keeps_room_to_promote_a_full_nursery_when_it_can() {
+    let mut heap = heap::<DirtyBits>(40, 16);
+    heap.reserve(40); // 16 nursery + 24 free old pages
+    // 40 pages, 8 asked: 32 kept; a nursery of 15 leaves 17 free (15 + 2).
+    assert_eq!(heap.give_back(8), (7, 1));
+    assert_eq!((heap.nursery_pages(), heap.mapped_pages()), (15, 32));
+    // All but one page: the nursery's last.
+    assert_eq!(heap.give_back(1000), (17, 14));
+    assert_eq!(heap.mapped_pages(), 1);
 }

@@ -223,6 +223,8 @@ pub struct GcBenchConfig {
     pub max_depth: u32,
     /// Fresh objects whose only reference is stored into an old object.
     pub old_page_objects: usize,
+    /// Times the short-lived trees are built over (a longer run, same heap).
+    pub rounds: u32,
 }
 
 impl Default for GcBenchConfig {
@@ -234,6 +236,7 @@ impl Default for GcBenchConfig {
             min_depth: 4,
             max_depth: 10,
             old_page_objects: 32,
+            rounds: 1,
         }
     }
 }
@@ -344,6 +347,7 @@ impl<'h, M: Memory, B: Barrier> Mutator<'h, M, B> {
         safe_point(self.heap);
         // Short-lived trees, top-down and bottom-up, at each depth.
         let mut depth = config.min_depth;
+        let mut round = 1;
         while depth <= config.max_depth {
             let iterations = (2 * tree_size(config.stretch_depth) / tree_size(depth)).max(1);
             for _ in 0..iterations {
@@ -359,6 +363,10 @@ impl<'h, M: Memory, B: Barrier> Mutator<'h, M, B> {
                 safe_point(self.heap);
             }
             depth += 2;
+            if depth > config.max_depth && round < config.rounds {
+                round += 1;
+                depth = config.min_depth;
+            }
         }
         // Both long-lived structures must still be whole.
         let walk = self.verify_now("final")?;
