@@ -31,7 +31,7 @@ pub const WINDOW_PAGES: usize = 1024;
 /// log2 of the card size in bytes (512-byte cards).
 pub const CARD_SHIFT: u32 = 9;
 /// Cards covering the window.
-pub const CARDS: usize = WINDOW_PAGES * PAGE_BYTES as usize >> CARD_SHIFT;
+pub const CARDS: usize = (WINDOW_PAGES * PAGE_BYTES as usize) >> CARD_SHIFT;
 /// Cards per page.
 pub const CARDS_PER_PAGE: usize = (PAGE_BYTES >> CARD_SHIFT) as usize;
 /// The largest object, in words (header included): one page.
@@ -394,7 +394,7 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
     /// Whether `obj` is an object the heap holds: in the used part of the
     /// nursery with a header, or on a cell the old generation has allocated.
     pub fn is_object(&self, obj: u64) -> bool {
-        if obj % 8 != 0 {
+        if !obj.is_multiple_of(8) {
             return false;
         }
         if self.in_nursery(obj) {
@@ -409,7 +409,7 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
         let cell_bytes = SIZE_CLASSES[record.class as usize] as u64 * 8;
         let in_page = offset % PAGE_BYTES;
         let cell = (in_page / cell_bytes) as usize;
-        in_page % cell_bytes == 0 && cell < cells_of(record.class as usize) && bit(&record.alloc, cell)
+        in_page.is_multiple_of(cell_bytes) && cell < cells_of(record.class as usize) && bit(&record.alloc, cell)
     }
 
     /// Map `pages` pages up front (as free old-generation pages), within
@@ -773,7 +773,8 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
         self.major();
         let (nursery, free) = (self.nursery_pages, self.free_pages.len());
         let keep = nursery + free - pages.min(nursery + free - MIN_NURSERY_PAGES);
-        let nursery_keep = (keep.saturating_sub(2) / 2).clamp(MIN_NURSERY_PAGES, nursery).max(keep.saturating_sub(free));
+        let nursery_keep =
+            (keep.saturating_sub(2) / 2).clamp(MIN_NURSERY_PAGES, nursery).max(keep.saturating_sub(free));
         let free_keep = keep - nursery_keep;
         let mut old = 0;
         while self.free_pages.len() > free_keep {

@@ -102,9 +102,10 @@ impl Memory for FrameMemory {
 
 /// Does this MMU set the dirty bit on a write, and does clearing it stick
 /// until the next write? Checked on window page 0 before the heap uses it.
-fn dirty_bit_works(memory: &mut FrameMemory) -> bool {
+/// Returns the cost of one query-and-clear (the fewest ticks of 8), if so.
+fn dirty_bit_works(memory: &mut FrameMemory) -> Option<u64> {
     if !memory.map_page(0) {
-        return false;
+        return None;
     }
     let va = FrameMemory::va(0);
     memory.take_dirty(0);
@@ -113,8 +114,15 @@ fn dirty_bit_works(memory: &mut FrameMemory) -> bool {
     memory.store(va + 8, 1);
     let dirty_after_write = memory.take_dirty(0);
     let clean_after_clear = !memory.take_dirty(0);
+    let mut query_ticks = u64::MAX;
+    for _ in 0..8 {
+        memory.store(va + 8, 2);
+        let started = rt::rdtsc();
+        memory.take_dirty(0);
+        query_ticks = query_ticks.min(rt::rdtsc().wrapping_sub(started));
+    }
     memory.unmap_page(0);
-    clean_after_read && dirty_after_write && clean_after_clear
+    (clean_after_read && dirty_after_write && clean_after_clear).then_some(query_ticks)
 }
 
 fn param<T: core::str::FromStr>(env: &Env, key: &str, default: T) -> T {
@@ -173,16 +181,20 @@ fn main(env: &Env) -> i32 {
     let barrier = env.param("barrier").unwrap_or(DirtyBits::NAME);
     let mut memory = FrameMemory::new();
     match barrier {
-        "dirty-bits" => {
-            if dirty_bit_works(&mut memory) {
-                println!("gc: dirty-bit check ok: set by a write, not by a read, cleared by map_query");
-                run::<DirtyBits>(env, memory, budget, nursery)
-            } else {
-                println!("gc: this MMU's dirty bit cannot be used; falling back to cards");
-                run::<Cards>(env, memory, budget, nursery)
+        "dirty-bits" => match dirty_bit_works(&mut memory) {
+            Some(query_ticks) => {
+                println!(
+                    "gc: dirty-bit check ok: set by a write, not by a read, cleared by map_query ({} ticks a query)",
+                    query_ticks
+                );
+                run::<DirtyBits>(env, memory, budget, nursery, query_ticks)
             }
-        }
-        "cards" => run::<Cards>(env, memory, budget, nursery),
+            None => {
+                println!("gc: this MMU's dirty bit cannot be used; falling back to cards");
+                run::<Cards>(env, memory, budget, nursery, 0)
+            }
+        },
+        "cards" => run::<Cards>(env, memory, budget, nursery, 0),
         other => {
             println!("gc: unknown barrier `{}` (dirty-bits or cards)", other);
             1
@@ -190,7 +202,7 @@ fn main(env: &Env) -> i32 {
     }
 }
 
-fn run<B: Barrier>(env: &Env, memory: FrameMemory, budget: usize, nursery: usize) -> i32 {
+fn run<B: Barrier>(env: &Env, memory: FrameMemory, budget: usize, nursery: usize, query_ticks: u64) -> i32 {
     let workload = env.param("workload").unwrap_or("lists");
     let verify = env.param("verify").and_then(Verify::parse).unwrap_or(Verify::Major);
     println!(
@@ -221,7 +233,7 @@ fn run<B: Barrier>(env: &Env, memory: FrameMemory, budget: usize, nursery: usize
     let mut done = Revocations::default();
     let code = match workload {
         "lists" => lists(env, &mut heap, verify, inbox, quota_pages, &mut done),
-        "gcbench" => gcbench(env, &mut heap, verify, inbox, quota_pages, &mut done),
+        "gcbench" => gcbench(env, &mut heap, verify, inbox, quota_pages, &mut done, query_ticks),
         other => {
             println!("gc: unknown workload `{}` (lists or gcbench)", other);
             1
@@ -295,6 +307,7 @@ fn gcbench<B: Barrier>(
     inbox: &RevocationInbox,
     quota_pages: usize,
     done: &mut Revocations,
+    query_ticks: u64,
 ) -> i32 {
     let defaults = GcBenchConfig::default();
     let config = GcBenchConfig {
@@ -329,7 +342,10 @@ fn gcbench<B: Barrier>(
         "gcbench: {} old-page-only objects survived a minor collection intact; {} live-set checks passed",
         report.old_page_survivors, report.checks
     );
-    println!("gcbench: live objects {} checksum {:#018x} after {} allocated", report.live, report.checksum, report.allocated);
+    println!(
+        "gcbench: live objects {} checksum {:#018x} after {} allocated",
+        report.live, report.checksum, report.allocated
+    );
     println!(
         "gcbench: barrier {}: mutator {} {}, collection {} ({} minor, {} major), old pages queried {} scanned {}, cards scanned {}, {} KiB scanned",
         B::NAME,
@@ -372,12 +388,13 @@ fn gcbench<B: Barrier>(
     }
     let per_minor = |n: u64| n as f64 / stats.minors.max(1) as f64;
     println!(
-        "BENCH op=gc_{}_scanned_per_minor unit=pages median={:.1} min={:.1} max={:.1} target=- events=queries:{:.1},cards:{:.1},kib:{:.1}",
+        "BENCH op=gc_{}_scanned_per_minor unit=pages median={:.1} min={:.1} max={:.1} target=- events=queries:{:.1},query:{},cards:{:.1},kib:{:.1}",
         name,
         per_minor(stats.pages_scanned),
         per_minor(stats.pages_scanned),
         per_minor(stats.pages_scanned),
         per_minor(stats.pages_queried + stats.dirty_clears),
+        query_ticks,
         per_minor(stats.cards_scanned),
         per_minor(stats.bytes_scanned) / 1024.0
     );

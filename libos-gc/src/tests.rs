@@ -233,7 +233,7 @@ fn frames_given_back_in_the_middle_of_gcbench_leave_the_live_set_whole() {
 fn give_back_keeps_room_to_promote_a_full_nursery_when_it_can() {
     let mut heap = heap::<DirtyBits>(40, 16);
     heap.reserve(40); // 16 nursery + 24 free old pages
-    // 40 pages, 8 asked: 32 kept; a nursery of 15 leaves 17 free (15 + 2).
+                      // 40 pages, 8 asked: 32 kept; a nursery of 15 leaves 17 free (15 + 2).
     assert_eq!(heap.give_back(8), (7, 1));
     assert_eq!((heap.nursery_pages(), heap.mapped_pages()), (15, 32));
     // All but one page: the nursery's last.

@@ -452,7 +452,7 @@ impl Lists {
     ) -> Result<(), Failure> {
         let list = (step as usize * 7 + cycle as usize) % LISTS;
         let root = self.first_root + list;
-        if step % 4 != 0 {
+        if !step.is_multiple_of(4) {
             mutator.new_object(1, 2)?;
             mutator.dropped(1);
             return Ok(());
