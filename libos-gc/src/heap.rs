@@ -129,6 +129,11 @@ pub struct Stats {
     /// Dirty bits cleared after a minor collection on the pages the
     /// collector itself wrote (one query each).
     pub dirty_clears: u64,
+    /// Ticks minor collections spent finding the remembered set (querying
+    /// dirty bits or reading cards), scanning it, and clearing the dirty
+    /// bits the collector itself set, including the evacuations the scans
+    /// made directly.
+    pub remembered_set_ticks: u64,
     /// Objects found live by the last major collection.
     pub last_major_live: u64,
     /// Pages mapped past the budget because a promotion needed them.
@@ -459,12 +464,15 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
             let obj = self.roots[i];
             self.roots[i] = self.evacuate(obj);
         }
+        let scan_started = self.mem.clock();
         if B::CARDS {
             self.scan_cards();
         } else {
             self.scan_dirty_pages();
         }
+        self.stats.remembered_set_ticks += self.mem.clock().wrapping_sub(scan_started);
         self.drain();
+        let clear_started = self.mem.clock();
         // No old object points into the nursery now: what the collector
         // wrote to old pages needs no remembering.
         for page in core::mem::take(&mut self.touched) {
@@ -474,6 +482,7 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
                 self.stats.dirty_clears += 1;
             }
         }
+        self.stats.remembered_set_ticks += self.mem.clock().wrapping_sub(clear_started);
         if self.poison {
             let mut at = self.base;
             while at < self.bump {
@@ -537,12 +546,22 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
     fn scan_cells(&mut self, index: usize, from: usize, to: usize) {
         let page_addr = self.base + (index + self.nursery_max) as u64 * PAGE_BYTES;
         let cell_bytes = SIZE_CLASSES[self.old[index].class as usize] as u64 * 8;
-        for cell in from..to {
-            if !bit(&self.old[index].alloc, cell) {
-                continue;
+        // The cells allocated when the scan began: objects promoted into
+        // this page meanwhile are on the worklist anyway.
+        let alloc = self.old[index].alloc;
+        for word in from / 64..to.div_ceil(64) {
+            let mut bits = alloc[word];
+            if word == from / 64 {
+                bits &= u64::MAX << (from % 64);
             }
-            let obj = page_addr + cell as u64 * cell_bytes;
-            self.scan_object(obj);
+            if word == to / 64 {
+                bits &= (1u64 << (to % 64)) - 1;
+            }
+            while bits != 0 {
+                let cell = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                self.scan_object(page_addr + cell as u64 * cell_bytes);
+            }
         }
     }
 
@@ -550,13 +569,18 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
     /// point them at the copies.
     fn scan_object(&mut self, obj: u64) {
         let ptrs = header_ptrs(self.mem.load(obj));
+        let mut updated = false;
         for i in 0..ptrs as u64 {
             let addr = obj + 8 + 8 * i;
             let target = self.mem.load(addr);
             if self.in_nursery(target) {
                 let moved = self.evacuate(target);
-                self.gc_store(addr, moved);
+                self.mem.store(addr, moved);
+                updated = true;
             }
+        }
+        if updated {
+            self.touch(obj);
         }
     }
 
@@ -581,8 +605,9 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
         let copy = self.alloc_cell(class_of(words), true).expect("gc: out of memory while promoting");
         for i in 0..words as u64 {
             let word = self.mem.load(obj + 8 * i);
-            self.gc_store(copy + 8 * i, word);
+            self.mem.store(copy + 8 * i, word);
         }
+        self.touch(copy);
         self.mem.store(obj, copy);
         self.stats.promoted += 1;
         if header_ptrs(head) > 0 {
@@ -591,12 +616,11 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
         copy
     }
 
-    /// A store by the collector into the old generation: remembered, so
-    /// its dirty bit is cleared at the end of the minor collection.
-    fn gc_store(&mut self, addr: u64, value: u64) {
-        self.mem.store(addr, value);
+    /// The collector wrote old object `obj`: remember its page, so its
+    /// dirty bit is cleared at the end of the minor collection.
+    fn touch(&mut self, obj: u64) {
         if !B::CARDS {
-            let index = ((addr - self.base) / PAGE_BYTES) as usize - self.nursery_max;
+            let index = ((obj - self.base) / PAGE_BYTES) as usize - self.nursery_max;
             if !self.old[index].touched {
                 self.old[index].touched = true;
                 self.touched.push(index);

@@ -388,7 +388,7 @@ fn gcbench<B: Barrier>(
     }
     let per_minor = |n: u64| n as f64 / stats.minors.max(1) as f64;
     println!(
-        "BENCH op=gc_{}_scanned_per_minor unit=pages median={:.1} min={:.1} max={:.1} target=- events=queries:{:.1},query:{},cards:{:.1},kib:{:.1}",
+        "BENCH op=gc_{}_scanned_per_minor unit=pages median={:.1} min={:.1} max={:.1} target=- events=queries:{:.1},query:{},cards:{:.1},kib:{:.1},rs_ticks:{:.0}",
         name,
         per_minor(stats.pages_scanned),
         per_minor(stats.pages_scanned),
@@ -396,7 +396,8 @@ fn gcbench<B: Barrier>(
         per_minor(stats.pages_queried + stats.dirty_clears),
         query_ticks,
         per_minor(stats.cards_scanned),
-        per_minor(stats.bytes_scanned) / 1024.0
+        per_minor(stats.bytes_scanned) / 1024.0,
+        per_minor(stats.remembered_set_ticks)
     );
     0
 }
