@@ -315,7 +315,7 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
         }
         let bytes = words as u64 * 8;
         if self.limit - self.bump < bytes {
-            self.collect()?;
+            self.collect();
         }
         let obj = self.bump;
         self.bump += bytes;
@@ -436,12 +436,11 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
 
     /// The nursery is full: collect it, first collecting the old generation
     /// too if it may lack room for the nursery's survivors.
-    pub fn collect(&mut self) -> Result<(), OutOfMemory> {
+    pub fn collect(&mut self) {
         if !self.promotion_room() {
             self.major();
         }
         self.minor();
-        Ok(())
     }
 
     /// Whether the old generation has room, within the budget, for the
@@ -769,7 +768,7 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
         let obj = match self.alloc_cell(class, false) {
             Some(obj) => obj,
             None => {
-                self.collect()?;
+                self.collect();
                 self.major();
                 self.alloc_cell(class, false).ok_or(OutOfMemory)?
             }
