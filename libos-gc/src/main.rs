@@ -1,10 +1,19 @@
 //! libos-gc: a library OS for a garbage-collected runtime. Its heap is
-//! built from keyed frames it maps itself; objects live in fixed-size cells
-//! on those pages; a mark phase from the roots finds live cells and every
-//! page with none left is reused, or, when the kernel wants frames, unmapped
-//! and its frame given back. So it answers revocation the way only a GC
-//! can: collect, and return the frames that collection emptied, instead of
-//! swapping.
+//! built from keyed frames it maps itself: a nursery, collected often by
+//! evacuating its survivors into an old generation, which major
+//! collections mark and sweep (the collector is `libos_gc::heap`). The
+//! write barrier is the MMU's dirty bit, read and cleared with `map_query`
+//! (`barrier = dirty-bits`, the default), or software card marking
+//! (`barrier = cards`). It answers revocation the way only a GC can:
+//! collect, return the frames that collection emptied, and shrink the
+//! nursery, instead of swapping.
+//!
+//! Manifest keys: `workload` (`lists`, the default boot's small workload,
+//! or `gcbench`), `pages` (heap budget), `nursery` (nursery pages),
+//! `reserve` (pages mapped up front), `cycles` (lists), `verify` (`end`,
+//! `major`, `every`: when the live set is checked), GCBench's
+//! `stretch_depth`, `long_lived_depth`, `min_depth`, `max_depth`,
+//! `array_words`, `old_page_objects`, `rounds`, and `unit` (the BENCH lines' unit).
 #![no_std]
 #![no_main]
 
@@ -12,261 +21,383 @@ extern crate alloc;
 
 use alloc::vec;
 use alloc::vec::Vec;
+use libos_gc::heap::{Barrier, Cards, Config, DirtyBits, Heap, Memory, PAGE_BYTES, WINDOW_PAGES};
+use libos_gc::workload::{GcBenchConfig, Lists, Mutator, Verify};
 use libos_runtime::frames;
 use libos_runtime::println;
 use libos_runtime::revocation::{self, RevocationInbox};
-use libos_runtime::rt::Env;
+use libos_runtime::rt::{self, Env};
 use libos_runtime::start::DYNAMIC_BASE;
-use libos_runtime::syscall::{self, map_flags, rights, FrameKey};
+use libos_runtime::syscall::{self, map_bits, map_flags, rights, FrameKey};
 
 libos_runtime::libos_main!(main);
 
-const PAGE: u64 = 4096;
-/// Bytes per object cell.
-const CELL: u64 = 64;
-const CELLS_PER_PAGE: usize = (PAGE / CELL) as usize;
-/// Pages of virtual address space the heap may use.
-const HEAP_PAGES: usize = 512;
-
-/// A reference to an object: heap page and cell.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct ObjRef {
-    page: u32,
-    cell: u32,
+/// The heap's window of the dynamic region, on keyed frames.
+struct FrameMemory {
+    keys: Vec<Option<FrameKey>>,
 }
 
-/// An object header as stored in its cell: a reference to the next object
-/// of its list (or none), then payload words.
-const NO_NEXT: u64 = u64::MAX;
+impl FrameMemory {
+    fn new() -> Self {
+        FrameMemory { keys: vec![None; WINDOW_PAGES] }
+    }
 
-struct HeapPage {
-    key: FrameKey,
-    /// Cells handed out on this page (bump allocation).
-    used: usize,
+    fn va(page: usize) -> u64 {
+        DYNAMIC_BASE + page as u64 * PAGE_BYTES
+    }
 }
 
-struct GcHeap {
-    pages: Vec<Option<HeapPage>>,
-    /// The page objects are being bump-allocated from.
-    current: Option<usize>,
-    /// Pages we may map at most (shrinks when the kernel takes frames).
-    page_budget: usize,
-    /// Pages the kernel guarantees us (our quota).
-    quota_pages: usize,
-    collections: u64,
+impl Memory for FrameMemory {
+    fn base(&self) -> u64 {
+        DYNAMIC_BASE
+    }
+
+    #[inline(always)]
+    fn load(&self, addr: u64) -> u64 {
+        // SAFETY: the heap only reads words of pages it mapped through
+        // `map_page`, in the dynamic window, where no Rust object lives; a
+        // bug that read elsewhere would fault and end only this libOS.
+        unsafe { core::ptr::read(addr as *const u64) }
+    }
+
+    #[inline(always)]
+    fn store(&mut self, addr: u64, value: u64) {
+        // SAFETY: as for `load`: a word of a heap page mapped writable,
+        // which nothing else in this program aliases.
+        unsafe { core::ptr::write(addr as *mut u64, value) }
+    }
+
+    fn map_page(&mut self, page: usize) -> bool {
+        // Guaranteed: the dirty bit lives in the page-table entry, which a
+        // slot eviction or a switch under the `stlb` policy would drop.
+        let flags = map_flags::WRITE | map_flags::GUARANTEED;
+        match frames::alloc_map(Self::va(page), rights::READ | rights::WRITE, flags) {
+            Ok((_, key)) => {
+                self.keys[page] = Some(key);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn unmap_page(&mut self, page: usize) {
+        if let Some(key) = self.keys[page].take() {
+            let _ = syscall::unmap(Self::va(page));
+            let _ = syscall::frame_free(key);
+        }
+    }
+
+    fn take_dirty(&mut self, page: usize) -> bool {
+        match syscall::map_query_clear(Self::va(page), map_bits::DIRTY) {
+            // Only a page-table entry holds the bit; anything else: assume written.
+            Ok(bits) if bits & map_bits::IN_SLOT != 0 => bits & map_bits::DIRTY != 0,
+            _ => true,
+        }
+    }
+
+    fn clock(&self) -> u64 {
+        rt::rdtsc()
+    }
+}
+
+/// Does this MMU set the dirty bit on a write, and does clearing it stick
+/// until the next write? Checked on window page 0 before the heap uses it.
+/// Returns the cost of one query-and-clear (the fewest ticks of 8), if so.
+fn dirty_bit_works(memory: &mut FrameMemory) -> Option<u64> {
+    if !memory.map_page(0) {
+        return None;
+    }
+    let va = FrameMemory::va(0);
+    memory.take_dirty(0);
+    let _ = memory.load(va + 8);
+    let clean_after_read = !memory.take_dirty(0);
+    memory.store(va + 8, 1);
+    let dirty_after_write = memory.take_dirty(0);
+    let clean_after_clear = !memory.take_dirty(0);
+    let mut query_ticks = u64::MAX;
+    for _ in 0..8 {
+        memory.store(va + 8, 2);
+        let started = rt::rdtsc();
+        memory.take_dirty(0);
+        query_ticks = query_ticks.min(rt::rdtsc().wrapping_sub(started));
+    }
+    memory.unmap_page(0);
+    (clean_after_read && dirty_after_write && clean_after_clear).then_some(query_ticks)
+}
+
+fn param<T: core::str::FromStr>(env: &Env, key: &str, default: T) -> T {
+    env.param(key).and_then(|p| p.parse().ok()).unwrap_or(default)
+}
+
+/// What the libOS did for the kernel.
+#[derive(Default)]
+struct Revocations {
     frames_returned: u64,
     frames_lost: u64,
 }
 
-fn cell_addr(obj: ObjRef) -> *mut u64 {
-    (DYNAMIC_BASE + obj.page as u64 * PAGE + obj.cell as u64 * CELL) as *mut u64
-}
-
-fn read_next(obj: ObjRef) -> Option<ObjRef> {
-    // SAFETY: live objects sit on mapped heap pages.
-    let raw = unsafe { core::ptr::read_volatile(cell_addr(obj)) };
-    (raw != NO_NEXT).then_some(ObjRef { page: (raw >> 32) as u32, cell: raw as u32 })
-}
-
-fn encode(next: Option<ObjRef>) -> u64 {
-    next.map(|o| (o.page as u64) << 32 | o.cell as u64).unwrap_or(NO_NEXT)
-}
-
-impl GcHeap {
-    fn new(page_budget: usize, quota_pages: usize) -> Self {
-        GcHeap {
-            pages: (0..HEAP_PAGES).map(|_| None).collect(),
-            current: None,
-            page_budget: page_budget.min(HEAP_PAGES),
-            quota_pages,
-            collections: 0,
-            frames_returned: 0,
-            frames_lost: 0,
-        }
+/// At a safe point: answer the kernel by collecting, giving empty pages
+/// back and shrinking the nursery.
+fn answer_kernel<M: Memory, B: Barrier>(
+    heap: &mut Heap<M, B>,
+    inbox: &RevocationInbox,
+    quota_pages: usize,
+    done: &mut Revocations,
+) {
+    let lost = inbox.take_aborted();
+    if lost != 0 {
+        done.frames_lost += lost;
+        println!("revocation: the kernel took {} frame(s) by force", lost);
     }
-
-    fn mapped_pages(&self) -> usize {
-        self.pages.iter().filter(|p| p.is_some()).count()
+    let owed = inbox.take_requested() as usize;
+    if owed == 0 {
+        return;
     }
-
-    /// Map a fresh page; None if the budget or the kernel says no.
-    fn grow(&mut self) -> Option<usize> {
-        if self.mapped_pages() >= self.page_budget {
-            return None;
-        }
-        let index = self.pages.iter().position(|p| p.is_none())?;
-        let va = DYNAMIC_BASE + index as u64 * PAGE;
-        let (_, key) = frames::alloc_map(va, rights::READ | rights::WRITE, map_flags::WRITE).ok()?;
-        self.pages[index] = Some(HeapPage { key, used: 0 });
-        Some(index)
-    }
-
-    /// Allocate an object linked to `next`; collect when out of room.
-    fn alloc(&mut self, next: Option<ObjRef>, payload: u64, roots: &[Option<ObjRef>]) -> Option<ObjRef> {
-        for attempt in 0..2 {
-            let page = match self.current.filter(|&p| self.pages[p].as_ref().is_some_and(|h| h.used < CELLS_PER_PAGE)) {
-                Some(page) => Some(page),
-                // A page the last collection emptied, else a fresh one.
-                None => self.pages.iter().position(|p| p.as_ref().is_some_and(|h| h.used == 0)).or_else(|| self.grow()),
-            };
-            if let Some(page) = page {
-                self.current = Some(page);
-                let heap_page = self.pages[page].as_mut().expect("current page is mapped");
-                let obj = ObjRef { page: page as u32, cell: heap_page.used as u32 };
-                heap_page.used += 1;
-                // SAFETY: the cell is on a page we just checked is mapped.
-                unsafe {
-                    core::ptr::write_volatile(cell_addr(obj), encode(next));
-                    core::ptr::write_volatile(cell_addr(obj).add(1), payload);
-                }
-                return Some(obj);
-            }
-            if attempt == 0 {
-                self.collect(roots, 0);
-            }
-        }
-        None
-    }
-
-    /// Mark from the roots. Pages with no live cell are dead: up to
-    /// `give_back` of them are unmapped and their frames returned to the
-    /// kernel (discarded, never written out); the rest are kept and reused.
-    /// Returns how many frames were freed.
-    fn collect(&mut self, roots: &[Option<ObjRef>], give_back: usize) -> usize {
-        self.collections += 1;
-        let mut live = vec![0u32; HEAP_PAGES];
-        for root in roots.iter().flatten() {
-            let mut at = Some(*root);
-            while let Some(obj) = at {
-                live[obj.page as usize] += 1;
-                at = read_next(obj);
-            }
-        }
-        let mut freed = 0;
-        for index in 0..HEAP_PAGES {
-            if live[index] == 0 && freed < give_back {
-                if let Some(page) = self.pages[index].take() {
-                    let _ = syscall::unmap(DYNAMIC_BASE + index as u64 * PAGE);
-                    let _ = syscall::frame_free(page.key);
-                    if self.current == Some(index) {
-                        self.current = None;
-                    }
-                    freed += 1;
-                }
-            } else if live[index] == 0 {
-                if let Some(page) = self.pages[index].as_mut() {
-                    page.used = 0;
-                }
-            }
-        }
-        freed
-    }
-
-    /// At a safe point: answer the kernel by collecting.
-    fn answer_kernel(&mut self, inbox: &RevocationInbox, roots: &[Option<ObjRef>]) {
-        let lost = inbox.take_aborted();
-        if lost != 0 {
-            self.frames_lost += lost;
-            println!("revocation: the kernel took {} frame(s) by force", lost);
-        }
-        let owed = inbox.take_requested() as usize;
-        if owed == 0 {
-            return;
-        }
-        // Frames freed by any collection since the request count toward it
-        // (the kernel decrements what we owe on every frame_free).
-        let outstanding = syscall::revoke_done().unwrap_or(0) as usize;
-        self.collect(roots, outstanding);
-        let still_owed = syscall::revoke_done().unwrap_or(0);
-        let returned = owed.saturating_sub(still_owed as usize);
-        self.frames_returned += returned as u64;
-        // Keep what is live; never plan below the quota, which the kernel
-        // guarantees (it takes frames back from others for us).
-        self.page_budget = self.page_budget.min(self.mapped_pages().max(self.quota_pages)).max(1);
-        println!(
-            "revocation: asked for {} frame(s); collected and returned {} dead page(s); {} pages mapped (still owed {})",
-            owed,
-            returned,
-            self.mapped_pages(),
-            still_owed
-        );
-    }
+    // Frames freed since the request count toward it (the kernel counts
+    // down what we owe on every frame_free).
+    let outstanding = syscall::revoke_done().unwrap_or(0) as usize;
+    let (old, nursery) = heap.give_back(outstanding);
+    let still_owed = syscall::revoke_done().unwrap_or(0);
+    let returned = owed.saturating_sub(still_owed as usize);
+    done.frames_returned += returned as u64;
+    // Keep what is live; never plan below the quota, which the kernel
+    // guarantees (it takes frames back from others for us).
+    heap.set_budget_pages(heap.budget_pages().min(heap.mapped_pages().max(quota_pages)));
+    println!(
+        "revocation: asked for {} frame(s); collected and returned {} page(s) ({} empty old, {} of the nursery, now {} pages); {} pages mapped (still owed {})",
+        owed,
+        returned,
+        old,
+        nursery,
+        heap.nursery_pages(),
+        heap.mapped_pages(),
+        still_owed
+    );
 }
 
 fn main(env: &Env) -> i32 {
-    let budget = env.param("pages").and_then(|p| p.parse().ok()).unwrap_or(64usize);
-    let cycles = env.param("cycles").and_then(|p| p.parse().ok()).unwrap_or(5u64);
-    println!("libos-gc up: env {} heap up to {} pages of {} cells", env.id, budget, CELLS_PER_PAGE);
+    let budget: usize = param(env, "pages", 64);
+    let nursery: usize = param(env, "nursery", (budget / 4).max(1));
+    let barrier = env.param("barrier").unwrap_or(DirtyBits::NAME);
+    let mut memory = FrameMemory::new();
+    match barrier {
+        "dirty-bits" => match dirty_bit_works(&mut memory) {
+            Some(query_ticks) => {
+                println!(
+                    "gc: dirty-bit check ok: set by a write, not by a read, cleared by map_query ({} ticks a query)",
+                    query_ticks
+                );
+                run::<DirtyBits>(env, memory, budget, nursery, query_ticks)
+            }
+            None => {
+                println!("gc: this MMU's dirty bit cannot be used; falling back to cards");
+                run::<Cards>(env, memory, budget, nursery, 0)
+            }
+        },
+        "cards" => run::<Cards>(env, memory, budget, nursery, 0),
+        other => {
+            println!("gc: unknown barrier `{}` (dirty-bits or cards)", other);
+            1
+        }
+    }
+}
+
+fn run<B: Barrier>(env: &Env, memory: FrameMemory, budget: usize, nursery: usize, query_ticks: u64) -> i32 {
+    let workload = env.param("workload").unwrap_or("lists");
+    let verify = env.param("verify").and_then(Verify::parse).unwrap_or(Verify::Major);
+    println!(
+        "libos-gc up: env {} heap up to {} pages, nursery {} pages, barrier {}, workload {}",
+        env.id,
+        budget,
+        nursery,
+        B::NAME,
+        workload
+    );
     // The runtime's handler only notes the kernel's requests (it may
-    // interrupt the collector); the loop answers them at safe points.
+    // interrupt the collector); the workload answers them at safe points.
     let Ok(inbox) = revocation::listen() else {
         println!("cannot register the revocation handler");
         return 1;
     };
-    let mut heap = GcHeap::new(budget, env.quota_frames as usize);
+    let config = Config { budget_pages: budget, nursery_pages: nursery, poison: verify == Verify::Every };
+    let Ok(mut heap) = Heap::<FrameMemory, B>::new(memory, config) else {
+        println!("gc: cannot map the nursery");
+        return 1;
+    };
     // A runtime reserves its arena up front (`reserve` pages).
-    let reserve = env.param("reserve").and_then(|p| p.parse().ok()).unwrap_or(0usize);
-    while heap.mapped_pages() < reserve.min(budget) {
-        if heap.grow().is_none() {
-            break;
-        }
-    }
+    let reserve: usize = param(env, "reserve", 0);
     if reserve > 0 {
-        println!("gc: reserved {} pages", heap.mapped_pages());
+        println!("gc: reserved {} pages", heap.reserve(reserve));
     }
-    // Roots: a ring of lists; each cycle replaces some lists with new ones
-    // and makes lots of short-lived garbage in between.
-    const LISTS: usize = 16;
-    const MAX_LIST: usize = 12;
-    let mut roots: Vec<Option<ObjRef>> = vec![None; LISTS];
-    let mut lengths = [0usize; LISTS];
-    let mut allocated = 0u64;
+    let quota_pages = env.quota_frames as usize;
+    let mut done = Revocations::default();
+    let code = match workload {
+        "lists" => lists(env, &mut heap, verify, inbox, quota_pages, &mut done),
+        "gcbench" => gcbench(env, &mut heap, verify, inbox, quota_pages, &mut done, query_ticks),
+        other => {
+            println!("gc: unknown workload `{}` (lists or gcbench)", other);
+            1
+        }
+    };
+    // Everything left is garbage once the roots go.
+    let freed = heap.release_all();
+    println!(
+        "gc: frames returned on request {}, lost to force {}, freed at exit {}",
+        done.frames_returned, done.frames_lost, freed
+    );
+    if code == 0 {
+        println!("done");
+    }
+    code
+}
+
+/// The default boot's workload: lists that grow and are dropped, among
+/// lots of short-lived garbage.
+fn lists<B: Barrier>(
+    env: &Env,
+    heap: &mut Heap<FrameMemory, B>,
+    verify: Verify,
+    inbox: &RevocationInbox,
+    quota_pages: usize,
+    done: &mut Revocations,
+) -> i32 {
+    let cycles: u64 = param(env, "cycles", 5);
+    let mut mutator = Mutator::new(heap, verify);
+    let mut lists = Lists::new(&mut mutator);
     for cycle in 1..=cycles {
         for step in 0..2000u64 {
-            let list = (step as usize * 7 + cycle as usize) % LISTS;
-            let keep = step % 4 == 0;
-            if keep {
-                // Extend a live list; a long list is dropped whole (garbage).
-                lengths[list] += 1;
-                let head = if lengths[list] > MAX_LIST {
-                    lengths[list] = 1;
-                    None
-                } else {
-                    roots[list]
-                };
-                match heap.alloc(head, cycle << 32 | step, &roots) {
-                    Some(obj) => roots[list] = Some(obj),
-                    None => {
-                        println!("gc: out of memory");
-                        return 1;
-                    }
-                }
-            } else if heap.alloc(None, step, &roots).is_none() {
-                println!("gc: out of memory");
+            if let Err(failure) = lists.step(&mut mutator, cycle, step) {
+                println!("gc: {}", failure);
                 return 1;
             }
-            allocated += 1;
             if step % 128 == 0 {
-                heap.answer_kernel(inbox, &roots);
+                answer_kernel(mutator.heap, inbox, quota_pages, done);
                 syscall::yield_now();
             }
         }
-        let live: usize = roots.iter().map(|r| core::iter::successors(*r, |o| read_next(*o)).count()).sum();
+        let stats = &mutator.heap.stats;
         println!(
-            "cycle {}: {} objects allocated, {} live, {} pages mapped, {} collections",
+            "cycle {}: {} objects allocated, {} live, {} pages mapped, {} collections ({} minor, {} major)",
             cycle,
-            allocated,
-            live,
-            heap.mapped_pages(),
-            heap.collections
+            mutator.allocated,
+            lists.live(),
+            mutator.heap.mapped_pages(),
+            stats.minors + stats.majors,
+            stats.minors,
+            stats.majors
         );
     }
-    // Everything left is garbage once the roots go.
-    let freed = heap.collect(&[], usize::MAX);
+    match mutator.verify_now("final") {
+        Ok(walk) => {
+            println!("gc: {} objects live and intact, {} live-set checks passed", walk.objects, mutator.checks);
+            0
+        }
+        Err(failure) => {
+            println!("gc: {}", failure);
+            1
+        }
+    }
+}
+
+/// Boehm's GCBench, scaled down, with the figures `cargo xtask bench` reads.
+fn gcbench<B: Barrier>(
+    env: &Env,
+    heap: &mut Heap<FrameMemory, B>,
+    verify: Verify,
+    inbox: &RevocationInbox,
+    quota_pages: usize,
+    done: &mut Revocations,
+    query_ticks: u64,
+) -> i32 {
+    let defaults = GcBenchConfig::default();
+    let config = GcBenchConfig {
+        stretch_depth: param(env, "stretch_depth", defaults.stretch_depth).min(20),
+        long_lived_depth: param(env, "long_lived_depth", defaults.long_lived_depth).min(18),
+        array_words: param(env, "array_words", defaults.array_words).clamp(1, 500),
+        min_depth: param(env, "min_depth", defaults.min_depth).min(18),
+        max_depth: param(env, "max_depth", defaults.max_depth).min(18),
+        old_page_objects: param(env, "old_page_objects", defaults.old_page_objects),
+        rounds: param(env, "rounds", defaults.rounds).max(1),
+    };
+    let unit = env.param("unit").unwrap_or("instructions");
     println!(
-        "gc: frames returned on request {}, lost to force {}, freed at exit {}",
-        heap.frames_returned, heap.frames_lost, freed
+        "gcbench: stretch depth {}, long-lived tree depth {} and array of {} words, trees of depth {}..={}",
+        config.stretch_depth, config.long_lived_depth, config.array_words, config.min_depth, config.max_depth
     );
-    println!("done");
+    let started = rt::rdtsc();
+    let mut mutator = Mutator::new(heap, verify);
+    let result = mutator.gcbench(&config, |heap| answer_kernel(heap, inbox, quota_pages, done));
+    let total = rt::rdtsc().wrapping_sub(started);
+    let report = match result {
+        Ok(report) => report,
+        Err(failure) => {
+            println!("gc: {}", failure);
+            return 1;
+        }
+    };
+    let stats = &heap.stats;
+    let collection = stats.collection_ticks();
+    let mutator_ticks = total.saturating_sub(collection);
+    println!(
+        "gcbench: {} old-page-only objects survived a minor collection intact; {} live-set checks passed",
+        report.old_page_survivors, report.checks
+    );
+    println!(
+        "gcbench: live objects {} checksum {:#018x} after {} allocated",
+        report.live, report.checksum, report.allocated
+    );
+    println!(
+        "gcbench: barrier {}: mutator {} {}, collection {} ({} minor, {} major), old pages queried {} scanned {}, cards scanned {}, {} KiB scanned",
+        B::NAME,
+        mutator_ticks,
+        unit,
+        collection,
+        stats.minors,
+        stats.majors,
+        stats.pages_queried,
+        stats.pages_scanned,
+        stats.cards_scanned,
+        stats.bytes_scanned / 1024
+    );
+    let name = if B::CARDS { "cards" } else { "dirty" };
+    println!(
+        "BENCH op=gc_{}_mutator unit={} median={} min={} max={} target=- events=objects:{},trees:{}",
+        name, unit, mutator_ticks, mutator_ticks, mutator_ticks, report.allocated, report.trees
+    );
+    println!(
+        "BENCH op=gc_{}_collection unit={} median={} min={} max={} target=- events=minor:{},major:{},promoted:{}",
+        name, unit, collection, collection, collection, stats.minors, stats.majors, stats.promoted
+    );
+    for (kind, pauses) in [("minor", &stats.minor_pauses), ("major", &stats.major_pauses)] {
+        let mut sorted = pauses.clone();
+        sorted.sort_unstable();
+        if let (Some(&min), Some(&max)) = (sorted.first(), sorted.last()) {
+            let mean = sorted.iter().sum::<u64>() / sorted.len() as u64;
+            println!(
+                "BENCH op=gc_{}_{}_pause unit={} median={} min={} max={} target=- events=count:{},mean:{}",
+                name,
+                kind,
+                unit,
+                sorted[sorted.len() / 2],
+                min,
+                max,
+                sorted.len(),
+                mean
+            );
+        }
+    }
+    let per_minor = |n: u64| n as f64 / stats.minors.max(1) as f64;
+    println!(
+        "BENCH op=gc_{}_scanned_per_minor unit=pages median={:.1} min={:.1} max={:.1} target=- events=queries:{:.1},query:{},cards:{:.1},kib:{:.1},rs_ticks:{:.0}",
+        name,
+        per_minor(stats.pages_scanned),
+        per_minor(stats.pages_scanned),
+        per_minor(stats.pages_scanned),
+        per_minor(stats.pages_queried + stats.dirty_clears),
+        query_ticks,
+        per_minor(stats.cards_scanned),
+        per_minor(stats.bytes_scanned) / 1024.0,
+        per_minor(stats.remembered_set_ticks)
+    );
     0
 }

@@ -170,7 +170,7 @@ fn lint() -> Result<()> {
         ["--", "-D", "warnings", "-D", "clippy::undocumented_unsafe_blocks", "-A", "clippy::needless_range_loop"];
     let host =
         ["-p", "shared-abi", "-p", "kcore", "-p", "libos-runtime", "-p", "xtask", "-p", "tests", "--all-targets"];
-    let host_libs = ["-p", "libos-unix", "-p", "libos-rt", "-p", "ulib", "--lib", "--tests"];
+    let host_libs = ["-p", "libos-unix", "-p", "libos-rt", "-p", "libos-gc", "-p", "ulib", "--lib", "--tests"];
     let mut bare = vec!["--release", "--target", "x86_64-unknown-none"];
     for package in
         ["exokernel", "libos-unix", "libos-gc", "libos-rt", "guest-tests", "libos-runtime", "ulib", "unix-programs"]
@@ -408,6 +408,8 @@ fn test() -> Result<()> {
             "-p",
             "libos-rt",
             "-p",
+            "libos-gc",
+            "-p",
             "ulib",
         ],
         &[],
@@ -556,10 +558,11 @@ fn bench(timeout: u64, kvm: bool, no_linux: bool) -> Result<()> {
             "xtask: running the benchmark suite under TCG with -icount shift=0 (1 TSC tick = 1 guest instruction)"
         );
     }
-    // One boot per context-switch TLB policy; the first carries everything else.
+    // One boot per context-switch TLB policy (the first carries the kernel
+    // rows), then the processes and GCBench under each write barrier.
     let mut rows: Vec<Vec<(String, String)>> = Vec::new();
     let mut notes = Vec::new();
-    for scenario in ["bench", "bench_stlb", "bench_pcid", "bench_unix"] {
+    for scenario in ["bench", "bench_stlb", "bench_pcid", "bench_unix", "bench_gc_dirty", "bench_gc_cards"] {
         let mut image = image_dir().join(format!("{scenario}.img"));
         if kvm {
             let text = std::fs::read_to_string(root().join("scenarios").join(format!("{scenario}.manifest")))?;
