@@ -71,10 +71,10 @@
 //! serials, so no old key comes back to life.
 
 use alloc::vec::Vec;
-use foldhash::fast::FixedState;
-use hashbrown::HashMap;
 use chacha20::cipher::{KeyIvInit, StreamCipher};
 use chacha20::ChaCha8;
+use foldhash::fast::FixedState;
+use hashbrown::HashMap;
 use sha2::{Digest, Sha256};
 use shared_abi::syscall::Error;
 
@@ -176,8 +176,8 @@ impl KeyMinter {
             // One block of keystream: ChaCha8 applied to zeros.
             let mut block = [0u8; 64];
             self.stream.apply_keystream(&mut block);
-            for (word, bytes) in self.ahead.iter_mut().zip(block.chunks_exact(8)) {
-                *word = u64::from_le_bytes(bytes.try_into().expect("8 bytes"));
+            for (word, bytes) in self.ahead.iter_mut().zip(block.as_chunks::<8>().0) {
+                *word = u64::from_le_bytes(*bytes);
             }
             self.left = self.ahead.len();
         }
@@ -712,7 +712,7 @@ mod tests {
         let mut stream = ChaCha8::new(&key.into(), &[0u8; 12].into());
         let mut bytes = [0u8; 192];
         stream.apply_keystream(&mut bytes);
-        let words: Vec<u64> = bytes.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap())).collect();
+        let words: Vec<u64> = bytes.as_chunks::<8>().0.iter().map(|b| u64::from_le_bytes(*b)).collect();
         let mut minter = KeyMinter::new(SECRET);
         assert_eq!(minter.hash_seed, words[7]);
         let minted: Vec<u64> = (0..23).map(|_| minter.next_mac()).collect();
