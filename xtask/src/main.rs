@@ -100,6 +100,22 @@ enum Cmd {
         #[arg(long)]
         no_linux: bool,
     },
+    /// Boot a scenario paused under QEMU's gdb stub and start gdb with the
+    /// kernel's symbols (built again with symbols: the `gdb` profile).
+    Gdb {
+        /// Scenario manifest name under scenarios/ (without .manifest).
+        #[arg(long, default_value = "default")]
+        scenario: String,
+        /// Also load this libOS program's symbols (e.g. `bench`, `libos-unix`); repeatable.
+        #[arg(long)]
+        libos: Vec<String>,
+        /// Run this gdb command in batch mode (repeatable; gdb exits after the last).
+        #[arg(long = "batch-cmd")]
+        batch_cmd: Vec<String>,
+        /// Seconds before a batch session is stopped.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
     /// Only the Linux guest baseline of `bench`: boot it, print its rows.
     #[command(hide = true)]
     LinuxBench {
@@ -153,6 +169,12 @@ fn dispatch(cli: Cli) -> Result<()> {
             fuzz(seconds, seed, runs, calls, envs, timeout, trace, echo)
         }
         Cmd::Bench { timeout, kvm, no_linux } => bench(timeout, kvm, no_linux),
+        Cmd::Gdb { scenario, libos, batch_cmd, timeout } => xtask::gdb::run(&xtask::gdb::GdbOptions {
+            scenario,
+            libos,
+            batch: batch_cmd,
+            timeout: Duration::from_secs(timeout),
+        }),
         Cmd::LinuxBench { timeout, echo } => {
             let rows = linux::baseline(Duration::from_secs(timeout), echo).context("no Linux figures")?;
             linux::print_table(&rows);
@@ -556,10 +578,33 @@ fn bench(timeout: u64, kvm: bool, no_linux: bool) -> Result<()> {
             "xtask: running the benchmark suite under TCG with -icount shift=0 (1 TSC tick = 1 guest instruction)"
         );
     }
+    // The TLB model (a QEMU plugin) rides along under TCG where it can be built.
+    let plugin = match kvm {
+        true => None,
+        false => match xtask::tlb::build_plugin() {
+            Ok(path) => {
+                println!("xtask: TLB model on: {} (docs/TLB_MODEL.md)", shown_path(&path));
+                Some(path)
+            }
+            Err(why) => {
+                println!("xtask: TLB model off: {why}; the bench runs without it");
+                None
+            }
+        },
+    };
+    let mut tlb_config = None;
     // One boot per context-switch TLB policy; the first carries everything else.
     let mut rows: Vec<Vec<(String, String)>> = Vec::new();
     let mut notes = Vec::new();
     for scenario in ["bench", "bench_stlb", "bench_pcid", "bench_unix"] {
+        let mut options = options.clone();
+        // bench_unix has no marked operations: it runs without the model.
+        let tlb_out = image_dir().join(format!("{scenario}.tlb"));
+        let model_on = plugin.is_some() && scenario != "bench_unix";
+        if let (Some(plugin), true) = (&plugin, model_on) {
+            let _ = std::fs::remove_file(&tlb_out);
+            options.qemu_args = xtask::tlb::qemu_args(plugin, &tlb_out);
+        }
         let mut image = image_dir().join(format!("{scenario}.img"));
         if kvm {
             let text = std::fs::read_to_string(root().join("scenarios").join(format!("{scenario}.manifest")))?;
@@ -576,6 +621,13 @@ fn bench(timeout: u64, kvm: bool, no_linux: bool) -> Result<()> {
             notes.push(format!("{scenario}: {}", line.trim_start_matches("[kernel] warn: ")));
         }
         let fallback = outcome.lines.iter().any(|l| l.contains("does not offer PCID"));
+        let model = model_on.then(|| std::fs::read_to_string(&tlb_out).ok()).flatten().map(|t| xtask::tlb::parse_report(&t));
+        if model_on && model.is_none() {
+            println!("note: {scenario}: the TLB model wrote no report ({})", shown_path(&tlb_out));
+        }
+        if let Some(model) = &model {
+            tlb_config.get_or_insert_with(|| model.config.clone());
+        }
         rows.extend(
             outcome.lines.iter().filter_map(|l| l.split_once("BENCH ").map(|(_, rest)| rest)).map(parse_fields).map(
                 |mut row| {
@@ -585,6 +637,14 @@ fn bench(timeout: u64, kvm: bool, no_linux: bool) -> Result<()> {
                                 *v = v.replace("switch_pcid", "switch_pcid=flush");
                             }
                         }
+                    }
+                    // The row's marked runs, as the model saw them. The PCID
+                    // what-if is left out under stlb, which drops mappings
+                    // at each switch on purpose (with PCID it would flush).
+                    let tag = row.iter().find(|(k, _)| k == "tag").and_then(|(_, v)| v.parse::<u16>().ok());
+                    if let Some(region) = tag.and_then(|t| model.as_ref()?.regions.get(&t)) {
+                        let field = xtask::tlb::per_op_field(region, scenario != "bench_stlb");
+                        row.push(("tlb".into(), field));
                     }
                     row
                 },
@@ -604,6 +664,9 @@ fn bench(timeout: u64, kvm: bool, no_linux: bool) -> Result<()> {
         (false, false) => linux::baseline(Duration::from_secs(linux::DEFAULT_TIMEOUT), false),
     };
     print_table(&rows, linux_rows.as_deref());
+    if let Some(config) = &tlb_config {
+        xtask::tlb::print_table(&rows, config);
+    }
     for note in &notes {
         println!("note: {note}");
     }
@@ -611,11 +674,11 @@ fn bench(timeout: u64, kvm: bool, no_linux: bool) -> Result<()> {
         linux::print_table(linux_rows);
     }
     let csv = image_dir().join("bench.csv");
-    let mut text = String::from("op,unit,median,min,max,floor,target,events,linux\n");
+    let mut text = String::from("op,unit,median,min,max,floor,target,events,linux,tlb\n");
     for row in &rows {
         let get = |k: &str| row.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_default();
         text.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{}\n",
             get("op"),
             get("unit"),
             get("median"),
@@ -624,7 +687,8 @@ fn bench(timeout: u64, kvm: bool, no_linux: bool) -> Result<()> {
             get("floor"),
             get("target"),
             get("events").replace(',', ";"),
-            linux_median(&get("op"), linux_rows.as_deref()).map(|m| m.to_string()).unwrap_or_default()
+            linux_median(&get("op"), linux_rows.as_deref()).map(|m| m.to_string()).unwrap_or_default(),
+            get("tlb")
         ));
     }
     for row in linux_rows.iter().flatten() {
