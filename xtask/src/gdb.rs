@@ -15,7 +15,6 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use wait_timeout::ChildExt;
 
 /// Where the bootloader puts the kernel: the first level-4 entry of the
 /// dynamic range the kernel's `BOOTLOADER_CONFIG` starts at
@@ -109,7 +108,8 @@ fn free_port() -> Result<u16> {
 }
 
 /// Boot the scenario paused under the gdb stub and run gdb against it.
-pub fn run(options: &GdbOptions) -> Result<()> {
+/// In batch mode, gdb's output lines (also echoed).
+pub fn run(options: &GdbOptions) -> Result<Vec<String>> {
     ensure_gdb()?;
     let (image, elf) = build_image(&options.scenario)?;
     let mut libos_elves = Vec::new();
@@ -144,20 +144,13 @@ pub fn run(options: &GdbOptions) -> Result<()> {
         for command in &options.batch {
             gdb.args(["-ex", command]);
         }
-        gdb.stdin(Stdio::null());
+        gdb.stdin(Stdio::null()).stdout(Stdio::piped());
     }
     let gdb_outcome = gdb.spawn().context("starting gdb").and_then(|mut child| {
         if options.batch.is_empty() {
-            Ok(child.wait()?)
+            Ok((Some(child.wait()?), Vec::new()))
         } else {
-            match child.wait_timeout(options.timeout)? {
-                Some(status) => Ok(status),
-                None => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    bail!("gdb did not finish within {} s", options.timeout.as_secs())
-                }
-            }
+            crate::collect_lines(&mut child, options.timeout, true, None)
         }
     });
     // gdb is done with it: QEMU goes too (if gdb's `kill` has not ended it).
@@ -165,11 +158,11 @@ pub fn run(options: &GdbOptions) -> Result<()> {
         let _ = qemu.kill();
     }
     let _ = qemu.wait();
-    let status = gdb_outcome?;
-    if !status.success() {
-        bail!("gdb ended with {status}");
+    match gdb_outcome? {
+        (Some(status), lines) if status.success() => Ok(lines),
+        (Some(status), _) => bail!("gdb ended with {status}"),
+        (None, _) => bail!("gdb did not finish within {} s", options.timeout.as_secs()),
     }
-    Ok(())
 }
 
 #[cfg(test)]

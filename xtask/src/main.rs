@@ -174,7 +174,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             libos,
             batch: batch_cmd,
             timeout: Duration::from_secs(timeout),
-        }),
+        })
+        .map(|_| ()),
         Cmd::LinuxBench { timeout, echo } => {
             let rows = linux::baseline(Duration::from_secs(timeout), echo).context("no Linux figures")?;
             linux::print_table(&rows);
@@ -191,7 +192,7 @@ fn lint() -> Result<()> {
     let lints =
         ["--", "-D", "warnings", "-D", "clippy::undocumented_unsafe_blocks", "-A", "clippy::needless_range_loop"];
     let host =
-        ["-p", "shared-abi", "-p", "kcore", "-p", "libos-runtime", "-p", "xtask", "-p", "tests", "--all-targets"];
+        ["-p", "shared-abi", "-p", "kcore", "-p", "libos-runtime", "-p", "xtask", "-p", "exotlb", "-p", "tests", "--all-targets"];
     let host_libs = ["-p", "libos-unix", "-p", "libos-rt", "-p", "ulib", "--lib", "--tests"];
     let mut bare = vec!["--release", "--target", "x86_64-unknown-none"];
     for package in
@@ -425,6 +426,8 @@ fn test() -> Result<()> {
             "kcore",
             "-p",
             "xtask",
+            "-p",
+            "exotlb",
             "-p",
             "libos-unix",
             "-p",
