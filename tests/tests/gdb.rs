@@ -12,8 +12,7 @@ fn gdb_breaks_in_the_kernel_entry_with_symbols() {
         return;
     }
     let batch = ["break exokernel::kernel_main", "continue", "bt", "kill"].map(String::from).to_vec();
-    let options =
-        GdbOptions { scenario: "smoke".into(), libos: Vec::new(), batch, timeout: Duration::from_secs(240) };
+    let options = GdbOptions { scenario: "smoke".into(), libos: Vec::new(), batch, timeout: Duration::from_secs(240) };
     let lines = run(&options).expect("gdb session");
     assert!(
         lines.iter().any(|l| l.starts_with("Breakpoint 1, exokernel::kernel_main")),

@@ -127,7 +127,11 @@ pub fn run(options: &GdbOptions) -> Result<Vec<String>> {
     let script_path = image_dir().join(format!("{}-gdb.gdbinit", options.scenario));
     std::fs::write(&script_path, setup_script(&elf, &libos_elves, port))?;
     println!("xtask: {} paused under QEMU's gdb stub on 127.0.0.1:{port}", image.display());
-    println!("xtask: kernel symbols {} (loaded at {KERNEL_LOAD_BASE:#x}); gdb setup {}", elf.display(), script_path.display());
+    println!(
+        "xtask: kernel symbols {} (loaded at {KERNEL_LOAD_BASE:#x}); gdb setup {}",
+        elf.display(),
+        script_path.display()
+    );
     let mut qemu = Command::new(qemu_binary())
         .arg("-drive")
         .arg(format!("format=raw,snapshot=on,file={}", image.display()))

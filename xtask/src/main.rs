@@ -99,6 +99,10 @@ enum Cmd {
         /// Skip the Linux guest baseline (the `linux` and `ratio` columns).
         #[arg(long)]
         no_linux: bool,
+        /// Which pages the TLB model treats as global: the kernel half
+        /// (`upper`, as a kernel setting the G bit) or none (`none`).
+        #[arg(long, default_value = "upper", value_parser = ["upper", "none"])]
+        tlb_global: String,
     },
     /// Boot a scenario paused under QEMU's gdb stub and start gdb with the
     /// kernel's symbols (built again with symbols: the `gdb` profile).
@@ -168,7 +172,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Fuzz { seconds, seed, runs, calls, envs, timeout, trace, echo } => {
             fuzz(seconds, seed, runs, calls, envs, timeout, trace, echo)
         }
-        Cmd::Bench { timeout, kvm, no_linux } => bench(timeout, kvm, no_linux),
+        Cmd::Bench { timeout, kvm, no_linux, tlb_global } => bench(timeout, kvm, no_linux, &tlb_global),
         Cmd::Gdb { scenario, libos, batch_cmd, timeout } => xtask::gdb::run(&xtask::gdb::GdbOptions {
             scenario,
             libos,
@@ -191,8 +195,21 @@ fn dispatch(cli: Cli) -> Result<()> {
 fn lint() -> Result<()> {
     let lints =
         ["--", "-D", "warnings", "-D", "clippy::undocumented_unsafe_blocks", "-A", "clippy::needless_range_loop"];
-    let host =
-        ["-p", "shared-abi", "-p", "kcore", "-p", "libos-runtime", "-p", "xtask", "-p", "exotlb", "-p", "tests", "--all-targets"];
+    let host = [
+        "-p",
+        "shared-abi",
+        "-p",
+        "kcore",
+        "-p",
+        "libos-runtime",
+        "-p",
+        "xtask",
+        "-p",
+        "exotlb",
+        "-p",
+        "tests",
+        "--all-targets",
+    ];
     let host_libs = ["-p", "libos-unix", "-p", "libos-rt", "-p", "ulib", "--lib", "--tests"];
     let mut bare = vec!["--release", "--target", "x86_64-unknown-none"];
     for package in
@@ -571,7 +588,7 @@ fn fuzz(
     Ok(())
 }
 
-fn bench(timeout: u64, kvm: bool, no_linux: bool) -> Result<()> {
+fn bench(timeout: u64, kvm: bool, no_linux: bool, tlb_global: &str) -> Result<()> {
     build_all()?;
     let options = RunOptions { timeout: Duration::from_secs(timeout), icount: !kvm, kvm, ..Default::default() };
     if kvm {
@@ -606,7 +623,7 @@ fn bench(timeout: u64, kvm: bool, no_linux: bool) -> Result<()> {
         let model_on = plugin.is_some() && scenario != "bench_unix";
         if let (Some(plugin), true) = (&plugin, model_on) {
             let _ = std::fs::remove_file(&tlb_out);
-            options.qemu_args = xtask::tlb::qemu_args(plugin, &tlb_out);
+            options.qemu_args = xtask::tlb::qemu_args(plugin, &tlb_out, tlb_global);
         }
         let mut image = image_dir().join(format!("{scenario}.img"));
         if kvm {
@@ -624,7 +641,8 @@ fn bench(timeout: u64, kvm: bool, no_linux: bool) -> Result<()> {
             notes.push(format!("{scenario}: {}", line.trim_start_matches("[kernel] warn: ")));
         }
         let fallback = outcome.lines.iter().any(|l| l.contains("does not offer PCID"));
-        let model = model_on.then(|| std::fs::read_to_string(&tlb_out).ok()).flatten().map(|t| xtask::tlb::parse_report(&t));
+        let model =
+            model_on.then(|| std::fs::read_to_string(&tlb_out).ok()).flatten().map(|t| xtask::tlb::parse_report(&t));
         if model_on && model.is_none() {
             println!("note: {scenario}: the TLB model wrote no report ({})", shown_path(&tlb_out));
         }

@@ -738,7 +738,10 @@ mod tests {
         let written = write_report(&csv, &dir).unwrap();
         let names: Vec<String> =
             written.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-        assert_eq!(names, ["bench-vs-linux.svg", "bench-switch.svg", "bench-kernel.svg", "bench-tlb.svg", "bench.html"]);
+        assert_eq!(
+            names,
+            ["bench-vs-linux.svg", "bench-switch.svg", "bench-kernel.svg", "bench-tlb.svg", "bench.html"]
+        );
         for path in &written[..4] {
             let svg = std::fs::read_to_string(path).unwrap();
             assert!(svg.contains("<svg"), "{}", path.display());

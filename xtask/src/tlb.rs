@@ -11,7 +11,8 @@ pub const PACKAGE: &str = "exotlb";
 
 /// Where cargo puts the plugin (host target, release profile).
 pub fn plugin_path() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate::root().join("target"));
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate::root().join("target"));
     target.join("release").join(format!("lib{PACKAGE}.so"))
 }
 
@@ -24,7 +25,12 @@ pub fn qemu_has_plugins() -> bool {
 }
 
 /// Build the plugin; the library's path, or why it cannot be had.
+/// `EXO_TLB_MODEL=off` turns it off (the bench then runs as where it
+/// cannot be built).
 pub fn build_plugin() -> Result<PathBuf, String> {
+    if std::env::var("EXO_TLB_MODEL").is_ok_and(|v| v == "off") {
+        return Err("turned off by EXO_TLB_MODEL=off".into());
+    }
     if !cfg!(all(target_os = "linux", target_arch = "x86_64")) {
         return Err("the plugin is built for x86-64 Linux hosts only".into());
     }
@@ -50,9 +56,10 @@ pub fn build_plugin() -> Result<PathBuf, String> {
     }
 }
 
-/// QEMU arguments that load `plugin`, writing its report to `out` at exit.
-pub fn qemu_args(plugin: &Path, out: &Path) -> Vec<String> {
-    vec!["-plugin".into(), format!("{},out={}", plugin.display(), out.display())]
+/// QEMU arguments that load `plugin`, writing its report to `out` at exit,
+/// with `global` (`upper` or `none`) as its rule for global pages.
+pub fn qemu_args(plugin: &Path, out: &Path, global: &str) -> Vec<String> {
+    vec!["-plugin".into(), format!("{},out={},global={global}", plugin.display(), out.display())]
 }
 
 /// One tag's sums over its regions, as the plugin reports them.

@@ -62,7 +62,8 @@ mod tests {
         assert_eq!(classify(&[0x0f, 0x01, 0x38]), Some(Special::Invlpg)); // invlpg [rax]
         assert_eq!(classify(&[0x0f, 0x01, 0x3f]), Some(Special::Invlpg)); // invlpg [rdi]
         assert_eq!(classify(&[0x41, 0x0f, 0x01, 0x38]), Some(Special::Invlpg)); // invlpg [r8]
-        assert_eq!(classify(&[0x0f, 0x01, 0x7c, 0x24, 0x08]), Some(Special::Invlpg)); // invlpg [rsp+8]
+        assert_eq!(classify(&[0x0f, 0x01, 0x7c, 0x24, 0x08]), Some(Special::Invlpg));
+        // invlpg [rsp+8]
     }
 
     #[test]

@@ -64,7 +64,11 @@ pub enum Event {
     Invlpg,
     /// A marker; `after` is how many instructions of its translation block
     /// follow it (already counted when the block started).
-    Marker { op: MarkerOp, tag: u16, after: u32 },
+    Marker {
+        op: MarkerOp,
+        tag: u16,
+        after: u32,
+    },
 }
 
 impl Event {

@@ -67,7 +67,10 @@ static STATE: Mutex<Option<Plugin>> = Mutex::new(None);
 /// Translation-block descriptions, shared by identical retranslations
 /// (key: first instruction's virtual and host address, instruction count),
 /// so memory stays bounded by the distinct blocks of the run.
-static TBS: Mutex<Option<HashMap<(u64, usize, usize), &'static TbInfo>>> = Mutex::new(None);
+static TBS: Mutex<Option<TbCache>> = Mutex::new(None);
+
+/// (first instruction's virtual address, its host address, instruction count).
+type TbCache = HashMap<(u64, usize, usize), &'static TbInfo>;
 
 /// Code frames are keyed by host address (the API gives no physical
 /// address for code); a high bit keeps them apart from data frames.
