@@ -686,7 +686,11 @@ fn bench(timeout: u64, kvm: bool, no_linux: bool, tlb_global: &str) -> Result<()
     };
     print_table(&rows, linux_rows.as_deref());
     if let Some(config) = &tlb_config {
-        xtask::tlb::print_table(&rows, config);
+        let get = |row: &Vec<(String, String)>, k: &str| row.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        let mut marked: Vec<(String, String)> =
+            rows.iter().filter_map(|row| Some((get(row, "op")?, get(row, "tlb")?))).collect();
+        marked.extend(linux_rows.iter().flatten().filter_map(|r| Some((r.op.clone(), r.tlb.clone()?))));
+        xtask::tlb::print_table(&marked, config);
     }
     for note in &notes {
         println!("note: {note}");

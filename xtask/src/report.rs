@@ -514,6 +514,12 @@ fn tlb_svg(rows: &[Row]) -> Result<Option<String>> {
         Some((_, points)) => points.push((w, value)),
         None => lines.push((name, vec![(w, value)])),
     };
+    for r in rows.iter().filter(|r| r.is_linux()) {
+        let Some(w) = r.op.strip_prefix("linux_switch_touch_w").and_then(|w| w.parse::<f64>().ok()) else { continue };
+        if let Some(cycles) = tlb_value(r, "cycles") {
+            push("Linux guest (process switch)".into(), w, cycles.max(1.0));
+        }
+    }
     for r in rows.iter().filter(|r| !r.is_linux()) {
         let Some((policy, w)) = switch_point(&r.op) else { continue };
         // A policy that fell back to another ran as that one: same figures.
@@ -564,7 +570,7 @@ fn tlb_svg(rows: &[Row]) -> Result<Option<String>> {
             .draw()
             .map_err(|e| anyhow!("{e}"))?;
         for (index, (name, points)) in lines.iter().enumerate() {
-            let color = POLICY_COLORS[index % POLICY_COLORS.len()];
+            let color = if name.starts_with("Linux") { LINUX } else { POLICY_COLORS[index % POLICY_COLORS.len()] };
             let what_if = name.starts_with("what-if");
             let style = color.stroke_width(2);
             let series = if what_if {
@@ -711,7 +717,7 @@ mod tests {
         pipe_throughput,bytes_per_1000_instructions,791,791,791,,-,bytes:524288,\n\
         linux_getpid,instructions,310,310,310,rdtsc_pair:5,-,-,\n\
         linux_switch_touch_w1,instructions,4475,4475,26544,rdtsc_pair:5,-,-,\n\
-        linux_switch_touch_w8,instructions,4531,4531,4731,rdtsc_pair:5,-,-,\n";
+        linux_switch_touch_w8,instructions,4531,4531,4731,rdtsc_pair:5,-,-,,insns:4600;l1i:9.0;l1d:12.0;stlb_hit:9.0;walks:12.0;cycles:5107;pcid_walks:0.0;pcid_cycles:4600\n";
 
     #[test]
     fn parses_rows_and_targets() {
@@ -755,6 +761,7 @@ mod tests {
         assert!(html.contains("<td class=\"n\">2120</td>"));
         let tlb = std::fs::read_to_string(dir.join("bench-tlb.svg")).unwrap();
         assert!(tlb.contains("what-if: flush policy with PCID (modelled)"));
+        assert!(tlb.contains("Linux guest (process switch)"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -152,12 +152,9 @@ pub fn field_value(field: &str, key: &str) -> Option<f64> {
     field.split(';').filter_map(|kv| kv.split_once(':')).find(|(k, _)| *k == key).and_then(|(_, v)| v.parse().ok())
 }
 
-/// Print the bench rows that carry model figures (a `tlb` field): per
-/// operation, means over the marked runs.
-pub fn print_table(rows: &[Vec<(String, String)>], config: &str) {
-    let get = |row: &Vec<(String, String)>, k: &str| row.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
-    let marked: Vec<(String, String)> =
-        rows.iter().filter_map(|row| Some((get(row, "op")?, get(row, "tlb")?))).collect();
+/// Print the model's figures of the bench operations in `marked`
+/// (operation, `per_op_field` text): per operation, means over its marked runs.
+pub fn print_table(marked: &[(String, String)], config: &str) {
     if marked.is_empty() {
         return;
     }
@@ -170,7 +167,7 @@ pub fn print_table(rows: &[Vec<(String, String)>], config: &str) {
     );
     println!("{}", "-".repeat(120));
     for (op, field) in marked {
-        let v = |key: &str| field_value(&field, key).map_or("-".to_string(), |x| format!("{x}"));
+        let v = |key: &str| field_value(field, key).map_or("-".to_string(), |x| format!("{x}"));
         println!(
             "{:<34} {:>10} {:>8} {:>8} {:>9} {:>8} {:>11}  {:>11} {:>11}",
             op,
