@@ -1,8 +1,9 @@
-//! The plugin's state between QEMU's callbacks: two TLB hierarchies fed
-//! the same accesses (one flushing non-global entries on every CR3 write,
-//! as this kernel's CPU does; one tagging entries by address space, as
-//! PCID would), the executed-instruction count, and the regions between
-//! the guest's markers. Pure logic; `qemu.rs` only forwards callbacks.
+//! The plugin's state between QEMU's callbacks: per vCPU, two TLB
+//! hierarchies fed the same accesses (one flushing non-global entries on
+//! every CR3 write, as this kernel's CPU does; one tagging entries by
+//! address space, as PCID would); the executed-instruction count; and the
+//! regions between the guest's markers, which count every vCPU. Pure
+//! logic; `qemu.rs` only forwards callbacks.
 
 use crate::model::{Access, Config, Costs, Counters, Cr3Mode, Hierarchy, Translation};
 use shared_abi::marker::MarkerOp;
@@ -120,11 +121,17 @@ pub struct Region {
     pub pcid: Counters,
 }
 
+/// One vCPU's TLBs: as modelled, and the PCID what-if.
+struct Cpu {
+    flush: Hierarchy,
+    pcid: Hierarchy,
+}
+
 /// The plugin's whole state.
 pub struct Plugin {
     pub options: Options,
-    flush: Hierarchy,
-    pcid: Hierarchy,
+    /// By vCPU index (grown as vCPUs appear).
+    cpus: Vec<Cpu>,
     insns: u64,
     cr3_writes: u64,
     cr4_writes: u64,
@@ -140,8 +147,7 @@ const KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
 impl Plugin {
     pub fn new(options: Options) -> Self {
         Plugin {
-            flush: Hierarchy::new(options.config, Cr3Mode::FlushNonGlobal),
-            pcid: Hierarchy::new(options.config, Cr3Mode::Tagged),
+            cpus: Vec::new(),
             options,
             insns: 0,
             cr3_writes: 0,
@@ -158,43 +164,69 @@ impl Plugin {
         Translation { vpn: vaddr >> 12, frame, global }
     }
 
-    fn access(&mut self, kind: Access, t: &Translation) {
-        self.flush.access(kind, t);
-        self.pcid.access(kind, t);
+    /// vCPU `vcpu`'s TLBs (made on first use).
+    fn cpu(&mut self, vcpu: usize) -> &mut Cpu {
+        let config = self.options.config;
+        if vcpu >= self.cpus.len() {
+            self.cpus.resize_with(vcpu + 1, || Cpu {
+                flush: Hierarchy::new(config, Cr3Mode::FlushNonGlobal),
+                pcid: Hierarchy::new(config, Cr3Mode::Tagged),
+            });
+        }
+        &mut self.cpus[vcpu]
     }
 
-    /// A translation block starts executing: its instructions count and
-    /// its code pages go through the iTLB.
-    pub fn tb_exec(&mut self, tb: &TbInfo) {
+    fn access(&mut self, vcpu: usize, kind: Access, t: &Translation) {
+        let cpu = self.cpu(vcpu);
+        cpu.flush.access(kind, t);
+        cpu.pcid.access(kind, t);
+    }
+
+    /// A translation block starts executing on `vcpu`: its instructions
+    /// count and its code pages go through the iTLB.
+    pub fn tb_exec(&mut self, vcpu: usize, tb: &TbInfo) {
         self.insns += tb.insns;
         for &(vpn, frame) in &tb.pages {
             let t = self.translation(vpn << 12, frame);
-            self.access(Access::Fetch, &t);
+            self.access(vcpu, Access::Fetch, &t);
         }
     }
 
-    /// A load or store at `vaddr`, in the frame `frame`.
-    pub fn data(&mut self, vaddr: u64, frame: u64) {
+    /// A load or store on `vcpu` at `vaddr`, in the frame `frame`.
+    pub fn data(&mut self, vcpu: usize, vaddr: u64, frame: u64) {
         let t = self.translation(vaddr, frame);
-        self.access(Access::Data, &t);
+        self.access(vcpu, Access::Data, &t);
+    }
+
+    /// Event counts summed over the vCPUs: (as modelled, PCID what-if).
+    fn counters(&self) -> (Counters, Counters) {
+        let mut sums = (Counters::default(), Counters::default());
+        for cpu in &self.cpus {
+            sums.0.add(&cpu.flush.counters);
+            sums.1.add(&cpu.pcid.counters);
+        }
+        sums
     }
 
     fn snapshot(&self, executed: u64) -> Snapshot {
-        Snapshot { insns: executed, flush: self.flush.counters, pcid: self.pcid.counters }
+        let (flush, pcid) = self.counters();
+        Snapshot { insns: executed, flush, pcid }
     }
 
-    /// An instruction with an event is about to execute.
-    pub fn event(&mut self, event: Event) {
+    /// An instruction with an event is about to execute on `vcpu`.
+    pub fn event(&mut self, vcpu: usize, event: Event) {
         match event {
             Event::Cr3Write => {
                 self.cr3_writes += 1;
-                self.flush.cr3_write();
-                self.pcid.cr3_write();
+                let cpu = self.cpu(vcpu);
+                cpu.flush.cr3_write();
+                cpu.pcid.cr3_write();
             }
             Event::Cr4Write => {
                 self.cr4_writes += 1;
-                self.flush.flush_all();
-                self.pcid.flush_all();
+                let cpu = self.cpu(vcpu);
+                cpu.flush.flush_all();
+                cpu.pcid.flush_all();
             }
             // The operand is a register QEMU 7.2's plugin API cannot read:
             // counted only. A page remapped to another frame still misses
@@ -210,11 +242,12 @@ impl Plugin {
                     }
                     MarkerOp::End => match self.open.remove(&tag) {
                         Some(start) => {
+                            let (flush, pcid) = self.counters();
                             let region = self.regions.entry(tag).or_default();
                             region.count += 1;
                             region.insns += executed - start.insns;
-                            region.flush.add(&self.flush.counters.since(&start.flush));
-                            region.pcid.add(&self.pcid.counters.since(&start.pcid));
+                            region.flush.add(&flush.since(&start.flush));
+                            region.pcid.add(&pcid.since(&start.pcid));
                         }
                         None => self.unmatched_ends += 1,
                     },
@@ -267,7 +300,7 @@ impl Plugin {
                 o.costs.cycles(r.insns, &r.pcid)
             );
         }
-        let f = &self.flush.counters;
+        let (f, _) = self.counters();
         let _ = writeln!(
             text,
             "exotlb total insns={} l1i_miss={} l1d_miss={} stlb_hit={} walks={} cr3_writes={} cr4_writes={} invlpg={} unmatched_ends={} open={}",
@@ -318,11 +351,11 @@ mod tests {
     fn a_region_counts_the_instructions_after_begin_through_end() {
         let mut p = plugin();
         // Block of 10 instructions, begin is its 4th (6 follow it).
-        p.tb_exec(&TbInfo { insns: 10, pages: vec![(0x100, 1)] });
-        p.event(marker(MarkerOp::Begin, 7, 6));
+        p.tb_exec(0, &TbInfo { insns: 10, pages: vec![(0x100, 1)] });
+        p.event(0, marker(MarkerOp::Begin, 7, 6));
         // Another block of 20; end is its 3rd (17 follow).
-        p.tb_exec(&TbInfo { insns: 20, pages: vec![(0x100, 1)] });
-        p.event(marker(MarkerOp::End, 7, 17));
+        p.tb_exec(0, &TbInfo { insns: 20, pages: vec![(0x100, 1)] });
+        p.event(0, marker(MarkerOp::End, 7, 17));
         let r = p.regions()[&7];
         // 6 after begin in block 1, plus 3 in block 2 (up to the end marker).
         assert_eq!((r.count, r.insns), (1, 9));
@@ -335,15 +368,15 @@ mod tests {
         let mut p = plugin();
         let code = TbInfo { insns: 5, pages: vec![(KERNEL_HALF >> 12, 77)] };
         for round in 0..10 {
-            p.tb_exec(&code);
-            p.event(marker(MarkerOp::Begin, 1, 0));
+            p.tb_exec(0, &code);
+            p.event(0, marker(MarkerOp::Begin, 1, 0));
             for space in [0u64, 1] {
-                p.event(Event::Cr3Write);
+                p.event(0, Event::Cr3Write);
                 for page in 0..16u64 {
-                    p.data(0x2000_0000_0000 + page * 4096, 1000 * (space + 1) + page);
+                    p.data(0, 0x2000_0000_0000 + page * 4096, 1000 * (space + 1) + page);
                 }
             }
-            p.event(marker(MarkerOp::End, 1, 0));
+            p.event(0, marker(MarkerOp::End, 1, 0));
             let _ = round;
         }
         let r = p.regions()[&1];
@@ -355,13 +388,30 @@ mod tests {
         assert_eq!(r.pcid.walks, 2 * 16);
         assert!(p.report().contains("exotlb region tag=1 count=10"));
         // The kernel page (global) walked once in the whole run.
-        assert_eq!(p.flush.counters.l1i_misses, 1);
+        assert_eq!(p.counters().0.l1i_misses, 1);
+    }
+
+    #[test]
+    fn each_vcpu_has_its_own_tlb_and_regions_count_them_all() {
+        let mut p = plugin();
+        let page = TbInfo { insns: 4, pages: vec![(0x10, 1)] };
+        p.tb_exec(0, &page);
+        p.event(0, marker(MarkerOp::Begin, 9, 0));
+        p.tb_exec(1, &page); // vCPU 1 misses on the page vCPU 0 holds
+        p.tb_exec(0, &page); // vCPU 0 hits
+        p.event(1, Event::Cr3Write); // flushes vCPU 1 only
+        p.tb_exec(0, &page);
+        p.tb_exec(1, &page); // vCPU 1 misses again
+        p.event(0, marker(MarkerOp::End, 9, 0));
+        let r = p.regions()[&9];
+        assert_eq!((r.insns, r.flush.l1i_misses, r.flush.walks), (16, 2, 2));
+        assert_eq!(r.pcid.walks, 1);
     }
 
     #[test]
     fn an_end_without_a_begin_is_counted_not_trusted() {
         let mut p = plugin();
-        p.event(marker(MarkerOp::End, 3, 0));
+        p.event(0, marker(MarkerOp::End, 3, 0));
         assert!(p.regions().is_empty());
         assert!(p.report().contains("unmatched_ends=1"));
     }
@@ -371,10 +421,10 @@ mod tests {
         let mut p = Plugin::new(Options::parse(["global=none"]).unwrap());
         let code = TbInfo { insns: 5, pages: vec![(KERNEL_HALF >> 12, 77)] };
         for _ in 0..4 {
-            p.tb_exec(&code);
-            p.event(Event::Cr3Write);
+            p.tb_exec(0, &code);
+            p.event(0, Event::Cr3Write);
         }
-        assert_eq!(p.flush.counters.walks, 4);
-        assert_eq!(p.pcid.counters.walks, 1);
+        assert_eq!(p.counters().0.walks, 4);
+        assert_eq!(p.counters().1.walks, 1);
     }
 }

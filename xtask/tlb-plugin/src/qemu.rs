@@ -172,19 +172,19 @@ extern "C" fn on_translate(_id: PluginId, tb: *mut Tb) {
     }
 }
 
-extern "C" fn on_block(_vcpu: c_uint, userdata: *mut c_void) {
+extern "C" fn on_block(vcpu: c_uint, userdata: *mut c_void) {
     // SAFETY: `userdata` is a leaked, never freed `TbInfo` (on_translate).
     let info = unsafe { &*(userdata as *const TbInfo) };
-    with_plugin(|p| p.tb_exec(info));
+    with_plugin(|p| p.tb_exec(vcpu as usize, info));
 }
 
-extern "C" fn on_event(_vcpu: c_uint, userdata: *mut c_void) {
+extern "C" fn on_event(vcpu: c_uint, userdata: *mut c_void) {
     if let Some(event) = Event::decode(userdata as u64) {
-        with_plugin(|p| p.event(event));
+        with_plugin(|p| p.event(vcpu as usize, event));
     }
 }
 
-extern "C" fn on_memory(_vcpu: c_uint, info: MemInfo, vaddr: u64, _userdata: *mut c_void) {
+extern "C" fn on_memory(vcpu: c_uint, info: MemInfo, vaddr: u64, _userdata: *mut c_void) {
     // SAFETY: called inside a memory callback, where QEMU answers for
     // `info`; the handle it returns is read at once (or is null).
     let frame = unsafe {
@@ -195,7 +195,7 @@ extern "C" fn on_memory(_vcpu: c_uint, info: MemInfo, vaddr: u64, _userdata: *mu
             qemu_plugin_hwaddr_phys_addr(hw) >> 12
         }
     };
-    with_plugin(|p| p.data(vaddr, frame));
+    with_plugin(|p| p.data(vcpu as usize, vaddr, frame));
 }
 
 extern "C" fn on_exit(_id: PluginId, _userdata: *mut c_void) {
