@@ -12,6 +12,7 @@
 
 use crate::{cargo, image_dir, pack_archive_from, qemu_binary, root, run_checked, PROGRAMS, TARGET, UNIX_PACKAGE};
 use anyhow::{bail, Context, Result};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -102,6 +103,16 @@ pub fn setup_script(kernel_elf: &Path, libos_elves: &[PathBuf], port: u16) -> St
     script
 }
 
+/// From now on, ctrl-C at the terminal does not end xtask (gdb, in the
+/// same process group, takes it to interrupt the guest), so xtask lives
+/// to stop QEMU when gdb exits. Children spawned earlier keep their own
+/// disposition.
+fn ignore_ctrl_c() {
+    // SAFETY: SIG_IGN installs no handler code; the disposition is
+    // process-wide and xtask only waits for gdb and stops QEMU after it.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
@@ -132,6 +143,8 @@ pub fn run(options: &GdbOptions) -> Result<Vec<String>> {
         elf.display(),
         script_path.display()
     );
+    // QEMU in a process group of its own: ctrl-C at the terminal is gdb's
+    // (it interrupts the guest) and must not end QEMU.
     let mut qemu = Command::new(qemu_binary())
         .arg("-drive")
         .arg(format!("format=raw,snapshot=on,file={}", image.display()))
@@ -139,6 +152,7 @@ pub fn run(options: &GdbOptions) -> Result<Vec<String>> {
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-m", "256M"])
         .args(["-gdb", &format!("tcp:127.0.0.1:{port}"), "-S"])
         .stdin(Stdio::null())
+        .process_group(0)
         .spawn()
         .with_context(|| format!("starting {}", qemu_binary()))?;
     let mut gdb = Command::new("gdb");
@@ -152,6 +166,7 @@ pub fn run(options: &GdbOptions) -> Result<Vec<String>> {
     }
     let gdb_outcome = gdb.spawn().context("starting gdb").and_then(|mut child| {
         if options.batch.is_empty() {
+            ignore_ctrl_c();
             Ok((Some(child.wait()?), Vec::new()))
         } else {
             crate::collect_lines(&mut child, options.timeout, true, None)
