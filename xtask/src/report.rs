@@ -608,7 +608,7 @@ fn tlb_table(rows: &[Row]) -> String {
          instructions + 7 per L1 miss + 30 per walk. The PCID columns are a <em>what-if</em>, modelled: the same runs \
          with entries tagged by address space instead of flushed at each CR3 write.</p>\n<table>\n<tr><th>op</th>\
          <th class=\"n\">insns</th><th class=\"n\">L1i miss</th><th class=\"n\">L1d miss</th><th class=\"n\">STLB hit</th>\
-         <th class=\"n\">walks</th><th class=\"n\">cycles</th><th class=\"n\">PCID walks (what-if)</th>\
+         <th class=\"n\">walks (STLB misses)</th><th class=\"n\">cycles</th><th class=\"n\">PCID walks (what-if)</th>\
          <th class=\"n\">PCID cycles (what-if)</th></tr>\n",
     );
     for r in marked {

@@ -159,7 +159,7 @@ pub fn print_table(marked: &[(String, String)], config: &str) {
         return;
     }
     println!();
-    println!("TLB model ({config}); per operation, means over its marked runs;");
+    println!("TLB model ({config}); per operation, means over its marked runs; walks = STLB (L2) misses;");
     println!("cycles = insns x 1 + L1 misses x 7 + walks x 30; 'PCID what-if' = the same run with entries tagged by address space instead of flushed at CR3 writes (modelled)");
     println!(
         "{:<34} {:>10} {:>8} {:>8} {:>9} {:>8} {:>11}  {:>11} {:>11}",
