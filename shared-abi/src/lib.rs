@@ -7,7 +7,8 @@
 //!   the repossession vector ([`start`]), the boot archive and manifest
 //!   ([`archive`], [`manifest`]), the packet-filter language and its
 //!   encoding ([`filter`]), the network binding's ring layout ([`net`]), and
-//!   the QEMU exit codes a run ends with ([`exit`]).
+//!   the QEMU exit codes a run ends with ([`exit`]), and the bytes of the
+//!   measurement markers the TLB-model plugin recognises ([`marker`]).
 //! * Only types, numbers, formats and pure logic: no system call, no
 //!   assembly, no `unsafe`. The code that runs in a libOS (the user-side
 //!   system-call stubs, the entry point, heap, console, upcall trampolines
@@ -26,6 +27,7 @@ pub mod archive;
 pub mod exit;
 pub mod filter;
 pub mod manifest;
+pub mod marker;
 pub mod net;
 pub mod start;
 pub mod syscall;

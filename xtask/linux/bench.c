@@ -34,6 +34,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "exo_marker.h"
+
 #define PAGE 4096UL
 
 /* Start and end of a timed region: lfence keeps rdtsc from moving across
@@ -328,6 +330,21 @@ static void bench_pipe(void)
 #define MAX_W 512
 static const int working_sets[] = {1, 8, 64, 512};
 
+/* Marks a timed round for the TLB-model plugin (docs/TLB_MODEL.md) with
+ * tag 0x400 + W, as the exokernel's bench does; a no-op without it. A tag
+ * is a constant of the instruction, hence one marker pair per W. */
+static void switch_marker(int w, int end)
+{
+#define MARK(tag) do { if (end) exo_marker_end(tag); else exo_marker_begin(tag); } while (0)
+    switch (w) {
+    case 1: MARK(0x401); break;
+    case 8: MARK(0x408); break;
+    case 64: MARK(0x440); break;
+    case 512: MARK(0x600); break;
+    }
+#undef MARK
+}
+
 struct shared {
     volatile long rounds; /* partner's completed rounds */
     volatile int w;       /* partner's current working set */
@@ -390,11 +407,15 @@ static void bench_switch(void)
         long missed = 0;
         for (int i = 0; i < N + WARM; i++) {
             long before = sh->rounds;
+            if (i >= WARM) {
+                switch_marker(w, 0);
+            }
             uint64_t t0 = tsc_start();
             sched_yield();
             touch(mine, w);
             uint64_t t1 = tsc_end();
             if (i >= WARM) {
+                switch_marker(w, 1);
                 s[i - WARM] = t1 - t0;
                 missed += sh->rounds != before + 1;
             }

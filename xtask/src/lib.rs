@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use wait_timeout::ChildExt;
 
 pub mod fuzz;
+pub mod gdb;
+pub mod tlb;
 
 /// The bare-metal target of the kernel and every libOS.
 pub const TARGET: &str = "x86_64-unknown-none";
@@ -167,6 +169,12 @@ fn rootfs_files() -> Result<Vec<(String, Vec<u8>)>> {
 
 /// Pack the programs and `manifest_text` into a boot archive.
 pub fn pack_archive(manifest_text: &str) -> Result<Vec<u8>> {
+    pack_archive_from(manifest_text, &binary(""))
+}
+
+/// Pack `manifest_text` with the programs built in `bin_dir` (a profile's
+/// output directory, such as `target/x86_64-unknown-none/gdb/`).
+pub fn pack_archive_from(manifest_text: &str, bin_dir: &Path) -> Result<Vec<u8>> {
     let manifest = shared_abi::manifest::Manifest::parse(manifest_text).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut files: Vec<(String, Vec<u8>)> = vec![("manifest".into(), manifest_text.as_bytes().to_vec())];
     // Only the programs the manifest boots: a smaller ramdisk boots faster.
@@ -177,7 +185,7 @@ pub fn pack_archive(manifest_text: &str) -> Result<Vec<u8>> {
         if !PROGRAMS.iter().any(|(_, p)| *p == program) {
             bail!("the manifest names program {program:?}, which xtask does not build");
         }
-        let path = binary(program);
+        let path = bin_dir.join(program);
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         files.push((program.into(), bytes));
     }
@@ -186,7 +194,7 @@ pub fn pack_archive(manifest_text: &str) -> Result<Vec<u8>> {
             if !UNIX_PROGRAMS.contains(&program.as_str()) {
                 bail!("the manifest's files name {program:?}, which is no Unix program xtask builds");
             }
-            let path = binary(program);
+            let path = bin_dir.join(program);
             let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             files.push((format!("bin/{program}"), bytes));
         }
@@ -205,6 +213,12 @@ pub fn make_image(name: &str, manifest_text: &str) -> Result<PathBuf> {
 /// Make a BIOS disk image from raw boot-archive bytes (tests use this to
 /// hand the kernel a broken archive on purpose).
 pub fn make_image_from_archive(name: &str, archive_bytes: &[u8]) -> Result<PathBuf> {
+    make_image_with_kernel(name, archive_bytes, &binary("exokernel"))
+}
+
+/// Make a BIOS disk image of the kernel ELF at `kernel` (`cargo xtask gdb`
+/// boots one with symbols) and raw boot-archive bytes.
+pub fn make_image_with_kernel(name: &str, archive_bytes: &[u8], kernel: &Path) -> Result<PathBuf> {
     let dir = image_dir();
     std::fs::create_dir_all(&dir)?;
     let archive = dir.join(format!("{name}.archive"));
@@ -213,7 +227,7 @@ pub fn make_image_from_archive(name: &str, archive_bytes: &[u8]) -> Result<PathB
     let mut config = bootloader::BootConfig::default();
     config.serial_logging = false;
     config.frame_buffer_logging = false;
-    let mut builder = bootloader::DiskImageBuilder::new(binary("exokernel"));
+    let mut builder = bootloader::DiskImageBuilder::new(kernel.to_path_buf());
     builder.set_ramdisk(archive).set_boot_config(&config);
     // Write beside and rename, so a QEMU still running the old image keeps it.
     let partial = dir.join(format!("{name}.img.partial"));
@@ -279,6 +293,9 @@ pub struct RunOptions {
     /// serial port's input, then closed), or the terminal itself
     /// (`Interactive`, for a person at a prompt).
     pub input: Input,
+    /// More QEMU arguments, last on its command line (the TLB-model
+    /// plugin's `-plugin`, the gdb stub's `-s -S`).
+    pub qemu_args: Vec<String>,
 }
 
 /// The guest console's input.
@@ -302,6 +319,7 @@ impl Default for RunOptions {
             memory_mib: 256,
             net: None,
             input: Input::None,
+            qemu_args: Vec::new(),
         }
     }
 }
@@ -423,6 +441,7 @@ pub fn run_qemu(image: &Path, options: &RunOptions) -> Result<Outcome> {
     } else if options.icount {
         cmd.args(["-icount", if options.icount_nosleep { "shift=0,sleep=off" } else { "shift=0" }]);
     }
+    cmd.args(&options.qemu_args);
     let stdin = match options.input {
         Input::None => Stdio::null(),
         Input::Bytes(_) => Stdio::piped(),

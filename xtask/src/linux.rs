@@ -64,12 +64,30 @@ pub struct LinuxRow {
     /// The rdtsc back-to-back floor that was subtracted.
     pub floor: u64,
     pub iterations: u64,
+    /// The TLB model's per-op figures of its marked runs (see
+    /// `xtask::tlb::per_op_field`), when the guest ran under it.
+    pub tlb: Option<String>,
 }
 
 impl LinuxRow {
-    /// The row in `bench.csv`'s columns (op,unit,median,min,max,floor,target,events,linux).
+    /// The row in `bench.csv`'s columns (op,unit,median,min,max,floor,target,events,linux,tlb).
     pub fn csv(&self) -> String {
-        format!("{},instructions,{},{},{},rdtsc_pair:{},-,-,\n", self.op, self.median, self.min, self.max, self.floor)
+        format!(
+            "{},instructions,{},{},{},rdtsc_pair:{},-,-,,{}\n",
+            self.op,
+            self.median,
+            self.min,
+            self.max,
+            self.floor,
+            self.tlb.as_deref().unwrap_or("")
+        )
+    }
+
+    /// The marker tag of the row's timed runs: the switch rows mark theirs
+    /// with `0x400 + W`, as the exokernel's bench does.
+    pub fn tag(&self) -> Option<u16> {
+        let w: u16 = self.op.strip_prefix("linux_switch_touch_w")?.parse().ok()?;
+        0x400u16.checked_add(w)
     }
 }
 
@@ -110,8 +128,22 @@ fn measure(timeout: Duration, echo: bool) -> Result<Vec<LinuxRow>> {
     let vmlinuz = kernel(&dir).context("the kernel package cannot be had")?;
     let initramfs = initramfs(&dir).context("building the initramfs")?;
     let started = Instant::now();
-    let lines = boot(&vmlinuz, &initramfs, timeout, echo)?;
-    let rows = parse(&lines);
+    // The TLB model rides along where it can be built (the exokernel
+    // bench said why if not).
+    let plugin = xtask::tlb::build_plugin().ok();
+    let tlb_out = dir.join("linux.tlb");
+    let _ = std::fs::remove_file(&tlb_out);
+    let qemu_args = plugin.map(|p| xtask::tlb::qemu_args(&p, &tlb_out, "upper")).unwrap_or_default();
+    let lines = boot(&vmlinuz, &initramfs, timeout, echo, &qemu_args)?;
+    let mut rows = parse(&lines);
+    if let Ok(text) = std::fs::read_to_string(&tlb_out) {
+        let model = xtask::tlb::parse_report(&text);
+        for row in rows.iter_mut() {
+            if let Some(region) = row.tag().and_then(|t| model.regions.get(&t)) {
+                row.tlb = Some(xtask::tlb::per_op_field(region, true));
+            }
+        }
+    }
     let finished = lines.iter().any(|l| l.contains("LINUX-END"));
     for line in lines.iter().filter(|l| l.contains("LINUX-WARN") || l.contains("LINUX-ERROR")) {
         println!("linux baseline: guest: {}", line.trim());
@@ -158,6 +190,7 @@ fn parse(lines: &[String]) -> Vec<LinuxRow> {
                 max: num("max")?,
                 floor: num("floor")?,
                 iterations: num("iterations")?,
+                tlb: None,
             })
         })
         .collect()
@@ -332,7 +365,7 @@ fn initramfs(dir: &Path) -> Result<PathBuf> {
 /// Boot the kernel with the initramfs; the console's lines. The machine
 /// and CPU are QEMU's defaults (i440fx, qemu64), as in the exokernel's TCG
 /// runs (`xtask::run_qemu` names neither).
-fn boot(vmlinuz: &Path, initrd: &Path, timeout: Duration, echo: bool) -> Result<Vec<String>> {
+fn boot(vmlinuz: &Path, initrd: &Path, timeout: Duration, echo: bool, qemu_args: &[String]) -> Result<Vec<String>> {
     let mut cmd = Command::new(qemu_binary());
     cmd.arg("-kernel")
         .arg(vmlinuz)
@@ -341,6 +374,7 @@ fn boot(vmlinuz: &Path, initrd: &Path, timeout: Duration, echo: bool) -> Result<
         .args(["-append", "console=ttyS0 quiet panic=-1"])
         .args(["-serial", "stdio", "-display", "none", "-monitor", "none", "-no-reboot"])
         .args(["-m", "512M", "-accel", "tcg", "-icount", "shift=0"])
+        .args(qemu_args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

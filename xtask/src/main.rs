@@ -99,6 +99,26 @@ enum Cmd {
         /// Skip the Linux guest baseline (the `linux` and `ratio` columns).
         #[arg(long)]
         no_linux: bool,
+        /// Which pages the TLB model treats as global: the kernel half
+        /// (`upper`, as a kernel setting the G bit) or none (`none`).
+        #[arg(long, default_value = "upper", value_parser = ["upper", "none"])]
+        tlb_global: String,
+    },
+    /// Boot a scenario paused under QEMU's gdb stub and start gdb with the
+    /// kernel's symbols (built again with symbols: the `gdb` profile).
+    Gdb {
+        /// Scenario manifest name under scenarios/ (without .manifest).
+        #[arg(long, default_value = "default")]
+        scenario: String,
+        /// Also load this libOS program's symbols (e.g. `bench`, `libos-unix`); repeatable.
+        #[arg(long)]
+        libos: Vec<String>,
+        /// Run this gdb command in batch mode (repeatable; gdb exits after the last).
+        #[arg(long = "batch-cmd")]
+        batch_cmd: Vec<String>,
+        /// Seconds before a batch session is stopped.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
     },
     /// Only the Linux guest baseline of `bench`: boot it, print its rows.
     #[command(hide = true)]
@@ -152,7 +172,14 @@ fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Fuzz { seconds, seed, runs, calls, envs, timeout, trace, echo } => {
             fuzz(seconds, seed, runs, calls, envs, timeout, trace, echo)
         }
-        Cmd::Bench { timeout, kvm, no_linux } => bench(timeout, kvm, no_linux),
+        Cmd::Bench { timeout, kvm, no_linux, tlb_global } => bench(timeout, kvm, no_linux, &tlb_global),
+        Cmd::Gdb { scenario, libos, batch_cmd, timeout } => xtask::gdb::run(&xtask::gdb::GdbOptions {
+            scenario,
+            libos,
+            batch: batch_cmd,
+            timeout: Duration::from_secs(timeout),
+        })
+        .map(|_| ()),
         Cmd::LinuxBench { timeout, echo } => {
             let rows = linux::baseline(Duration::from_secs(timeout), echo).context("no Linux figures")?;
             linux::print_table(&rows);
@@ -168,8 +195,21 @@ fn dispatch(cli: Cli) -> Result<()> {
 fn lint() -> Result<()> {
     let lints =
         ["--", "-D", "warnings", "-D", "clippy::undocumented_unsafe_blocks", "-A", "clippy::needless_range_loop"];
-    let host =
-        ["-p", "shared-abi", "-p", "kcore", "-p", "libos-runtime", "-p", "xtask", "-p", "tests", "--all-targets"];
+    let host = [
+        "-p",
+        "shared-abi",
+        "-p",
+        "kcore",
+        "-p",
+        "libos-runtime",
+        "-p",
+        "xtask",
+        "-p",
+        "exotlb",
+        "-p",
+        "tests",
+        "--all-targets",
+    ];
     let host_libs = ["-p", "libos-unix", "-p", "libos-rt", "-p", "libos-gc", "-p", "ulib", "--lib", "--tests"];
     let mut bare = vec!["--release", "--target", "x86_64-unknown-none"];
     for package in
@@ -404,6 +444,8 @@ fn test() -> Result<()> {
             "-p",
             "xtask",
             "-p",
+            "exotlb",
+            "-p",
             "libos-unix",
             "-p",
             "libos-rt",
@@ -548,7 +590,7 @@ fn fuzz(
     Ok(())
 }
 
-fn bench(timeout: u64, kvm: bool, no_linux: bool) -> Result<()> {
+fn bench(timeout: u64, kvm: bool, no_linux: bool, tlb_global: &str) -> Result<()> {
     build_all()?;
     let options = RunOptions { timeout: Duration::from_secs(timeout), icount: !kvm, kvm, ..Default::default() };
     if kvm {
@@ -558,11 +600,34 @@ fn bench(timeout: u64, kvm: bool, no_linux: bool) -> Result<()> {
             "xtask: running the benchmark suite under TCG with -icount shift=0 (1 TSC tick = 1 guest instruction)"
         );
     }
+    // The TLB model (a QEMU plugin) rides along under TCG where it can be built.
+    let plugin = match kvm {
+        true => None,
+        false => match xtask::tlb::build_plugin() {
+            Ok(path) => {
+                println!("xtask: TLB model on: {} (docs/TLB_MODEL.md)", shown_path(&path));
+                Some(path)
+            }
+            Err(why) => {
+                println!("xtask: TLB model off: {why}; the bench runs without it");
+                None
+            }
+        },
+    };
+    let mut tlb_config = None;
     // One boot per context-switch TLB policy (the first carries the kernel
     // rows), then the processes and GCBench under each write barrier.
     let mut rows: Vec<Vec<(String, String)>> = Vec::new();
     let mut notes = Vec::new();
     for scenario in ["bench", "bench_stlb", "bench_pcid", "bench_unix", "bench_gc_dirty", "bench_gc_cards"] {
+        let mut options = options.clone();
+        // bench_unix and GCBench have no marked operations: they run without the model.
+        let tlb_out = image_dir().join(format!("{scenario}.tlb"));
+        let model_on = plugin.is_some() && matches!(scenario, "bench" | "bench_stlb" | "bench_pcid");
+        if let (Some(plugin), true) = (&plugin, model_on) {
+            let _ = std::fs::remove_file(&tlb_out);
+            options.qemu_args = xtask::tlb::qemu_args(plugin, &tlb_out, tlb_global);
+        }
         let mut image = image_dir().join(format!("{scenario}.img"));
         if kvm {
             let text = std::fs::read_to_string(root().join("scenarios").join(format!("{scenario}.manifest")))?;
@@ -579,6 +644,14 @@ fn bench(timeout: u64, kvm: bool, no_linux: bool) -> Result<()> {
             notes.push(format!("{scenario}: {}", line.trim_start_matches("[kernel] warn: ")));
         }
         let fallback = outcome.lines.iter().any(|l| l.contains("does not offer PCID"));
+        let model =
+            model_on.then(|| std::fs::read_to_string(&tlb_out).ok()).flatten().map(|t| xtask::tlb::parse_report(&t));
+        if model_on && model.is_none() {
+            println!("note: {scenario}: the TLB model wrote no report ({})", shown_path(&tlb_out));
+        }
+        if let Some(model) = &model {
+            tlb_config.get_or_insert_with(|| model.config.clone());
+        }
         rows.extend(
             outcome.lines.iter().filter_map(|l| l.split_once("BENCH ").map(|(_, rest)| rest)).map(parse_fields).map(
                 |mut row| {
@@ -588,6 +661,14 @@ fn bench(timeout: u64, kvm: bool, no_linux: bool) -> Result<()> {
                                 *v = v.replace("switch_pcid", "switch_pcid=flush");
                             }
                         }
+                    }
+                    // The row's marked runs, as the model saw them. The PCID
+                    // what-if is left out under stlb, which drops mappings
+                    // at each switch on purpose (with PCID it would flush).
+                    let tag = row.iter().find(|(k, _)| k == "tag").and_then(|(_, v)| v.parse::<u16>().ok());
+                    if let Some(region) = tag.and_then(|t| model.as_ref()?.regions.get(&t)) {
+                        let field = xtask::tlb::per_op_field(region, scenario != "bench_stlb");
+                        row.push(("tlb".into(), field));
                     }
                     row
                 },
@@ -607,6 +688,13 @@ fn bench(timeout: u64, kvm: bool, no_linux: bool) -> Result<()> {
         (false, false) => linux::baseline(Duration::from_secs(linux::DEFAULT_TIMEOUT), false),
     };
     print_table(&rows, linux_rows.as_deref());
+    if let Some(config) = &tlb_config {
+        let get = |row: &Vec<(String, String)>, k: &str| row.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        let mut marked: Vec<(String, String)> =
+            rows.iter().filter_map(|row| Some((get(row, "op")?, get(row, "tlb")?))).collect();
+        marked.extend(linux_rows.iter().flatten().filter_map(|r| Some((r.op.clone(), r.tlb.clone()?))));
+        xtask::tlb::print_table(&marked, config);
+    }
     for note in &notes {
         println!("note: {note}");
     }
@@ -614,11 +702,11 @@ fn bench(timeout: u64, kvm: bool, no_linux: bool) -> Result<()> {
         linux::print_table(linux_rows);
     }
     let csv = image_dir().join("bench.csv");
-    let mut text = String::from("op,unit,median,min,max,floor,target,events,linux\n");
+    let mut text = String::from("op,unit,median,min,max,floor,target,events,linux,tlb\n");
     for row in &rows {
         let get = |k: &str| row.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_default();
         text.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{}\n",
             get("op"),
             get("unit"),
             get("median"),
@@ -627,7 +715,8 @@ fn bench(timeout: u64, kvm: bool, no_linux: bool) -> Result<()> {
             get("floor"),
             get("target"),
             get("events").replace(',', ";"),
-            linux_median(&get("op"), linux_rows.as_deref()).map(|m| m.to_string()).unwrap_or_default()
+            linux_median(&get("op"), linux_rows.as_deref()).map(|m| m.to_string()).unwrap_or_default(),
+            get("tlb")
         ));
     }
     for row in linux_rows.iter().flatten() {

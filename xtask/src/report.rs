@@ -8,6 +8,9 @@
 //!   line per TLB policy and one for Linux, log-log.
 //! - `bench-kernel.svg`: the exokernel's own operations, log scale, with
 //!   their targets marked where a numeric target exists.
+//! - `bench-tlb.svg`: the switch rows' modelled cycles (the TLB-model
+//!   plugin's instructions plus TLB-miss costs) against W, one line per
+//!   policy and one for the modelled PCID what-if.
 //!
 //! It reads the CSV rather than the bench's rows so that
 //! `cargo xtask bench-report` can redraw an earlier run without QEMU.
@@ -20,7 +23,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-/// One line of `bench.csv` (op,unit,median,min,max,floor,target,events,linux).
+/// One line of `bench.csv` (op,unit,median,min,max,floor,target,events,linux,tlb).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
     pub op: String,
@@ -31,6 +34,8 @@ pub struct Row {
     pub target: String,
     /// The median of the Linux counterpart, where the bench had one.
     pub linux: Option<f64>,
+    /// The TLB model's per-op figures (`insns:N;l1i:N;...`), if it ran.
+    pub tlb: Option<String>,
 }
 
 impl Row {
@@ -76,6 +81,7 @@ pub fn parse_csv(text: &str) -> Vec<Row> {
                 max: number(field(4)),
                 target: field(6).to_string(),
                 linux: number(field(8)),
+                tlb: Some(field(9).to_string()).filter(|t| !t.is_empty()),
             })
         })
         .collect()
@@ -98,10 +104,11 @@ pub fn write_report(csv: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
 
 fn draw_all(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>> {
     let unit = unit_of(rows);
-    let charts: [(&str, Option<String>); 3] = [
+    let charts: [(&str, Option<String>); 4] = [
         ("bench-vs-linux.svg", vs_linux_svg(rows, unit)?),
         ("bench-switch.svg", switch_svg(rows, unit)?),
         ("bench-kernel.svg", kernel_svg(rows, unit)?),
+        ("bench-tlb.svg", tlb_svg(rows)?),
     ];
     let mut written = Vec::new();
     let mut shown = Vec::new();
@@ -494,6 +501,127 @@ fn switch_svg(rows: &[Row], unit: &str) -> Result<Option<String>> {
     .map(Some)
 }
 
+/// A TLB-model figure of a row.
+fn tlb_value(row: &Row, key: &str) -> Option<f64> {
+    xtask::tlb::field_value(row.tlb.as_deref()?, key)
+}
+
+/// Chart d: modelled cycles of switch + touch W pages against W, one line
+/// per policy, and the PCID what-if of the flush policy's runs.
+fn tlb_svg(rows: &[Row]) -> Result<Option<String>> {
+    let mut lines: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    let mut push = |name: String, w: f64, value: f64| match lines.iter_mut().find(|(p, _)| *p == name) {
+        Some((_, points)) => points.push((w, value)),
+        None => lines.push((name, vec![(w, value)])),
+    };
+    for r in rows.iter().filter(|r| r.is_linux()) {
+        let Some(w) = r.op.strip_prefix("linux_switch_touch_w").and_then(|w| w.parse::<f64>().ok()) else { continue };
+        if let Some(cycles) = tlb_value(r, "cycles") {
+            push("Linux guest (process switch)".into(), w, cycles.max(1.0));
+        }
+    }
+    for r in rows.iter().filter(|r| !r.is_linux()) {
+        let Some((policy, w)) = switch_point(&r.op) else { continue };
+        // A policy that fell back to another ran as that one: same figures.
+        if policy.contains('=') {
+            continue;
+        }
+        if let Some(cycles) = tlb_value(r, "cycles") {
+            push(policy_label(&policy), w, cycles.max(1.0));
+        }
+        if policy == "flush" {
+            if let Some(cycles) = tlb_value(r, "pcid_cycles") {
+                push("what-if: flush policy with PCID (modelled)".into(), w, cycles.max(1.0));
+            }
+        }
+    }
+    if lines.is_empty() {
+        return Ok(None);
+    }
+    for (_, points) in lines.iter_mut() {
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    let mut ws: Vec<f64> = lines.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)).collect();
+    ws.sort_by(f64::total_cmp);
+    ws.dedup();
+    let (w_lo, w_hi) = (ws[0], ws[ws.len() - 1]);
+    let (lo, hi, bold, light) = log_axis(lines.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)), 1.5);
+    render((900, 560), |area| {
+        let mut chart = ChartBuilder::on(area)
+            .caption("Context switch + touching W pages: modelled cycles (TLB model, log-log)", (FONT, 18))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(
+                ((w_lo / 1.5)..(w_hi * 1.5)).log_scale().with_key_points(ws.clone()),
+                (lo..hi).log_scale().with_key_points(bold).with_light_points(light),
+            )
+            .map_err(|e| anyhow!("{e}"))?;
+        chart
+            .configure_mesh()
+            .x_desc("W: pages touched after the switch (log scale)")
+            .y_desc("instructions + 7 x L1 TLB misses + 30 x walks (log scale)")
+            .x_label_formatter(&|v| short_number(*v))
+            .y_label_formatter(&|v| short_number(*v))
+            .label_style((FONT, 13))
+            .axis_desc_style((FONT, 14))
+            .light_line_style(RGBColor(0xee, 0xee, 0xee))
+            .bold_line_style(RGBColor(0xcc, 0xcc, 0xcc))
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        for (index, (name, points)) in lines.iter().enumerate() {
+            let color = if name.starts_with("Linux") { LINUX } else { POLICY_COLORS[index % POLICY_COLORS.len()] };
+            let what_if = name.starts_with("what-if");
+            let style = color.stroke_width(2);
+            let series = if what_if {
+                chart.draw_series(DashedLineSeries::new(points.clone(), 8, 6, style)).map_err(|e| anyhow!("{e}"))?
+            } else {
+                chart.draw_series(LineSeries::new(points.clone(), style)).map_err(|e| anyhow!("{e}"))?
+            };
+            series
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled()))).map_err(|e| anyhow!("{e}"))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font((FONT, 13))
+            .background_style(WHITE.mix(0.9))
+            .border_style(RGBColor(0xbb, 0xbb, 0xbb))
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok(())
+    })
+    .map(Some)
+}
+
+/// The TLB model's table in `bench.html`: the rows that carry its figures.
+fn tlb_table(rows: &[Row]) -> String {
+    let marked: Vec<&Row> = rows.iter().filter(|r| r.tlb.is_some()).collect();
+    if marked.is_empty() {
+        return String::new();
+    }
+    let mut html = String::from(
+        "<h2>TLB model</h2>\n<p>From the TLB-model QEMU plugin (docs/TLB_MODEL.md): Skylake-sized L1 iTLB (128, 8-way), \
+         L1 dTLB (64, 4-way) and STLB (1,536, 12-way); per operation, means over its marked runs. Modelled cycles = \
+         instructions + 7 per L1 miss + 30 per walk. The PCID columns are a <em>what-if</em>, modelled: the same runs \
+         with entries tagged by address space instead of flushed at each CR3 write.</p>\n<table>\n<tr><th>op</th>\
+         <th class=\"n\">insns</th><th class=\"n\">L1i miss</th><th class=\"n\">L1d miss</th><th class=\"n\">STLB hit</th>\
+         <th class=\"n\">walks (STLB misses)</th><th class=\"n\">cycles</th><th class=\"n\">PCID walks (what-if)</th>\
+         <th class=\"n\">PCID cycles (what-if)</th></tr>\n",
+    );
+    for r in marked {
+        let cells: String = ["insns", "l1i", "l1d", "stlb_hit", "walks", "cycles", "pcid_walks", "pcid_cycles"]
+            .iter()
+            .map(|key| format!("<td class=\"n\">{}</td>", figure(tlb_value(r, key))))
+            .collect();
+        html.push_str(&format!("<tr><td>{}</td>{cells}</tr>\n", escape(&r.op)));
+    }
+    html.push_str("</table>\n");
+    html
+}
+
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
@@ -549,6 +677,7 @@ fn html_page(rows: &[Row], unit: &str, shown: &[&str]) -> String {
         ));
     }
     page.push_str("</table>\n");
+    page.push_str(&tlb_table(rows));
     let linux: Vec<&Row> = rows.iter().filter(|r| r.is_linux()).collect();
     if !linux.is_empty() {
         page.push_str(
@@ -579,16 +708,16 @@ mod tests {
         pct_call_round_trip,instructions,927,927,927,-,150,syscalls:2,10551\n\
         frame_alloc,instructions,1909,1657,3715,-,-,syscalls:1,\n\
         fork_exit_wait,instructions,223351,222947,255717,,linux/2,syscalls:117,159666\n\
-        switch_flush_touch_1,instructions,1901,1901,1901,-,-,cr3:2,4475\n\
-        switch_flush_touch_8,instructions,1913,1913,1913,-,-,cr3:2,4531\n\
-        switch_stlb_touch_1,instructions,2518,2518,2518,-,-,cr3:2,4475\n\
+        switch_flush_touch_1,instructions,1901,1901,1901,-,-,cr3:2,4475,insns:1914;l1i:3.0;l1d:5.0;stlb_hit:3.0;walks:5.0;cycles:2120;pcid_walks:0.0;pcid_cycles:1970\n\
+        switch_flush_touch_8,instructions,1913,1913,1913,-,-,cr3:2,4531,insns:1926;l1i:3.0;l1d:12.0;stlb_hit:6.0;walks:9.0;cycles:2301;pcid_walks:0.0;pcid_cycles:2031\n\
+        switch_stlb_touch_1,instructions,2518,2518,2518,-,-,cr3:2,4475,insns:2531;l1i:3.0;l1d:6.0;stlb_hit:4.0;walks:5.0;cycles:2744\n\
         switch_stlb_touch_8,instructions,6716,6716,6716,-,-,cr3:2,4531\n\
         switch_pcid=flush_touch_1,instructions,1901,1901,1901,-,-,cr3:2,4475\n\
         switch_pcid=flush_touch_8,instructions,1913,1913,1913,-,-,cr3:2,4531\n\
         pipe_throughput,bytes_per_1000_instructions,791,791,791,,-,bytes:524288,\n\
         linux_getpid,instructions,310,310,310,rdtsc_pair:5,-,-,\n\
         linux_switch_touch_w1,instructions,4475,4475,26544,rdtsc_pair:5,-,-,\n\
-        linux_switch_touch_w8,instructions,4531,4531,4731,rdtsc_pair:5,-,-,\n";
+        linux_switch_touch_w8,instructions,4531,4531,4731,rdtsc_pair:5,-,-,,insns:4600;l1i:9.0;l1d:12.0;stlb_hit:9.0;walks:12.0;cycles:5107;pcid_walks:0.0;pcid_cycles:4600\n";
 
     #[test]
     fn parses_rows_and_targets() {
@@ -597,6 +726,9 @@ mod tests {
         assert_eq!(rows[0].op, "null_syscall");
         assert_eq!(rows[0].numeric_target(), Some(40.0));
         assert_eq!(rows[0].linux, Some(310.0));
+        assert_eq!(rows[0].tlb, None);
+        assert_eq!(tlb_value(&rows[4], "walks"), Some(5.0));
+        assert_eq!(tlb_value(&rows[6], "pcid_cycles"), None);
         assert_eq!(rows[2].numeric_target(), None);
         assert_eq!(rows[3].numeric_target(), Some(159666.0 / 2.0));
         assert_eq!(switch_point("switch_pcid=flush_touch_8"), Some(("pcid=flush".into(), 8.0)));
@@ -612,8 +744,11 @@ mod tests {
         let written = write_report(&csv, &dir).unwrap();
         let names: Vec<String> =
             written.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-        assert_eq!(names, ["bench-vs-linux.svg", "bench-switch.svg", "bench-kernel.svg", "bench.html"]);
-        for path in &written[..3] {
+        assert_eq!(
+            names,
+            ["bench-vs-linux.svg", "bench-switch.svg", "bench-kernel.svg", "bench-tlb.svg", "bench.html"]
+        );
+        for path in &written[..4] {
             let svg = std::fs::read_to_string(path).unwrap();
             assert!(svg.contains("<svg"), "{}", path.display());
             assert!(svg.trim_end().ends_with("</svg>"), "{}", path.display());
@@ -622,6 +757,11 @@ mod tests {
         assert!(html.contains("<img src=\"bench-switch.svg\""));
         assert!(html.contains("-icount shift=0"));
         assert!(html.contains("<td>pct_call_round_trip</td>"));
+        assert!(html.contains("<h2>TLB model</h2>"));
+        assert!(html.contains("<td class=\"n\">2120</td>"));
+        let tlb = std::fs::read_to_string(dir.join("bench-tlb.svg")).unwrap();
+        assert!(tlb.contains("what-if: flush policy with PCID (modelled)"));
+        assert!(tlb.contains("Linux guest (process switch)"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -29,6 +29,7 @@
 extern crate alloc;
 
 pub mod frames;
+pub mod marker;
 pub mod net;
 pub mod revocation;
 pub mod rt;

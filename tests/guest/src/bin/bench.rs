@@ -3,7 +3,11 @@
 //! instructions, so every figure is an exact instruction count.
 //!
 //! Prints one `BENCH op=... median=... min=... max=... floor=... target=...
-//! events=...` line per operation; `cargo xtask bench` tabulates them.
+//! events=... tag=...` line per operation; `cargo xtask bench` tabulates
+//! them. Each timed run is bracketed by measurement markers
+//! (`libos_runtime::marker`) with the operation's tag, just outside the
+//! two `rdtsc`s, so the TLB-model plugin, when QEMU runs it, reports the
+//! instructions and modelled TLB misses of the same runs (joined by tag).
 #![no_std]
 #![no_main]
 
@@ -14,6 +18,7 @@ use alloc::vec::Vec;
 use core::arch::asm;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
+use libos_runtime::marker;
 use libos_runtime::println;
 use libos_runtime::rt::{rdtsc, set_handler, Env};
 use libos_runtime::start::DYNAMIC_BASE;
@@ -28,15 +33,38 @@ const RUNS: usize = 201;
 struct Sample {
     counts: Vec<u64>,
     events: KernelStats,
+    /// The marker tag of its timed runs (None: not bracketed).
+    tag: Option<u16>,
 }
 
-fn measure(overhead: u64, op: impl FnMut()) -> Sample {
-    measure_with(overhead, || {}, op)
+/// Marker tags, one per timed operation (printed as `tag=` on its row).
+mod tag {
+    pub const BARE_SYSCALL: u16 = 1;
+    pub const NULL_SYSCALL: u16 = 2;
+    pub const BARE_INT: u16 = 3;
+    pub const INT3: u16 = 4;
+    pub const UD2: u16 = 5;
+    pub const PAGE_FAULT: u16 = 6;
+    pub const PCT: u16 = 7;
+    pub const FRAME_ALLOC: u16 = 8;
+    pub const FRAME_FREE: u16 = 9;
+    pub const SLOT_INSTALL: u16 = 10;
+    pub const UPCALL_REFILL: u16 = 11;
+    pub const DEMAND_FAULT: u16 = 12;
+    pub const WRITE_UPGRADE: u16 = 13;
+    pub const STLB_REFILL: u16 = 14;
+    /// The context switch + touch of W pages: `SWITCH + W`.
+    pub const SWITCH: u16 = 0x400;
+}
+
+fn measure<const TAG: u16>(overhead: u64, op: impl FnMut()) -> Sample {
+    measure_with::<TAG>(overhead, || {}, op)
 }
 
 /// Time `op` RUNS times, each after an untimed `setup`; events are read
-/// right around each timed `op`, so they count only what it caused.
-fn measure_with(overhead: u64, mut setup: impl FnMut(), mut op: impl FnMut()) -> Sample {
+/// right around each timed `op`, so they count only what it caused. The
+/// markers of `TAG` bracket the two `rdtsc`s of each timed run.
+fn measure_with<const TAG: u16>(overhead: u64, mut setup: impl FnMut(), mut op: impl FnMut()) -> Sample {
     // Warm up (first touches of pages and code).
     for _ in 0..5 {
         setup();
@@ -47,9 +75,11 @@ fn measure_with(overhead: u64, mut setup: impl FnMut(), mut op: impl FnMut()) ->
     for _ in 0..RUNS {
         setup();
         let before = syscall::stats().unwrap_or_default();
+        marker::begin::<TAG>();
         let t0 = rdtsc();
         op();
         let t1 = rdtsc();
+        marker::end::<TAG>();
         let after = syscall::stats().unwrap_or_default();
         counts.push((t1 - t0).saturating_sub(overhead));
         // The `after` read is itself one system call.
@@ -81,7 +111,7 @@ fn measure_with(overhead: u64, mut setup: impl FnMut(), mut op: impl FnMut()) ->
         key_checks: per(total.key_checks),
         ..KernelStats::default()
     };
-    Sample { counts, events }
+    Sample { counts, events, tag: Some(TAG) }
 }
 
 impl Sample {
@@ -127,6 +157,9 @@ fn report(unit: &str, op: &str, sample: &Sample, floor: Option<(&str, u64)>, tar
         e.stlb_misses,
         e.slot_evictions
     );
+    if let Some(tag) = sample.tag {
+        let _ = write!(line, " tag={}", tag);
+    }
     println!("{}", line);
 }
 
@@ -207,26 +240,26 @@ fn main(env: &Env) -> i32 {
     let overhead = rdtsc_overhead();
     println!("bench: rdtsc pair overhead {} (subtracted)", overhead);
 
-    let bare_syscall = measure(overhead, || {
+    let bare_syscall = measure::<{ tag::BARE_SYSCALL }>(overhead, || {
         // SAFETY: the bare number is answered by an immediate sysretq.
         unsafe { syscall::raw6(0x7fff_ffff, 0, 0, 0, 0, 0, 0) };
     });
-    let null_syscall = measure(overhead, || {
+    let null_syscall = measure::<{ tag::NULL_SYSCALL }>(overhead, || {
         syscall::null();
     });
-    let bare_int = measure(overhead, || {
+    let bare_int = measure::<{ tag::BARE_INT }>(overhead, || {
         // SAFETY: vector 0x81 is a bare iretq in the kernel.
         unsafe { asm!("int 0x81", options(nostack)) };
     });
-    let int3 = measure(overhead, || {
+    let int3 = measure::<{ tag::INT3 }>(overhead, || {
         // SAFETY: the registered exception handler resumes after int3.
         unsafe { asm!("int3", options(nostack)) };
     });
-    let ud2 = measure(overhead, || {
+    let ud2 = measure::<{ tag::UD2 }>(overhead, || {
         // SAFETY: the registered exception handler steps over ud2.
         unsafe { asm!("ud2", options(nostack)) };
     });
-    let page_fault = measure(overhead, || {
+    let page_fault = measure::<{ tag::PAGE_FAULT }>(overhead, || {
         let value: u64;
         // SAFETY: the page-fault handler redirects r12 to a mapped word.
         unsafe { asm!("mov rax, [r12]", inout("r12") UNMAPPED => _, out("rax") value, options(nostack)) };
@@ -244,7 +277,7 @@ fn main(env: &Env) -> i32 {
     let mut pct = None;
     for _ in 0..100 {
         if syscall::pct_call(2, [1, 2, 3, 4]).is_ok() {
-            pct = Some(measure(overhead, || {
+            pct = Some(measure::<{ tag::PCT }>(overhead, || {
                 let _ = syscall::pct_call(2, [1, 2, 3, 4]);
             }));
             break;
@@ -275,17 +308,17 @@ fn memory_benchmarks(unit: &str, overhead: u64, upcall_floor: u64) {
         per_check.push(syscall::key_bench(key, CHECKS).expect("key bench") / CHECKS);
     }
     per_check.sort_unstable();
-    let sample = Sample { counts: per_check, events: KernelStats::default() };
+    let sample = Sample { counts: per_check, events: KernelStats::default(), tag: None };
     report(unit, "key_check_in_kernel", &sample, None, Some(50));
 
     // Frame allocate (with SHA-256 key minting and zeroing) and free.
     let mut keys = Vec::new();
-    let alloc = measure(overhead, || {
+    let alloc = measure::<{ tag::FRAME_ALLOC }>(overhead, || {
         keys.push(syscall::frame_alloc(0, rights::ALL).expect("alloc").1);
     });
     report(unit, "frame_alloc", &alloc, None, None);
     let mut to_free = keys.clone();
-    let free = measure_with(
+    let free = measure_with::<{ tag::FRAME_FREE }>(
         overhead,
         || {},
         || {
@@ -303,7 +336,7 @@ fn memory_benchmarks(unit: &str, overhead: u64, upcall_floor: u64) {
     let va = DYNAMIC_BASE + 0x10_0000;
     KEY_LO.store(key.handle, Ordering::Relaxed);
     KEY_HI.store(key.mac, Ordering::Relaxed);
-    let install = measure_with(
+    let install = measure_with::<{ tag::SLOT_INSTALL }>(
         overhead,
         || {
             let _ = syscall::unmap(va);
@@ -317,7 +350,7 @@ fn memory_benchmarks(unit: &str, overhead: u64, upcall_floor: u64) {
 
     // Upcall refill: the page is unmapped; the libOS's handler maps it.
     FAULT_MODE.store(MODE_MAP, Ordering::Relaxed);
-    let upcall_refill = measure_with(
+    let upcall_refill = measure_with::<{ tag::UPCALL_REFILL }>(
         overhead,
         || {
             let _ = syscall::unmap(va);
@@ -328,7 +361,7 @@ fn memory_benchmarks(unit: &str, overhead: u64, upcall_floor: u64) {
 
     // Demand paging: the handler allocates a frame and maps it.
     FAULT_MODE.store(MODE_ALLOC_MAP, Ordering::Relaxed);
-    let demand = measure_with(
+    let demand = measure_with::<{ tag::DEMAND_FAULT }>(
         overhead,
         || {
             let _ = syscall::unmap(va);
@@ -345,7 +378,7 @@ fn memory_benchmarks(unit: &str, overhead: u64, upcall_floor: u64) {
     KEY_LO.store(rw.handle, Ordering::Relaxed);
     KEY_HI.store(rw.mac, Ordering::Relaxed);
     FAULT_MODE.store(MODE_UPGRADE, Ordering::Relaxed);
-    let upgrade = measure_with(
+    let upgrade = measure_with::<{ tag::WRITE_UPGRADE }>(
         overhead,
         || {
             let _ = syscall::unmap(va);
@@ -447,16 +480,27 @@ fn map_working_set(pages: u64) {
 /// then a touch of W pages, under the boot's TLB policy.
 fn switch_benchmarks(unit: &str, overhead: u64, policy: &str) {
     map_working_set(*WORKING_SETS.last().unwrap());
-    for w in WORKING_SETS {
-        let sample = measure(overhead, || {
-            syscall::yield_now();
-            for i in 0..w {
-                poke(SWITCH_BASE + i * PAGE);
-            }
-        });
+    // One marker tag per W (a tag is a constant of the instruction).
+    let samples = [
+        switch_sample::<{ tag::SWITCH + 1 }>(overhead, 1),
+        switch_sample::<{ tag::SWITCH + 8 }>(overhead, 8),
+        switch_sample::<{ tag::SWITCH + 64 }>(overhead, 64),
+        switch_sample::<{ tag::SWITCH + 512 }>(overhead, 512),
+    ];
+    for (w, sample) in WORKING_SETS.iter().zip(samples) {
         let op = alloc::format!("switch_{}_touch_{}", policy, w);
         report(unit, &op, &sample, None, None);
     }
+}
+
+/// Yield to the partner and back, then touch `w` pages.
+fn switch_sample<const TAG: u16>(overhead: u64, w: u64) -> Sample {
+    measure::<TAG>(overhead, || {
+        syscall::yield_now();
+        for i in 0..w {
+            poke(SWITCH_BASE + i * PAGE);
+        }
+    })
 }
 
 /// The cost of the two `rdtsc`s around every measurement (subtracted).
@@ -482,7 +526,7 @@ fn switch_only(env: &Env) -> i32 {
         // STLB-hit refill alone: after a switch the page refaults through
         // the software TLB in the kernel.
         let va = SWITCH_BASE;
-        let refill = measure_with(overhead, syscall::yield_now, || poke(va));
+        let refill = measure_with::<{ tag::STLB_REFILL }>(overhead, syscall::yield_now, || poke(va));
         report(unit, "stlb_hit_refill", &refill, None, None);
     }
     0
@@ -531,7 +575,7 @@ fn demux_benchmarks(unit: &str) {
                 }
             }
             per_packet.sort_unstable();
-            let sample = Sample { counts: per_packet, events: KernelStats::default() };
+            let sample = Sample { counts: per_packet, events: KernelStats::default(), tag: None };
             let kind = if linear { "linear" } else { "trie" };
             let op = alloc::format!("demux_{}_{}_filters", kind, filters);
             let floor = if !linear && filters == 1000 { Some(("demux_trie_1_filters", trie_one)) } else { None };
