@@ -242,13 +242,16 @@ impl Memory {
         kernel_space: AddressSpace,
         benchmarks: bool,
     ) -> Memory {
+        let table = FrameTable::new(secret);
+        // A hash seed drawn from the key stream, never the secret itself.
+        let rmap = ReverseMap::with_seed(table.hash_seed().rotate_left(32));
         Memory {
-            table: FrameTable::new(secret),
+            table,
             pool_frames,
             pool_used: 0,
             policy,
             revoke_deadline_tsc,
-            rmap: ReverseMap::new(),
+            rmap,
             envs: Vec::new(),
             loaded_root: kernel_space.root(),
             kernel_space,
@@ -1218,7 +1221,7 @@ impl Memory {
             self.table.retire();
         }
         if self.rmap.is_empty() {
-            self.rmap = ReverseMap::new();
+            self.rmap = self.rmap.emptied();
         }
     }
 }

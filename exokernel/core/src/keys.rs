@@ -324,6 +324,12 @@ impl FrameTable {
         usize::try_from(env).ok().and_then(|at| self.paid.get(at)).copied().unwrap_or(0)
     }
 
+    /// A per-boot hash seed (from the key stream, not the secret), for the
+    /// kernel's other maps keyed by numbers an environment can choose.
+    pub fn hash_seed(&self) -> u64 {
+        self.minter.hash_seed
+    }
+
     /// Number of live keys (for statistics and tests).
     pub fn live_keys(&self) -> usize {
         self.live

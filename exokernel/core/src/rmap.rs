@@ -8,18 +8,64 @@
 //! so the map is bounded by the budgets (and, per environment, by its slots
 //! plus its software TLB).
 
-use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
+use foldhash::fast::FixedState;
+use hashbrown::HashMap;
 
 /// An environment's index in the kernel's table.
 pub type EnvIndex = usize;
 
-#[derive(Default)]
+/// The mappings of one frame: the first inline (most frames are mapped
+/// once, and mapping must not cost a heap allocation), the rest beside it.
+struct Mappings {
+    first: (EnvIndex, u64),
+    more: Vec<(EnvIndex, u64)>,
+}
+
+impl Mappings {
+    fn contains(&self, at: (EnvIndex, u64)) -> bool {
+        self.first == at || self.more.contains(&at)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (EnvIndex, u64)> + '_ {
+        core::iter::once(self.first).chain(self.more.iter().copied())
+    }
+
+    /// Remove `at`; returns (removed, now empty).
+    fn remove(&mut self, at: (EnvIndex, u64)) -> (bool, bool) {
+        if self.first == at {
+            match self.more.pop() {
+                Some(last) => {
+                    self.first = last;
+                    (true, false)
+                }
+                None => (true, true),
+            }
+        } else if let Some(i) = self.more.iter().position(|&m| m == at) {
+            self.more.swap_remove(i);
+            (true, false)
+        } else {
+            (false, false)
+        }
+    }
+}
+
 pub struct ReverseMap {
-    /// Ordered by frame, so one frame's mappings are one range.
-    entries: BTreeSet<(u64, EnvIndex, u64)>,
+    /// Mappings by frame, hashed under a seed (per boot in the kernel), so
+    /// an environment naming the frames it allocates cannot aim them at one
+    /// bucket.
+    entries: HashMap<u64, Mappings, FixedState>,
+    /// Number of (frame, env, page) entries.
+    len: usize,
     /// Entries by environment index (dense; O(1) on the map path).
     per_env: Vec<u64>,
+    seed: u64,
+}
+
+impl Default for ReverseMap {
+    fn default() -> Self {
+        Self::with_seed(0)
+    }
 }
 
 impl ReverseMap {
@@ -27,23 +73,44 @@ impl ReverseMap {
         Self::default()
     }
 
+    /// An empty map whose hash is keyed with `seed`.
+    pub fn with_seed(seed: u64) -> Self {
+        ReverseMap { entries: HashMap::with_hasher(FixedState::with_seed(seed)), len: 0, per_env: Vec::new(), seed }
+    }
+
+    /// The same map, emptied of storage (its seed kept).
+    pub fn emptied(&self) -> Self {
+        Self::with_seed(self.seed)
+    }
+
     /// Record that env `index` maps `frame_pa` at `va`; false if it was
     /// already recorded.
     pub fn insert(&mut self, frame_pa: u64, index: EnvIndex, va: u64) -> bool {
-        let new = self.entries.insert((frame_pa, index, va));
-        if new {
-            if self.per_env.len() <= index {
-                self.per_env.resize(index + 1, 0);
+        let at = (index, va);
+        match self.entries.get_mut(&frame_pa) {
+            Some(mappings) if mappings.contains(at) => return false,
+            Some(mappings) => mappings.more.push(at),
+            None => {
+                self.entries.insert(frame_pa, Mappings { first: at, more: Vec::new() });
             }
-            self.per_env[index] += 1;
         }
-        new
+        self.len += 1;
+        if self.per_env.len() <= index {
+            self.per_env.resize(index + 1, 0);
+        }
+        self.per_env[index] += 1;
+        true
     }
 
     /// Forget one mapping; false if it was not recorded.
     pub fn remove(&mut self, frame_pa: u64, index: EnvIndex, va: u64) -> bool {
-        let removed = self.entries.remove(&(frame_pa, index, va));
+        let Some(mappings) = self.entries.get_mut(&frame_pa) else { return false };
+        let (removed, empty) = mappings.remove((index, va));
+        if empty {
+            self.entries.remove(&frame_pa);
+        }
         if removed {
+            self.len -= 1;
             self.uncount(index, 1);
         }
         removed
@@ -55,33 +122,48 @@ impl ReverseMap {
         }
     }
 
-    /// Remove and return every mapping of `frame_pa`, as (env, va).
+    /// Remove and return every mapping of `frame_pa`, as (env, va), in order.
     pub fn take_frame(&mut self, frame_pa: u64) -> Vec<(EnvIndex, u64)> {
-        let found: Vec<(u64, EnvIndex, u64)> =
-            self.entries.range((frame_pa, 0, 0)..=(frame_pa, EnvIndex::MAX, u64::MAX)).copied().collect();
-        for entry in &found {
-            self.entries.remove(entry);
-            self.uncount(entry.1, 1);
+        let Some(mappings) = self.entries.remove(&frame_pa) else { return Vec::new() };
+        let mut found: Vec<(EnvIndex, u64)> = mappings.iter().collect();
+        found.sort_unstable();
+        self.len -= found.len();
+        for &(index, _) in &found {
+            self.uncount(index, 1);
         }
-        found.into_iter().map(|(_, index, va)| (index, va)).collect()
+        found
     }
 
-    /// Remove and return every page at which env `index` maps `frame_pa`.
+    /// Remove and return every page at which env `index` maps `frame_pa`, in order.
     pub fn take_env_frame(&mut self, frame_pa: u64, index: EnvIndex) -> Vec<u64> {
-        let found: Vec<(u64, EnvIndex, u64)> =
-            self.entries.range((frame_pa, index, 0)..=(frame_pa, index, u64::MAX)).copied().collect();
-        for entry in &found {
-            self.entries.remove(entry);
+        let Some(mappings) = self.entries.get_mut(&frame_pa) else { return Vec::new() };
+        let mut found: Vec<u64> = mappings.iter().filter(|&(i, _)| i == index).map(|(_, va)| va).collect();
+        let mut empty = false;
+        for &va in &found {
+            empty = mappings.remove((index, va)).1;
         }
+        if empty {
+            self.entries.remove(&frame_pa);
+        }
+        found.sort_unstable();
+        self.len -= found.len();
         self.uncount(index, found.len() as u64);
-        found.into_iter().map(|(_, _, va)| va).collect()
+        found
     }
 
     /// Forget every mapping env `index` holds; returns how many.
     pub fn remove_env(&mut self, index: EnvIndex) -> u64 {
         let count = self.count_of(index);
         if count > 0 {
-            self.entries.retain(|&(_, i, _)| i != index);
+            self.entries.retain(|_, mappings| {
+                let mine: Vec<(EnvIndex, u64)> = mappings.iter().filter(|&(i, _)| i == index).collect();
+                let mut empty = false;
+                for at in mine {
+                    empty = mappings.remove(at).1;
+                }
+                !empty
+            });
+            self.len -= count as usize;
             self.per_env[index] = 0;
         }
         count
@@ -94,11 +176,11 @@ impl ReverseMap {
 
     /// Mappings of every environment.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
 }
 

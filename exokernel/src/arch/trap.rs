@@ -493,6 +493,9 @@ trap_stub_\n:
     .if \kind == 2
     inc qword ptr [rip + FAST_UPCALL + 48]
     .endif
+    // Every register but rip, rsp and rdi keeps its interrupted value.
+    mov rax, [rip + FAST_SCRATCH]
+    mov rcx, [rip + FAST_SCRATCH + 8]
     add rsp, 16
     iretq
 18:
