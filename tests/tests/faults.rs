@@ -17,3 +17,36 @@ fn libos_handles_divide_error_and_page_fault() {
     assert_eq!(stat(&outcome, "upcalls"), 2);
     assert_eq!(stat(&outcome, "page_faults"), 1);
 }
+
+/// The checks of the `fastpath` program, which exits 1 on any failure.
+fn fast_paths_hold(scenario: &str) {
+    let outcome = boot(scenario, 60);
+    assert_success(&outcome);
+    let lines: Vec<&str> = outcome.env_lines("fastpath").collect();
+    for check in [
+        "int3",
+        "ud2",
+        "read_fault_in_window",
+        "write_fault_in_window",
+        "write_reached_the_frame",
+        "read_fault_outside_window",
+        "stlb_refills_bring_back_the_right_frames",
+        "freed_key_refused",
+        "reallocated_frame_new_key_only_and_zeroed",
+        "frames_arrive_zeroed",
+    ] {
+        assert!(lines.contains(&format!("fastpath: {check} ok").as_str()), "{check} failed: {lines:#?}");
+    }
+    assert!(lines.contains(&"fastpath: done failures=0"), "{lines:#?}");
+    assert_exited(&outcome, "fastpath", 0);
+}
+
+#[test]
+fn fast_paths_deliver_the_right_registers_and_frames_under_flush() {
+    fast_paths_hold("fastpath");
+}
+
+#[test]
+fn fast_paths_deliver_the_right_registers_and_frames_under_stlb() {
+    fast_paths_hold("fastpath_stlb");
+}

@@ -29,6 +29,7 @@ pub const PROGRAMS: &[(&str, &str)] = &[
     ("guest-tests", "cpu"),
     ("guest-tests", "netecho"),
     ("guest-tests", "attacker"),
+    ("guest-tests", "fastpath"),
 ];
 
 /// Unix programs a manifest's `files` may name (packed as `bin/NAME`).
