@@ -174,16 +174,8 @@ impl Checks {
 
 /// After the trap: the handler saw the pattern, the resumed code sees the
 /// pattern with the handler's edits (`want`).
-fn upcall_check(
-    checks: &mut Checks,
-    name: &str,
-    got: (Regs, bool),
-    want: Regs,
-    kind: u64,
-    vector: u64,
-    error: u64,
-    addr: u64,
-) {
+/// `fault` is the (kind, vector, error code, address) the handler must see.
+fn upcall_check(checks: &mut Checks, name: &str, got: (Regs, bool), want: Regs, fault: (u64, u64, u64, u64)) {
     let (out, rbx_rbp_ok) = got;
     let seen = (
         SEEN_KIND.load(Ordering::Relaxed),
@@ -195,13 +187,13 @@ fn upcall_check(
     let resumed_ok = regs_match(&Regs { rbx: RBX, rbp: RBP, ..out }, &want) && rbx_rbp_ok;
     checks.check(
         name,
-        frame_ok && resumed_ok && seen == (kind, vector, error, addr),
+        frame_ok && resumed_ok && seen == fault,
         format_args!(
             "handler saw the registers: {}; resumed with the edited registers: {}; (kind, vector, error, addr) = {:x?}, want {:x?}",
             frame_ok,
             resumed_ok,
             seen,
-            (kind, vector, error, addr)
+            fault
         ),
     );
     REGS_OK.store(0, Ordering::Relaxed);
@@ -225,23 +217,23 @@ fn main(env: &Env) -> i32 {
 
     // Exceptions: int3 (a trap, resumes after it) and ud2 (stepped over).
     let got = run_with_pattern!("int3", 0x1212_0000_0000_0012);
-    upcall_check(&mut checks, "int3", got, edited(0x1212_0000_0000_0012), exception, 3, 0, 0);
+    upcall_check(&mut checks, "int3", got, edited(0x1212_0000_0000_0012), (exception, 3, 0, 0));
     let got = run_with_pattern!("ud2", 0x1212_0000_0000_0012);
-    upcall_check(&mut checks, "ud2", got, edited(0x1212_0000_0000_0012), exception, 6, 0, 0);
+    upcall_check(&mut checks, "ud2", got, edited(0x1212_0000_0000_0012), (exception, 6, 0, 0));
 
     // A read of a not-present page in the dynamic window (software-TLB
     // miss, then the upcall from the stub): the handler maps a fresh frame,
     // the load is retried and reads its zero.
     let got = run_with_pattern!("mov r13, qword ptr [r12]", READ_VA);
     let want = Regs { r13: 0, ..edited(READ_VA) };
-    upcall_check(&mut checks, "read_fault_in_window", got, want, page_fault, 14, 4, READ_VA);
+    upcall_check(&mut checks, "read_fault_in_window", got, want, (page_fault, 14, 4, READ_VA));
 
     // A write to a read-only page in the window (present fault): the
     // handler upgrades the mapping and the store is retried.
     let key = FrameKey { handle: KEY_LO.load(Ordering::Relaxed), mac: KEY_HI.load(Ordering::Relaxed) };
     syscall::map(WRITE_VA, key, 0).expect("map read-only");
     let got = run_with_pattern!("mov qword ptr [r12], r13", WRITE_VA);
-    upcall_check(&mut checks, "write_fault_in_window", got, edited(WRITE_VA), page_fault, 14, 7, WRITE_VA);
+    upcall_check(&mut checks, "write_fault_in_window", got, edited(WRITE_VA), (page_fault, 14, 7, WRITE_VA));
     // SAFETY: READ_VA and WRITE_VA map the same frame (the handler mapped both).
     let stored = unsafe { core::ptr::read_volatile(READ_VA as *const u64) };
     checks.check("write_reached_the_frame", stored == pattern(0).r13, format_args!("read back {:#x}", stored));
@@ -249,7 +241,7 @@ fn main(env: &Env) -> i32 {
     // A fault outside the window: the handler points r12 at a mapped word.
     let got = run_with_pattern!("mov r13, qword ptr [r12]", OUTSIDE_VA);
     let want = Regs { r12: core::ptr::addr_of!(SAFE_WORD) as u64, r13: SAFE_WORD, ..edited(OUTSIDE_VA) };
-    upcall_check(&mut checks, "read_fault_outside_window", got, want, page_fault, 14, 4, OUTSIDE_VA);
+    upcall_check(&mut checks, "read_fault_outside_window", got, want, (page_fault, 14, 4, OUTSIDE_VA));
     let _ = syscall::unmap(WRITE_VA);
     let _ = syscall::unmap(READ_VA);
     let _ = syscall::frame_free(key);
@@ -303,6 +295,12 @@ fn stlb_refills(checks: &mut Checks, policy: &str) {
     }
 }
 
+/// Words of the mapped page at `va` that are not zero.
+fn nonzero_words(va: u64) -> usize {
+    // SAFETY: the caller mapped the page at `va` readable.
+    (0..512).filter(|w| unsafe { core::ptr::read_volatile((va + w * 8) as *const u64) } != 0).count()
+}
+
 /// A key dies with its frame; the frame comes back zeroed.
 fn keys_and_zeroing(checks: &mut Checks) {
     let va = DYNAMIC_BASE + 0x200_0000;
@@ -326,12 +324,8 @@ fn keys_and_zeroing(checks: &mut Checks) {
         Ok((again, new)) => {
             let stale = syscall::map(va, old, map_flags::WRITE);
             let fresh = syscall::map(va, new, map_flags::WRITE);
-            // SAFETY: mapped by `fresh` if it succeeded (checked first).
-            let nonzero = if fresh.is_ok() {
-                (0..512).filter(|w| unsafe { core::ptr::read_volatile((va + w * 8) as *const u64) } != 0).count()
-            } else {
-                512
-            };
+            // Mapped by `fresh` if it succeeded (checked first).
+            let nonzero = if fresh.is_ok() { nonzero_words(va) } else { 512 };
             checks.check(
                 "reallocated_frame_new_key_only_and_zeroed",
                 again == pa && stale == Err(Error::BadKey) && fresh.is_ok() && nonzero == 0,
@@ -354,10 +348,9 @@ fn keys_and_zeroing(checks: &mut Checks) {
     for _ in 0..16 {
         let (_, key) = syscall::frame_alloc(0, rights::READ | rights::WRITE).expect("frame");
         syscall::map(va, key, map_flags::WRITE).expect("map");
-        // SAFETY: mapped writable just above.
-        nonzero += (0..512).filter(|w| unsafe { core::ptr::read_volatile((va + w * 8) as *const u64) } != 0).count();
+        nonzero += nonzero_words(va);
         for w in 0..512 {
-            // SAFETY: as above; dirty it for the next round.
+            // SAFETY: mapped writable just above; dirty it for the next round.
             unsafe { core::ptr::write_volatile((va + w * 8) as *mut u64, !0) };
         }
         let _ = syscall::unmap(va);
