@@ -267,11 +267,17 @@ fn main(env: &Env) -> i32 {
     });
 
     report(unit, "bare_syscall_sysret", &bare_syscall, None, None);
-    report(unit, "null_syscall", &null_syscall, Some(("bare_syscall_sysret", bare_syscall.median())), Some(40));
+    report(
+        unit,
+        "null_syscall",
+        &null_syscall,
+        Some(("bare_syscall_sysret", bare_syscall.median())),
+        Some(2 * bare_syscall.median()),
+    );
     report(unit, "bare_int_iretq", &bare_int, None, None);
-    report(unit, "exception_int3_upcall", &int3, Some(("bare_int_iretq", bare_int.median())), Some(120));
-    report(unit, "exception_ud2_upcall", &ud2, Some(("bare_int_iretq", bare_int.median())), Some(120));
-    report(unit, "page_fault_upcall", &page_fault, Some(("bare_int_iretq", bare_int.median())), None);
+    report(unit, "exception_int3_upcall", &int3, Some(("bare_int_iretq", bare_int.median())), Some(80));
+    report(unit, "exception_ud2_upcall", &ud2, Some(("bare_int_iretq", bare_int.median())), Some(80));
+    report(unit, "page_fault_upcall", &page_fault, Some(("bare_int_iretq", bare_int.median())), Some(200));
 
     // Protected control transfer round trip to the partner (env 2).
     let mut pct = None;
@@ -309,14 +315,14 @@ fn memory_benchmarks(unit: &str, overhead: u64, upcall_floor: u64) {
     }
     per_check.sort_unstable();
     let sample = Sample { counts: per_check, events: KernelStats::default(), tag: None };
-    report(unit, "key_check_in_kernel", &sample, None, Some(50));
+    report(unit, "key_check_in_kernel", &sample, None, Some(30));
 
     // Frame allocate (with SHA-256 key minting and zeroing) and free.
     let mut keys = Vec::new();
     let alloc = measure::<{ tag::FRAME_ALLOC }>(overhead, || {
         keys.push(syscall::frame_alloc(0, rights::ALL).expect("alloc").1);
     });
-    report(unit, "frame_alloc", &alloc, None, None);
+    report(unit, "frame_alloc", &alloc, None, Some(300));
     let mut to_free = keys.clone();
     let free = measure_with::<{ tag::FRAME_FREE }>(
         overhead,
@@ -489,7 +495,9 @@ fn switch_benchmarks(unit: &str, overhead: u64, policy: &str) {
     ];
     for (w, sample) in WORKING_SETS.iter().zip(samples) {
         let op = alloc::format!("switch_{}_touch_{}", policy, w);
-        report(unit, &op, &sample, None, None);
+        // The target is for the flush policy's one-page round trip.
+        let target = (policy == "flush" && *w == 1).then_some(400);
+        report(unit, &op, &sample, None, target);
     }
 }
 
@@ -527,7 +535,7 @@ fn switch_only(env: &Env) -> i32 {
         // the software TLB in the kernel.
         let va = SWITCH_BASE;
         let refill = measure_with::<{ tag::STLB_REFILL }>(overhead, syscall::yield_now, || poke(va));
-        report(unit, "stlb_hit_refill", &refill, None, None);
+        report(unit, "stlb_hit_refill", &refill, None, Some(150));
     }
     0
 }
