@@ -24,13 +24,13 @@ use shared_abi::syscall::{encode, nr, EnvInfo, Error, SlotKey};
 /// Most asynchronous transfers queued for one environment.
 pub const PCT_QUEUE_MAX: usize = 8;
 
-/// A protected-entry activation running in an environment.
+/// A protected-entry activation running in an environment. Its registers
+/// are the environment's current context; the environment's own state
+/// waits in the other of its two contexts until the activation ends.
 #[derive(Clone, Copy, Debug)]
 pub struct Activation {
     /// The caller blocked on it (None for an asynchronous send).
     pub caller: Option<usize>,
-    /// The environment's own state, resumed when the activation ends.
-    pub stash: TrapFrame,
 }
 
 /// An environment told to save its context: who runs next, and when the
@@ -47,8 +47,11 @@ pub struct Grace {
 struct EnvCpu {
     /// Not ended: may be given the CPU.
     alive: bool,
-    /// Registers to resume it with when it next runs.
-    context: TrapFrame,
+    /// Registers to resume it with when it next runs: `contexts[active]`.
+    /// The other holds its own state while an activation runs, so starting
+    /// and ending one (each protected call) copies no frame.
+    contexts: [TrapFrame; 2],
+    active: usize,
     cpu_ticks: u64,
     overruns: u64,
     penalty_owed: u64,
@@ -67,6 +70,16 @@ struct EnvCpu {
     wake_at: u64,
     /// For a family root: the member that last had the family's time.
     family_last: usize,
+}
+
+impl EnvCpu {
+    fn context(&self) -> &TrapFrame {
+        &self.contexts[self.active]
+    }
+
+    fn context_mut(&mut self) -> &mut TrapFrame {
+        &mut self.contexts[self.active]
+    }
 }
 
 pub fn from_slot_error(error: SlotVecError) -> Error {
@@ -173,7 +186,7 @@ impl Cpu {
     /// Record an environment (runnable or not) starting from `context`,
     /// owning `slots` slots spread over the vector; returns its index.
     pub fn add_env(&mut self, alive: bool, context: TrapFrame, slots: usize) -> usize {
-        self.envs.push(EnvCpu { alive, context, ..Default::default() });
+        self.envs.push(EnvCpu { alive, contexts: [context, TrapFrame::default()], ..Default::default() });
         let index = self.envs.len() - 1;
         if alive {
             self.slots.alloc_spread(slots, index);
@@ -196,7 +209,7 @@ impl Cpu {
     /// Start a created run-time environment with `context`.
     pub fn start(&mut self, index: usize, context: TrapFrame) {
         let env = &mut self.envs[index];
-        env.context = context;
+        *env.context_mut() = context;
         if !env.alive && env.share_of.is_some() {
             self.members += 1;
         }
@@ -285,11 +298,11 @@ impl Cpu {
 
     /// Env `index`'s saved registers.
     pub fn context(&self, index: usize) -> &TrapFrame {
-        &self.envs[index].context
+        self.envs[index].context()
     }
 
     pub fn context_mut(&mut self, index: usize) -> &mut TrapFrame {
-        &mut self.envs[index].context
+        self.envs[index].context_mut()
     }
 
     /// Is env `index` running a protected-entry activation?
@@ -478,31 +491,33 @@ impl Cpu {
             return Err(Error::InvalidArgument);
         }
         let env = &mut self.envs[t];
-        let normal = env.context;
-        let rsp = upcall::place_activation(stack, normal.rsp).map_err(|_| Error::NoMemory)?;
-        let mut activation = TrapFrame::new_user(entry, rsp, sender);
+        let rsp = upcall::place_activation(stack, env.context().rsp).map_err(|_| Error::NoMemory)?;
+        // Built in the other context; its own state stays where it is.
+        env.active ^= 1;
+        let activation = env.context_mut();
+        *activation = TrapFrame::new_user(entry, rsp, sender);
         activation.rsi = msg[0];
         activation.rdx = msg[1];
         activation.rcx = msg[2];
         activation.r8 = msg[3];
         activation.r9 = flags;
-        env.activation = Some(Activation { caller, stash: normal });
-        env.context = activation;
+        env.activation = Some(Activation { caller });
         Ok(())
     }
 
     /// `caller` blocks on env `t` (its registers are saved first).
     pub fn block_on(&mut self, caller: usize, t: usize, frame: &TrapFrame) {
         let env = &mut self.envs[caller];
-        env.context = *frame;
+        *env.context_mut() = *frame;
         env.waiting_on = Some(t);
     }
 
     /// End env `me`'s activation: its own state comes back; returns the
     /// activation, or None if it ran none.
     pub fn end_activation(&mut self, me: usize) -> Option<Activation> {
-        let activation = self.envs[me].activation.take()?;
-        self.envs[me].context = activation.stash;
+        let env = &mut self.envs[me];
+        let activation = env.activation.take()?;
+        env.active ^= 1;
         Some(activation)
     }
 
@@ -514,11 +529,12 @@ impl Cpu {
             return false;
         }
         env.waiting_on = None;
-        env.context.rax = 0;
-        env.context.rsi = reply[0];
-        env.context.rdx = reply[1];
-        env.context.r10 = reply[2];
-        env.context.r8 = reply[3];
+        let context = env.context_mut();
+        context.rax = 0;
+        context.rsi = reply[0];
+        context.rdx = reply[1];
+        context.r10 = reply[2];
+        context.r8 = reply[3];
         true
     }
 
@@ -584,7 +600,7 @@ impl Cpu {
         for env in self.envs.iter_mut() {
             if env.waiting_on == Some(index) {
                 env.waiting_on = None;
-                env.context.rax = encode(Err(Error::NoSuchEnv));
+                env.context_mut().rax = encode(Err(Error::NoSuchEnv));
             }
         }
         let env = &mut self.envs[index];
@@ -592,7 +608,9 @@ impl Cpu {
             self.members -= 1;
         }
         env.alive = false;
-        env.activation = None;
+        if env.activation.take().is_some() {
+            env.active ^= 1;
+        }
         env.pct_queue = VecDeque::new();
         env.blocked = false;
         env.wake_pending = false;

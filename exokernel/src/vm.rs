@@ -761,14 +761,16 @@ impl Memory {
         if mapped && flags & map_flags::REPLACE == 0 {
             return Err(Error::AlreadyMapped);
         }
-        if !mapped {
-            self.kmem_room(index, other, KmemObject::Mapping)?;
-        } else {
-            self.remove_mapping(index, va);
-        }
         let frame_pa = info.frame * 4096;
         let mode =
             Mode { writable, guaranteed: flags & map_flags::GUARANTEED != 0, exec: flags & map_flags::EXEC != 0 };
+        if !mapped {
+            self.kmem_room(index, other, KmemObject::Mapping)?;
+        } else if self.replace_in_place(index, va, frame_pa, mode) {
+            return Ok(0);
+        } else {
+            self.remove_mapping(index, va);
+        }
         let pte = self.install(index, va, frame_pa, mode, now)?;
         let displaced = self.envs[index].stlb.insert(StlbEntry::new(va, frame_pa, writable).with_pte(pte));
         self.rmap.insert(frame_pa, index, va);
@@ -778,6 +780,45 @@ impl Memory {
             self.forget_if_unmapped(index, old.page_va(), old.frame_pa);
         }
         Ok(0)
+    }
+
+    /// `map(REPLACE)` of a page already mapped to the same frame, with the
+    /// same class, changing only whether it is writable (a write-fault
+    /// upgrade, a copy-on-write downgrade): the slot, the software-TLB
+    /// entry and the page-table entry are rewritten where they are (one
+    /// `invlpg`), and the reverse map and kernel memory stay as they were.
+    /// False: not that case, and nothing was changed that the general
+    /// path (remove, then install) does not redo.
+    fn replace_in_place(&mut self, index: usize, va: u64, frame_pa: u64, mode: Mode) -> bool {
+        if mode.exec {
+            return false;
+        }
+        let loaded = self.is_loaded(index);
+        let mem = &mut self.envs[index];
+        let (Some(slot), Some(entry)) = (mem.slots.get(va), mem.stlb.lookup(va)) else { return false };
+        if slot.frame_pa != frame_pa
+            || entry.frame_pa != frame_pa
+            || slot.guaranteed != mode.guaranteed
+            || !entry.pte.is_known()
+        {
+            return false;
+        }
+        // In place: same page, frame and class, so nothing is evicted.
+        if mem.slots.insert(va, frame_pa, mode.writable, mode.guaranteed).is_err() {
+            return false;
+        }
+        let Some(space) = mem.space.as_mut() else { return false };
+        if !space.write_leaf(entry.pte, frame_pa, page_flags(mode.writable)) {
+            return false;
+        }
+        mem.stlb.insert(StlbEntry { writable: mode.writable, ..entry });
+        if loaded {
+            paging::invlpg(va);
+            bump(&COUNTERS.invlpg);
+        } else {
+            mem.needs_flush = true;
+        }
+        true
     }
 
     /// `unmap(va)` for env `index`.

@@ -51,6 +51,16 @@ pub fn enable_nxe_and_wp() {
 }
 
 /// Does the CPU offer process-context identifiers (CPUID.01H:ECX.PCID)?
+/// Turn on global pages (CR4.PGE): leaves marked global survive CR3 loads.
+/// Setting the bit flushes the whole TLB, so marks made before take effect.
+pub fn enable_global_pages() {
+    use x86_64::registers::control::{Cr4, Cr4Flags};
+    // SAFETY: only the kernel half is marked global, and it is the same in
+    // every address space and never changes after boot, so no entry kept
+    // across a CR3 load can be stale.
+    unsafe { Cr4::update(|f| f.insert(Cr4Flags::PAGE_GLOBAL)) };
+}
+
 pub fn has_pcid() -> bool {
     let leaf = core::arch::x86_64::__cpuid(1);
     leaf.ecx & (1 << 17) != 0

@@ -371,6 +371,40 @@ impl AddressSpace {
         Ok(())
     }
 
+    /// Mark every leaf of the kernel half global (the kernel image, its
+    /// stacks, the physical-memory window, the MMIO windows mapped so far),
+    /// so a CR3 load keeps the kernel's TLB entries: a switch then refills
+    /// only the user half. Leaves only: the G bit is reserved in upper-level
+    /// entries on some CPUs. The kernel half never changes after boot, so
+    /// no global entry can go stale. Returns how many leaves were marked.
+    /// The caller then turns on CR4.PGE (`cpu::enable_global_pages`).
+    pub fn make_kernel_half_global(&mut self) -> usize {
+        fn mark(table_pa: u64, level: u8) -> usize {
+            let mut marked = 0;
+            for entry in table(table_pa).iter_mut() {
+                let flags = entry.flags();
+                if !flags.contains(PageTableFlags::PRESENT) {
+                    continue;
+                }
+                if level == 1 || flags.contains(PageTableFlags::HUGE_PAGE) {
+                    entry.set_flags(flags | PageTableFlags::GLOBAL);
+                    marked += 1;
+                } else {
+                    marked += mark(entry.addr().as_u64(), level - 1);
+                }
+            }
+            marked
+        }
+        let mut marked = 0;
+        for i in 256..512 {
+            let entry = &table(self.pml4)[i];
+            if entry.flags().contains(PageTableFlags::PRESENT) {
+                marked += mark(entry.addr().as_u64(), 3);
+            }
+        }
+        marked
+    }
+
     /// Is the PML4 slot for `va` unused? (Finding a free kernel window.)
     pub fn top_level_free(&self, va: u64) -> bool {
         table(self.pml4)[indices(va)[0]].is_unused()

@@ -119,6 +119,9 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
     if nic.is_none() {
         log::debug!("net: no virtio-net device; network calls will answer invalid-argument");
     }
+    let global = kernel_space.make_kernel_half_global();
+    cpu::enable_global_pages();
+    log::debug!("paging: {} kernel-half leaves global", global);
     log::info!(
         "exokernel up: {} MiB free, tsc {} MHz, {} environment(s), quantum {} us",
         memory::free_frames() / 256,

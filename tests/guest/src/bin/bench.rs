@@ -181,7 +181,8 @@ const MODE_REDIRECT: u64 = 0;
 const MODE_MAP: u64 = 1;
 /// Allocate a frame and map it (demand paging).
 const MODE_ALLOC_MAP: u64 = 2;
-/// Remap the page writable with the read-write key (write-fault upgrade).
+/// Remap the page writable with the read-write key, in place
+/// (`map(REPLACE)`: the write-fault upgrade).
 const MODE_UPGRADE: u64 = 3;
 static KEY_LO: AtomicU64 = AtomicU64::new(0);
 static KEY_HI: AtomicU64 = AtomicU64::new(0);
@@ -204,8 +205,8 @@ fn on_page_fault(frame: &mut UpcallFrame) {
             }
         }
         MODE_UPGRADE => {
-            let _ = syscall::unmap(page);
-            let _ = syscall::map(page, stored_key(), map_flags::WRITE);
+            // One call: remap the page writable where it is.
+            let _ = syscall::map(page, stored_key(), map_flags::WRITE | map_flags::REPLACE);
         }
         _ => {
             // Point the faulting load's base register (r12) at a mapped word and retry.
@@ -465,6 +466,12 @@ fn profile_op(op: &str, va: u64, key: FrameKey) -> Result<(), ()> {
                 let _ = syscall::unmap(va);
             }
             "switch" => syscall::yield_now(),
+            // A switch, then a touch of a mapped page (under `stlb`: a refill).
+            "refill" => {
+                let _ = syscall::map(va, key, map_flags::WRITE);
+                syscall::yield_now();
+                poke(va);
+            }
             _ => return Err(()),
         }
     }

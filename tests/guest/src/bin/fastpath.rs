@@ -100,10 +100,10 @@ fn on_page_fault(frame: &mut UpcallFrame) {
             KEY_HI.store(key.mac, Ordering::Relaxed);
         }
     } else if page == WRITE_VA {
-        // Upgrade the read-only mapping in place.
+        // Upgrade the read-only mapping in place (`map(REPLACE)` of the
+        // same frame: the kernel rewrites the entry where it is).
         let key = FrameKey { handle: KEY_LO.load(Ordering::Relaxed), mac: KEY_HI.load(Ordering::Relaxed) };
-        let _ = syscall::unmap(page);
-        let _ = syscall::map(page, key, map_flags::WRITE);
+        let _ = syscall::map(page, key, map_flags::WRITE | map_flags::REPLACE);
     } else {
         // Outside the window: retry the load from a mapped word.
         frame.regs.r12 = core::ptr::addr_of!(SAFE_WORD) as u64;
