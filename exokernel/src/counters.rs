@@ -54,7 +54,7 @@ impl Counters {
     pub fn snapshot(&self) -> KernelStats {
         let (fast_exceptions, fast_page_faults) = trap::fast_upcall_counts();
         KernelStats {
-            syscalls: self.syscalls.load(Relaxed),
+            syscalls: self.syscalls.load(Relaxed) + trap::null_syscalls(),
             upcalls: self.upcalls.load(Relaxed) + fast_exceptions,
             exceptions: self.exceptions.load(Relaxed) + fast_exceptions,
             page_faults: self.page_faults.load(Relaxed) + fast_page_faults,

@@ -255,6 +255,16 @@ pub fn fast_upcall_counts() -> (u64, u64) {
     }
 }
 
+/// Null system calls, answered by the entry stub itself.
+#[no_mangle]
+static mut NULL_SYSCALLS: u64 = 0;
+
+/// How many null system calls the entry stub answered.
+pub fn null_syscalls() -> u64 {
+    // SAFETY: a plain read of a counter only the stub writes, single CPU.
+    unsafe { core::ptr::read_volatile(&raw const NULL_SYSCALLS) }
+}
+
 /// Value of the kernel stack pointer the syscall stub switches to.
 #[no_mangle]
 static mut SYSCALL_KERNEL_RSP: u64 = 0;
@@ -630,6 +640,9 @@ trap_stub_bare:
 syscall_entry:
     cmp rax, {bare}
     je 2f
+    // The null call (number 0) is answered here: counted, rax = 0 = Ok(0).
+    test rax, rax
+    jz 4f
     mov [rip + SYSCALL_USER_RSP], rsp
     mov rsp, [rip + SYSCALL_KERNEL_RSP]
     push rcx
@@ -686,6 +699,9 @@ syscall_entry:
     pop rsp
     sysretq
 2:
+    sysretq
+4:
+    inc qword ptr [rip + NULL_SYSCALLS]
     sysretq
 
 "#,
