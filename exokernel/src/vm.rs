@@ -581,9 +581,8 @@ impl Memory {
         if !want_pa.is_multiple_of(4096) {
             return Err(Error::Misaligned);
         }
-        // Check the out pointer (writable, by writing a blank key) before
-        // taking anything.
-        umem::write_value(self.space_of(index)?, out, &FrameKey::default())?;
+        // The out pointer is checked by the write of the key at the end;
+        // if that fails, everything taken is given back there.
         self.kmem_room(owner, other, KmemObject::Grant)?;
         let mem = &self.envs[owner];
         if mem.run_time && mem.charged_frames() >= mem.quota_frames {
@@ -638,7 +637,9 @@ impl Memory {
             }
         };
         let mem = &mut self.envs[index];
-        if let Some(at) = mem.held.iter().position(|&f| f == frame) {
+        // Searched from the newest: frames are mostly freed soon after
+        // they are allocated.
+        if let Some(at) = mem.held.iter().rposition(|&f| f == frame) {
             mem.held.remove(at);
         }
         mem.owed = mem.owed.saturating_sub(1);
@@ -1157,7 +1158,7 @@ impl Memory {
             // Co-owners lose the frame too (the abort protocol takes it).
             for holder in self.table.revoke(frame).unwrap_or_default() {
                 if let Some(other) = self.envs.iter_mut().find(|e| e.id == holder && e.space.is_some()) {
-                    if let Some(at) = other.held.iter().position(|&f| f == frame) {
+                    if let Some(at) = other.held.iter().rposition(|&f| f == frame) {
                         other.held.remove(at);
                     }
                 }

@@ -471,7 +471,7 @@ impl FrameTable {
     fn release_owner(&mut self, frame: FrameNumber, env: EnvId) -> Freed {
         let record = self.frames.get_mut(&frame).expect("an owner's frame has a record");
         if record.owners.len() == 1 {
-            self.forget(frame);
+            self.forget(frame, |_| {});
             return Freed::Frame(frame);
         }
         let (_, entry) = record.owners.remove(env).expect("env owns the frame");
@@ -500,7 +500,13 @@ impl FrameTable {
         if !self.frames.contains_key(&frame) {
             return Err(KeyError::NoSuchFrame);
         }
-        Ok(self.forget(frame))
+        let mut holders: Vec<EnvId> = Vec::new();
+        self.forget(frame, |env| {
+            if !holders.contains(&env) {
+                holders.push(env);
+            }
+        });
+        Ok(holders)
     }
 
     /// An environment ended: give up every frame it owns (those it was the
@@ -632,23 +638,21 @@ impl FrameTable {
         }
     }
 
-    /// Destroy every key to `frame` and drop its record; returns the holders.
-    fn forget(&mut self, frame: FrameNumber) -> Vec<EnvId> {
+    /// Destroy every key to `frame` and drop its record; `holder` is told
+    /// the environment of each key destroyed (owners first), so the free
+    /// path, which needs none of them, allocates nothing.
+    fn forget(&mut self, frame: FrameNumber, mut holder: impl FnMut(EnvId)) {
         let Some(record) = self.frames.remove(&frame) else {
-            return Vec::new();
+            return;
         };
-        let mut holders: Vec<EnvId> = Vec::new();
         let Owners { first, more } = record.owners;
         let owned = core::iter::once(first.1).chain(more.into_iter().map(|(_, entry)| entry));
         for entry in owned.chain(record.shares) {
             if let Some(grant) = self.entries[entry].grant {
-                if !holders.contains(&grant.env) {
-                    holders.push(grant.env);
-                }
+                holder(grant.env);
             }
             self.vacate(entry);
         }
-        holders
     }
 }
 
