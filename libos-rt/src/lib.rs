@@ -14,6 +14,10 @@
 //!   pure logic: fixed-size (no heap, so it can live in pinned memory),
 //!   driven by whatever clock the caller reads, and tested on the host
 //!   against the simulator. The manifest's task list syntax is [`spec`].
+//! * What the program times about itself (a scheduler decision, a system
+//!   call) is timed with a [`stopwatch::Stopwatch`], which drops any
+//!   stretch an interruption may have fallen in; the order of its reads is
+//!   tested here against a simulated machine interrupted at every point.
 //! * Analyses use integer arithmetic only (parts per million, exact response
 //!   times), so they behave identically on the host and on the soft-float
 //!   bare-metal target.
@@ -29,3 +33,4 @@ pub mod gen;
 pub mod runner;
 pub mod sched;
 pub mod spec;
+pub mod stopwatch;

@@ -65,6 +65,7 @@ use libos_rt::gen::Generator;
 use libos_rt::runner::JobTable;
 use libos_rt::sched::{self, RtScheduler, Task};
 use libos_rt::spec;
+use libos_rt::stopwatch::Stopwatch;
 use libos_runtime::frames::{self, AllocMapError};
 use libos_runtime::println;
 use libos_runtime::rt::{rdtsc, set_handler, Env};
@@ -530,11 +531,9 @@ fn measure_slot_ends(counters: &SlotCounters, info: &EnvInfo) -> SlotCosts {
 fn measure_null_syscall(counters: &SlotCounters) -> u64 {
     let mut worst_ticks = 0;
     for _ in 0..64 {
-        let seen = counters.ends();
-        let start = rdtsc();
+        let watch = Stopwatch::start(|| counters.ends(), rdtsc);
         black_box(syscall::null());
-        let ticks = rdtsc() - start;
-        if counters.ends() == seen {
+        if let Some(ticks) = watch.stop(rdtsc, || counters.ends()) {
             worst_ticks = worst_ticks.max(ticks);
         }
     }
@@ -616,7 +615,7 @@ fn measure_decision(
     for _ in 0..2_000 {
         let seen = counters.ends();
         let handler_before = counters.handler_ticks.load(Ordering::Relaxed);
-        let start = rdtsc();
+        let watch = Stopwatch::start(|| counters.ends(), rdtsc);
         table.advance(fake_now_ticks);
         let step_ticks = match table.pick(scheduler, fake_now_ticks) {
             Some(index) => {
@@ -632,8 +631,7 @@ fn measure_decision(
             }
             None => table.next_release_ticks().saturating_sub(fake_now_ticks),
         };
-        let ticks = rdtsc() - start;
-        if counters.ends() == seen {
+        if let Some(ticks) = watch.stop(rdtsc, || counters.ends()) {
             worst_ticks = worst_ticks.max(ticks);
         }
         fake_now_ticks += step_ticks;
@@ -658,8 +656,9 @@ fn run_set(
     let start = rdtsc();
     let mut now_ticks = 0;
     while now_ticks < horizon_ticks {
-        let step_start = rdtsc();
-        let seen = counters.ends();
+        // The count before the clock (see `Stopwatch`): a slot end between
+        // the two reads would otherwise be timed as part of the decision.
+        let step = Stopwatch::start(|| counters.ends(), rdtsc);
         table.advance(now_ticks);
         match table.pick(scheduler, now_ticks) {
             Some(index) => {
@@ -672,8 +671,7 @@ fn run_set(
                 time.nominal_work_ticks += work_ticks;
                 time.work_ticks += net_ticks;
                 time.gross_work_ticks += ended - began;
-                let step_ticks = rdtsc() - step_start;
-                if counters.ends() == seen {
+                if let Some(step_ticks) = step.stop(rdtsc, || counters.ends()) {
                     time.max_decision_ticks = time.max_decision_ticks.max(step_ticks - (ended - began));
                 }
             }
