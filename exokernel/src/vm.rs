@@ -863,6 +863,95 @@ impl Memory {
         }
     }
 
+    /// `map_query_range(va, pages, out, flags)` for env `index`: one bit
+    /// per page (dirty, or accessed with `REPORT_ACCESSED`) written to the
+    /// bitmap at `out`, the bits cleared as `flags` asks, in one walk per
+    /// 2 MiB. Every argument is checked, and the bitmap's memory proven
+    /// writable, before a bit is cleared, so a refused call changes nothing.
+    /// A page counts as known when it has a page-table entry (it is in a
+    /// TLB slot: `map` and refills install one, evictions and the `stlb`
+    /// switch remove it); an unknown page reports 0, or 1 with
+    /// `UNKNOWN_SET`. Returns the pages reported set.
+    pub fn map_query_range(&mut self, index: usize, va: u64, pages: u64, out: u64, flags: u64) -> Result<u64, Error> {
+        use shared_abi::syscall::query_range::{self, MAX_QUERY_PAGES};
+        if flags & !query_range::ALL != 0 {
+            return Err(Error::InvalidArgument);
+        }
+        if pages == 0 || pages > MAX_QUERY_PAGES {
+            return Err(Error::BadLength);
+        }
+        if !va.is_multiple_of(4096) {
+            return Err(Error::Misaligned);
+        }
+        // The window is one interval: first and last page in it, no wrap.
+        let last = va.checked_add((pages - 1) * 4096);
+        if !self.in_window(index, va) || !last.is_some_and(|last| self.in_window(index, last)) {
+            return Err(Error::BadAddress);
+        }
+        let words = query_range::bitmap_words(pages) as usize;
+        let mut bitmap = [0u64; (MAX_QUERY_PAGES / 64) as usize];
+        let loaded = self.is_loaded(index);
+        let env = &mut self.envs[index];
+        let space = env.space.as_mut().ok_or(Error::NoSuchEnv)?;
+        // Proven writable now (zeros), so the answer cannot be lost after
+        // bits were cleared.
+        umem::UserSlice::new(space, out, words as u64 * 8, 8)?.write(&[0u8; MAX_QUERY_PAGES as usize / 8][..words * 8])?;
+        let mut clear = Flags::empty();
+        if flags & query_range::CLEAR_ACCESSED != 0 {
+            clear |= Flags::ACCESSED;
+        }
+        if flags & query_range::CLEAR_DIRTY != 0 {
+            clear |= Flags::DIRTY;
+        }
+        let report = if flags & query_range::REPORT_ACCESSED != 0 { Flags::ACCESSED } else { Flags::DIRTY };
+        let unknown_set = flags & query_range::UNKNOWN_SET != 0;
+        // A TLB entry may hold a bit only its page-table entry has: each
+        // page whose entry lost a bit it had is flushed, one by one up to
+        // the ceiling, past it by reloading the whole address space (as
+        // Linux's tlb_single_page_flush_ceiling of 33).
+        const INVLPG_CEILING: usize = 32;
+        let mut flush = [0u64; INVLPG_CEILING];
+        let mut flushes = 0usize;
+        let mut set = 0u64;
+        space.take_bits_range(va, pages as usize, clear, |i, entry| {
+            let on = match entry {
+                Some(had) => {
+                    if had.intersects(clear) {
+                        if let Some(slot) = flush.get_mut(flushes) {
+                            *slot = va + i as u64 * 4096;
+                        }
+                        flushes += 1;
+                    }
+                    had.contains(report)
+                }
+                None => unknown_set,
+            };
+            if on {
+                bitmap[i / 64] |= 1 << (i % 64);
+                set += 1;
+            }
+        });
+        if flushes > 0 {
+            if !loaded {
+                env.needs_flush = true;
+            } else if flushes <= INVLPG_CEILING {
+                for &page in &flush[..flushes] {
+                    paging::invlpg(page);
+                    bump(&COUNTERS.invlpg);
+                }
+            } else {
+                paging::flush_loaded();
+                bump(&COUNTERS.cr3_loads);
+            }
+        }
+        let mut bytes = [0u8; MAX_QUERY_PAGES as usize / 8];
+        for (chunk, word) in bytes.chunks_exact_mut(8).zip(&bitmap[..words]) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        umem::UserSlice::new(space, out, words as u64 * 8, 8)?.write(&bytes[..words * 8])?;
+        Ok(set)
+    }
+
     /// `guarantee(va, on)` for env `index`.
     pub fn guarantee(&mut self, index: usize, va: u64, on: u64, now: u64) -> Result<u64, Error> {
         if !va.is_multiple_of(4096) {

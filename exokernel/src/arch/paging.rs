@@ -120,6 +120,20 @@ fn indices(va: u64) -> [usize; 4] {
     [((va >> 39) & 511) as usize, ((va >> 30) & 511) as usize, ((va >> 21) & 511) as usize, ((va >> 12) & 511) as usize]
 }
 
+/// The last-level table that maps `va`, if the tables above it exist
+/// (present, not huge pages); None otherwise. Never allocates.
+fn existing_leaf_table(pml4: u64, va: u64) -> Option<&'static mut PageTable> {
+    let mut current = table(pml4);
+    for &i in &indices(va)[..3] {
+        let flags = current[i].flags();
+        if !flags.contains(PageTableFlags::PRESENT) || flags.contains(PageTableFlags::HUGE_PAGE) {
+            return None;
+        }
+        current = table(current[i].addr().as_u64());
+    }
+    Some(current)
+}
+
 /// Walk `pml4`'s tables to the last-level entry of `va`, creating the
 /// tables on the way if `alloc` is given (each recorded in `tables`).
 fn walk_leaf(
@@ -413,6 +427,48 @@ impl AddressSpace {
         Some(flags)
     }
 
+    /// For each of `pages` pages from the page-aligned `va`, in order:
+    /// `each(i, flags)` with the flags its last-level entry had, or None if
+    /// it has no present entry; the accessed and dirty bits named in `bits`
+    /// are then cleared from the entries that had them. One walk per 2 MiB
+    /// of the range, so a run of pages costs a loop over one table.
+    /// Pages at or above `USER_TOP` (the caller checks its window first)
+    /// report None and are never touched. The caller flushes the TLB
+    /// entries of pages it cleared (see [`flush_loaded`]).
+    pub fn take_bits_range(
+        &mut self,
+        va: u64,
+        pages: usize,
+        bits: PageTableFlags,
+        mut each: impl FnMut(usize, Option<PageTableFlags>),
+    ) {
+        let bits = bits & (PageTableFlags::ACCESSED | PageTableFlags::DIRTY);
+        let mut done = 0;
+        while done < pages {
+            let at = (va & !0xfff).wrapping_add(done as u64 * 4096);
+            let first = indices(at)[3];
+            let run = (512 - first).min(pages - done);
+            let leaf = if at < shared_abi::USER_TOP { existing_leaf_table(self.pml4, at) } else { None };
+            match leaf {
+                None => (done..done + run).for_each(|i| each(i, None)),
+                Some(leaf) => {
+                    for (k, entry) in leaf.iter_mut().skip(first).take(run).enumerate() {
+                        let flags = entry.flags();
+                        if !flags.contains(PageTableFlags::PRESENT) {
+                            each(done + k, None);
+                            continue;
+                        }
+                        if flags.intersects(bits) {
+                            entry.set_flags(flags - bits);
+                        }
+                        each(done + k, Some(flags));
+                    }
+                }
+            }
+            done += run;
+        }
+    }
+
     /// Make this address space the active one tagged with `pcid` (CR4.PCIDE
     /// must be set). With `flush`, that tag's TLB entries are dropped (its
     /// mappings changed while it was not loaded); otherwise they are kept.
@@ -494,4 +550,14 @@ impl AddressSpace {
 /// Invalidate the TLB entry of one page in the loaded address space.
 pub fn invlpg(va: u64) {
     x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(va));
+}
+
+/// Flush every non-global TLB entry of the loaded address space (under
+/// PCIDs: those tagged with the loaded PCID): CR3 reloaded with the value
+/// it holds, PCID bits included, bit 63 (no-flush) clear.
+pub fn flush_loaded() {
+    let (frame, low_bits) = Cr3::read_raw();
+    // SAFETY: the same root table and PCID are loaded again, so every
+    // mapping stays as it was; only cached translations are dropped.
+    unsafe { Cr3::write_raw(frame, low_bits) };
 }
