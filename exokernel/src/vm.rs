@@ -865,13 +865,14 @@ impl Memory {
 
     /// `map_query_range(va, pages, out, flags)` for env `index`: one bit
     /// per page (dirty, or accessed with `REPORT_ACCESSED`) written to the
-    /// bitmap at `out`, the bits cleared as `flags` asks, in one walk per
-    /// 2 MiB. Every argument is checked, and the bitmap's memory proven
-    /// writable, before a bit is cleared, so a refused call changes nothing.
-    /// A page counts as known when it has a page-table entry (it is in a
-    /// TLB slot: `map` and refills install one, evictions and the `stlb`
-    /// switch remove it); an unknown page reports 0, or 1 with
-    /// `UNKNOWN_SET`. Returns the pages reported set.
+    /// bitmap at `out`, the bits cleared as `flags` asks, 64 pages at a
+    /// time. Every argument is checked, and both ends of the bitmap (at
+    /// most 512 bytes, so at most two pages) proven writable, before a bit
+    /// is cleared, so a refused call changes nothing. A page counts as
+    /// known when it has a page-table entry (it is in a TLB slot: `map` and
+    /// refills install one, evictions and the `stlb` switch remove it); an
+    /// unknown page reports 0, or 1 with `UNKNOWN_SET`. Returns the pages
+    /// reported set.
     pub fn map_query_range(&mut self, index: usize, va: u64, pages: u64, out: u64, flags: u64) -> Result<u64, Error> {
         use shared_abi::syscall::query_range::{self, MAX_QUERY_PAGES};
         if flags & !query_range::ALL != 0 {
@@ -888,14 +889,15 @@ impl Memory {
         if !self.in_window(index, va) || !last.is_some_and(|last| self.in_window(index, last)) {
             return Err(Error::BadAddress);
         }
-        let words = query_range::bitmap_words(pages) as usize;
-        let mut bitmap = [0u64; (MAX_QUERY_PAGES / 64) as usize];
+        let words = query_range::bitmap_words(pages);
         let loaded = self.is_loaded(index);
         let env = &mut self.envs[index];
         let space = env.space.as_mut().ok_or(Error::NoSuchEnv)?;
-        // Proven writable now (zeros), so the answer cannot be lost after
-        // bits were cleared.
-        umem::UserSlice::new(space, out, words as u64 * 8, 8)?.write(&[0u8; MAX_QUERY_PAGES as usize / 8][..words * 8])?;
+        let out_last = out.wrapping_add((words - 1) * 8);
+        umem::write_value(space, out, &0u64)?;
+        if out_last & !0xfff != out & !0xfff {
+            umem::write_value(space, out_last, &0u64)?;
+        }
         let mut clear = Flags::empty();
         if flags & query_range::CLEAR_ACCESSED != 0 {
             clear |= Flags::ACCESSED;
@@ -905,50 +907,37 @@ impl Memory {
         }
         let report = if flags & query_range::REPORT_ACCESSED != 0 { Flags::ACCESSED } else { Flags::DIRTY };
         let unknown_set = flags & query_range::UNKNOWN_SET != 0;
-        // A TLB entry may hold a bit only its page-table entry has: each
-        // page whose entry lost a bit it had is flushed, one by one up to
-        // the ceiling, past it by reloading the whole address space (as
-        // Linux's tlb_single_page_flush_ceiling of 33).
-        const INVLPG_CEILING: usize = 32;
-        let mut flush = [0u64; INVLPG_CEILING];
-        let mut flushes = 0usize;
+        // A TLB entry may hold a bit only its page-table entry had: each
+        // page whose entry lost a bit is flushed with invlpg, up to the
+        // ceiling; past it the whole address space is flushed by a CR3
+        // reload (Linux's tlb_single_page_flush_ceiling is 33).
+        const INVLPG_CEILING: u64 = 32;
+        let mut flushes = 0u64;
         let mut set = 0u64;
-        space.take_bits_range(va, pages as usize, clear, |i, entry| {
-            let on = match entry {
-                Some(had) => {
-                    if had.intersects(clear) {
-                        if let Some(slot) = flush.get_mut(flushes) {
-                            *slot = va + i as u64 * 4096;
-                        }
-                        flushes += 1;
-                    }
-                    had.contains(report)
-                }
-                None => unknown_set,
-            };
-            if on {
-                bitmap[i / 64] |= 1 << (i % 64);
-                set += 1;
+        for w in 0..words {
+            let first = va + w * 64 * 4096;
+            let count = (pages - w * 64).min(64);
+            let bits = space.take_bits_run(first, count as usize, report, clear);
+            let mut word = bits.reported;
+            if unknown_set {
+                word |= !bits.present & (u64::MAX >> (64 - count));
             }
-        });
-        if flushes > 0 {
-            if !loaded {
-                env.needs_flush = true;
-            } else if flushes <= INVLPG_CEILING {
-                for &page in &flush[..flushes] {
-                    paging::invlpg(page);
-                    bump(&COUNTERS.invlpg);
-                }
-            } else {
-                paging::flush_loaded();
-                bump(&COUNTERS.cr3_loads);
+            let mut cleared = bits.cleared;
+            flushes += cleared.count_ones() as u64;
+            while loaded && cleared != 0 && flushes <= INVLPG_CEILING {
+                paging::invlpg(first + cleared.trailing_zeros() as u64 * 4096);
+                bump(&COUNTERS.invlpg);
+                cleared &= cleared - 1;
             }
+            set += word.count_ones() as u64;
+            umem::write_value(space, out + w * 8, &word)?;
         }
-        let mut bytes = [0u8; MAX_QUERY_PAGES as usize / 8];
-        for (chunk, word) in bytes.chunks_exact_mut(8).zip(&bitmap[..words]) {
-            chunk.copy_from_slice(&word.to_le_bytes());
+        if flushes > 0 && !loaded {
+            env.needs_flush = true;
+        } else if flushes > INVLPG_CEILING {
+            paging::flush_loaded();
+            bump(&COUNTERS.cr3_loads);
         }
-        umem::UserSlice::new(space, out, words as u64 * 8, 8)?.write(&bytes[..words * 8])?;
         Ok(set)
     }
 

@@ -134,9 +134,6 @@ pub struct Stats {
     pub cards_scanned: u64,
     /// Bytes of old generation scanned for nursery pointers.
     pub bytes_scanned: u64,
-    /// Dirty bits cleared after a minor collection on the pages the
-    /// collector itself wrote (all in one query).
-    pub dirty_clears: u64,
     /// Ticks minor collections spent finding the remembered set (querying
     /// dirty bits or reading cards), scanning it, and clearing the dirty
     /// bits the collector itself set, including the evacuations the scans
@@ -174,13 +171,11 @@ struct OldPage {
     alloc: [u64; 4],
     /// Cells marked by the current major collection.
     mark: [u64; 4],
-    /// Written by the collector during this minor collection.
-    touched: bool,
 }
 
 impl OldPage {
     const UNMAPPED: OldPage =
-        OldPage { state: PageState::Unmapped, class: 0, alloc: [0; 4], mark: [0; 4], touched: false };
+        OldPage { state: PageState::Unmapped, class: 0, alloc: [0; 4], mark: [0; 4] };
 }
 
 fn bit(bits: &[u64; 4], i: usize) -> bool {
@@ -235,7 +230,6 @@ pub struct Heap<M: Memory, B: Barrier> {
     /// The mutator's roots: object addresses (or 0), updated when objects move.
     roots: Vec<u64>,
     worklist: Vec<u64>,
-    touched: Vec<usize>,
     /// The answer of a dirty-bit query: one bit per old page.
     dirty_bitmap: Vec<u64>,
     nursery_marks: Vec<u64>,
@@ -275,7 +269,6 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
             cards: Box::new([0; CARDS]),
             roots: Vec::new(),
             worklist: Vec::new(),
-            touched: Vec::new(),
             dirty_bitmap: vec![0; WINDOW_PAGES.div_ceil(64)],
             nursery_marks: vec![0; nursery_max * PAGE_WORDS / 64],
             poison: config.poison,
@@ -470,6 +463,7 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
     /// the old generation, then empty the nursery.
     pub fn minor(&mut self) {
         let started = self.mem.clock();
+        let promoted_before = self.stats.promoted;
         for i in 0..self.roots.len() {
             let obj = self.roots[i];
             self.roots[i] = self.evacuate(obj);
@@ -484,17 +478,14 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
         self.drain();
         let clear_started = self.mem.clock();
         // No old object points into the nursery now: what the collector
-        // wrote to old pages needs no remembering. Their dirty bits are
-        // cleared in one query over the span they lie in (nothing else was
-        // written since the query that found the remembered set).
-        let (mut low, mut high) = (usize::MAX, 0);
-        for page in core::mem::take(&mut self.touched) {
-            self.old[page].touched = false;
-            (low, high) = (low.min(page), high.max(page + 1));
-            self.stats.dirty_clears += 1;
-        }
-        if !B::CARDS && low < high {
-            self.query_dirty(low, high);
+        // wrote to old pages (copies, and pointers updated to copies, so
+        // only if it promoted something) needs no remembering. Only the
+        // collector wrote old pages since the query that found the
+        // remembered set, so one more query over the whole old generation
+        // clears exactly its bits: cheaper than tracking which pages it
+        // wrote (two updates per object copied).
+        if !B::CARDS && self.stats.promoted != promoted_before {
+            self.query_dirty(0, self.old_high);
         }
         self.stats.remembered_set_ticks += self.mem.clock().wrapping_sub(clear_started);
         if self.poison {
@@ -602,18 +593,13 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
     /// point them at the copies.
     fn scan_object(&mut self, obj: u64) {
         let ptrs = header_ptrs(self.mem.load(obj));
-        let mut updated = false;
         for i in 0..ptrs as u64 {
             let addr = obj + 8 + 8 * i;
             let target = self.mem.load(addr);
             if self.in_nursery(target) {
                 let moved = self.evacuate(target);
                 self.mem.store(addr, moved);
-                updated = true;
             }
-        }
-        if updated {
-            self.touch(obj);
         }
     }
 
@@ -640,25 +626,12 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
             let word = self.mem.load(obj + 8 * i);
             self.mem.store(copy + 8 * i, word);
         }
-        self.touch(copy);
         self.mem.store(obj, copy);
         self.stats.promoted += 1;
         if header_ptrs(head) > 0 {
             self.worklist.push(copy);
         }
         copy
-    }
-
-    /// The collector wrote old object `obj`: remember its page, so its
-    /// dirty bit is cleared at the end of the minor collection.
-    fn touch(&mut self, obj: u64) {
-        if !B::CARDS {
-            let index = ((obj - self.base) / PAGE_BYTES) as usize - self.nursery_max;
-            if !self.old[index].touched {
-                self.old[index].touched = true;
-                self.touched.push(index);
-            }
-        }
     }
 
     /// A major collection: mark everything reachable from the roots, in

@@ -264,14 +264,14 @@ fn one_batched_query_finds_a_written_page_past_the_first_bitmap_word() {
     m.heap.set_field(last, 1, fresh);
     m.heap.minor();
     // Found by the one query, and only that page scanned; a second query
-    // cleared the bit the collector set when it updated the field.
+    // cleared the bits the collector set (the copy, the updated field).
     assert_eq!(m.heap.stats.pages_scanned - scanned, 1);
     assert_eq!(m.heap.memory().queries - queries, 2);
     let moved = m.heap.field(last, 1);
     assert!(m.heap.is_object(moved) && !m.heap.in_nursery(moved));
     assert_eq!(m.verify_now("minor").unwrap().objects, 161);
-    // Nothing written since: the next minor collection queries once and
-    // scans nothing.
+    // Nothing written since: the next minor collection queries once,
+    // scans nothing and (promoting nothing) needs no second query.
     let (queries, scanned) = (m.heap.memory().queries, m.heap.stats.pages_scanned);
     m.heap.minor();
     assert_eq!((m.heap.memory().queries - queries, m.heap.stats.pages_scanned - scanned), (1, 0));

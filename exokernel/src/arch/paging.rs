@@ -99,6 +99,17 @@ pub enum MapError {
     BadAddress,
 }
 
+/// What [`AddressSpace::take_bits_run`] found: one bit per page.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PteBits {
+    /// The page has a present last-level entry.
+    pub present: u64,
+    /// ... with a bit of the asked-for `report` set.
+    pub reported: u64,
+    /// ... that had a bit of `clear` set, now cleared.
+    pub cleared: u64,
+}
+
 /// A four-level address space. The upper half is the kernel's, shared by
 /// every address space; the lower half belongs to one environment.
 pub struct AddressSpace {
@@ -427,46 +438,47 @@ impl AddressSpace {
         Some(flags)
     }
 
-    /// For each of `pages` pages from the page-aligned `va`, in order:
-    /// `each(i, flags)` with the flags its last-level entry had, or None if
-    /// it has no present entry; the accessed and dirty bits named in `bits`
-    /// are then cleared from the entries that had them. One walk per 2 MiB
-    /// of the range, so a run of pages costs a loop over one table.
-    /// Pages at or above `USER_TOP` (the caller checks its window first)
-    /// report None and are never touched. The caller flushes the TLB
-    /// entries of pages it cleared (see [`flush_loaded`]).
-    pub fn take_bits_range(
-        &mut self,
-        va: u64,
-        pages: usize,
-        bits: PageTableFlags,
-        mut each: impl FnMut(usize, Option<PageTableFlags>),
-    ) {
-        let bits = bits & (PageTableFlags::ACCESSED | PageTableFlags::DIRTY);
+    /// The hardware bits of up to 64 pages from the page-aligned `va`, bit
+    /// `i` of each mask for page `i`: which have a present last-level
+    /// entry, which of those have a bit of `report` set, and which had a
+    /// bit of `clear` (accessed and/or dirty), now cleared. One walk per
+    /// 2 MiB, then a tight loop over the table. Pages at or above
+    /// `USER_TOP` (the caller checks its window first) count as not
+    /// present and are never touched. The caller flushes the TLB entries
+    /// of the pages in `cleared` (see [`flush_loaded`]).
+    pub fn take_bits_run(&mut self, va: u64, pages: usize, report: PageTableFlags, clear: PageTableFlags) -> PteBits {
+        let clear = clear & (PageTableFlags::ACCESSED | PageTableFlags::DIRTY);
+        let mut bits = PteBits::default();
+        let pages = pages.min(64);
         let mut done = 0;
         while done < pages {
             let at = (va & !0xfff).wrapping_add(done as u64 * 4096);
             let first = indices(at)[3];
             let run = (512 - first).min(pages - done);
             let leaf = if at < shared_abi::USER_TOP { existing_leaf_table(self.pml4, at) } else { None };
-            match leaf {
-                None => (done..done + run).for_each(|i| each(i, None)),
-                Some(leaf) => {
-                    for (k, entry) in leaf.iter_mut().skip(first).take(run).enumerate() {
-                        let flags = entry.flags();
-                        if !flags.contains(PageTableFlags::PRESENT) {
-                            each(done + k, None);
-                            continue;
-                        }
-                        if flags.intersects(bits) {
-                            entry.set_flags(flags - bits);
-                        }
-                        each(done + k, Some(flags));
+            if let Some(leaf) = leaf {
+                let (report, clear) = (report.bits(), clear.bits());
+                for k in 0..run {
+                    let entry = &mut leaf[first + k];
+                    let flags = entry.flags();
+                    let raw = flags.bits();
+                    if raw & PageTableFlags::PRESENT.bits() == 0 {
+                        continue;
+                    }
+                    let bit = 1u64 << (done + k);
+                    bits.present |= bit;
+                    if raw & report != 0 {
+                        bits.reported |= bit;
+                    }
+                    if raw & clear != 0 {
+                        bits.cleared |= bit;
+                        entry.set_flags(PageTableFlags::from_bits_retain(raw & !clear));
                     }
                 }
             }
             done += run;
         }
+        bits
     }
 
     /// Make this address space the active one tagged with `pcid` (CR4.PCIDE
