@@ -893,11 +893,10 @@ impl Memory {
         let loaded = self.is_loaded(index);
         let env = &mut self.envs[index];
         let space = env.space.as_mut().ok_or(Error::NoSuchEnv)?;
-        let out_last = out.wrapping_add((words - 1) * 8);
-        umem::write_value(space, out, &0u64)?;
-        if out_last & !0xfff != out & !0xfff {
-            umem::write_value(space, out_last, &0u64)?;
-        }
+        // All of the bitmap proven writable (and zeroed) before any bit
+        // is cleared: every page is checked before a byte is written.
+        const ZEROS: [u8; MAX_QUERY_PAGES as usize / 8] = [0; MAX_QUERY_PAGES as usize / 8];
+        umem::UserSlice::new(space, out, words * 8, 8)?.write(&ZEROS[..words as usize * 8])?;
         let mut clear = Flags::empty();
         if flags & query_range::CLEAR_ACCESSED != 0 {
             clear |= Flags::ACCESSED;
