@@ -156,8 +156,8 @@ extern "C" fn sys_map_query(va: u64, clear: u64, _: u64, _: u64, _: u64, _: u64)
 
 extern "C" fn sys_map_query_range(va: u64, pages: u64, out: u64, flags: u64, _: u64, _: u64) -> u64 {
     with_kernel(|k| {
-        let words = shared_abi::syscall::query_range::bitmap_words(pages.min(shared_abi::syscall::query_range::MAX_QUERY_PAGES));
-        k.prefault(out, words * 8);
+        use shared_abi::syscall::query_range::{bitmap_words, MAX_QUERY_PAGES};
+        k.prefault(out, bitmap_words(pages.min(MAX_QUERY_PAGES)) * 8);
         k.memory.map_query_range(k.current(), va, pages, out, flags)
     })
 }

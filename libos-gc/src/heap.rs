@@ -62,9 +62,9 @@ pub trait Memory {
     fn map_page(&mut self, page: usize) -> bool;
     /// Give window page `page`'s frame back.
     fn unmap_page(&mut self, page: usize);
-    /// Read and clear the dirty bits of window pages `first..first +
-    /// pages` at once: bit `i % 64` of `out[i / 64]` is set if page `first
-    /// + i` was written since its bit was last cleared. `out` holds
+    /// Read and clear the dirty bits of the `pages` window pages from
+    /// `first` at once: bit `i % 64` of `out[i / 64]` is set if page
+    /// `first + i` was written since its bit was last cleared. `out` holds
     /// `pages.div_ceil(64)` words, all zero on entry. Must set the bit of
     /// every page it cannot tell about (an unmapped page's may be set too).
     fn take_dirty_range(&mut self, first: usize, pages: usize, out: &mut [u64]);
@@ -174,8 +174,7 @@ struct OldPage {
 }
 
 impl OldPage {
-    const UNMAPPED: OldPage =
-        OldPage { state: PageState::Unmapped, class: 0, alloc: [0; 4], mark: [0; 4] };
+    const UNMAPPED: OldPage = OldPage { state: PageState::Unmapped, class: 0, alloc: [0; 4], mark: [0; 4] };
 }
 
 fn bit(bits: &[u64; 4], i: usize) -> bool {

@@ -102,7 +102,7 @@ impl Memory for SimMemory {
     fn take_dirty_range(&mut self, first: usize, pages: usize, out: &mut [u64]) {
         // As the kernel's map_query_range with CLEAR_DIRTY | UNKNOWN_SET:
         // at most 4096 pages, an unmapped page reports set.
-        assert!(pages >= 1 && pages <= 4096 && first + pages <= WINDOW_PAGES, "query {first}+{pages}");
+        assert!((1..=4096).contains(&pages) && first + pages <= WINDOW_PAGES, "query {first}+{pages}");
         assert_eq!(out.len(), pages.div_ceil(64), "bitmap size");
         self.queries += 1;
         self.pages_queried += pages as u64;
