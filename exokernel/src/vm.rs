@@ -893,10 +893,17 @@ impl Memory {
         let loaded = self.is_loaded(index);
         let env = &mut self.envs[index];
         let space = env.space.as_mut().ok_or(Error::NoSuchEnv)?;
-        // All of the bitmap proven writable (and zeroed) before any bit
-        // is cleared: every page is checked before a byte is written.
-        const ZEROS: [u8; MAX_QUERY_PAGES as usize / 8] = [0; MAX_QUERY_PAGES as usize / 8];
-        umem::UserSlice::new(space, out, words * 8, 8)?.write(&ZEROS[..words as usize * 8])?;
+        // All of the bitmap proven writable before a bit is cleared or a
+        // byte written: it is at most 512 bytes, so its first and last
+        // words lie on every page it spans.
+        kcore::usercheck::check_user_range(out, words * 8, 8)?;
+        let writable = |va: u64| {
+            let need = Flags::PRESENT | Flags::USER_ACCESSIBLE | Flags::WRITABLE;
+            space.translate(va).is_some_and(|(_, flags)| flags.contains(need))
+        };
+        if !writable(out) || !writable(out + (words - 1) * 8) {
+            return Err(Error::BadAddress);
+        }
         let mut clear = Flags::empty();
         if flags & query_range::CLEAR_ACCESSED != 0 {
             clear |= Flags::ACCESSED;
