@@ -29,6 +29,7 @@ pub const LIGHT: &[(u64, LightSyscall)] = &[
     (nr::MAP, sys_map),
     (nr::UNMAP, sys_unmap),
     (nr::MAP_QUERY, sys_map_query),
+    (nr::MAP_QUERY_RANGE, sys_map_query_range),
     (nr::GUARANTEE, sys_guarantee),
     (nr::REVOKE_DONE, sys_revoke_done),
     (nr::KEY_BENCH, sys_key_bench),
@@ -154,6 +155,14 @@ extern "C" fn sys_unmap(va: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 
 
 extern "C" fn sys_map_query(va: u64, clear: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     with_kernel(|k| k.memory.map_query(k.current(), va, clear))
+}
+
+extern "C" fn sys_map_query_range(va: u64, pages: u64, out: u64, flags: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| {
+        use shared_abi::syscall::query_range::{bitmap_words, MAX_QUERY_PAGES};
+        k.prefault(out, bitmap_words(pages.min(MAX_QUERY_PAGES)) * 8);
+        k.memory.map_query_range(k.current(), va, pages, out, flags)
+    })
 }
 
 extern "C" fn sys_guarantee(va: u64, on: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {

@@ -905,6 +905,90 @@ impl Memory {
         }
     }
 
+    /// `map_query_range(va, pages, out, flags)` for env `index`: one bit
+    /// per page (dirty, or accessed with `REPORT_ACCESSED`) written to the
+    /// bitmap at `out`, the bits cleared as `flags` asks, 64 pages at a
+    /// time. Every argument is checked, and both ends of the bitmap (at
+    /// most 512 bytes, so at most two pages) proven writable, before a bit
+    /// is cleared, so a refused call changes nothing. A page counts as
+    /// known when it has a page-table entry (it is in a TLB slot: `map` and
+    /// refills install one, evictions and the `stlb` switch remove it); an
+    /// unknown page reports 0, or 1 with `UNKNOWN_SET`. Returns the pages
+    /// reported set.
+    pub fn map_query_range(&mut self, index: usize, va: u64, pages: u64, out: u64, flags: u64) -> Result<u64, Error> {
+        use shared_abi::syscall::query_range::{self, MAX_QUERY_PAGES};
+        if flags & !query_range::ALL != 0 {
+            return Err(Error::InvalidArgument);
+        }
+        if pages == 0 || pages > MAX_QUERY_PAGES {
+            return Err(Error::BadLength);
+        }
+        if !va.is_multiple_of(4096) {
+            return Err(Error::Misaligned);
+        }
+        // The window is one interval: first and last page in it, no wrap.
+        let last = va.checked_add((pages - 1) * 4096);
+        if !self.in_window(index, va) || !last.is_some_and(|last| self.in_window(index, last)) {
+            return Err(Error::BadAddress);
+        }
+        let words = query_range::bitmap_words(pages);
+        let loaded = self.is_loaded(index);
+        let env = &mut self.envs[index];
+        let space = env.space.as_mut().ok_or(Error::NoSuchEnv)?;
+        // All of the bitmap proven writable before a bit is cleared or a
+        // byte written: it is at most 512 bytes, so its first and last
+        // words lie on every page it spans.
+        kcore::usercheck::check_user_range(out, words * 8, 8)?;
+        let writable = |va: u64| {
+            let need = Flags::PRESENT | Flags::USER_ACCESSIBLE | Flags::WRITABLE;
+            space.translate(va).is_some_and(|(_, flags)| flags.contains(need))
+        };
+        if !writable(out) || !writable(out + (words - 1) * 8) {
+            return Err(Error::BadAddress);
+        }
+        let mut clear = Flags::empty();
+        if flags & query_range::CLEAR_ACCESSED != 0 {
+            clear |= Flags::ACCESSED;
+        }
+        if flags & query_range::CLEAR_DIRTY != 0 {
+            clear |= Flags::DIRTY;
+        }
+        let report = if flags & query_range::REPORT_ACCESSED != 0 { Flags::ACCESSED } else { Flags::DIRTY };
+        let unknown_set = flags & query_range::UNKNOWN_SET != 0;
+        // A TLB entry may hold a bit only its page-table entry had: each
+        // page whose entry lost a bit is flushed with invlpg, up to the
+        // ceiling; past it the whole address space is flushed by a CR3
+        // reload (Linux's tlb_single_page_flush_ceiling is 33).
+        const INVLPG_CEILING: u64 = 32;
+        let mut flushes = 0u64;
+        let mut set = 0u64;
+        for w in 0..words {
+            let first = va + w * 64 * 4096;
+            let count = (pages - w * 64).min(64);
+            let bits = space.take_bits_run(first, count as usize, report, clear);
+            let mut word = bits.reported;
+            if unknown_set {
+                word |= !bits.present & (u64::MAX >> (64 - count));
+            }
+            let mut cleared = bits.cleared;
+            flushes += cleared.count_ones() as u64;
+            while loaded && cleared != 0 && flushes <= INVLPG_CEILING {
+                paging::invlpg(first + cleared.trailing_zeros() as u64 * 4096);
+                bump(&COUNTERS.invlpg);
+                cleared &= cleared - 1;
+            }
+            set += word.count_ones() as u64;
+            umem::write_value(space, out + w * 8, &word)?;
+        }
+        if flushes > 0 && !loaded {
+            env.needs_flush = true;
+        } else if flushes > INVLPG_CEILING {
+            paging::flush_loaded();
+            bump(&COUNTERS.cr3_loads);
+        }
+        Ok(set)
+    }
+
     /// `guarantee(va, on)` for env `index`.
     pub fn guarantee(&mut self, index: usize, va: u64, on: u64, now: u64) -> Result<u64, Error> {
         if !va.is_multiple_of(4096) {

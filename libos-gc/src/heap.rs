@@ -14,9 +14,10 @@
 //! the host tests, on a plain array that plays the MMU.
 //!
 //! The write barrier is a type parameter ([`Barrier`]): [`DirtyBits`]
-//! costs the mutator nothing, and a minor collection asks the MMU, page by
-//! page, which old pages were written; [`Cards`] makes every pointer store
-//! mark a 512-byte card, and a minor collection scans the marked cards.
+//! costs the mutator nothing, and a minor collection asks the MMU, in one
+//! batched query over the old generation, which old pages were written;
+//! [`Cards`] makes every pointer store mark a 512-byte card, and a minor
+//! collection scans the marked cards.
 
 use alloc::boxed::Box;
 use alloc::vec;
@@ -61,9 +62,12 @@ pub trait Memory {
     fn map_page(&mut self, page: usize) -> bool;
     /// Give window page `page`'s frame back.
     fn unmap_page(&mut self, page: usize);
-    /// Read and clear window page `page`'s dirty bit: was it written since
-    /// the last clear? Must answer true whenever it cannot tell.
-    fn take_dirty(&mut self, page: usize) -> bool;
+    /// Read and clear the dirty bits of the `pages` window pages from
+    /// `first` at once: bit `i % 64` of `out[i / 64]` is set if page
+    /// `first + i` was written since its bit was last cleared. `out` holds
+    /// `pages.div_ceil(64)` words, all zero on entry. Must set the bit of
+    /// every page it cannot tell about (an unmapped page's may be set too).
+    fn take_dirty_range(&mut self, first: usize, pages: usize, out: &mut [u64]);
     /// A clock for pause lengths (the TSC; instructions under icount).
     fn clock(&self) -> u64;
 }
@@ -117,8 +121,12 @@ pub struct Stats {
     pub major_pauses: Vec<u64>,
     /// Objects copied from the nursery into the old generation.
     pub promoted: u64,
-    /// Dirty-bit queries made (one per old page per minor collection).
+    /// Old pages whose dirty bits were asked for (the old generation's
+    /// span at each minor collection).
     pub pages_queried: u64,
+    /// Dirty-bit queries made (each a batched `map_query_range`: one to
+    /// find the written pages, one to clear what the collector wrote).
+    pub dirty_queries: u64,
     /// Old pages scanned for nursery pointers because their dirty bit was
     /// set, or (cards) pages that had at least one marked card.
     pub pages_scanned: u64,
@@ -126,9 +134,6 @@ pub struct Stats {
     pub cards_scanned: u64,
     /// Bytes of old generation scanned for nursery pointers.
     pub bytes_scanned: u64,
-    /// Dirty bits cleared after a minor collection on the pages the
-    /// collector itself wrote (one query each).
-    pub dirty_clears: u64,
     /// Ticks minor collections spent finding the remembered set (querying
     /// dirty bits or reading cards), scanning it, and clearing the dirty
     /// bits the collector itself set, including the evacuations the scans
@@ -166,13 +171,10 @@ struct OldPage {
     alloc: [u64; 4],
     /// Cells marked by the current major collection.
     mark: [u64; 4],
-    /// Written by the collector during this minor collection.
-    touched: bool,
 }
 
 impl OldPage {
-    const UNMAPPED: OldPage =
-        OldPage { state: PageState::Unmapped, class: 0, alloc: [0; 4], mark: [0; 4], touched: false };
+    const UNMAPPED: OldPage = OldPage { state: PageState::Unmapped, class: 0, alloc: [0; 4], mark: [0; 4] };
 }
 
 fn bit(bits: &[u64; 4], i: usize) -> bool {
@@ -227,7 +229,8 @@ pub struct Heap<M: Memory, B: Barrier> {
     /// The mutator's roots: object addresses (or 0), updated when objects move.
     roots: Vec<u64>,
     worklist: Vec<u64>,
-    touched: Vec<usize>,
+    /// The answer of a dirty-bit query: one bit per old page.
+    dirty_bitmap: Vec<u64>,
     nursery_marks: Vec<u64>,
     poison: bool,
     pub stats: Stats,
@@ -265,7 +268,7 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
             cards: Box::new([0; CARDS]),
             roots: Vec::new(),
             worklist: Vec::new(),
-            touched: Vec::new(),
+            dirty_bitmap: vec![0; WINDOW_PAGES.div_ceil(64)],
             nursery_marks: vec![0; nursery_max * PAGE_WORDS / 64],
             poison: config.poison,
             stats: Stats::default(),
@@ -459,6 +462,7 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
     /// the old generation, then empty the nursery.
     pub fn minor(&mut self) {
         let started = self.mem.clock();
+        let promoted_before = self.stats.promoted;
         for i in 0..self.roots.len() {
             let obj = self.roots[i];
             self.roots[i] = self.evacuate(obj);
@@ -473,13 +477,14 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
         self.drain();
         let clear_started = self.mem.clock();
         // No old object points into the nursery now: what the collector
-        // wrote to old pages needs no remembering.
-        for page in core::mem::take(&mut self.touched) {
-            self.old[page].touched = false;
-            if !B::CARDS {
-                self.mem.take_dirty(page + self.nursery_max);
-                self.stats.dirty_clears += 1;
-            }
+        // wrote to old pages (copies, and pointers updated to copies, so
+        // only if it promoted something) needs no remembering. Only the
+        // collector wrote old pages since the query that found the
+        // remembered set, so one more query over the whole old generation
+        // clears exactly its bits: cheaper than tracking which pages it
+        // wrote (two updates per object copied).
+        if !B::CARDS && self.stats.promoted != promoted_before {
+            self.query_dirty(0, self.old_high);
         }
         self.stats.remembered_set_ticks += self.mem.clock().wrapping_sub(clear_started);
         if self.poison {
@@ -494,21 +499,40 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
         self.stats.minor_pauses.push(self.mem.clock().wrapping_sub(started));
     }
 
+    /// Read and clear the dirty bits of old pages `low..high` (indices
+    /// into `old`) in one query; the answer is in `dirty_bitmap`, bit
+    /// `index - low` for page `index`.
+    fn query_dirty(&mut self, low: usize, high: usize) {
+        let words = (high - low).div_ceil(64);
+        self.dirty_bitmap[..words].fill(0);
+        self.mem.take_dirty_range(low + self.nursery_max, high - low, &mut self.dirty_bitmap[..words]);
+        self.stats.dirty_queries += 1;
+        self.stats.pages_queried += (high - low) as u64;
+    }
+
     /// The remembered set under [`DirtyBits`]: every old page in use whose
-    /// dirty bit is set (reading it clears it).
+    /// dirty bit is set, all found by one query over the old generation
+    /// (which clears them).
     fn scan_dirty_pages(&mut self) {
-        for index in 0..self.old_high {
-            if self.old[index].state != PageState::InUse {
-                continue;
+        if self.old_high == 0 {
+            return;
+        }
+        self.query_dirty(0, self.old_high);
+        for word in 0..self.old_high.div_ceil(64) {
+            let mut bits = self.dirty_bitmap[word];
+            while bits != 0 {
+                let index = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                // Free and unmapped pages hold no object (an unmapped
+                // page's bit may be set: "unknown").
+                if index >= self.old_high || self.old[index].state != PageState::InUse {
+                    continue;
+                }
+                self.stats.pages_scanned += 1;
+                self.stats.bytes_scanned += PAGE_BYTES;
+                let cells = cells_of(self.old[index].class as usize);
+                self.scan_cells(index, 0, cells);
             }
-            self.stats.pages_queried += 1;
-            if !self.mem.take_dirty(index + self.nursery_max) {
-                continue;
-            }
-            self.stats.pages_scanned += 1;
-            self.stats.bytes_scanned += PAGE_BYTES;
-            let cells = cells_of(self.old[index].class as usize);
-            self.scan_cells(index, 0, cells);
         }
     }
 
@@ -568,18 +592,13 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
     /// point them at the copies.
     fn scan_object(&mut self, obj: u64) {
         let ptrs = header_ptrs(self.mem.load(obj));
-        let mut updated = false;
         for i in 0..ptrs as u64 {
             let addr = obj + 8 + 8 * i;
             let target = self.mem.load(addr);
             if self.in_nursery(target) {
                 let moved = self.evacuate(target);
                 self.mem.store(addr, moved);
-                updated = true;
             }
-        }
-        if updated {
-            self.touch(obj);
         }
     }
 
@@ -606,25 +625,12 @@ impl<M: Memory, B: Barrier> Heap<M, B> {
             let word = self.mem.load(obj + 8 * i);
             self.mem.store(copy + 8 * i, word);
         }
-        self.touch(copy);
         self.mem.store(obj, copy);
         self.stats.promoted += 1;
         if header_ptrs(head) > 0 {
             self.worklist.push(copy);
         }
         copy
-    }
-
-    /// The collector wrote old object `obj`: remember its page, so its
-    /// dirty bit is cleared at the end of the minor collection.
-    fn touch(&mut self, obj: u64) {
-        if !B::CARDS {
-            let index = ((obj - self.base) / PAGE_BYTES) as usize - self.nursery_max;
-            if !self.old[index].touched {
-                self.old[index].touched = true;
-                self.touched.push(index);
-            }
-        }
     }
 
     /// A major collection: mark everything reachable from the roots, in

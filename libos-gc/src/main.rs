@@ -28,7 +28,7 @@ use libos_runtime::println;
 use libos_runtime::revocation::{self, RevocationInbox};
 use libos_runtime::rt::{self, Env};
 use libos_runtime::start::DYNAMIC_BASE;
-use libos_runtime::syscall::{self, map_bits, map_flags, rights, FrameKey};
+use libos_runtime::syscall::{self, map_bits, map_flags, query_range, rights, FrameKey};
 
 libos_runtime::libos_main!(main);
 
@@ -44,6 +44,25 @@ impl FrameMemory {
 
     fn va(page: usize) -> u64 {
         DYNAMIC_BASE + page as u64 * PAGE_BYTES
+    }
+}
+
+impl FrameMemory {
+    /// Read and clear one page's dirty bit with the per-page `map_query`
+    /// (the start-up check compares it with the batched call).
+    fn take_dirty(&mut self, page: usize) -> bool {
+        match syscall::map_query_clear(Self::va(page), map_bits::DIRTY) {
+            // Only a page-table entry holds the bit; anything else: assume written.
+            Ok(bits) if bits & map_bits::IN_SLOT != 0 => bits & map_bits::DIRTY != 0,
+            _ => true,
+        }
+    }
+
+    /// The batched query over pages `first..first + pages` (at most 64).
+    fn dirty_word(&mut self, first: usize, pages: usize) -> u64 {
+        let mut word = [0];
+        self.take_dirty_range(first, pages, &mut word);
+        word[0]
     }
 }
 
@@ -87,11 +106,22 @@ impl Memory for FrameMemory {
         }
     }
 
-    fn take_dirty(&mut self, page: usize) -> bool {
-        match syscall::map_query_clear(Self::va(page), map_bits::DIRTY) {
-            // Only a page-table entry holds the bit; anything else: assume written.
-            Ok(bits) if bits & map_bits::IN_SLOT != 0 => bits & map_bits::DIRTY != 0,
-            _ => true,
+    fn take_dirty_range(&mut self, first: usize, pages: usize, out: &mut [u64]) {
+        // Only a page-table entry holds the bit; a page without one (not in
+        // a slot) is reported set: assume written.
+        let flags = query_range::CLEAR_DIRTY | query_range::UNKNOWN_SET;
+        let most = query_range::MAX_QUERY_PAGES as usize;
+        let mut done = 0;
+        while done < pages {
+            let run = (pages - done).min(most);
+            let words = &mut out[done / 64..(done + run).div_ceil(64)];
+            if syscall::map_query_range(Self::va(first + done), run as u64, words, flags).is_err() {
+                // Cannot tell: every page of the run counts as written.
+                for i in done..done + run {
+                    out[i / 64] |= 1 << (i % 64);
+                }
+            }
+            done += run;
         }
     }
 
@@ -100,10 +130,20 @@ impl Memory for FrameMemory {
     }
 }
 
+/// What one dirty-bit query costs (the fewest ticks of 8): the per-page
+/// `map_query` and the batched `map_query_range` over one page.
+#[derive(Clone, Copy, Default)]
+struct QueryCost {
+    page_ticks: u64,
+    range_ticks: u64,
+}
+
 /// Does this MMU set the dirty bit on a write, and does clearing it stick
-/// until the next write? Checked on window page 0 before the heap uses it.
-/// Returns the cost of one query-and-clear (the fewest ticks of 8), if so.
-fn dirty_bit_works(memory: &mut FrameMemory) -> Option<u64> {
+/// until the next write? Checked on window page 0 before the heap uses it,
+/// with the per-page query and with the batched one (over page 0 and the
+/// unmapped page 1, which must report "unknown", set). Returns what a
+/// query costs, if so.
+fn dirty_bit_works(memory: &mut FrameMemory) -> Option<QueryCost> {
     if !memory.map_page(0) {
         return None;
     }
@@ -114,15 +154,27 @@ fn dirty_bit_works(memory: &mut FrameMemory) -> Option<u64> {
     memory.store(va + 8, 1);
     let dirty_after_write = memory.take_dirty(0);
     let clean_after_clear = !memory.take_dirty(0);
-    let mut query_ticks = u64::MAX;
+    // The batched call: page 0 written, page 1 unknown; then cleared.
+    memory.store(va + 8, 3);
+    let range_dirty = memory.dirty_word(0, 2) == 0b11;
+    let range_cleared = memory.dirty_word(0, 2) == 0b10;
+    let _ = memory.load(va + 16);
+    let range_clean_after_read = memory.dirty_word(0, 1) == 0;
+    let mut cost = QueryCost { page_ticks: u64::MAX, range_ticks: u64::MAX };
     for _ in 0..8 {
         memory.store(va + 8, 2);
         let started = rt::rdtsc();
         memory.take_dirty(0);
-        query_ticks = query_ticks.min(rt::rdtsc().wrapping_sub(started));
+        cost.page_ticks = cost.page_ticks.min(rt::rdtsc().wrapping_sub(started));
+        memory.store(va + 8, 2);
+        let started = rt::rdtsc();
+        memory.dirty_word(0, 1);
+        cost.range_ticks = cost.range_ticks.min(rt::rdtsc().wrapping_sub(started));
     }
     memory.unmap_page(0);
-    (clean_after_read && dirty_after_write && clean_after_clear).then_some(query_ticks)
+    let per_page = clean_after_read && dirty_after_write && clean_after_clear;
+    let batched = range_dirty && range_cleared && range_clean_after_read;
+    (per_page && batched).then_some(cost)
 }
 
 fn param<T: core::str::FromStr>(env: &Env, key: &str, default: T) -> T {
@@ -182,19 +234,19 @@ fn main(env: &Env) -> i32 {
     let mut memory = FrameMemory::new();
     match barrier {
         "dirty-bits" => match dirty_bit_works(&mut memory) {
-            Some(query_ticks) => {
+            Some(cost) => {
                 println!(
-                    "gc: dirty-bit check ok: set by a write, not by a read, cleared by map_query ({} ticks a query)",
-                    query_ticks
+                    "gc: dirty-bit check ok: set by a write, not by a read, cleared by map_query and map_query_range ({} ticks a map_query, {} a map_query_range of one page)",
+                    cost.page_ticks, cost.range_ticks
                 );
-                run::<DirtyBits>(env, memory, budget, nursery, query_ticks)
+                run::<DirtyBits>(env, memory, budget, nursery, cost)
             }
             None => {
                 println!("gc: this MMU's dirty bit cannot be used; falling back to cards");
-                run::<Cards>(env, memory, budget, nursery, 0)
+                run::<Cards>(env, memory, budget, nursery, QueryCost::default())
             }
         },
-        "cards" => run::<Cards>(env, memory, budget, nursery, 0),
+        "cards" => run::<Cards>(env, memory, budget, nursery, QueryCost::default()),
         other => {
             println!("gc: unknown barrier `{}` (dirty-bits or cards)", other);
             1
@@ -202,7 +254,7 @@ fn main(env: &Env) -> i32 {
     }
 }
 
-fn run<B: Barrier>(env: &Env, memory: FrameMemory, budget: usize, nursery: usize, query_ticks: u64) -> i32 {
+fn run<B: Barrier>(env: &Env, memory: FrameMemory, budget: usize, nursery: usize, query: QueryCost) -> i32 {
     let workload = env.param("workload").unwrap_or("lists");
     let verify = env.param("verify").and_then(Verify::parse).unwrap_or(Verify::Major);
     println!(
@@ -233,7 +285,7 @@ fn run<B: Barrier>(env: &Env, memory: FrameMemory, budget: usize, nursery: usize
     let mut done = Revocations::default();
     let code = match workload {
         "lists" => lists(env, &mut heap, verify, inbox, quota_pages, &mut done),
-        "gcbench" => gcbench(env, &mut heap, verify, inbox, quota_pages, &mut done, query_ticks),
+        "gcbench" => gcbench(env, &mut heap, verify, inbox, quota_pages, &mut done, query),
         other => {
             println!("gc: unknown workload `{}` (lists or gcbench)", other);
             1
@@ -307,7 +359,7 @@ fn gcbench<B: Barrier>(
     inbox: &RevocationInbox,
     quota_pages: usize,
     done: &mut Revocations,
-    query_ticks: u64,
+    query: QueryCost,
 ) -> i32 {
     let defaults = GcBenchConfig::default();
     let config = GcBenchConfig {
@@ -347,13 +399,14 @@ fn gcbench<B: Barrier>(
         report.live, report.checksum, report.allocated
     );
     println!(
-        "gcbench: barrier {}: mutator {} {}, collection {} ({} minor, {} major), old pages queried {} scanned {}, cards scanned {}, {} KiB scanned",
+        "gcbench: barrier {}: mutator {} {}, collection {} ({} minor, {} major), dirty-bit queries {}, old pages queried {} scanned {}, cards scanned {}, {} KiB scanned",
         B::NAME,
         mutator_ticks,
         unit,
         collection,
         stats.minors,
         stats.majors,
+        stats.dirty_queries,
         stats.pages_queried,
         stats.pages_scanned,
         stats.cards_scanned,
@@ -388,13 +441,14 @@ fn gcbench<B: Barrier>(
     }
     let per_minor = |n: u64| n as f64 / stats.minors.max(1) as f64;
     println!(
-        "BENCH op=gc_{}_scanned_per_minor unit=pages median={:.1} min={:.1} max={:.1} target=- events=queries:{:.1},query:{},cards:{:.1},kib:{:.1},rs_ticks:{:.0}",
+        "BENCH op=gc_{}_scanned_per_minor unit=pages median={:.1} min={:.1} max={:.1} target=- events=queries:{:.1},pages_asked:{:.1},query:{},cards:{:.1},kib:{:.1},rs_ticks:{:.0}",
         name,
         per_minor(stats.pages_scanned),
         per_minor(stats.pages_scanned),
         per_minor(stats.pages_scanned),
-        per_minor(stats.pages_queried + stats.dirty_clears),
-        query_ticks,
+        per_minor(stats.dirty_queries),
+        per_minor(stats.pages_queried),
+        query.range_ticks,
         per_minor(stats.cards_scanned),
         per_minor(stats.bytes_scanned) / 1024.0,
         per_minor(stats.remembered_set_ticks)

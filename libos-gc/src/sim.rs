@@ -17,10 +17,13 @@ pub struct SimMemory {
     pub frame_limit: usize,
     /// Frames mapped now.
     pub frames: usize,
-    /// `take_dirty` calls.
+    /// `take_dirty_range` calls (one kernel entry each, as the libOS's
+    /// `map_query_range`).
     pub queries: u64,
-    /// When set, `take_dirty` lies: "clean" always (a broken barrier, to
-    /// show the tests catch one).
+    /// Pages those calls covered.
+    pub pages_queried: u64,
+    /// When set, `take_dirty_range` lies: "clean" always (a broken
+    /// barrier, to show the tests catch one).
     pub broken_dirty_bits: bool,
     clock: core::cell::Cell<u64>,
 }
@@ -34,6 +37,7 @@ impl SimMemory {
             frame_limit,
             frames: 0,
             queries: 0,
+            pages_queried: 0,
             broken_dirty_bits: false,
             clock: core::cell::Cell::new(0),
         }
@@ -43,6 +47,11 @@ impl SimMemory {
         let word = ((addr - SIM_BASE) / 8) as usize;
         assert!(self.mapped[word / PAGE_WORDS], "access to unmapped page at {addr:#x}");
         word
+    }
+
+    /// Whether window page `page`'s dirty bit is set now (not cleared).
+    pub fn is_dirty(&self, page: usize) -> bool {
+        self.dirty[page]
     }
 
     /// Whether window page `page` is mapped.
@@ -90,11 +99,20 @@ impl Memory for SimMemory {
         }
     }
 
-    fn take_dirty(&mut self, page: usize) -> bool {
-        assert!(self.mapped[page], "dirty bit of unmapped page {page}");
+    fn take_dirty_range(&mut self, first: usize, pages: usize, out: &mut [u64]) {
+        // As the kernel's map_query_range with CLEAR_DIRTY | UNKNOWN_SET:
+        // at most 4096 pages, an unmapped page reports set.
+        assert!((1..=4096).contains(&pages) && first + pages <= WINDOW_PAGES, "query {first}+{pages}");
+        assert_eq!(out.len(), pages.div_ceil(64), "bitmap size");
         self.queries += 1;
-        let dirty = core::mem::take(&mut self.dirty[page]);
-        dirty && !self.broken_dirty_bits
+        self.pages_queried += pages as u64;
+        for i in 0..pages {
+            let page = first + i;
+            let dirty = !self.mapped[page] || core::mem::take(&mut self.dirty[page]);
+            if dirty && !self.broken_dirty_bits {
+                out[i / 64] |= 1 << (i % 64);
+            }
+        }
     }
 
     fn clock(&self) -> u64 {

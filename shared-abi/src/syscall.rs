@@ -115,9 +115,17 @@ pub mod nr {
     /// true`); `Again` when none are waiting (the caller is woken when some
     /// arrive).
     pub const CONSOLE_READ: u64 = 37;
+    /// `map_query_range(va, pages, out_ptr, flags) -> pages_set`: one bit
+    /// per page of `pages` (1..=[`MAX_QUERY_PAGES`](super::query_range::MAX_QUERY_PAGES))
+    /// pages from `va`: the dirty (or accessed) bit of its page-table
+    /// entry, written as `u64` words at `out_ptr` (page `i` is bit `i % 64`
+    /// of word `i / 64`), and cleared as `flags` asks
+    /// ([`query_range`](super::query_range)). Appel and Li's DIRTY for a
+    /// whole range in one kernel entry.
+    pub const MAP_QUERY_RANGE: u64 = 38;
     /// One past the highest number in use (22..=27 are the network
     /// calls, numbered in [`crate::net::nr`]).
-    pub const COUNT: u64 = 38;
+    pub const COUNT: u64 = 39;
     /// `slot_alloc` position meaning "any free slot".
     pub const ANY_SLOT: u64 = u64::MAX;
 }
@@ -195,6 +203,28 @@ pub mod map_bits {
     pub const ACCESSED: u64 = 16;
     /// The hardware set the dirty bit.
     pub const DIRTY: u64 = 32;
+}
+
+/// Flags and limits of [`nr::MAP_QUERY_RANGE`].
+pub mod query_range {
+    /// Clear each page's accessed bit after reading it.
+    pub const CLEAR_ACCESSED: u64 = 1;
+    /// Clear each page's dirty bit after reading it.
+    pub const CLEAR_DIRTY: u64 = 2;
+    /// Report the accessed bit instead of the dirty bit.
+    pub const REPORT_ACCESSED: u64 = 4;
+    /// Report a page whose bits the kernel cannot know (no page-table
+    /// entry: not mapped, or only in the software TLB) as set, not clear:
+    /// "unknown counts as written", what a write barrier needs.
+    pub const UNKNOWN_SET: u64 = 8;
+    /// Every flag bit.
+    pub const ALL: u64 = CLEAR_ACCESSED | CLEAR_DIRTY | REPORT_ACCESSED | UNKNOWN_SET;
+    /// Most pages one call covers (a bitmap of 64 words, 512 bytes).
+    pub const MAX_QUERY_PAGES: u64 = 4096;
+    /// `u64` words of the bitmap for `pages` pages.
+    pub const fn bitmap_words(pages: u64) -> u64 {
+        pages.div_ceil(64)
+    }
 }
 
 bitflags::bitflags! {

@@ -1,8 +1,9 @@
 //! Regression attacks: legal call *sequences* that once broke the kernel
 //! (a stale upcall-stack translation, an unbounded grant table, leaked
 //! reverse-map entries, uncharged page tables, unbounded benchmark calls),
-//! and the seeded fuzzer with fixed seeds. Each run must end with the
-//! success verdict and the kernel's end-of-run invariants holding.
+//! hostile arguments to the batched dirty-bit query, and the seeded fuzzer
+//! with fixed seeds. Each run must end with the success verdict and the
+//! kernel's end-of-run invariants holding.
 
 use tests::*;
 
@@ -117,6 +118,37 @@ fn benchmark_calls_are_bounded_in_benchmark_scenarios() {
         assert!(lines.iter().any(|l| l == check), "missing: {check}");
     }
     pass_line(&lines, "bench-bounds: ");
+}
+
+#[test]
+fn map_query_range_refuses_hostile_arguments_and_flushes_what_it_clears() {
+    let outcome = boot("attack_dirty_range", 60);
+    let lines = check_attack(&outcome, "attacker");
+    for check in [
+        "check flags-unknown-bit -> invalid-argument",
+        "check flags-first-of-all -> invalid-argument",
+        "check count-zero -> bad-length",
+        "check count-4097 -> bad-length",
+        "check count-huge -> bad-length",
+        "check va-misaligned -> misaligned",
+        "check va-kernel -> bad-address",
+        "check va-top -> bad-address",
+        "check va-below-window -> bad-address",
+        "check straddles-window-end -> bad-address",
+        "check last-page-4096 -> bad-address",
+        "check out-null -> bad-address",
+        "check out-kernel -> bad-address",
+        "check out-kernel-high -> bad-address",
+        "check out-misaligned -> misaligned",
+        "check out-read-only-code -> bad-address",
+        "check out-second-page-unmapped -> bad-address",
+        "check out-read-only-mapping -> bad-address",
+        "check 4096-pages -> count 4056",
+    ] {
+        assert!(lines.iter().any(|l| l == check), "missing: {check}");
+    }
+    assert!(lines.iter().any(|l| l == "check refusals-cleared-nothing -> [8000000004] count 2"), "{lines:#?}");
+    pass_line(&lines, "dirty-range: ");
 }
 
 /// Every fuzz env printed its seed first and its `done ... ok` line last.

@@ -99,6 +99,17 @@ pub enum MapError {
     BadAddress,
 }
 
+/// What [`AddressSpace::take_bits_run`] found: one bit per page.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PteBits {
+    /// The page has a present last-level entry.
+    pub present: u64,
+    /// ... with a bit of the asked-for `report` set.
+    pub reported: u64,
+    /// ... that had a bit of `clear` set, now cleared.
+    pub cleared: u64,
+}
+
 /// A four-level address space. The upper half is the kernel's, shared by
 /// every address space; the lower half belongs to one environment.
 pub struct AddressSpace {
@@ -118,6 +129,20 @@ const INTERMEDIATE: PageTableFlags =
 
 fn indices(va: u64) -> [usize; 4] {
     [((va >> 39) & 511) as usize, ((va >> 30) & 511) as usize, ((va >> 21) & 511) as usize, ((va >> 12) & 511) as usize]
+}
+
+/// The last-level table that maps `va`, if the tables above it exist
+/// (present, not huge pages); None otherwise. Never allocates.
+fn existing_leaf_table(pml4: u64, va: u64) -> Option<&'static mut PageTable> {
+    let mut current = table(pml4);
+    for &i in &indices(va)[..3] {
+        let flags = current[i].flags();
+        if !flags.contains(PageTableFlags::PRESENT) || flags.contains(PageTableFlags::HUGE_PAGE) {
+            return None;
+        }
+        current = table(current[i].addr().as_u64());
+    }
+    Some(current)
 }
 
 /// Walk `pml4`'s tables to the last-level entry of `va`, creating the
@@ -447,6 +472,49 @@ impl AddressSpace {
         Some(flags)
     }
 
+    /// The hardware bits of up to 64 pages from the page-aligned `va`, bit
+    /// `i` of each mask for page `i`: which have a present last-level
+    /// entry, which of those have a bit of `report` set, and which had a
+    /// bit of `clear` (accessed and/or dirty), now cleared. One walk per
+    /// 2 MiB, then a tight loop over the table. Pages at or above
+    /// `USER_TOP` (the caller checks its window first) count as not
+    /// present and are never touched. The caller flushes the TLB entries
+    /// of the pages in `cleared` (see [`flush_loaded`]).
+    pub fn take_bits_run(&mut self, va: u64, pages: usize, report: PageTableFlags, clear: PageTableFlags) -> PteBits {
+        let clear = clear & (PageTableFlags::ACCESSED | PageTableFlags::DIRTY);
+        let mut bits = PteBits::default();
+        let pages = pages.min(64);
+        let mut done = 0;
+        while done < pages {
+            let at = (va & !0xfff).wrapping_add(done as u64 * 4096);
+            let first = indices(at)[3];
+            let run = (512 - first).min(pages - done);
+            let leaf = if at < shared_abi::USER_TOP { existing_leaf_table(self.pml4, at) } else { None };
+            if let Some(leaf) = leaf {
+                let (report, clear) = (report.bits(), clear.bits());
+                for k in 0..run {
+                    let entry = &mut leaf[first + k];
+                    let flags = entry.flags();
+                    let raw = flags.bits();
+                    if raw & PageTableFlags::PRESENT.bits() == 0 {
+                        continue;
+                    }
+                    let bit = 1u64 << (done + k);
+                    bits.present |= bit;
+                    if raw & report != 0 {
+                        bits.reported |= bit;
+                    }
+                    if raw & clear != 0 {
+                        bits.cleared |= bit;
+                        entry.set_flags(PageTableFlags::from_bits_retain(raw & !clear));
+                    }
+                }
+            }
+            done += run;
+        }
+        bits
+    }
+
     /// Make this address space the active one tagged with `pcid` (CR4.PCIDE
     /// must be set). With `flush`, that tag's TLB entries are dropped (its
     /// mappings changed while it was not loaded); otherwise they are kept.
@@ -528,4 +596,14 @@ impl AddressSpace {
 /// Invalidate the TLB entry of one page in the loaded address space.
 pub fn invlpg(va: u64) {
     x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(va));
+}
+
+/// Flush every non-global TLB entry of the loaded address space (under
+/// PCIDs: those tagged with the loaded PCID): CR3 reloaded with the value
+/// it holds, PCID bits included, bit 63 (no-flush) clear.
+pub fn flush_loaded() {
+    let (frame, low_bits) = Cr3::read_raw();
+    // SAFETY: the same root table and PCID are loaded again, so every
+    // mapping stays as it was; only cached translations are dropped.
+    unsafe { Cr3::write_raw(frame, low_bits) };
 }

@@ -146,6 +146,21 @@ pub fn map_query_clear(va: u64, clear: u64) -> Result<u64, Error> {
     decode(unsafe { raw6(nr::MAP_QUERY, va, arg, 0, 0, 0, 0) })
 }
 
+/// The dirty (or accessed) bits of `pages` pages from `va` in one call:
+/// page `i`'s bit goes to bit `i % 64` of `out[i / 64]`, and the bits are
+/// cleared as `flags` asks ([`query_range`]). Returns how many pages
+/// report set. `out` must hold [`query_range::bitmap_words`]`(pages)`
+/// words, or the call is refused here (`BadLength`) without entering the
+/// kernel.
+pub fn map_query_range(va: u64, pages: u64, out: &mut [u64], flags: u64) -> Result<u64, Error> {
+    if (out.len() as u64) < query_range::bitmap_words(pages) {
+        return Err(Error::BadLength);
+    }
+    // SAFETY: the kernel writes at most `bitmap_words(pages)` words into
+    // `out`, which holds that many.
+    decode(unsafe { raw6(nr::MAP_QUERY_RANGE, va, pages, out.as_mut_ptr() as u64, flags, 0, 0) })
+}
+
 /// Make the mapping at `va` guaranteed (or ordinary again).
 pub fn guarantee(va: u64, on: bool) -> Result<(), Error> {
     // SAFETY: no memory is passed.

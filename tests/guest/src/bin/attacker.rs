@@ -24,6 +24,14 @@
 //!   and legal sequences (a child killed with frames mapped, children that
 //!   crash or spin, the environment table filled and emptied): every refusal
 //!   has its error code and everything comes back.
+//! - `dirty-range`: `map_query_range` with hostile arguments (unknown
+//!   flags, counts of 0 and past 4096, misaligned, kernel and wrapping
+//!   addresses, ranges straddling either end of the window, bitmap pointers
+//!   that are null, in the kernel, misaligned, read-only, unmapped or whose
+//!   second page is unmapped): each refused with its error and no bit
+//!   cleared; then its answers checked (dirty and accessed bits, unknown
+//!   pages, and a bit the MMU must set again after a clear, through both
+//!   the invlpg and the full-flush path).
 //! - `fuzz seed=S calls=N`: random raw system calls with hostile arguments
 //!   mixed with valid call sequences.
 #![no_std]
@@ -70,6 +78,7 @@ fn main(env: &Env) -> i32 {
         "demux-flood" => demux_flood(),
         "bench-bounds" => bench_bounds(),
         "children" => children(env),
+        "dirty-range" => dirty_range(),
         "bystander" => wait_control(1, env.tsc_hz).map(|()| println!("bystander: PASS: untouched")),
         "fuzz" => fuzz(env),
         other => {
@@ -921,7 +930,173 @@ fn bench_bounds() -> Outcome {
 }
 
 // ---------------------------------------------------------------------------
-// 6. fuzz
+// 6. dirty-range
+
+/// Where `dirty-range` maps its pages (40, writable, guaranteed): across
+/// a 2 MiB boundary (after the 20th), so one 64-page step of the kernel
+/// spans two last-level tables.
+const DIRTY_VA: u64 = DYNAMIC_BASE + 0x7000 * PAGE - 20 * PAGE;
+const DIRTY_PAGES: u64 = 40;
+
+fn expect_bits(what: &str, va: u64, pages: u64, flags: u64, want: &[u64]) -> Outcome {
+    let mut out = [0u64; 64];
+    let count = syscall::map_query_range(va, pages, &mut out, flags).map_err(|e| {
+        println!("check {} -> {} (wanted success)", what, e.name());
+        "map_query_range refused a valid call"
+    })?;
+    let words = pages.div_ceil(64) as usize;
+    let ones: u64 = out[..words].iter().map(|w| w.count_ones() as u64).sum();
+    if out[..words] != *want || count != ones {
+        println!("check {} -> {:x?} count {} (wanted {:x?})", what, &out[..words], count, want);
+        return Err("map_query_range answered wrong");
+    }
+    println!("check {} -> {:x?} count {}", what, &out[..words.min(2)], count);
+    Ok(())
+}
+
+fn dirty_range() -> Outcome {
+    use syscall::query_range::{CLEAR_ACCESSED, CLEAR_DIRTY, REPORT_ACCESSED, UNKNOWN_SET};
+    let mut keys = Vec::new();
+    for i in 0..DIRTY_PAGES {
+        let flags = map_flags::WRITE | map_flags::GUARANTEED;
+        let (_, key) =
+            frames::alloc_map(DIRTY_VA + i * PAGE, rights::READ | rights::WRITE, flags).map_err(|_| "map")?;
+        keys.push(key);
+    }
+    let page = |i: u64| DIRTY_VA + i * PAGE;
+    let write = |i: u64, value: u64| {
+        // SAFETY: a page of ours, mapped writable just above.
+        unsafe { core::ptr::write_volatile(page(i) as *mut u64, value) }
+    };
+    // Clean start: every page written, then every bit read and cleared.
+    for i in 0..DIRTY_PAGES {
+        write(i, 0);
+    }
+    expect_bits("clear-all", DIRTY_VA, DIRTY_PAGES, CLEAR_DIRTY | CLEAR_ACCESSED, &[(1 << DIRTY_PAGES) - 1])?;
+    expect_bits("all-clean", DIRTY_VA, DIRTY_PAGES, CLEAR_DIRTY, &[0])?;
+    write(2, 1);
+
+    // Hostile arguments, in the order the kernel checks them.
+    let mut out = [0u64; 64];
+    let buf = out.as_mut_ptr() as u64;
+    // SAFETY: raw calls with hostile arguments; the only memory the kernel
+    // could write is `out` (64 words, enough for any count it accepts).
+    let raw = |a: [u64; 4]| decode(unsafe { raw6(nr::MAP_QUERY_RANGE, a[0], a[1], a[2], a[3], 0, 0) });
+    let v = DIRTY_VA;
+    expect_err("flags-unknown-bit", raw([v, 1, buf, 16]), Error::InvalidArgument)?;
+    expect_err("flags-top-bit", raw([v, 1, buf, 1 << 63]), Error::InvalidArgument)?;
+    expect_err("flags-first-of-all", raw([KERNEL_ADDR + 1, 0, 0, u64::MAX]), Error::InvalidArgument)?;
+    expect_err("count-zero", raw([v, 0, buf, CLEAR_DIRTY]), Error::BadLength)?;
+    expect_err("count-4097", raw([v, 4097, buf, CLEAR_DIRTY]), Error::BadLength)?;
+    expect_err("count-huge", raw([v, u64::MAX, buf, CLEAR_DIRTY]), Error::BadLength)?;
+    expect_err("count-2^52", raw([v, 1 << 52, buf, CLEAR_DIRTY]), Error::BadLength)?;
+    expect_err("va-misaligned", raw([v + 8, 1, buf, CLEAR_DIRTY]), Error::Misaligned)?;
+    expect_err("va-kernel", raw([KERNEL_ADDR, 1, buf, CLEAR_DIRTY]), Error::BadAddress)?;
+    expect_err("va-top", raw([!0xfff, 2, buf, CLEAR_DIRTY]), Error::BadAddress)?;
+    expect_err("va-null", raw([0, 1, buf, CLEAR_DIRTY]), Error::BadAddress)?;
+    expect_err("va-code", raw([CODE_PAGE, 1, buf, CLEAR_DIRTY]), Error::BadAddress)?;
+    expect_err("va-stack", raw([STACK_TOP - PAGE, 1, buf, CLEAR_DIRTY]), Error::BadAddress)?;
+    expect_err("va-below-window", raw([DYNAMIC_BASE - PAGE, 2, buf, CLEAR_DIRTY]), Error::BadAddress)?;
+    expect_err("straddles-window-end", raw([DYNAMIC_END - 2 * PAGE, 3, buf, CLEAR_DIRTY]), Error::BadAddress)?;
+    expect_err("last-page-4096", raw([DYNAMIC_END - PAGE, 4096, buf, CLEAR_DIRTY]), Error::BadAddress)?;
+    expect_err("va-at-window-end", raw([DYNAMIC_END, 1, buf, CLEAR_DIRTY]), Error::BadAddress)?;
+    expect_err("out-null", raw([v, 1, 0, CLEAR_DIRTY]), Error::BadAddress)?;
+    expect_err("out-kernel", raw([v, 1, KERNEL_ADDR, CLEAR_DIRTY]), Error::BadAddress)?;
+    expect_err("out-kernel-high", raw([v, 4096, u64::MAX - 7, CLEAR_DIRTY]), Error::BadAddress)?;
+    expect_err("out-user-top", raw([v, 128, USER_TOP - 8, CLEAR_DIRTY]), Error::BadAddress)?;
+    expect_err("out-misaligned", raw([v, 1, buf + 1, CLEAR_DIRTY]), Error::Misaligned)?;
+    expect_err("out-read-only-code", raw([v, 1, CODE_PAGE, CLEAR_DIRTY]), Error::BadAddress)?;
+    expect_err("out-read-only-start", raw([v, 1, START_INFO_ADDR, CLEAR_DIRTY]), Error::BadAddress)?;
+    expect_err("out-unmapped", raw([v, 1, DIRTY_VA + DIRTY_PAGES * PAGE, CLEAR_DIRTY]), Error::BadAddress)?;
+    // The bitmap's second word on the unmapped page after our last one.
+    let straddling = page(DIRTY_PAGES - 1) + PAGE - 8;
+    // SAFETY: a word of our own page, which the kernel must leave alone.
+    unsafe { core::ptr::write_volatile(straddling as *mut u64, 0x5a5a) };
+    expect_err("out-second-page-unmapped", raw([v, 65, straddling, CLEAR_DIRTY]), Error::BadAddress)?;
+    // SAFETY: as above.
+    if unsafe { core::ptr::read_volatile(straddling as *const u64) } != 0x5a5a {
+        return Err("a refused call wrote half its bitmap");
+    }
+    // A read-only mapping in the window.
+    let ro_va = page(DIRTY_PAGES + 8);
+    syscall::map(ro_va, keys[0], 0).map_err(|_| "map read-only")?;
+    expect_err("out-read-only-mapping", raw([v, 1, ro_va, CLEAR_DIRTY]), Error::BadAddress)?;
+    syscall::unmap(ro_va).map_err(|_| "unmap read-only")?;
+    // None of those cleared page 2's bit (nor that of page 39, written
+    // just above).
+    expect_bits("refusals-cleared-nothing", v, DIRTY_PAGES, CLEAR_DIRTY, &[1 << 2 | 1 << 39])?;
+
+    // Answers. Pages past ours are not mapped: 0, or 1 with UNKNOWN_SET.
+    write(0, 1);
+    write(DIRTY_PAGES - 1, 1);
+    let unknown_after = !((1u64 << DIRTY_PAGES) - 1);
+    expect_bits("unknown-set", v, 64, UNKNOWN_SET, &[1 | 1 << (DIRTY_PAGES - 1) | unknown_after])?;
+    expect_bits("read-only-query", v, 64, 0, &[1 | 1 << (DIRTY_PAGES - 1)])?;
+    expect_bits("query-and-clear", v, 64, CLEAR_DIRTY, &[1 | 1 << (DIRTY_PAGES - 1)])?;
+    expect_bits("cleared", v, 64, 0, &[0])?;
+    // The most pages a call covers, almost all unknown; a bitmap that
+    // starts on one of the queried pages (the kernel's write sets no bit).
+    let mut big = [0u64; 64];
+    let count = syscall::map_query_range(v, 4096, &mut big, UNKNOWN_SET).map_err(|_| "4096 pages")?;
+    if count != 4096 - DIRTY_PAGES || big[0] != unknown_after || big[1..].iter().any(|&w| w != u64::MAX) {
+        println!("check 4096-pages -> count {} words {:#x} {:#x}", count, big[0], big[1]);
+        return Err("a 4096-page query answered wrong");
+    }
+    println!("check 4096-pages -> count {}", count);
+    let inside = page(5) + 64;
+    // SAFETY: one word on our own page 5, mapped writable.
+    let answer = decode(unsafe { raw6(nr::MAP_QUERY_RANGE, v, 64, inside, 0, 0, 0) });
+    // SAFETY: as above.
+    let word = unsafe { core::ptr::read_volatile(inside as *const u64) };
+    if answer != Ok(0) || word != 0 {
+        println!("check bitmap-in-range -> {:?} word {:#x}", answer, word);
+        return Err("a bitmap inside the queried range");
+    }
+    expect_bits("bitmap-in-range-set-no-bit", v, 64, 0, &[0])?;
+    // The window's last pages: accepted, nothing there.
+    expect_bits("window-end", DYNAMIC_END - 4 * PAGE, 4, 0, &[0])?;
+
+    // A cleared bit is set again by the next write: the TLB entry that
+    // had it was flushed. Fewer than 32 cleared pages: invlpg each.
+    for round in 0..3 {
+        for i in [3, 7, 11] {
+            write(i, round);
+        }
+        expect_bits("invlpg-path", v, DIRTY_PAGES, CLEAR_DIRTY, &[1 << 3 | 1 << 7 | 1 << 11])?;
+        write(7, round + 100);
+        expect_bits("invlpg-path-set-again", v, DIRTY_PAGES, CLEAR_DIRTY, &[1 << 7])?;
+    }
+    // More than 32: one flush of the whole address space.
+    let stats_before = syscall::stats().map_err(|_| "stats")?;
+    for round in 0..3 {
+        for i in 0..DIRTY_PAGES {
+            write(i, round);
+        }
+        expect_bits("flush-path", v, DIRTY_PAGES, CLEAR_DIRTY, &[(1 << DIRTY_PAGES) - 1])?;
+        write(5, round);
+        write(33, round);
+        expect_bits("flush-path-set-again", v, DIRTY_PAGES, CLEAR_DIRTY, &[1 << 5 | 1 << 33])?;
+    }
+    let stats_after = syscall::stats().map_err(|_| "stats")?;
+    if stats_after.cr3_loads < stats_before.cr3_loads + 3 {
+        return Err("more than 32 cleared pages did not reload CR3");
+    }
+    // Accessed bits: a read sets only that page's; reported, then cleared.
+    expect_bits("accessed-clear", v, DIRTY_PAGES, CLEAR_ACCESSED | REPORT_ACCESSED, &[(1 << DIRTY_PAGES) - 1])?;
+    // SAFETY: a read of our own page 9.
+    let _ = unsafe { core::ptr::read_volatile(page(9) as *const u64) };
+    expect_bits("accessed-one-read", v, DIRTY_PAGES, CLEAR_ACCESSED | REPORT_ACCESSED, &[1 << 9])?;
+    expect_bits("read-is-not-dirty", v, DIRTY_PAGES, 0, &[0])?;
+    for (i, key) in keys.into_iter().enumerate() {
+        syscall::unmap(page(i as u64)).map_err(|_| "unmap")?;
+        syscall::frame_free(key).map_err(|_| "free")?;
+    }
+    println!("dirty-range: PASS: hostile arguments refused with nothing cleared, answers and TLB flushes right");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 7. fuzz
 
 /// splitmix64.
 struct Rng(u64);
@@ -1237,6 +1412,13 @@ impl Fuzz {
                 nr::UNMAP | nr::MAP_QUERY | nr::GUARANTEE => {
                     a[0] = self.va();
                     a[1] = self.small();
+                }
+                nr::MAP_QUERY_RANGE => {
+                    a[0] = self.va();
+                    a[1] = [0, 1, 63, 64, 65, 512, 4096, 4097, u64::MAX, self.rng.below(5000)]
+                        [self.rng.below(10) as usize];
+                    a[2] = self.pointer();
+                    a[3] = self.small() & if self.rng.chance(4) { u64::MAX } else { 15 };
                 }
                 nr::SLOT_ALLOC => a[0] = if self.rng.chance(2) { nr::ANY_SLOT } else { self.small() },
                 nr::SLOT_FREE => {
