@@ -64,7 +64,7 @@ impl Counters {
             invlpg: self.invlpg.load(Relaxed),
             envs_ended: self.envs_ended.load(Relaxed),
             stlb_hits: self.stlb_hits.load(Relaxed),
-            stlb_misses: self.stlb_misses.load(Relaxed),
+            stlb_misses: self.stlb_misses.load(Relaxed) + trap::fast_stlb_misses(),
             slot_evictions: self.slot_evictions.load(Relaxed),
             key_checks: self.key_checks.load(Relaxed),
             revocation_requests: self.revocation_requests.load(Relaxed),

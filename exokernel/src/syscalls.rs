@@ -357,6 +357,7 @@ fn set_upcalls(kernel: &mut Kernel, ptr: u64) -> Result<u64, Error> {
     env.upcalls = table;
     env.fast = fast;
     crate::arch::trap::set_fast_upcall(fast);
+    crate::arch::trap::set_fast_stlb(kernel.memory.stlb_tags(kernel.current()));
     Ok(0)
 }
 

@@ -1152,6 +1152,14 @@ impl Memory {
         true
     }
 
+    /// Where the page-fault stub finds env `index`'s software-TLB tags
+    /// (manifest environments only: a run-time environment's faults all
+    /// take the kernel's path).
+    pub fn stlb_tags(&self, index: usize) -> Option<(*const u64, u64)> {
+        let mem = self.envs.get(index)?;
+        (!mem.run_time).then(|| mem.stlb.tags())
+    }
+
     /// Make env `index`'s address space the loaded one (if it is not
     /// already), doing the context-switch TLB policy's work.
     pub fn activate(&mut self, index: usize) {

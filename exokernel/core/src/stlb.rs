@@ -58,16 +58,23 @@ impl<P: Copy + Default> StlbEntry<P> {
 /// A direct-mapped software TLB of `capacity()` entries (a power of two).
 pub struct Stlb<P = u64> {
     entries: Vec<Option<StlbEntry<P>>>,
+    /// The virtual page number each entry holds (`NO_TAG` if empty), kept
+    /// beside the entries as plain words so the kernel's page-fault entry
+    /// stub can tell a miss without calling into Rust. Never reallocated.
+    tags: Vec<u64>,
     index_mask: u64,
     len: usize,
 }
+
+/// The tag of an empty entry (no page number is this large).
+pub const NO_TAG: u64 = u64::MAX;
 
 impl<P: Copy + Default> Stlb<P> {
     /// An empty STLB of `entry_count` entries, rounded up to a power of two
     /// (at least one).
     pub fn new(entry_count: usize) -> Self {
         let capacity = entry_count.max(1).next_power_of_two();
-        Stlb { entries: vec![None; capacity], index_mask: capacity as u64 - 1, len: 0 }
+        Stlb { entries: vec![None; capacity], tags: vec![NO_TAG; capacity], index_mask: capacity as u64 - 1, len: 0 }
     }
 
     fn index(&self, va_page: u64) -> usize {
@@ -89,6 +96,7 @@ impl<P: Copy + Default> Stlb<P> {
     pub fn insert(&mut self, entry: StlbEntry<P>) -> Option<StlbEntry<P>> {
         let index = self.index(entry.va_page);
         let replaced = self.entries[index].replace(entry);
+        self.tags[index] = entry.va_page;
         if replaced.is_none() {
             self.len += 1;
         }
@@ -103,6 +111,7 @@ impl<P: Copy + Default> Stlb<P> {
         match self.entries[index] {
             Some(entry) if entry.va_page == va_page => {
                 self.entries[index] = None;
+                self.tags[index] = NO_TAG;
                 self.len -= 1;
                 true
             }
@@ -115,9 +124,10 @@ impl<P: Copy + Default> Stlb<P> {
     pub fn remove_frame(&mut self, frame_pa: u64) -> usize {
         let frame = page_number(frame_pa);
         let mut removed_count = 0;
-        for slot in self.entries.iter_mut() {
+        for (slot, tag) in self.entries.iter_mut().zip(self.tags.iter_mut()) {
             if slot.is_some_and(|entry| page_number(entry.frame_pa) == frame) {
                 *slot = None;
+                *tag = NO_TAG;
                 removed_count += 1;
             }
         }
@@ -128,7 +138,15 @@ impl<P: Copy + Default> Stlb<P> {
     /// Forget every mapping.
     pub fn clear(&mut self) {
         self.entries.fill(None);
+        self.tags.fill(NO_TAG);
         self.len = 0;
+    }
+
+    /// The tag array (one word per entry: its virtual page number, or
+    /// `NO_TAG`) and the index mask: entry `page & mask` holds `page` iff
+    /// its tag is `page`. The array never moves while the STLB lives.
+    pub fn tags(&self) -> (*const u64, u64) {
+        (self.tags.as_ptr(), self.index_mask)
     }
 
     /// Number of cached mappings.
@@ -157,6 +175,36 @@ mod tests {
     use super::*;
     type Stlb = super::Stlb<u64>;
     type StlbEntry = super::StlbEntry<u64>;
+
+    /// The tag words say exactly which page each entry holds.
+    fn tags_agree(stlb: &Stlb) -> bool {
+        let (ptr, mask) = stlb.tags();
+        assert_eq!(ptr, stlb.tags.as_ptr());
+        (0..stlb.capacity()).all(|i| {
+            let tag = stlb.tags[i];
+            match stlb.entries[i] {
+                Some(e) => tag == e.va_page && (e.va_page & mask) as usize == i,
+                None => tag == NO_TAG,
+            }
+        })
+    }
+
+    #[test]
+    fn tags_follow_every_change() {
+        let mut stlb = Stlb::new(8);
+        let (before, _) = stlb.tags();
+        for n in 0..20u64 {
+            stlb.insert(StlbEntry::new(n * 0x1000 * 3, 0x10_0000 + (n % 4) * 0x1000, n % 2 == 0));
+            assert!(tags_agree(&stlb));
+        }
+        assert!(stlb.remove_va(19 * 0x1000 * 3));
+        assert!(tags_agree(&stlb));
+        stlb.remove_frame(0x10_1000);
+        assert!(tags_agree(&stlb));
+        stlb.clear();
+        assert!(tags_agree(&stlb));
+        assert_eq!(stlb.tags().0, before, "the tag array never moves");
+    }
 
     const PAGE: u64 = 1 << PAGE_SHIFT;
 

@@ -203,6 +203,14 @@ pub struct FastUpcall {
     /// Exceptions (each also an upcall) and page faults taken on the fast path.
     pub exceptions: u64,
     pub page_faults: u64,
+    /// The running environment's software-TLB tags (`kcore::stlb::Stlb::tags`:
+    /// one word per entry, the page it holds) and index mask; 0: unknown
+    /// (the stub asks the kernel).
+    pub stlb_tags: u64,
+    pub stlb_mask: u64,
+    /// Not-present faults in the dynamic window the stub found missing
+    /// from the software TLB (counted as STLB misses).
+    pub stlb_misses: u64,
 }
 
 #[no_mangle]
@@ -214,6 +222,9 @@ static mut FAST_UPCALL: FastUpcall = FastUpcall {
     stack_hi: 0,
     exceptions: 0,
     page_faults: 0,
+    stlb_tags: 0,
+    stlb_mask: 0,
+    stlb_misses: 0,
 };
 
 /// Install the fast-upcall state of the environment about to run (or
@@ -241,6 +252,26 @@ pub fn set_fast_upcall(state: Option<(u64, u64, u64, u64)>) {
             }
         }
     }
+}
+
+/// Where the page-fault stub looks for the running environment's software
+/// TLB (`None`: nowhere; it asks the kernel). The tag array must stay put
+/// while the environment runs (`Stlb::tags` promises it for the STLB's life).
+pub fn set_fast_stlb(tags: Option<(*const u64, u64)>) {
+    let (ptr, mask) = tags.map_or((0, 0), |(ptr, mask)| (ptr as u64, mask));
+    // SAFETY: single CPU, interrupts off in the kernel: the stub cannot
+    // read the fields while they change.
+    unsafe {
+        let fast = &raw mut FAST_UPCALL;
+        (*fast).stlb_tags = ptr;
+        (*fast).stlb_mask = mask;
+    }
+}
+
+/// Software-TLB misses the page-fault stub found by itself.
+pub fn fast_stlb_misses() -> u64 {
+    // SAFETY: a plain read of a counter only the stub writes, single CPU.
+    unsafe { core::ptr::read_volatile(&raw const FAST_UPCALL.stlb_misses) }
 }
 
 /// (exceptions, page faults) delivered on the fast path so far.
@@ -538,9 +569,30 @@ fast_page_fault:
     movabs rax, {dyn_end}
     cmp rcx, rax
     jae 21f
-    // In the dynamic window: the software TLB may hold the mapping. The
-    // stack holds 7 words here (16-byte aligned below them), 7 pushes
-    // keep the call aligned.
+    // In the dynamic window. A protection fault (present) has nothing to
+    // refill: deliver. A not-present fault whose page the software TLB's
+    // tag words do not hold is a miss: deliver, counted.
+    test byte ptr [rsp + 8], 1
+    jnz 21f
+    mov rax, [rip + FAST_UPCALL + 56]
+    test rax, rax
+    jz 22f
+    push rdx
+    push rsi
+    mov rdx, rcx
+    shr rdx, 12
+    mov rsi, rdx
+    and rsi, [rip + FAST_UPCALL + 64]
+    cmp [rax + rsi * 8], rdx
+    pop rsi
+    pop rdx
+    je 22f
+    inc qword ptr [rip + FAST_UPCALL + 72]
+    jmp 21f
+22:
+    // The software TLB may hold the mapping: ask the kernel. The stack
+    // holds 7 words here (16-byte aligned below them), 7 pushes keep the
+    // call aligned.
     push rdx
     push rsi
     push rdi

@@ -130,6 +130,7 @@ impl Kernel {
     fn load(&mut self, index: usize) {
         self.memory.activate(index);
         trap::set_fast_upcall(self.envs.get(index).fast);
+        trap::set_fast_stlb(self.memory.stlb_tags(index));
     }
 
     /// The timer: a slot boundary, or the end of a save bound.
