@@ -68,6 +68,7 @@
 //! numbers) share one test whose hash map holds every value, so
 //! classification costs about the same with one filter or a thousand.
 
+mod branches;
 mod overlap;
 mod trie;
 mod verify;

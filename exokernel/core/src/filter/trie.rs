@@ -56,8 +56,7 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::cell::Cell;
 use core::ops::Range;
-use foldhash::fast::FixedState;
-use hashbrown::HashMap;
+use super::branches::{Branches, HashKeys};
 use shared_abi::filter::{load_field, matches_counted, shift_advance, Atom, Width};
 
 /// Filters one environment may have installed at once, unless the kernel
@@ -70,8 +69,6 @@ pub const DEFAULT_FILTERS_PER_ENV: usize = 1024;
 pub const INSTALL_BUDGET_CASES: u32 = 65536;
 
 const ROOT: u32 = 0;
-
-type Branches = HashMap<u32, u32, FixedState>;
 
 /// A match test: `field & mask` selects the child through `branches`.
 struct Test {
@@ -95,6 +92,9 @@ struct Node {
     /// Slots of the filters that end here, oldest first (all share their
     /// canonical atoms, so the first is the best of them).
     accepts: Vec<u32>,
+    /// The first of `accepts` as a candidate (kept with `accepts`), so the
+    /// walk ranks it without looking up its entry.
+    accept: Option<Candidate>,
     tests: Vec<Test>,
     shifts: Vec<ShiftEdge>,
 }
@@ -144,6 +144,8 @@ pub struct Demux {
     max_filters_per_env: usize,
     next_sequence: u64,
     hash_seed: u64,
+    /// The branch tables' hash keys, derived from `hash_seed`.
+    hash_keys: HashKeys,
     /// Cases [`overlap`](fn@super::overlap) may examine per filter checked,
     /// and per install.
     pub(super) overlap_budget_cases: u32,
@@ -170,6 +172,7 @@ impl Demux {
             max_filters_per_env,
             next_sequence: 0,
             hash_seed,
+            hash_keys: HashKeys::from_seed(hash_seed),
             overlap_budget_cases: OVERLAP_BUDGET_CASES,
             install_budget_cases: INSTALL_BUDGET_CASES,
             live: 0,
@@ -226,9 +229,11 @@ impl Demux {
                 index
             }
         };
-        self.insert_path(filter.atoms(), entry_index);
+        let sequence = self.next_sequence;
+        let candidate = Candidate { specificity: filter.specificity, sequence, entry: entry_index };
+        self.insert_path(filter.atoms(), candidate);
         let entry = &mut self.entries[entry_index as usize];
-        entry.installed = Some(Installed { env, filter, sequence: self.next_sequence });
+        entry.installed = Some(Installed { env, filter, sequence });
         self.next_sequence += 1;
         *self.filters_per_env.entry(env).or_insert(0) += 1;
         self.live += 1;
@@ -278,10 +283,6 @@ impl Demux {
         self.live -= 1;
     }
 
-    fn new_branches(&self) -> Branches {
-        HashMap::with_hasher(FixedState::with_seed(self.hash_seed))
-    }
-
     fn alloc_node(&mut self) -> u32 {
         match self.free_nodes.pop() {
             Some(index) => index,
@@ -299,7 +300,7 @@ impl Demux {
 
     /// Follow (creating what is missing) the path of `atoms`; record the
     /// filter at its end.
-    fn insert_path(&mut self, atoms: &[Atom], entry_index: u32) {
+    fn insert_path(&mut self, atoms: &[Atom], candidate: Candidate) {
         let mut node = ROOT;
         for atom in atoms {
             node = match *atom {
@@ -311,17 +312,18 @@ impl Demux {
                     let test = match found {
                         Some(test) => test,
                         None => {
-                            let branches = self.new_branches();
+                            let branches = Branches::new();
                             let tests = &mut self.nodes[node as usize].tests;
                             tests.push(Test { offset, width, mask, branches });
                             tests.len() - 1
                         }
                     };
-                    match self.nodes[node as usize].tests[test].branches.get(&value) {
-                        Some(&child) => child,
+                    match self.nodes[node as usize].tests[test].branches.get(value) {
+                        Some(child) => child,
                         None => {
                             let child = self.alloc_node();
-                            self.nodes[node as usize].tests[test].branches.insert(value, child);
+                            let keys = self.hash_keys;
+                            self.nodes[node as usize].tests[test].branches.insert_new(value, child, keys);
                             child
                         }
                     }
@@ -343,7 +345,11 @@ impl Demux {
                 }
             };
         }
-        self.nodes[node as usize].accepts.push(entry_index);
+        let end = &mut self.nodes[node as usize];
+        end.accepts.push(candidate.entry);
+        if end.accept.is_none() {
+            end.accept = Some(candidate);
+        }
     }
 
     /// Drop the filter from the end of its path and free the nodes no other
@@ -360,7 +366,7 @@ impl Demux {
                         .iter()
                         .position(|t| t.offset == offset && t.width == width && t.mask == mask)
                         .expect("an installed filter's test");
-                    (Edge::Test { test, value }, here.tests[test].branches[&value])
+                    (Edge::Test { test, value }, here.tests[test].branches.get(value).expect("an installed filter's branch"))
                 }
                 Atom::Shift { offset, width, mask, shift } => {
                     let edge = here
@@ -377,6 +383,11 @@ impl Demux {
         let accepts = &mut self.nodes[node as usize].accepts;
         let position = accepts.iter().position(|&s| s == entry_index).expect("the filter ends here");
         accepts.remove(position);
+        let first = accepts.first().copied();
+        self.nodes[node as usize].accept = first.map(|entry| {
+            let installed = self.installed(entry);
+            Candidate { specificity: installed.filter.specificity, sequence: installed.sequence, entry }
+        });
         // Each level's edge index refers to its own parent, which no deeper
         // removal touched.
         for (parent, edge, child) in path.into_iter().rev() {
@@ -387,7 +398,7 @@ impl Demux {
             let parent = &mut self.nodes[parent as usize];
             match edge {
                 Edge::Test { test, value } => {
-                    parent.tests[test].branches.remove(&value);
+                    parent.tests[test].branches.remove(value);
                     if parent.tests[test].branches.is_empty() {
                         parent.tests.swap_remove(test);
                     }
@@ -414,15 +425,23 @@ impl Demux {
         let installed = self.installed(entry_index);
         let candidate =
             Candidate { specificity: installed.filter.specificity, sequence: installed.sequence, entry: entry_index };
-        let rank = |c: &Candidate| (c.specificity, core::cmp::Reverse(c.sequence));
-        let better = match best {
-            None => true,
-            Some(b) => rank(&candidate) > rank(b),
-        };
-        if better {
-            *best = Some(candidate);
-        }
+        consider_candidate(candidate, best);
     }
+}
+
+#[inline(always)]
+fn consider_candidate(candidate: Candidate, best: &mut Option<Candidate>) {
+    let rank = |c: &Candidate| (c.specificity, core::cmp::Reverse(c.sequence));
+    let better = match best {
+        None => true,
+        Some(b) => rank(&candidate) > rank(b),
+    };
+    if better {
+        *best = Some(candidate);
+    }
+}
+
+impl Demux {
 
     /// The environment and filter that get `packet`, if any.
     pub fn classify(&self, packet: &[u8]) -> Option<(EnvId, FilterId)> {
@@ -444,14 +463,14 @@ impl Demux {
     fn walk(&self, mut node: u32, mut base: usize, packet: &[u8], best: &mut Option<Candidate>, evaluations: &mut u32) {
         loop {
             let here = &self.nodes[node as usize];
-            if let Some(&entry_index) = here.accepts.first() {
-                self.consider(entry_index, best);
+            if let Some(candidate) = here.accept {
+                consider_candidate(candidate, best);
             }
             let mut next: Option<(u32, usize)> = None;
             for test in &here.tests {
                 *evaluations += 1;
                 if let Some(field) = load_field(packet, base + test.offset as usize, test.width) {
-                    if let Some(&child) = test.branches.get(&(field & test.mask)) {
+                    if let Some(child) = test.branches.get(field & test.mask) {
                         if let Some((earlier, earlier_base)) = next.replace((child, base)) {
                             self.walk(earlier, earlier_base, packet, best, evaluations);
                         }
@@ -580,14 +599,14 @@ impl ConflictWalk<'_> {
                 None => (0, 0),
             };
             if known_mask & test.mask == test.mask {
-                if let Some(&child) = test.branches.get(&(known_value & test.mask)) {
+                if let Some(child) = test.branches.get(known_value & test.mask) {
                     if let Some(entry) = self.visit(child, aligned) {
                         return Some(entry);
                     }
                 }
                 continue;
             }
-            for (&value, &child) in &test.branches {
+            for (value, child) in test.branches.iter() {
                 if (value ^ known_value) & known_mask & test.mask == 0 {
                     if let Some(entry) = self.visit(child, aligned) {
                         return Some(entry);
