@@ -69,6 +69,7 @@
 //! classification costs about the same with one filter or a thousand.
 
 mod branches;
+mod fused;
 mod overlap;
 mod trie;
 mod verify;

@@ -57,6 +57,7 @@ use alloc::vec::Vec;
 use core::cell::Cell;
 use core::ops::Range;
 use super::branches::{Branches, HashKeys};
+use super::fused::Fused;
 use shared_abi::filter::{load_field, matches_counted, shift_advance, Atom, Width};
 
 /// Filters one environment may have installed at once, unless the kernel
@@ -97,6 +98,10 @@ struct Node {
     accept: Option<Candidate>,
     tests: Vec<Test>,
     shifts: Vec<ShiftEdge>,
+    /// At the head of a chain (a run of levels with one way on each, see
+    /// [`Demux::link`]): the chain compiled, which the walk runs instead
+    /// of visiting its levels.
+    fused: Option<Fused>,
 }
 
 impl Node {
@@ -119,12 +124,21 @@ struct FilterEntry {
     installed: Option<Installed>,
 }
 
-/// The best match found so far.
+/// The best match found so far: its rank, and the answer it gives.
 #[derive(Clone, Copy)]
 struct Candidate {
     specificity: u32,
     sequence: u64,
     entry: u32,
+    env: EnvId,
+    /// The entry's generation while the filter is installed.
+    generation: u32,
+}
+
+impl Candidate {
+    fn answer(self) -> (EnvId, FilterId) {
+        (self.env, FilterId::new(self.entry, self.generation))
+    }
 }
 
 /// One step of a filter's path through the trie, for pruning on removal.
@@ -230,7 +244,8 @@ impl Demux {
             }
         };
         let sequence = self.next_sequence;
-        let candidate = Candidate { specificity: filter.specificity, sequence, entry: entry_index };
+        let generation = self.entries[entry_index as usize].generation;
+        let candidate = Candidate { specificity: filter.specificity, sequence, entry: entry_index, env, generation };
         self.insert_path(filter.atoms(), candidate);
         let entry = &mut self.entries[entry_index as usize];
         entry.installed = Some(Installed { env, filter, sequence });
@@ -302,7 +317,12 @@ impl Demux {
     /// filter at its end.
     fn insert_path(&mut self, atoms: &[Atom], candidate: Candidate) {
         let mut node = ROOT;
+        let mut path = Vec::with_capacity(atoms.len() + 1);
+        // The one child of each path node that had one way on before.
+        let mut links_before = Vec::with_capacity(atoms.len() + 1);
         for atom in atoms {
+            path.push(node);
+            links_before.push(self.link(node).map(|(_, child)| child));
             node = match *atom {
                 Atom::Match { offset, width, mask, value } => {
                     let found = self.nodes[node as usize]
@@ -345,10 +365,66 @@ impl Demux {
                 }
             };
         }
+        path.push(node);
+        links_before.push(self.link(node).map(|(_, child)| child));
         let end = &mut self.nodes[node as usize];
         end.accepts.push(candidate.entry);
         if end.accept.is_none() {
             end.accept = Some(candidate);
+        }
+        // A node that now has a second way on (or accepts) ends the chain
+        // it was part of: its old child heads a chain of its own.
+        for (&parent, &old_child) in path.iter().zip(&links_before) {
+            if let Some(old_child) = old_child {
+                if self.link(parent).is_none() {
+                    self.nodes[old_child as usize].fused = self.chain(old_child);
+                }
+            }
+        }
+        self.refuse_chains(&path);
+    }
+
+    /// The one way on from `node` if it has exactly one (one test with one
+    /// branch, or one shift) and accepts nothing: a *link* of a chain. The
+    /// atom it stands for, and the child.
+    fn link(&self, node: u32) -> Option<(Atom, u32)> {
+        let here = &self.nodes[node as usize];
+        if !here.accepts.is_empty() {
+            return None;
+        }
+        match (&here.tests[..], &here.shifts[..]) {
+            ([test], []) if test.branches.len() == 1 => {
+                let (value, child) = test.branches.iter().next()?;
+                let (offset, width, mask) = (test.offset, test.width, test.mask);
+                Some((Atom::Match { offset, width, mask, value }, child))
+            }
+            ([], [edge]) => {
+                let (offset, width, mask, shift) = (edge.offset, edge.width, edge.mask, edge.shift);
+                Some((Atom::Shift { offset, width, mask, shift }, edge.child))
+            }
+            _ => None,
+        }
+    }
+
+    /// The chain of links from `node`, fused, if `node` is a link.
+    fn chain(&self, node: u32) -> Option<Fused> {
+        let mut atoms = Vec::new();
+        let mut end = node;
+        while let Some((atom, child)) = self.link(end) {
+            atoms.push(atom);
+            end = child;
+        }
+        (!atoms.is_empty()).then(|| Fused::compile(&atoms, end))
+    }
+
+    /// Recompute the fused chains of `path` (root first, each node the
+    /// parent of the next) after it changed: a node heads a chain when its
+    /// parent is not a link. Every chain that runs through a changed node
+    /// starts at one of its ancestors, all on the path.
+    fn refuse_chains(&mut self, path: &[u32]) {
+        for (index, &node) in path.iter().enumerate() {
+            let head = index == 0 || self.link(path[index - 1]).is_none();
+            self.nodes[node as usize].fused = if head { self.chain(node) } else { None };
         }
     }
 
@@ -384,16 +460,15 @@ impl Demux {
         let position = accepts.iter().position(|&s| s == entry_index).expect("the filter ends here");
         accepts.remove(position);
         let first = accepts.first().copied();
-        self.nodes[node as usize].accept = first.map(|entry| {
-            let installed = self.installed(entry);
-            Candidate { specificity: installed.filter.specificity, sequence: installed.sequence, entry }
-        });
+        self.nodes[node as usize].accept = first.map(|entry| self.candidate(entry));
         // Each level's edge index refers to its own parent, which no deeper
         // removal touched.
+        let mut surviving: Vec<u32> = core::iter::once(ROOT).chain(path.iter().map(|&(_, _, child)| child)).collect();
         for (parent, edge, child) in path.into_iter().rev() {
             if !self.nodes[child as usize].is_unused() {
                 break;
             }
+            surviving.pop();
             self.free_node(child);
             let parent = &mut self.nodes[parent as usize];
             match edge {
@@ -408,24 +483,31 @@ impl Demux {
                 }
             }
         }
+        // A node left with one way on joins its child's chain: the child
+        // no longer heads one.
+        for &node in &surviving {
+            if let Some((_, child)) = self.link(node) {
+                self.nodes[child as usize].fused = None;
+            }
+        }
+        self.refuse_chains(&surviving);
     }
 
     fn installed(&self, entry_index: u32) -> &Installed {
         self.entries[entry_index as usize].installed.as_ref().expect("a live entry")
     }
 
-    fn answer(&self, entry_index: u32) -> (EnvId, FilterId) {
+    /// An installed filter as a candidate answer.
+    fn candidate(&self, entry_index: u32) -> Candidate {
         let entry = &self.entries[entry_index as usize];
         let installed = entry.installed.as_ref().expect("a live entry");
-        (installed.env, FilterId::new(entry_index, entry.generation))
-    }
-
-    #[inline]
-    fn consider(&self, entry_index: u32, best: &mut Option<Candidate>) {
-        let installed = self.installed(entry_index);
-        let candidate =
-            Candidate { specificity: installed.filter.specificity, sequence: installed.sequence, entry: entry_index };
-        consider_candidate(candidate, best);
+        Candidate {
+            specificity: installed.filter.specificity,
+            sequence: installed.sequence,
+            entry: entry_index,
+            env: installed.env,
+            generation: entry.generation,
+        }
     }
 }
 
@@ -453,8 +535,42 @@ impl Demux {
     pub fn classify_counted(&self, packet: &[u8]) -> (Option<(EnvId, FilterId)>, u32) {
         let mut best = None;
         let mut evaluations = 0;
-        self.walk(ROOT, 0, packet, &mut best, &mut evaluations);
-        (best.map(|c| self.answer(c.entry)), evaluations)
+        let (mut node, mut base) = (ROOT, 0);
+        // The fast path: fused chains, nodes with one test and nothing else
+        // (switches: at most one child matches) and accepting leaves need
+        // no recursion; the first node with several ways on goes to `walk`.
+        loop {
+            let here = &self.nodes[node as usize];
+            if let Some(fused) = &here.fused {
+                evaluations += fused.atoms;
+                match fused.run(packet, base) {
+                    Some(end_base) => (node, base) = (fused.end, end_base),
+                    None => break,
+                }
+                continue;
+            }
+            match (&here.tests[..], &here.shifts[..]) {
+                ([test], []) if here.accept.is_none() => {
+                    evaluations += 1;
+                    let field = load_field(packet, base + test.offset as usize, test.width);
+                    match field.and_then(|field| test.branches.get(field & test.mask)) {
+                        Some(child) => node = child,
+                        None => break,
+                    }
+                }
+                ([], []) => {
+                    if let Some(candidate) = here.accept {
+                        consider_candidate(candidate, &mut best);
+                    }
+                    break;
+                }
+                _ => {
+                    self.walk(node, base, packet, &mut best, &mut evaluations);
+                    break;
+                }
+            }
+        }
+        (best.map(Candidate::answer), evaluations)
     }
 
     /// Depth first from `node`: the last child a node selects is followed
@@ -463,6 +579,15 @@ impl Demux {
     fn walk(&self, mut node: u32, mut base: usize, packet: &[u8], best: &mut Option<Candidate>, evaluations: &mut u32) {
         loop {
             let here = &self.nodes[node as usize];
+            if let Some(fused) = &here.fused {
+                // A chain accepts nothing and has one way on.
+                *evaluations += fused.atoms;
+                match fused.run(packet, base) {
+                    Some(end_base) => (node, base) = (fused.end, end_base),
+                    None => return,
+                }
+                continue;
+            }
             if let Some(candidate) = here.accept {
                 consider_candidate(candidate, best);
             }
@@ -507,11 +632,11 @@ impl Demux {
         for (index, entry) in self.entries.iter().enumerate() {
             if let Some(installed) = &entry.installed {
                 if matches_counted(installed.filter.atoms(), packet, &mut evaluations) {
-                    self.consider(index as u32, &mut best);
+                    consider_candidate(self.candidate(index as u32), &mut best);
                 }
             }
         }
-        (best.map(|c| self.answer(c.entry)), evaluations)
+        (best.map(Candidate::answer), evaluations)
     }
 
     /// The entry of an installed filter of another environment that
