@@ -26,15 +26,20 @@
 //! check against [`shared_abi::filter::matches`] on random chains.
 
 use alloc::vec::Vec;
-use shared_abi::filter::{load_field, shift_advance, Atom, Width};
+use shared_abi::filter::{load_field, Atom, Width};
 
 /// One step of a fused chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// `len` bytes at `base + offset`, big-endian: `& mask == value`.
-    Window { offset: u16, len: u8, mask: u64, value: u64 },
-    /// `base += shift_advance(field at base + offset, mask, shift)`.
-    Shift { offset: u16, width: Width, mask: u32, shift: i8 },
+    /// The 8 bytes at `base + offset`, big-endian: `& mask == value`.
+    Window { offset: u16, mask: u64, value: u64 },
+    /// As `Window` for `len` (1..=7) bytes: a span of fewer than 8 bytes
+    /// from the base.
+    ShortWindow { offset: u16, len: u8, mask: u64, value: u64 },
+    /// `base += (field at base + offset) & mask << left >> right`: the
+    /// shift atom's advance with its direction resolved
+    /// (`shared_abi::filter::shift_advance`).
+    Shift { offset: u16, width: Width, mask: u32, left: u8, right: u8 },
     /// The atoms contradict each other: nothing passes.
     Never,
 }
@@ -60,7 +65,8 @@ impl Fused {
                 Atom::Shift { offset, width, mask, shift } => {
                     windows(&segment, &mut steps);
                     segment.clear();
-                    steps.push(Step::Shift { offset, width, mask, shift });
+                    let (left, right) = if shift >= 0 { (shift as u8, 0) } else { (0, shift.unsigned_abs()) };
+                    steps.push(Step::Shift { offset, width, mask, left, right });
                 }
             }
         }
@@ -78,15 +84,24 @@ impl Fused {
     pub fn run(&self, packet: &[u8], mut base: usize) -> Option<usize> {
         for step in &self.steps {
             match *step {
-                Step::Window { offset, len, mask, value } => {
-                    if load_window(packet, base + offset as usize, len)? & mask != value {
+                Step::Window { offset, mask, value } => {
+                    // No overflow: the base is at most 32 shifts of at most
+                    // MAX_FRAME_LEN each.
+                    let position = base + offset as usize;
+                    let bytes: [u8; 8] = packet.get(position..position + 8)?.try_into().ok()?;
+                    if u64::from_be_bytes(bytes) & mask != value {
                         return None;
                     }
                 }
-                Step::Shift { offset, width, mask, shift } => {
+                Step::ShortWindow { offset, len, mask, value } => {
+                    if load_short_window(packet, base + offset as usize, len)? & mask != value {
+                        return None;
+                    }
+                }
+                Step::Shift { offset, width, mask, left, right } => {
                     let field = load_field(packet, base + offset as usize, width)?;
                     // Verified: at most MAX_FRAME_LEN per shift.
-                    base += shift_advance(field, mask, shift) as usize;
+                    base += ((field & mask) as usize) << left >> right;
                 }
                 Step::Never => return None,
             }
@@ -100,15 +115,11 @@ impl Fused {
     }
 }
 
-/// `len` (1..=8) bytes at `position` as a big-endian number, if the packet
+/// `len` (1..=7) bytes at `position` as a big-endian number, if the packet
 /// holds them all.
-#[inline(always)]
-fn load_window(packet: &[u8], position: usize, len: u8) -> Option<u64> {
-    if len == 8 {
-        let bytes: [u8; 8] = packet.get(position..position.checked_add(8)?)?.try_into().ok()?;
-        return Some(u64::from_be_bytes(bytes));
-    }
-    let bytes = packet.get(position..position.checked_add(len as usize)?)?;
+#[cold]
+fn load_short_window(packet: &[u8], position: usize, len: u8) -> Option<u64> {
+    let bytes = packet.get(position..position + len as usize)?;
     Some(bytes.iter().fold(0u64, |window, &byte| window << 8 | byte as u64))
 }
 
@@ -148,7 +159,11 @@ fn windows(matches: &[Atom], steps: &mut Vec<Step>) {
                 value |= byte_value << window_shift;
             }
         }
-        steps.push(Step::Window { offset: start as u16, len: len as u8, mask, value });
+        steps.push(if len == 8 {
+            Step::Window { offset: start as u16, mask, value }
+        } else {
+            Step::ShortWindow { offset: start as u16, len: len as u8, mask, value }
+        });
         cursor = start + len;
     }
 }
@@ -157,7 +172,7 @@ fn windows(matches: &[Atom], steps: &mut Vec<Step>) {
 mod tests {
     use super::*;
     use crate::filter::test_support::{random_atoms, random_packet, udp, Rng};
-    use shared_abi::filter::{matches, Filter};
+    use shared_abi::filter::{matches, shift_advance, Filter};
 
     #[test]
     fn udp_prefix_is_two_windows_and_a_shift() {
@@ -168,7 +183,7 @@ mod tests {
             .steps()
             .iter()
             .map(|s| match s {
-                Step::Window { .. } => "window",
+                Step::Window { .. } | Step::ShortWindow { .. } => "window",
                 Step::Shift { .. } => "shift",
                 Step::Never => "never",
             })
