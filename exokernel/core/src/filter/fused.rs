@@ -31,11 +31,11 @@ use shared_abi::filter::{load_field, Atom, Width};
 /// One step of a fused chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// The 8 bytes at `base + offset`, big-endian: `& mask == value`.
-    Window { offset: u16, mask: u64, value: u64 },
-    /// As `Window` for `len` (1..=7) bytes: a span of fewer than 8 bytes
-    /// from the base.
-    ShortWindow { offset: u16, len: u8, mask: u64, value: u64 },
+    /// The 8 bytes that end at `base + end`, big-endian: `& mask == value`.
+    /// (When `base + end` is less than 8, the bytes from the packet's start,
+    /// as if zeros came before it; the mask never covers bytes before the
+    /// base.)
+    Window { end: u16, mask: u64, value: u64 },
     /// `base += (field at base + offset) & mask << left >> right`: the
     /// shift atom's advance with its direction resolved
     /// (`shared_abi::filter::shift_advance`).
@@ -84,17 +84,15 @@ impl Fused {
     pub fn run(&self, packet: &[u8], mut base: usize) -> Option<usize> {
         for step in &self.steps {
             match *step {
-                Step::Window { offset, mask, value } => {
+                Step::Window { end, mask, value } => {
                     // No overflow: the base is at most 32 shifts of at most
                     // MAX_FRAME_LEN each.
-                    let position = base + offset as usize;
-                    let bytes: [u8; 8] = packet.get(position..position + 8)?.try_into().ok()?;
-                    if u64::from_be_bytes(bytes) & mask != value {
-                        return None;
-                    }
-                }
-                Step::ShortWindow { offset, len, mask, value } => {
-                    if load_short_window(packet, base + offset as usize, len)? & mask != value {
+                    let end = base + end as usize;
+                    let window = match end.checked_sub(8) {
+                        Some(start) => u64::from_be_bytes(packet.get(start..end)?.try_into().ok()?),
+                        None => load_head(packet, end)?,
+                    };
+                    if window & mask != value {
                         return None;
                     }
                 }
@@ -115,11 +113,12 @@ impl Fused {
     }
 }
 
-/// `len` (1..=7) bytes at `position` as a big-endian number, if the packet
+/// The packet's first `end` (0..=7) bytes as a big-endian number, if it
 /// holds them all.
 #[cold]
-fn load_short_window(packet: &[u8], position: usize, len: u8) -> Option<u64> {
-    let bytes = packet.get(position..position + len as usize)?;
+#[inline(never)]
+fn load_head(packet: &[u8], end: usize) -> Option<u64> {
+    let bytes = packet.get(..end)?;
     Some(bytes.iter().fold(0u64, |window, &byte| window << 8 | byte as u64))
 }
 
@@ -134,10 +133,10 @@ fn windows(matches: &[Atom], steps: &mut Vec<Step>) {
     let mut cursor = low;
     while cursor < high {
         // 8-byte windows, the last one ending at `high` (reaching back
-        // over bytes already covered rather than past the furthest atom);
-        // a span shorter than 8 bytes from base 0 is one shorter window.
-        let start = if high >= 8 { cursor.min(high - 8) } else { 0 };
-        let len = (high - start).min(8);
+        // over bytes already covered, or before the base, rather than past
+        // the furthest atom: only the furthest byte decides the bounds).
+        let end = (cursor + 8).min(high);
+        let (start, len) = (end.saturating_sub(8), end.min(8));
         let (mut mask, mut value) = (0u64, 0u64);
         for atom in matches {
             let Atom::Match { offset, width, mask: atom_mask, value: atom_value } = *atom else { continue };
@@ -159,12 +158,8 @@ fn windows(matches: &[Atom], steps: &mut Vec<Step>) {
                 value |= byte_value << window_shift;
             }
         }
-        steps.push(if len == 8 {
-            Step::Window { offset: start as u16, mask, value }
-        } else {
-            Step::ShortWindow { offset: start as u16, len: len as u8, mask, value }
-        });
-        cursor = start + len;
+        steps.push(Step::Window { end: end as u16, mask, value });
+        cursor = end;
     }
 }
 
@@ -183,7 +178,7 @@ mod tests {
             .steps()
             .iter()
             .map(|s| match s {
-                Step::Window { .. } | Step::ShortWindow { .. } => "window",
+                Step::Window { .. } => "window",
                 Step::Shift { .. } => "shift",
                 Step::Never => "never",
             })
