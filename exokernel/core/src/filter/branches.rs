@@ -43,7 +43,7 @@ const EMPTY: u32 = u32::MAX;
 
 /// Slots of the smallest table (a power of two, at least four times
 /// [`INLINE_BRANCHES`] + 1 so a fresh table is at most a quarter full).
-const MIN_TABLE_SLOTS: usize = 32;
+const MIN_TABLE_SLOTS: usize = 64;
 
 /// The map from a masked field value to a child node.
 pub enum Branches {
@@ -137,7 +137,7 @@ impl Table {
 
     /// Insert a value not present (the caller checked).
     fn insert_new(&mut self, value: u32, child: u32) {
-        if (self.len + 1) * 4 > self.slots.len() {
+        if (self.len + 1) * 8 > self.slots.len() {
             self.rebuild(self.slots.len() * 2);
         }
         self.place(value, child);
@@ -260,7 +260,7 @@ impl Branches {
                         }
                     }
                     *self = inline;
-                } else if table.len * 16 < table.slots.len() && table.slots.len() > MIN_TABLE_SLOTS {
+                } else if table.len * 32 < table.slots.len() && table.slots.len() > MIN_TABLE_SLOTS {
                     table.rebuild(table.slots.len() / 2);
                 }
                 Some(child)

@@ -40,6 +40,8 @@ pub enum Step {
     /// shift atom's advance with its direction resolved
     /// (`shared_abi::filter::shift_advance`).
     Shift { offset: u16, width: Width, mask: u32, left: u8, right: u8 },
+    /// `Shift` of a one-byte field (the IPv4 header length).
+    ShiftByte { offset: u16, mask: u8, left: u8, right: u8 },
     /// The atoms contradict each other: nothing passes.
     Never,
 }
@@ -66,7 +68,10 @@ impl Fused {
                     windows(&segment, &mut steps);
                     segment.clear();
                     let (left, right) = if shift >= 0 { (shift as u8, 0) } else { (0, shift.unsigned_abs()) };
-                    steps.push(Step::Shift { offset, width, mask, left, right });
+                    steps.push(match width {
+                        Width::One => Step::ShiftByte { offset, mask: mask as u8, left, right },
+                        _ => Step::Shift { offset, width, mask, left, right },
+                    });
                 }
             }
         }
@@ -99,6 +104,10 @@ impl Fused {
                 Step::Shift { offset, width, mask, left, right } => {
                     let field = load_field(packet, base + offset as usize, width)?;
                     // Verified: at most MAX_FRAME_LEN per shift.
+                    base += ((field & mask) as usize) << left >> right;
+                }
+                Step::ShiftByte { offset, mask, left, right } => {
+                    let field = *packet.get(base + offset as usize)?;
                     base += ((field & mask) as usize) << left >> right;
                 }
                 Step::Never => return None,
@@ -179,7 +188,7 @@ mod tests {
             .iter()
             .map(|s| match s {
                 Step::Window { .. } => "window",
-                Step::Shift { .. } => "shift",
+                Step::Shift { .. } | Step::ShiftByte { .. } => "shift",
                 Step::Never => "never",
             })
             .collect();
