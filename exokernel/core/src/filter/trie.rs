@@ -527,14 +527,24 @@ impl Demux {
 
     /// The environment and filter that get `packet`, if any.
     pub fn classify(&self, packet: &[u8]) -> Option<(EnvId, FilterId)> {
-        self.classify_counted(packet).0
+        let mut uncounted = 0;
+        self.classify_with::<false>(packet, &mut uncounted)
     }
 
     /// [`Demux::classify`], and the number of atom evaluations (trie test
-    /// and shift edges) it took.
+    /// and shift edges; a fused chain counts as the atoms it stands for) it
+    /// took.
     pub fn classify_counted(&self, packet: &[u8]) -> (Option<(EnvId, FilterId)>, u32) {
-        let mut best = None;
         let mut evaluations = 0;
+        let answer = self.classify_with::<true>(packet, &mut evaluations);
+        (answer, evaluations)
+    }
+
+    /// Classify, counting evaluations only if `COUNT` (so the kernel's
+    /// path does no counting).
+    #[inline(always)]
+    fn classify_with<const COUNT: bool>(&self, packet: &[u8], evaluations: &mut u32) -> Option<(EnvId, FilterId)> {
+        let mut best = None;
         let (mut node, mut base) = (ROOT, 0);
         // The fast path: fused chains, nodes with one test and nothing else
         // (switches: at most one child matches) and accepting leaves need
@@ -542,7 +552,9 @@ impl Demux {
         loop {
             let here = &self.nodes[node as usize];
             if let Some(fused) = &here.fused {
-                evaluations += fused.atoms;
+                if COUNT {
+                    *evaluations += fused.atoms;
+                }
                 match fused.run(packet, base) {
                     Some(end_base) => (node, base) = (fused.end, end_base),
                     None => break,
@@ -551,7 +563,9 @@ impl Demux {
             }
             match (&here.tests[..], &here.shifts[..]) {
                 ([test], []) if here.accept.is_none() => {
-                    evaluations += 1;
+                    if COUNT {
+                        *evaluations += 1;
+                    }
                     let field = load_field(packet, base + test.offset as usize, test.width);
                     match field.and_then(|field| test.branches.get(field & test.mask)) {
                         Some(child) => node = child,
@@ -565,12 +579,12 @@ impl Demux {
                     break;
                 }
                 _ => {
-                    self.walk(node, base, packet, &mut best, &mut evaluations);
+                    self.walk(node, base, packet, &mut best, evaluations);
                     break;
                 }
             }
         }
-        (best.map(Candidate::answer), evaluations)
+        best.map(Candidate::answer)
     }
 
     /// Depth first from `node`: the last child a node selects is followed
