@@ -6,15 +6,35 @@
 //!
 //! Every installed filter of every environment is a path from the root; a
 //! node's outgoing edges are *tests*: a match test `(offset, width, mask)`
-//! with a hash map from value to child, and shift edges. Filters whose
-//! canonical atoms agree on a prefix share its nodes, and where many filters
-//! test the same field (offset, width, mask) in the same base state with
-//! different values (a thousand port numbers) they share one test whose map
-//! holds a thousand values: one load and one hash lookup, whatever their
-//! number. A node lists the filters that end at it. [`Demux::classify`]
-//! walks every test of each node it reaches (depth first, bounded by the 32
-//! atoms of the longest filter) and keeps the best accepting filter (the
-//! `filter` module doc, "Who gets a packet").
+//! with a map from value to child ([`Branches`]: a few values inline, many
+//! in a keyed hash table), and shift edges. Filters whose canonical atoms
+//! agree on a prefix share its nodes, and where many filters test the same
+//! field (offset, width, mask) in the same base state with different values
+//! (a thousand port numbers) they share one test whose map holds a thousand
+//! values: one load and one hash lookup, whatever their number. A node
+//! lists the filters that end at it, and keeps the first of them as a
+//! ready-made candidate answer. [`Demux::classify`] walks every test of
+//! each node it reaches (depth first, bounded by the 32 atoms of the
+//! longest filter) and keeps the best accepting filter (the `filter`
+//! module doc, "Who gets a packet").
+//!
+//! # The fast path
+//!
+//! Most of a trie is *chains*: runs of nodes that each accept nothing and
+//! have exactly one way on (one test with one branch, or one shift): the
+//! prefix "ethertype IPv4, version 4, first fragment, protocol UDP, skip
+//! the IP header" that every UDP filter shares, or the whole path of a lone
+//! filter. The node heading a chain (its parent is not a link) holds the
+//! chain compiled ([`Fused`], `fused.rs`): the match atoms between two
+//! shifts become one to three 8-byte big-endian window compares, shifts
+//! stay shifts. Classification runs from the root without recursion while
+//! it meets a fused chain, a *switch* (a node with one test, no shift, no
+//! accept: at most one child can match, one branch lookup) or an accepting
+//! leaf; only a node with several ways on is handed to the general
+//! depth-first walk. After an install or a removal, the chains through the
+//! nodes on the filter's path are compiled again (every chain that runs
+//! through a changed node starts at one of its ancestors, all on the path),
+//! and so is the chain below a node that gained its second way on.
 //!
 //! # Conflicts
 //!
@@ -34,20 +54,25 @@
 //!
 //! # Cost
 //!
-//! Classification costs one evaluation per test edge reached: it grows
-//! with the number of *distinct fields* tested at the nodes a packet
-//! reaches, not with the number of filters (a thousand "UDP to port N"
-//! filters cost 6 evaluations per packet, as one does). A libOS that
-//! installs filters on many distinct fields makes the nodes it shares wider;
-//! the per-environment quota bounds that. [`Demux::classify_counted`] and
-//! [`Demux::classify_linear_counted`] report the evaluations, for the
-//! benchmark. Hash maps are keyed with a per-boot secret seed (foldhash: a
-//! fast hash with some resistance to chosen collisions, not a cryptographic
-//! one). Classification allocates nothing and recurses at most 32 deep (only
+//! Classification costs one evaluation per test edge reached (a fused
+//! chain counts as the atoms it stands for): it grows with the number of
+//! *distinct fields* tested at the nodes a packet reaches, not with the
+//! number of filters (a thousand "UDP to port N" filters cost 6 evaluations
+//! per packet, as one does). In instructions, the fast path makes one
+//! filter or a thousand cheaper than a linear scan of one filter: the
+//! UDP prefix is two window compares and a shift, the port one table
+//! lookup. A libOS that installs filters on many distinct fields makes the
+//! nodes it shares wider; the per-environment quota bounds that.
+//! [`Demux::classify_counted`] and [`Demux::classify_linear_counted`]
+//! report the evaluations, for the unit tests. Branch tables are keyed
+//! with a per-boot secret seed (`branches.rs`, "Hash flooding").
+//! Classification allocates nothing and recurses at most 32 deep (only
 //! where a node has several matching tests). Installing walks the trie as
 //! above (at most every node once), then at most [`INSTALL_BUDGET_CASES`]
-//! cases in all on the filters it reaches; its memory is one trie node per
-//! atom not shared with an installed filter.
+//! cases in all on the filters it reaches, then compiles the chains on its
+//! path (at most 33 nodes, each chain at most 32 atoms); its memory is one
+//! trie node per atom not shared with an installed filter, plus the fused
+//! steps of the chain heads on its path.
 
 use super::overlap::{overlap_within, Overlap, OVERLAP_BUDGET_CASES};
 use super::verify::{verify, Verified};
@@ -1140,6 +1165,110 @@ mod tests {
         assert!(trie_1000 <= 1.5 * trie_1, "trie cost grew: {trie_1} -> {trie_1000}");
         assert!(linear_1000 >= 500.0 * linear_1, "the linear matcher grows linearly");
         assert!(linear_1000 >= 50.0 * trie_1000, "the trie is at least 50x cheaper at 1000 filters");
+    }
+
+    /// Protocol-shaped filters (UDP and TCP ports, the same port field
+    /// under different masks, addresses, source ports, ARP, raw bytes of the
+    /// Ethernet header) from several environments, installed and removed at
+    /// random; packets with IP headers of 5 to 15 words, fragments, other
+    /// protocols, truncated anywhere. The fast path (fused chains, switches)
+    /// must answer exactly as the linear matcher and the brute-force
+    /// reference, and removing everything must leave the bare root.
+    #[test]
+    fn fast_path_agrees_on_protocol_shaped_filters_with_removals() {
+        let mut rng = Rng(0x0dd_ba11);
+        let mut demux = Demux::with_filters_per_env(SEED, 100_000);
+        let mut reference: Vec<Reference> = Vec::new();
+        let mut sequence = 0;
+        let ports = [7u16, 53, 80, 0x1234, 0x1235, 0xff00, 10_000];
+        let mut fused_heads_seen = 0;
+        for round in 0..3000 {
+            let port = rng.pick(&ports);
+            let filter = match rng.below(9) {
+                0 => Filter::udp_dst_port(port),
+                1 => Filter::tcp_dst_port(port),
+                2 => Filter::new().udp().match_masked(proto::TRANSPORT_OFFSET + 2, Width::Two, 0xff00, port as u32 & 0xff00),
+                3 => Filter::new().udp().match_masked(proto::TRANSPORT_OFFSET + 2, Width::Two, 0x00ff, port as u32 & 0x00ff),
+                4 => Filter::udp_dst_port(port).src_port(rng.pick(&ports)),
+                5 => Filter::new().ipv4().ipv4_dst([10, 0, 2, rng.pick(&[15u8, 16])]),
+                6 => Filter::new().ethertype(proto::ETHERTYPE_ARP),
+                7 => Filter::new().match_u8(rng.below(6) as u16, rng.pick(&[0u8, 0x52])).udp(),
+                _ => Filter::new().ipv4_protocol(rng.pick(&[proto::IPPROTO_UDP, proto::IPPROTO_TCP, 1])),
+            };
+            let atoms = filter.atoms.clone();
+            let env = 1 + rng.below(4);
+            let verified = verify_atoms(&atoms).unwrap();
+            let specificity = verified.specificity();
+            if let Ok(id) = demux.install_verified(env, verified) {
+                reference.push(Reference { id, env, atoms, specificity, sequence });
+                sequence += 1;
+            }
+            if rng.chance(2, 5) && !reference.is_empty() {
+                let victim = reference.swap_remove(rng.below(reference.len() as u64) as usize);
+                demux.remove(victim.env, victim.id).unwrap();
+            }
+            fused_heads_seen += demux.nodes.iter().filter(|node| node.fused.is_some()).count();
+            for _ in 0..if round % 10 == 0 { 40 } else { 4 } {
+                let protocol = rng.pick(&[proto::IPPROTO_UDP, proto::IPPROTO_UDP, proto::IPPROTO_TCP, 1]);
+                let mut packet = ip_packet(protocol, rng.below(11) as usize, rng.pick(&ports));
+                if rng.chance(1, 4) {
+                    let from = rng.pick(&ports).to_be_bytes();
+                    let at = 14 + (packet[14] as usize & 0x0f) * 4;
+                    packet[at..at + 2].copy_from_slice(&from);
+                }
+                match rng.below(10) {
+                    0 => packet[20] |= 0x01, // a later fragment
+                    1 => packet[12..14].copy_from_slice(&proto::ETHERTYPE_ARP.to_be_bytes()),
+                    2 => packet[17 + 16] = 16, // another destination address
+                    3 => packet[rng.below(6) as usize] = 0x52,
+                    4 => packet.truncate(rng.below(packet.len() as u64 + 1) as usize),
+                    _ => {}
+                }
+                let expected = reference_classify(&reference, &packet);
+                assert_eq!(demux.classify(&packet), expected, "trie on {packet:?}");
+                assert_eq!(demux.classify_linear(&packet), expected, "linear on {packet:?}");
+            }
+        }
+        assert!(fused_heads_seen > 1000, "the fast path was exercised: {fused_heads_seen}");
+        for entry in &reference {
+            demux.remove(entry.env, entry.id).unwrap();
+        }
+        assert_eq!(demux.node_count(), 1);
+        assert!(demux.nodes[ROOT as usize].fused.is_none());
+    }
+
+    /// The shapes the fast path relies on, and that installs and removals
+    /// keep them: one filter is one fused chain from the root to its leaf;
+    /// a second port splits it into the shared prefix, a switch and two
+    /// leaves; another protocol splits the prefix where the protocols part;
+    /// a filter ending inside a chain ends it there; removing them joins
+    /// the chain again.
+    #[test]
+    fn chains_are_fused_split_and_joined() {
+        let mut demux = Demux::new(SEED);
+        let fused_atoms = |demux: &Demux| -> Vec<u32> {
+            let mut heads: Vec<u32> =
+                demux.nodes.iter().filter_map(|node| node.fused.as_ref().map(|fused| fused.atoms)).collect();
+            heads.sort();
+            heads
+        };
+        let echo = demux.install(A, &Filter::udp_dst_port(7).encode()).unwrap();
+        assert_eq!(fused_atoms(&demux), [6], "one chain: the whole filter");
+        let dns = demux.install(A, &Filter::udp_dst_port(53).encode()).unwrap();
+        assert_eq!(fused_atoms(&demux), [5], "the UDP prefix; the port test is a switch");
+        let all_udp = demux.install(B, &Filter::tcp_dst_port(80).encode()).unwrap();
+        assert_eq!(fused_atoms(&demux), [1, 2, 3], "the shared ethertype, version, fragment; UDP's shift; TCP's shift and port");
+        demux.remove(B, all_udp).unwrap();
+        assert_eq!(fused_atoms(&demux), [5]);
+        let udp_any = demux.install(A, &Filter::new().udp().encode()).unwrap();
+        assert_eq!(fused_atoms(&demux), [5], "accepting at the chain's end keeps it");
+        demux.remove(A, dns).unwrap();
+        assert_eq!(fused_atoms(&demux), [5], "an accepting node is no link: its port test is walked");
+        demux.remove(A, udp_any).unwrap();
+        assert_eq!(fused_atoms(&demux), [6], "joined again");
+        assert_eq!(demux.classify(&udp(7)), Some((A, echo)));
+        assert_eq!(demux.classify(&ip_packet(proto::IPPROTO_UDP, 3, 7)), Some((A, echo)));
+        assert_eq!(demux.classify(&udp(53)), None);
     }
 
     #[test]
