@@ -115,12 +115,7 @@ pub struct Table {
 impl Table {
     fn with_slots(keys: HashKeys, slot_count: usize) -> Table {
         debug_assert!(slot_count.is_power_of_two() && slot_count >= MIN_TABLE_SLOTS);
-        Table {
-            keys,
-            slots: vec![(0, EMPTY); slot_count],
-            index_shift: 64 - slot_count.trailing_zeros(),
-            len: 0,
-        }
+        Table { keys, slots: vec![(0, EMPTY); slot_count], index_shift: 64 - slot_count.trailing_zeros(), len: 0 }
     }
 
     #[inline(always)]
@@ -291,11 +286,12 @@ impl Branches {
 
     /// Every `(value, child)`, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
-        let (inline, table): (&[(u32, u32)], &[(u32, u32)]) = match self {
-            Branches::Inline { len, pairs } => (&pairs[..*len as usize], &[]),
-            Branches::Table(table) => (&[], &table.slots),
+        let pairs: &[(u32, u32)] = match self {
+            Branches::Inline { len, pairs } => &pairs[..*len as usize],
+            Branches::Table(table) => &table.slots,
         };
-        inline.iter().chain(table.iter().filter(|&&(_, child)| child != EMPTY)).copied()
+        // Inline pairs up to `len` are all in use; free table slots are not.
+        pairs.iter().copied().filter(|&(_, child)| child != EMPTY)
     }
 
     /// Whether the branches live in a hash table (for tests).

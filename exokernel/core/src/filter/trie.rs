@@ -74,6 +74,8 @@
 //! trie node per atom not shared with an installed filter, plus the fused
 //! steps of the chain heads on its path.
 
+use super::branches::{Branches, HashKeys};
+use super::fused::Fused;
 use super::overlap::{overlap_within, Overlap, OVERLAP_BUDGET_CASES};
 use super::verify::{verify, Verified};
 use super::{EnvId, FilterError, FilterId};
@@ -81,8 +83,6 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::cell::Cell;
 use core::ops::Range;
-use super::branches::{Branches, HashKeys};
-use super::fused::Fused;
 use shared_abi::filter::{load_field, matches_counted, shift_advance, Atom, Width};
 
 /// Filters one environment may have installed at once, unless the kernel
@@ -467,7 +467,10 @@ impl Demux {
                         .iter()
                         .position(|t| t.offset == offset && t.width == width && t.mask == mask)
                         .expect("an installed filter's test");
-                    (Edge::Test { test, value }, here.tests[test].branches.get(value).expect("an installed filter's branch"))
+                    (
+                        Edge::Test { test, value },
+                        here.tests[test].branches.get(value).expect("an installed filter's branch"),
+                    )
                 }
                 Atom::Shift { offset, width, mask, shift } => {
                     let edge = here
@@ -549,7 +552,6 @@ fn consider_candidate(candidate: Candidate, best: &mut Option<Candidate>) {
 }
 
 impl Demux {
-
     /// The environment and filter that get `packet`, if any.
     pub fn classify(&self, packet: &[u8]) -> Option<(EnvId, FilterId)> {
         let mut uncounted = 0;
@@ -1187,8 +1189,18 @@ mod tests {
             let filter = match rng.below(9) {
                 0 => Filter::udp_dst_port(port),
                 1 => Filter::tcp_dst_port(port),
-                2 => Filter::new().udp().match_masked(proto::TRANSPORT_OFFSET + 2, Width::Two, 0xff00, port as u32 & 0xff00),
-                3 => Filter::new().udp().match_masked(proto::TRANSPORT_OFFSET + 2, Width::Two, 0x00ff, port as u32 & 0x00ff),
+                2 => Filter::new().udp().match_masked(
+                    proto::TRANSPORT_OFFSET + 2,
+                    Width::Two,
+                    0xff00,
+                    port as u32 & 0xff00,
+                ),
+                3 => Filter::new().udp().match_masked(
+                    proto::TRANSPORT_OFFSET + 2,
+                    Width::Two,
+                    0x00ff,
+                    port as u32 & 0x00ff,
+                ),
                 4 => Filter::udp_dst_port(port).src_port(rng.pick(&ports)),
                 5 => Filter::new().ipv4().ipv4_dst([10, 0, 2, rng.pick(&[15u8, 16])]),
                 6 => Filter::new().ethertype(proto::ETHERTYPE_ARP),
@@ -1256,9 +1268,13 @@ mod tests {
         assert_eq!(fused_atoms(&demux), [6], "one chain: the whole filter");
         let dns = demux.install(A, &Filter::udp_dst_port(53).encode()).unwrap();
         assert_eq!(fused_atoms(&demux), [5], "the UDP prefix; the port test is a switch");
-        let all_udp = demux.install(B, &Filter::tcp_dst_port(80).encode()).unwrap();
-        assert_eq!(fused_atoms(&demux), [1, 2, 3], "the shared ethertype, version, fragment; UDP's shift; TCP's shift and port");
-        demux.remove(B, all_udp).unwrap();
+        let http = demux.install(B, &Filter::tcp_dst_port(80).encode()).unwrap();
+        assert_eq!(
+            fused_atoms(&demux),
+            [1, 2, 3],
+            "the shared ethertype, version, fragment; UDP's shift; TCP's shift and port"
+        );
+        demux.remove(B, http).unwrap();
         assert_eq!(fused_atoms(&demux), [5]);
         let udp_any = demux.install(A, &Filter::new().udp().encode()).unwrap();
         assert_eq!(fused_atoms(&demux), [5], "accepting at the chain's end keeps it");
