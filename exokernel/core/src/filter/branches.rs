@@ -42,6 +42,7 @@
 //!
 //! [`DEFAULT_FILTERS_PER_ENV`]: super::DEFAULT_FILTERS_PER_ENV
 
+use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -58,7 +59,9 @@ const MIN_TABLE_SLOTS: usize = 64;
 /// The map from a masked field value to a child node.
 pub enum Branches {
     Inline { len: u8, pairs: [(u32, u32); INLINE_BRANCHES] },
-    Table(Table),
+    /// Boxed: most tests have a few branches, and the inline shape stays
+    /// small.
+    Table(Box<Table>),
 }
 
 /// The two keys of the slot hash, from the per-boot seed.
@@ -234,7 +237,7 @@ impl Branches {
                     table.insert_new(old_value, old_child);
                 }
                 table.insert_new(value, child);
-                *self = Branches::Table(table);
+                *self = Branches::Table(Box::new(table));
             }
             Branches::Table(table) => table.insert_new(value, child),
         }
