@@ -58,7 +58,10 @@ const MIN_TABLE_SLOTS: usize = 64;
 
 /// The map from a masked field value to a child node.
 pub enum Branches {
-    Inline { len: u8, pairs: [(u32, u32); INLINE_BRANCHES] },
+    Inline {
+        len: u8,
+        pairs: [(u32, u32); INLINE_BRANCHES],
+    },
     /// Boxed: most tests have a few branches, and the inline shape stays
     /// small.
     Table(Box<Table>),
