@@ -33,8 +33,9 @@ use shared_abi::filter::MAX_ENCODED_LEN;
 use shared_abi::net::{NetInfo, RxRingHeader, MAX_FRAME, RX_RING_HEADER, RX_SLOT_SIZE};
 use shared_abi::syscall::Error;
 
-/// Most packets one `demux_bench` call classifies (trie: about 700
-/// instructions each, so at most ~14M instructions with interrupts off).
+/// Most packets one `demux_bench` call classifies (trie: about 200
+/// instructions each for the benchmark's filters, so at most ~4M
+/// instructions with interrupts off).
 pub const MAX_BENCH_PACKETS: u64 = 20_000;
 /// Most filter checks one linear `demux_bench` call makes (filters times
 /// packets; about 200 instructions each).

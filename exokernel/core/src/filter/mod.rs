@@ -23,7 +23,13 @@
 //!   the per-environment quota, [`DEFAULT_FILTERS_PER_ENV`], and the trie
 //!   walk that picks the installed filters to check for conflicts, within
 //!   [`INSTALL_BUDGET_CASES`]), remove, classify, the linear reference
-//!   matcher ([`Demux::classify_linear`]), retire.
+//!   matcher ([`Demux::classify_linear`]), retire; and the fast path that
+//!   classifies without recursion.
+//! * `filter/branches.rs`: a test's map from value to child: a few values
+//!   inline, many in an open-addressing table under a keyed hash (and why
+//!   a libOS cannot flood it).
+//! * `filter/fused.rs`: chains of single-way trie levels compiled into
+//!   8-byte window compares and shifts.
 //!
 //! Each file's module doc has the details; in brief:
 //!
@@ -65,9 +71,14 @@
 //!
 //! Every installed filter of every environment is a path from the root;
 //! filters that test the same field with different values (a thousand port
-//! numbers) share one test whose hash map holds every value, so
-//! classification costs about the same with one filter or a thousand.
+//! numbers) share one test whose hash table holds every value, so
+//! classification costs about the same with one filter or a thousand. Runs
+//! of levels with one way on (the protocol prefix every UDP filter shares)
+//! are compiled into a few wide compares, so that a thousand filters cost
+//! less than a linear scan of one.
 
+mod branches;
+mod fused;
 mod overlap;
 mod trie;
 mod verify;
