@@ -26,12 +26,13 @@ use shared_abi::syscall::Error;
 /// Bytes charged per grant-table entry: the 72-byte slot, the frame
 /// record's index to it, and the slack of the vectors that hold them.
 pub const GRANT_BYTES: u64 = 128;
-/// Bytes charged per reverse-map entry (a 24-byte B-tree key and its share
-/// of a node).
+/// Bytes charged per reverse-map entry (its share of a hash-map slot and
+/// of a frame's mapping list).
 pub const MAPPING_BYTES: u64 = 64;
 /// Bytes charged per installed filter: up to 32 verified atoms and the
-/// trie nodes and branch-table entries they add.
-pub const FILTER_BYTES: u64 = 4096;
+/// trie nodes (144 bytes each, with a node's cached answer and compiled
+/// chain) and branch-table entries they add, about 6 KiB at worst.
+pub const FILTER_BYTES: u64 = 8192;
 
 /// The kernel objects an environment pays for, counted where they live
 /// (the grant table, the reverse map, the demultiplexer).
@@ -121,7 +122,7 @@ mod tests {
     #[test]
     fn charges_add_up() {
         let used = KmemUse { grants: 2, mappings: 3, filters: 1, records: 0 };
-        assert_eq!(used.bytes(), 2 * 128 + 3 * 64 + 4096);
+        assert_eq!(used.bytes(), 2 * 128 + 3 * 64 + 8192);
     }
 
     #[test]
