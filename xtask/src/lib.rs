@@ -190,6 +190,10 @@ pub fn pack_archive(manifest_text: &str) -> Result<Vec<u8>> {
             let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             files.push((format!("bin/{program}"), bytes));
         }
+    }
+    // libos-unix's files: its file system's seed, and what its HTTP
+    // server serves (`www/`).
+    if !manifest.files.is_empty() || manifest.envs.iter().any(|e| e.program == "libos-unix") {
         files.extend(rootfs_files()?);
     }
     let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();

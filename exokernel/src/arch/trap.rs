@@ -16,6 +16,8 @@ use x86_64::{PrivilegeLevel, VirtAddr};
 
 /// Vector of the local APIC timer.
 pub const TIMER_VECTOR: u8 = 32;
+/// Vector of the NIC's interrupt line (through the I/O APIC).
+pub const NIC_VECTOR: u8 = 0x30;
 /// Vector whose handler is a bare `iretq`: the floor for exception dispatch.
 pub const BARE_INT_VECTOR: u8 = 0x81;
 /// Spurious-interrupt vector of the local APIC.
@@ -104,6 +106,7 @@ pub enum Return {
 extern "C" {
     fn trap_stub_0();
     fn trap_stub_timer();
+    fn trap_stub_48();
     fn trap_stub_spurious();
     fn trap_stub_bare();
     fn syscall_entry();
@@ -290,6 +293,7 @@ pub fn init(selectors: &gdt::Selectors, trap: TrapHandler, syscall: SyscallHandl
                 }
             }
             idt[TIMER_VECTOR].set_handler_addr(VirtAddr::new(trap_stub_timer as *const () as u64));
+            idt[NIC_VECTOR].set_handler_addr(VirtAddr::new(trap_stub_48 as *const () as u64));
             idt[SPURIOUS_VECTOR].set_handler_addr(VirtAddr::new(trap_stub_spurious as *const () as u64));
             idt[BARE_INT_VECTOR]
                 .set_handler_addr(VirtAddr::new(trap_stub_bare as *const () as u64))
@@ -540,6 +544,8 @@ STUB_ERR 29
 STUB_ERR 30
 STUB_NOERR 31
 STUB_NOERR 32
+.globl trap_stub_48
+STUB_NOERR 48
 
 .globl trap_stub_timer
 trap_stub_timer:
