@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use wait_timeout::ChildExt;
 
 pub mod fuzz;
+pub mod load;
 
 /// The bare-metal target of the kernel and every libOS.
 pub const TARGET: &str = "x86_64-unknown-none";

@@ -100,6 +100,32 @@ enum Cmd {
         #[arg(long)]
         no_linux: bool,
     },
+    /// Load the network service from the host (127.0.0.1 only): concurrent
+    /// HTTP keep-alive clients on a cached file and a UDP echo run; prints
+    /// requests per second, latency percentiles and the libOS's counters.
+    Load {
+        /// Concurrent HTTP clients.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// HTTP requests in all.
+        #[arg(long, default_value_t = 10_000)]
+        requests: usize,
+        /// UDP datagrams to echo (1 to 1,472 bytes each).
+        #[arg(long, default_value_t = 10_000)]
+        datagrams: usize,
+        /// Poll the NIC instead of taking its interrupts.
+        #[arg(long)]
+        polled: bool,
+        /// Run with `-icount shift=0`, so busy ticks are guest instructions.
+        #[arg(long)]
+        icount: bool,
+        /// Seconds before the guest is stopped.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Show the guest's console as it arrives.
+        #[arg(long)]
+        echo: bool,
+    },
     /// Only the Linux guest baseline of `bench`: boot it, print its rows.
     #[command(hide = true)]
     LinuxBench {
@@ -153,6 +179,18 @@ fn dispatch(cli: Cli) -> Result<()> {
             fuzz(seconds, seed, runs, calls, envs, timeout, trace, echo)
         }
         Cmd::Bench { timeout, kvm, no_linux } => bench(timeout, kvm, no_linux),
+        Cmd::Load { clients, requests, datagrams, polled, icount, timeout, echo } => {
+            let spec = xtask::load::LoadSpec {
+                clients,
+                requests,
+                datagrams,
+                nic_irq: !polled,
+                icount,
+                timeout: Duration::from_secs(timeout),
+                echo,
+            };
+            load(&spec)
+        }
         Cmd::LinuxBench { timeout, echo } => {
             let rows = linux::baseline(Duration::from_secs(timeout), echo).context("no Linux figures")?;
             linux::print_table(&rows);
@@ -714,4 +752,67 @@ fn print_table(rows: &[Vec<(String, String)>], linux_rows: Option<&[linux::Linux
             get(row, "events")
         );
     }
+}
+
+/// `cargo xtask load`: boot the `net_load` scenario, load it, print the numbers.
+fn load(spec: &xtask::load::LoadSpec) -> Result<()> {
+    use xtask::load::{field, instructions_per_request};
+    build_binaries()?;
+    println!(
+        "xtask load: {} clients x {} requests of {} (keep-alive), {} UDP datagrams; NIC {}{}",
+        spec.clients,
+        spec.requests,
+        xtask::load::LOAD_PATH,
+        spec.datagrams,
+        if spec.nic_irq { "interrupts" } else { "polled" },
+        if spec.icount { ", -icount shift=0" } else { "" }
+    );
+    let result = xtask::load::run_load(spec)?;
+    let (udp, http) = (&result.udp, &result.http);
+    println!(
+        "udp echo: {} of {} datagrams echoed byte-identical ({} bytes), {} mismatched, {} resent, {} lost, {:.2} s",
+        udp.echoed,
+        spec.datagrams,
+        udp.bytes,
+        udp.mismatched,
+        udp.retries,
+        udp.lost,
+        udp.wall.as_secs_f64()
+    );
+    println!(
+        "http: {} ok, {} errors, {} connections, {:.1} requests/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {:.2} s",
+        http.ok,
+        http.errors,
+        http.connects,
+        http.requests_per_second(),
+        http.percentile(0.5).as_secs_f64() * 1e3,
+        http.percentile(0.99).as_secs_f64() * 1e3,
+        http.percentile(1.0).as_secs_f64() * 1e3,
+        http.wall.as_secs_f64()
+    );
+    for why in &http.why {
+        println!("  error: {why}");
+    }
+    match &result.summary {
+        Some(summary) => {
+            println!("guest: {}", summary.trim_start_matches("net: summary "));
+            let busy = field(summary, "busy_ticks").unwrap_or(0);
+            let served = field(summary, "busy_requests").unwrap_or(0);
+            if let Some(per) = instructions_per_request(busy, served) {
+                let unit = if spec.icount { "guest instructions" } else { "TSC ticks (no -icount: not instructions)" };
+                println!("busy per request: {per} {unit} ({busy} busy over {served} requests, halted time excluded)");
+            }
+        }
+        None => println!("guest: no summary line ({})", result.outcome.describe()),
+    }
+    println!("xtask load: guest run {}", result.outcome.describe());
+    let clean = http.errors == 0
+        && http.ok == spec.requests
+        && udp.echoed == spec.datagrams
+        && udp.mismatched == 0
+        && result.outcome.verdict == Some(shared_abi::exit::Verdict::Success);
+    if !clean {
+        bail!("the load run was not clean");
+    }
+    Ok(())
 }
