@@ -45,8 +45,10 @@ pub const GATEWAY_IP: [u8; 4] = [10, 0, 2, 2];
 pub const ECHO_PORT: u16 = 7;
 pub const HTTP_PORT: u16 = 80;
 
-/// Receive-ring slots we lend the kernel.
-const RX_SLOTS: u64 = 31;
+/// Receive-ring slots we lend the kernel (256 KiB of heap): room for a
+/// burst from 64 clients at once; a dropped segment costs the client a
+/// TCP retransmission timeout (seconds).
+const RX_SLOTS: u64 = 127;
 /// Where the transmit frame is mapped: a page of the dynamic window that
 /// no other libos-unix mode uses (the pager's region starts at its base).
 const TX_VA: u64 = DYNAMIC_BASE + 0x0010_0000_0000;
@@ -59,9 +61,11 @@ const HTTP_SOCKETS: usize = 72;
 const HTTP_RX_BUFFER: usize = 2048;
 const HTTP_TX_BUFFER: usize = 4096;
 /// A client silent this long in the middle of a request head is answered
-/// 408 and closed, so a stalled client holds a socket briefly.
+/// 408 and closed, so a stalled client holds a socket briefly (manifest
+/// `http_head_ms`).
 const HTTP_HEAD_MS: u64 = 2_000;
-/// A keep-alive connection idle this long between requests is closed.
+/// A keep-alive connection idle this long between requests is closed
+/// (manifest `http_keepalive_ms`).
 const HTTP_KEEPALIVE_MS: u64 = 5_000;
 /// A close of ours that has not completed after this long is aborted.
 const HTTP_LINGER_MS: u64 = 1_000;
@@ -211,6 +215,9 @@ struct Served {
     blocks: u64,
     /// Print a line per request and echo.
     log_each: bool,
+    /// The head and keep-alive timeouts in force.
+    head_ms: u64,
+    keepalive_ms: u64,
 }
 
 fn udp_echo(sockets: &mut SocketSet<'_>, handle: SocketHandle, served: &mut Served) -> bool {
@@ -237,7 +244,7 @@ fn udp_echo(sockets: &mut SocketSet<'_>, handle: SocketHandle, served: &mut Serv
 /// server deaf: every socket that closes listens again at once; a client
 /// silent for [`HTTP_HEAD_MS`] in the middle of a request head is
 /// answered 408, and an idle keep-alive connection is closed after
-/// [`HTTP_KEEPALIVE_MS`]; after an error reply (400, 413, 431, 408) the
+/// [`HTTP_KEEPALIVE_MS`] (both set by the manifest); after an error reply (400, 413, 431, 408) the
 /// connection is closed and what the client still sends is read and
 /// dropped, and a close that does not complete in [`HTTP_LINGER_MS`] is
 /// aborted; a client that stops taking its reply is aborted after
@@ -376,14 +383,14 @@ fn http_conn_step(
                     begin_close(socket, conn, now_ms);
                     return true;
                 }
-                if silent_ms > HTTP_KEEPALIVE_MS {
+                if silent_ms > served.keepalive_ms {
                     served.http_idle_closed += 1;
                     begin_close(socket, conn, now_ms);
                     return true;
                 }
                 return active;
             }
-            Ok(None) if socket.may_recv() && silent_ms <= HTTP_HEAD_MS => return active,
+            Ok(None) if socket.may_recv() && silent_ms <= served.head_ms => return active,
             Ok(None) if socket.may_recv() => {
                 let reply = server.timed_out();
                 log_request(served, server, socket.remote_endpoint(), "?", "?", &reply);
@@ -604,7 +611,12 @@ fn serve(env: &Env) -> Result<(), &'static str> {
         })
         .collect();
     let mut server = Server::new();
-    let mut served = Served { log_each: env.param("log_each") != Some("false"), ..Served::default() };
+    let mut served = Served {
+        log_each: env.param("log_each") != Some("false"),
+        head_ms: param_u64(env, "http_head_ms", HTTP_HEAD_MS),
+        keepalive_ms: param_u64(env, "http_keepalive_ms", HTTP_KEEPALIVE_MS),
+        ..Served::default()
+    };
     let files = load_files(&mut server);
     http_step(&mut sockets, &mut conns, &mut server, &mut served, clock.millis());
 

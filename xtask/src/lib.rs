@@ -422,6 +422,9 @@ pub fn run_qemu(image: &Path, options: &RunOptions) -> Result<Outcome> {
     }
     if let Some((udp, tcp)) = options.net {
         cmd.args(["-netdev", &net_backend(udp, tcp), "-device", "virtio-net-pci,netdev=n0"]);
+        if let Some(pcap) = std::env::var_os("EXO_PCAP_DEBUG") {
+            cmd.arg("-object").arg(format!("filter-dump,id=f1,netdev=n0,file={}", pcap.to_string_lossy()));
+        }
     }
     if options.kvm {
         cmd.args(["-enable-kvm", "-cpu", "host,-arch-capabilities"]);
