@@ -401,11 +401,21 @@ pub fn run_load(spec: &LoadSpec) -> anyhow::Result<LoadOutcome> {
         ..Default::default()
     };
     let guest = std::thread::spawn(move || crate::run_qemu(&image, &options));
+    let (udp, http) = drive(spec, udp_port, tcp_port);
+    let outcome = guest.join().map_err(|_| anyhow::anyhow!("the QEMU thread panicked"))??;
+    let summary = outcome.env_lines("unix").find(|l| l.starts_with("net: summary ")).map(String::from);
+    Ok(LoadOutcome { udp, http, outcome, summary })
+}
+
+/// The host's side of a load run against a guest whose UDP port 7 and
+/// TCP port 80 are forwarded from `udp_port` and `tcp_port`: the UDP echo
+/// run, one probe GET (the guest's first request), then the HTTP load.
+pub fn drive(spec: &LoadSpec, udp_port: u16, tcp_port: u16) -> (UdpReport, HttpReport) {
     let udp_guest = SocketAddr::from((Ipv4Addr::LOCALHOST, udp_port));
     let tcp_guest = SocketAddr::from((Ipv4Addr::LOCALHOST, tcp_port));
     let patience = spec.timeout.saturating_sub(Duration::from_secs(10));
     let udp = udp_echo_load(udp_guest, spec.datagrams, 8, Duration::from_millis(500), patience);
-    let http = match wait_for_http(tcp_guest, LOAD_PATH, Duration::from_secs(30)) {
+    let http = match wait_for_http(tcp_guest, LOAD_PATH, Duration::from_secs(60)) {
         Ok(body) => {
             let load = HttpLoad {
                 clients: spec.clients,
@@ -418,9 +428,7 @@ pub fn run_load(spec: &LoadSpec) -> anyhow::Result<LoadOutcome> {
         }
         Err(why) => HttpReport { errors: spec.requests, why: vec![why], ..Default::default() },
     };
-    let outcome = guest.join().map_err(|_| anyhow::anyhow!("the QEMU thread panicked"))??;
-    let summary = outcome.env_lines("unix").find(|l| l.starts_with("net: summary ")).map(String::from);
-    Ok(LoadOutcome { udp, http, outcome, summary })
+    (udp, http)
 }
 
 /// Guest instructions per request: busy TSC ticks (run minus halted) over

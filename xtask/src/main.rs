@@ -125,6 +125,11 @@ enum Cmd {
         /// Show the guest's console as it arrives.
         #[arg(long)]
         echo: bool,
+        /// Then serve the same file from a Linux guest (our epoll server,
+        /// `xtask/linux/httpd.c`) under the same load, and compare busy
+        /// instructions per request (implies --icount).
+        #[arg(long)]
+        linux: bool,
     },
     /// Only the Linux guest baseline of `bench`: boot it, print its rows.
     #[command(hide = true)]
@@ -179,17 +184,17 @@ fn dispatch(cli: Cli) -> Result<()> {
             fuzz(seconds, seed, runs, calls, envs, timeout, trace, echo)
         }
         Cmd::Bench { timeout, kvm, no_linux } => bench(timeout, kvm, no_linux),
-        Cmd::Load { clients, requests, datagrams, polled, icount, timeout, echo } => {
+        Cmd::Load { clients, requests, datagrams, polled, icount, timeout, echo, linux } => {
             let spec = xtask::load::LoadSpec {
                 clients,
                 requests,
                 datagrams,
                 nic_irq: !polled,
-                icount,
+                icount: icount || linux,
                 timeout: Duration::from_secs(timeout),
                 echo,
             };
-            load(&spec)
+            load(&spec, linux)
         }
         Cmd::LinuxBench { timeout, echo } => {
             let rows = linux::baseline(Duration::from_secs(timeout), echo).context("no Linux figures")?;
@@ -754,8 +759,9 @@ fn print_table(rows: &[Vec<(String, String)>], linux_rows: Option<&[linux::Linux
     }
 }
 
-/// `cargo xtask load`: boot the `net_load` scenario, load it, print the numbers.
-fn load(spec: &xtask::load::LoadSpec) -> Result<()> {
+/// `cargo xtask load`: boot the `net_load` scenario, load it, print the
+/// numbers; with `linux`, the same against the Linux guest, and the ratio.
+fn load(spec: &xtask::load::LoadSpec, linux: bool) -> Result<()> {
     use xtask::load::{field, instructions_per_request};
     build_binaries()?;
     println!(
@@ -804,6 +810,39 @@ fn load(spec: &xtask::load::LoadSpec) -> Result<()> {
             }
         }
         None => println!("guest: no summary line ({})", result.outcome.describe()),
+    }
+    if linux {
+        let exo = result.summary.as_deref().and_then(|s| {
+            instructions_per_request(field(s, "busy_ticks")?, field(s, "busy_requests")?)
+        });
+        match linux::http_baseline(spec) {
+            Ok(linux) => {
+                println!(
+                    "linux httpd: {} ok, {} errors, {:.1} requests/s, p50 {:.2} ms, p99 {:.2} ms; udp {} of {} echoed",
+                    linux.http.ok,
+                    linux.http.errors,
+                    linux.http.requests_per_second(),
+                    linux.http.percentile(0.5).as_secs_f64() * 1e3,
+                    linux.http.percentile(0.99).as_secs_f64() * 1e3,
+                    linux.udp.echoed,
+                    spec.datagrams
+                );
+                let theirs = linux.instructions_per_request();
+                println!(
+                    "busy guest instructions per request: libos-unix {} linux {} ratio {} (Linux: {} busy jiffies at {} Hz over {} requests)",
+                    exo.map_or("-".into(), |v| v.to_string()),
+                    theirs.map_or("-".into(), |v| v.to_string()),
+                    match (exo, theirs) {
+                        (Some(e), Some(l)) if l > 0 => format!("{:.3}", e as f64 / l as f64),
+                        _ => "-".into(),
+                    },
+                    linux.busy_jiffies,
+                    linux.user_hz,
+                    linux.requests
+                );
+            }
+            Err(error) => println!("linux httpd: skipped: {error:#}"),
+        }
     }
     println!("xtask load: guest run {}", result.outcome.describe());
     let clean = http.errors == 0
