@@ -12,11 +12,14 @@
  * `requests` requests (kernel command line `requests=N`, which the kernel
  * hands to init as an environment variable) and prints
  *
- *     LINUX-HTTPD requests=N busy_jiffies=J total_jiffies=T user_hz=H
+ *     LINUX-HTTPD requests=N busy_ns=B busy_jiffies=J total_jiffies=T user_hz=H
  *
- * where busy/total are /proc/stat's CPU time (all but idle and iowait, and
- * all) from the first request answered to the last: the CPU time the
- * requests after the first cost, without idle time. Then it powers off.
+ * from the first request answered to the last: busy_ns is CLOCK_MONOTONIC
+ * time minus the time the CPU slept idle (the tick code's idle_sleeptime
+ * and iowait_sleeptime from /proc/timer_list, in nanoseconds; under
+ * `-icount shift=0` a nanosecond of guest time is one instruction), and
+ * busy/total jiffies are /proc/stat's CPU time (all but idle and iowait,
+ * and all), coarser, as a cross-check. Then it powers off.
  *
  * Built by xtask with `gcc -O2 -static`.
  */
@@ -38,6 +41,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_CONNS 1024
@@ -121,6 +125,31 @@ static void cpu_jiffies(unsigned long long *busy, unsigned long long *total)
      * are already in user and nice). */
     *total = v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
     *busy = *total - v[3] - v[4];
+}
+
+/* CLOCK_MONOTONIC minus the CPU's idle and iowait sleep, in nanoseconds
+ * (0 if /proc/timer_list does not say). */
+static unsigned long long busy_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    unsigned long long total = (unsigned long long)now.tv_sec * 1000000000ULL + now.tv_nsec, idle = 0;
+    FILE *f = fopen("/proc/timer_list", "r");
+    if (!f) {
+        return 0;
+    }
+    char line[256];
+    int found = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long v;
+        if (sscanf(line, " .idle_sleeptime : %llu nsecs", &v) == 1 ||
+            sscanf(line, " .iowait_sleeptime : %llu nsecs", &v) == 1) {
+            idle += v;
+            found = 1;
+        }
+    }
+    fclose(f);
+    return found ? total - idle : 0;
 }
 
 struct conn {
@@ -238,7 +267,7 @@ int main(void)
            "/www/index.html", (long)st.st_size, want);
 
     unsigned long served = 0, echoes = 0;
-    unsigned long long busy0 = 0, total0 = 0;
+    unsigned long long busy0 = 0, total0 = 0, ns0 = 0;
     struct epoll_event events[64];
     char datagram[2048];
     while (want == 0 || served < want) {
@@ -321,6 +350,7 @@ int main(void)
                 c->have -= head_len;
                 served++;
                 if (served == 1) {
+                    ns0 = busy_ns();
                     cpu_jiffies(&busy0, &total0);
                 }
             }
@@ -335,10 +365,10 @@ int main(void)
     }
     /* Let the last responses drain (the client reads them; closes follow). */
     usleep(200000);
-    unsigned long long busy1, total1;
+    unsigned long long busy1, total1, ns1 = busy_ns();
     cpu_jiffies(&busy1, &total1);
-    printf("LINUX-HTTPD requests=%lu busy_jiffies=%llu total_jiffies=%llu user_hz=%ld udp_echoes=%lu\n", served - 1,
-           busy1 - busy0, total1 - total0, sysconf(_SC_CLK_TCK), echoes);
+    printf("LINUX-HTTPD requests=%lu busy_ns=%llu busy_jiffies=%llu total_jiffies=%llu user_hz=%ld udp_echoes=%lu\n",
+           served - 1, ns0 && ns1 ? ns1 - ns0 : 0, busy1 - busy0, total1 - total0, sysconf(_SC_CLK_TCK), echoes);
     printf("LINUX-END\n");
     fflush(stdout);
     if (getpid() == 1) {

@@ -37,6 +37,7 @@ pub const COUNTERPARTS: &[(&str, &str)] = &[
     ("fork_exit_wait", "linux_fork_exit_wait"),
     ("fork_exec_wait", "linux_fork_exec_wait"),
     ("pipe_round_trip", "linux_pipe_round_trip"),
+    ("http_request_busy", "linux_http_request"),
 ];
 
 /// The Linux operation an exokernel operation is compared with, if any.
@@ -415,6 +416,9 @@ fn boot_with(
 #[derive(Clone, Debug)]
 pub struct LinuxHttp {
     pub requests: u64,
+    /// Busy nanoseconds (monotonic time minus idle sleep; 0 if the guest
+    /// could not tell) and, coarser, busy jiffies.
+    pub busy_ns: u64,
     pub busy_jiffies: u64,
     pub user_hz: u64,
     pub udp: xtask::load::UdpReport,
@@ -423,19 +427,23 @@ pub struct LinuxHttp {
 
 impl LinuxHttp {
     /// Busy guest instructions per request: under `-icount shift=0` one
-    /// nanosecond of guest time is one instruction, so busy jiffies times
-    /// 1e9 / USER_HZ (granularity: one jiffy over the whole run).
+    /// nanosecond of guest time is one instruction. From the tick code's
+    /// idle accounting (nanoseconds) where the guest gave it, else from
+    /// busy jiffies (granularity: one jiffy over the whole run).
     pub fn instructions_per_request(&self) -> Option<u64> {
-        let busy_ns = self.busy_jiffies * 1_000_000_000 / self.user_hz.max(1);
+        let busy_ns = match self.busy_ns {
+            0 => self.busy_jiffies * 1_000_000_000 / self.user_hz.max(1),
+            ns => ns,
+        };
         xtask::load::instructions_per_request(busy_ns, self.requests)
     }
 }
 
 /// The `LINUX-HTTPD requests=...` line's fields.
-fn parse_httpd(lines: &[String]) -> Option<(u64, u64, u64)> {
+fn parse_httpd(lines: &[String]) -> Option<(u64, u64, u64, u64)> {
     let line = lines.iter().find_map(|l| l.find("LINUX-HTTPD requests=").map(|at| &l[at..]))?;
     let get = |k: &str| xtask::load::field(line, k);
-    Some((get("requests")?, get("busy_jiffies")?, get("user_hz")?))
+    Some((get("requests")?, get("busy_ns").unwrap_or(0), get("busy_jiffies")?, get("user_hz")?))
 }
 
 /// Serve the same file as libos-unix from our epoll server (`httpd.c`)
@@ -470,11 +478,11 @@ pub fn http_baseline(spec: &xtask::load::LoadSpec) -> Result<LinuxHttp> {
     for line in lines.iter().filter(|l| l.contains("LINUX-ERROR")) {
         println!("linux httpd: guest: {}", line.trim());
     }
-    let (requests, busy_jiffies, user_hz) = parse_httpd(&lines).with_context(|| {
+    let (requests, busy_ns, busy_jiffies, user_hz) = parse_httpd(&lines).with_context(|| {
         let tail: Vec<&str> = lines.iter().rev().take(15).map(String::as_str).collect();
         format!("the guest printed no LINUX-HTTPD line; last lines: {tail:?}")
     })?;
-    Ok(LinuxHttp { requests, busy_jiffies, user_hz, udp, http })
+    Ok(LinuxHttp { requests, busy_ns, busy_jiffies, user_hz, udp, http })
 }
 
 /// `/init` (httpd.c), the network driver's modules and the file to serve.

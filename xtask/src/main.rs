@@ -638,7 +638,7 @@ fn bench(timeout: u64, kvm: bool, no_linux: bool) -> Result<()> {
         bail!("the bench scenarios printed no BENCH lines");
     }
     // The Linux baseline counts instructions under icount: no match for KVM cycles.
-    let linux_rows = match (no_linux, kvm) {
+    let mut linux_rows = match (no_linux, kvm) {
         (true, _) => None,
         (false, true) => {
             println!("linux baseline: skipped under --kvm (it counts instructions under -icount)");
@@ -646,6 +646,9 @@ fn bench(timeout: u64, kvm: bool, no_linux: bool) -> Result<()> {
         }
         (false, false) => linux::baseline(Duration::from_secs(linux::DEFAULT_TIMEOUT), false),
     };
+    if !kvm {
+        http_rows(&mut rows, linux_rows.as_mut());
+    }
     print_table(&rows, linux_rows.as_deref());
     for note in &notes {
         println!("note: {note}");
@@ -829,13 +832,14 @@ fn load(spec: &xtask::load::LoadSpec, linux: bool) -> Result<()> {
                 );
                 let theirs = linux.instructions_per_request();
                 println!(
-                    "busy guest instructions per request: libos-unix {} linux {} ratio {} (Linux: {} busy jiffies at {} Hz over {} requests)",
+                    "busy guest instructions per request: libos-unix {} linux {} ratio {} (Linux: {} busy ns, {} busy jiffies at {} Hz, over {} requests)",
                     exo.map_or("-".into(), |v| v.to_string()),
                     theirs.map_or("-".into(), |v| v.to_string()),
                     match (exo, theirs) {
                         (Some(e), Some(l)) if l > 0 => format!("{:.3}", e as f64 / l as f64),
                         _ => "-".into(),
                     },
+                    linux.busy_ns,
                     linux.busy_jiffies,
                     linux.user_hz,
                     linux.requests
@@ -854,4 +858,70 @@ fn load(spec: &xtask::load::LoadSpec, linux: bool) -> Result<()> {
         bail!("the load run was not clean");
     }
     Ok(())
+}
+
+/// The HTTP row of `bench`: busy guest instructions per request of
+/// libos-unix under a small `cargo xtask load` (`-icount shift=0`), and
+/// (with the Linux baseline) of our epoll server in the Linux guest under
+/// the same load. A run that fails or is not clean adds no row.
+fn http_rows(rows: &mut Vec<Vec<(String, String)>>, linux_rows: Option<&mut Vec<linux::LinuxRow>>) {
+    use xtask::load::{field, instructions_per_request};
+    let spec = xtask::load::LoadSpec {
+        clients: 16,
+        requests: 2000,
+        datagrams: 100,
+        nic_irq: true,
+        icount: true,
+        timeout: Duration::from_secs(240),
+        echo: false,
+    };
+    let clean = |http: &xtask::load::HttpReport| http.ok == spec.requests && http.errors == 0;
+    match xtask::load::run_load(&spec) {
+        Ok(result) if clean(&result.http) => {
+            let per = result.summary.as_deref().and_then(|s| {
+                instructions_per_request(field(s, "busy_ticks")?, field(s, "busy_requests")?)
+            });
+            if let Some(per) = per {
+                let events = result.summary.as_deref().map_or(String::new(), |s| {
+                    let requests = field(s, "busy_requests").unwrap_or(1).max(1);
+                    format!(
+                        "nic_irqs={},polls={}/{}req",
+                        field(s, "nic_irqs").unwrap_or(0),
+                        field(s, "polls").unwrap_or(0),
+                        requests
+                    )
+                });
+                let row = [
+                    ("op", "http_request_busy".to_string()),
+                    ("unit", "instructions".into()),
+                    ("median", per.to_string()),
+                    ("min", per.to_string()),
+                    ("max", per.to_string()),
+                    ("floor", "busy/requests".into()),
+                    ("target", "<=linux/3".into()),
+                    ("events", events),
+                ];
+                rows.push(row.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+            }
+        }
+        Ok(result) => println!("http bench: the load run was not clean ({} errors); no row", result.http.errors),
+        Err(error) => println!("http bench: skipped: {error:#}"),
+    }
+    let Some(linux_rows) = linux_rows else { return };
+    match linux::http_baseline(&spec) {
+        Ok(linux) if clean(&linux.http) => {
+            if let Some(per) = linux.instructions_per_request() {
+                linux_rows.push(linux::LinuxRow {
+                    op: "linux_http_request".into(),
+                    median: per,
+                    min: per,
+                    max: per,
+                    floor: 0,
+                    iterations: linux.requests,
+                });
+            }
+        }
+        Ok(linux) => println!("linux httpd: the load run was not clean ({} errors); no row", linux.http.errors),
+        Err(error) => println!("linux httpd: skipped: {error:#}"),
+    }
 }
