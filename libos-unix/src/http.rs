@@ -55,64 +55,74 @@ pub enum ParseError {
 
 /// Parse the head of an HTTP request from the bytes received so far:
 /// `Ok(None)` while the blank line that ends the head has not arrived.
+///
+/// One pass over the bytes, line by line: the request line is checked as
+/// soon as it is complete, each header line as it comes (printable ASCII
+/// or tab, a colon after the name); only `Connection`, `Content-Length`
+/// and `Transfer-Encoding` are looked at.
 pub fn parse_request(bytes: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
-    let Some(end) = find_head_end(bytes) else {
+    let mut line_start = 0;
+    let mut request_line: Option<(&str, &str, &str)> = None;
+    let mut keep_alive = false;
+    let mut head_len = None;
+    while let Some(newline) = bytes[line_start..].iter().position(|&b| b == b'\n') {
+        let line_end = line_start + newline;
+        if line_end + 1 > MAX_REQUEST_BYTES {
+            return Err(ParseError::TooLarge);
+        }
+        let line = &bytes[line_start..line_end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        line_start = line_end + 1;
+        let Some(_) = request_line else {
+            let parsed = parse_request_line(line)?;
+            keep_alive = parsed.2 == "HTTP/1.1";
+            request_line = Some(parsed);
+            continue;
+        };
+        if line.is_empty() {
+            head_len = Some(line_start);
+            break;
+        }
+        header(line, &mut keep_alive)?;
+    }
+    let (Some(head_len), Some((method, path, version))) = (head_len, request_line) else {
         if bytes.len() >= MAX_REQUEST_BYTES {
             return Err(ParseError::TooLarge);
         }
-        // A request line that is already wrong need not wait for the rest.
-        if let Some(line_end) = bytes.iter().position(|&b| b == b'\n') {
-            parse_request_line(&bytes[..line_end])?;
-        }
         return Ok(None);
     };
-    if end > MAX_REQUEST_BYTES {
-        return Err(ParseError::TooLarge);
-    }
-    let line_end = bytes.iter().position(|&b| b == b'\n').unwrap_or(end);
-    let (method, path, version) = parse_request_line(&bytes[..line_end])?;
-    let mut keep_alive = version == "HTTP/1.1";
-    let headers = core::str::from_utf8(&bytes[(line_end + 1).min(end)..end]).map_err(|_| ParseError::Malformed)?;
-    for line in headers.split('\n') {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.is_empty() {
-            continue;
-        }
-        let (name, value) = line.split_once(':').ok_or(ParseError::Malformed)?;
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("connection") {
-            for token in value.split(',').map(str::trim) {
-                if token.eq_ignore_ascii_case("close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case("keep-alive") {
-                    keep_alive = true;
-                }
-            }
-        } else if name.eq_ignore_ascii_case("content-length") {
-            let length: u64 = value.parse().map_err(|_| ParseError::Malformed)?;
-            if length > 0 {
-                return Err(ParseError::BodyRefused);
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(ParseError::BodyRefused);
-        }
-    }
-    Ok(Some(Request { method, path, version, head_len: end, keep_alive }))
+    Ok(Some(Request { method, path, version, head_len, keep_alive }))
 }
 
-/// The offset just past the first blank line (`\r\n\r\n` or `\n\n`).
-fn find_head_end(bytes: &[u8]) -> Option<usize> {
-    let crlf = bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4);
-    let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|at| at + 2);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+/// Check one header line and note what it says about the connection.
+fn header(line: &[u8], keep_alive: &mut bool) -> Result<(), ParseError> {
+    if !line.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+        return Err(ParseError::Malformed);
     }
+    let colon = line.iter().position(|&b| b == b':').ok_or(ParseError::Malformed)?;
+    let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+    if name.eq_ignore_ascii_case(b"connection") {
+        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if token.eq_ignore_ascii_case(b"close") {
+                *keep_alive = false;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                *keep_alive = true;
+            }
+        }
+    } else if name.eq_ignore_ascii_case(b"content-length") {
+        let text = core::str::from_utf8(value).map_err(|_| ParseError::Malformed)?;
+        let length: u64 = text.parse().map_err(|_| ParseError::Malformed)?;
+        if length > 0 {
+            return Err(ParseError::BodyRefused);
+        }
+    } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        return Err(ParseError::BodyRefused);
+    }
+    Ok(())
 }
 
 fn parse_request_line(line: &[u8]) -> Result<(&str, &str, &str), ParseError> {
     let line = core::str::from_utf8(line).map_err(|_| ParseError::Malformed)?;
-    let line = line.strip_suffix('\r').unwrap_or(line);
     let mut words = line.split(' ');
     let (Some(method), Some(path), Some(version), None) = (words.next(), words.next(), words.next(), words.next())
     else {
@@ -403,6 +413,7 @@ mod tests {
             b"GET /\xff HTTP/1.0\r\n\r\n",
             b"GET / HTTP/1.1\r\nno colon here\r\n\r\n",
             b"GET / HTTP/1.1\r\nContent-Length: lots\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX-Bytes: \xff\r\n\r\n",
         ] {
             assert_eq!(parse_request(bad), Err(ParseError::Malformed), "{:?}", bad);
         }
