@@ -445,7 +445,8 @@ mod tests {
         let post = server.answer(Ok(parse_request(b"POST / HTTP/1.0\r\n\r\n").unwrap().unwrap()));
         assert_eq!(post.status, 405);
         assert!(text(&post).contains("\r\nAllow: GET, HEAD\r\n"));
-        for (error, status) in [(ParseError::Malformed, 400), (ParseError::TooLarge, 431), (ParseError::BodyRefused, 413)]
+        for (error, status) in
+            [(ParseError::Malformed, 400), (ParseError::TooLarge, 431), (ParseError::BodyRefused, 413)]
         {
             let reply = server.answer(Err(error));
             assert_eq!((reply.status, reply.close), (status, true));

@@ -454,7 +454,11 @@ fn responses_delivered(sockets: &SocketSet<'_>, conns: &[HttpConn]) -> bool {
         let socket = sockets.get::<tcp::Socket>(c.handle);
         let settled = matches!(
             socket.state(),
-            tcp::State::FinWait2 | tcp::State::TimeWait | tcp::State::Closed | tcp::State::Listen | tcp::State::SynReceived
+            tcp::State::FinWait2
+                | tcp::State::TimeWait
+                | tcp::State::Closed
+                | tcp::State::Listen
+                | tcp::State::SynReceived
         );
         c.reply.is_none() && (settled || (!c.closing && socket.send_queue() == 0))
     })

@@ -32,7 +32,12 @@ fn check(nic_irq: bool) {
     assert_eq!(udp.echoed, spec.datagrams, "{udp:?}");
     assert_eq!(udp.mismatched, 0, "{udp:?}");
     assert_eq!((http.ok, http.errors), (spec.requests, 0), "{:?}", http.why);
-    assert!(http.connects <= spec.clients * 2, "keep-alive: {} connections for {} clients", http.connects, spec.clients);
+    assert!(
+        http.connects <= spec.clients * 2,
+        "keep-alive: {} connections for {} clients",
+        http.connects,
+        spec.clients
+    );
     assert_success(&result.outcome);
     assert_exited(&result.outcome, "unix", 0);
     let summary = result.summary.expect("a summary line");

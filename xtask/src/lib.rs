@@ -422,7 +422,8 @@ pub fn run_qemu(image: &Path, options: &RunOptions) -> Result<Outcome> {
     }
     if let Some((udp, tcp)) = options.net {
         cmd.args(["-netdev", &net_backend(udp, tcp), "-device", "virtio-net-pci,netdev=n0"]);
-        if let Some(pcap) = std::env::var_os("EXO_PCAP_DEBUG") {
+        // `EXO_PCAP=file`: QEMU records the guest's frames (filter-dump).
+        if let Some(pcap) = std::env::var_os("EXO_PCAP") {
             cmd.arg("-object").arg(format!("filter-dump,id=f1,netdev=n0,file={}", pcap.to_string_lossy()));
         }
     }

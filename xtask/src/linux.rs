@@ -496,7 +496,8 @@ fn httpd_initramfs(dir: &Path) -> Result<PathBuf> {
     let mut names = vec!["init".to_string(), "proc".into(), "modules".into(), "www".into()];
     for module in NET_MODULES {
         let name = format!("modules/{module}.ko");
-        std::fs::copy(dir.join("kernel").join(&name), staging.join(&name)).with_context(|| format!("copying {name}"))?;
+        std::fs::copy(dir.join("kernel").join(&name), staging.join(&name))
+            .with_context(|| format!("copying {name}"))?;
         names.push(name);
     }
     std::fs::copy(root().join("libos-unix/rootfs/www/index.html"), staging.join("www/index.html"))?;

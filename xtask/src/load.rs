@@ -210,9 +210,6 @@ pub fn http_load(guest: SocketAddr, load: &HttpLoad) -> HttpReport {
                     }
                     match outcome {
                         Ok(response) if response.status == 200 && response.body == expected => {
-                            if std::env::var_os("LOAD_DEBUG").is_some() && began.elapsed() > Duration::from_millis(300) {
-                                eprintln!("slow: client {client} request {index} {:?} at {:?}", began.elapsed(), began - start);
-                            }
                             latencies.push(began.elapsed())
                         }
                         Ok(response) => {
@@ -280,7 +277,13 @@ pub fn datagram(index: usize) -> Vec<u8> {
 /// Send `count` datagrams ([`datagram`]) to `guest`, at most `window`
 /// awaiting their echo at once; each echo must equal a datagram sent. A
 /// datagram unanswered for `retry_after` is sent again (UDP may drop).
-pub fn udp_echo_load(guest: SocketAddr, count: usize, window: usize, retry_after: Duration, patience: Duration) -> UdpReport {
+pub fn udp_echo_load(
+    guest: SocketAddr,
+    count: usize,
+    window: usize,
+    retry_after: Duration,
+    patience: Duration,
+) -> UdpReport {
     let mut report = UdpReport::default();
     let start = Instant::now();
     let deadline = start + patience;

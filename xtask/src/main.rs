@@ -815,9 +815,10 @@ fn load(spec: &xtask::load::LoadSpec, linux: bool) -> Result<()> {
         None => println!("guest: no summary line ({})", result.outcome.describe()),
     }
     if linux {
-        let exo = result.summary.as_deref().and_then(|s| {
-            instructions_per_request(field(s, "busy_ticks")?, field(s, "busy_requests")?)
-        });
+        let exo = result
+            .summary
+            .as_deref()
+            .and_then(|s| instructions_per_request(field(s, "busy_ticks")?, field(s, "busy_requests")?));
         match linux::http_baseline(spec) {
             Ok(linux) => {
                 println!(
@@ -878,9 +879,10 @@ fn http_rows(rows: &mut Vec<Vec<(String, String)>>, linux_rows: Option<&mut Vec<
     let clean = |http: &xtask::load::HttpReport| http.ok == spec.requests && http.errors == 0;
     match xtask::load::run_load(&spec) {
         Ok(result) if clean(&result.http) => {
-            let per = result.summary.as_deref().and_then(|s| {
-                instructions_per_request(field(s, "busy_ticks")?, field(s, "busy_requests")?)
-            });
+            let per = result
+                .summary
+                .as_deref()
+                .and_then(|s| instructions_per_request(field(s, "busy_ticks")?, field(s, "busy_requests")?));
             if let Some(per) = per {
                 let events = result.summary.as_deref().map_or(String::new(), |s| {
                     let requests = field(s, "busy_requests").unwrap_or(1).max(1);
