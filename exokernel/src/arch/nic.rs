@@ -38,12 +38,8 @@ const RX_BUF_LEN: usize = 2048;
 const RX_PER_PAGE: usize = 4096 / RX_BUF_LEN;
 /// Largest frame the transmit buffer holds (without the virtio header).
 pub const MAX_TX_FRAME: usize = 1514;
-/// Transmit buffers the device may hold at once, and their size (the
-/// virtio-net header and a full frame fit).
-const TX_SLOTS: usize = 16;
-const TX_BUF_LEN: usize = 2048;
-/// Spins waiting for the device to complete a transmission when every
-/// buffer is in flight, before the kernel gives up on the device.
+/// Spins waiting for the device to take a transmitted frame before the
+/// kernel gives up on the device (QEMU completes it within a few).
 const TX_SPIN_LIMIT: u64 = 50_000_000;
 
 /// The I/O APIC input of the NIC's interrupt line while interrupts are on
@@ -216,11 +212,8 @@ pub struct Nic {
     rx_pa: u64,
     /// Which receive buffer each outstanding token stands for.
     rx_of_token: [usize; QUEUE_SIZE],
-    /// Physical address of the transmit buffers (TX_SLOTS * TX_BUF_LEN
-    /// bytes), and for each the length in flight (0: free) and its token.
+    /// Physical address of the transmit page (virtio header, then the frame).
     tx_pa: u64,
-    tx_len: [usize; TX_SLOTS],
-    tx_token: [u16; TX_SLOTS],
     mac: [u8; 6],
     /// The device stopped completing transmissions: it is no longer used.
     broken: bool,
@@ -265,20 +258,10 @@ impl Nic {
         device.disable_interrupts();
         let rx_pages = QUEUE_SIZE / RX_PER_PAGE;
         let rx_pa = alloc_dma(rx_pages)?;
-        let tx_pa = alloc_dma(TX_SLOTS * TX_BUF_LEN / 4096)?;
+        let tx_pa = alloc_dma(1)?;
         let mac = device.mac_address();
-        let mut nic = Nic {
-            device,
-            rx_pa,
-            rx_of_token: [0; QUEUE_SIZE],
-            tx_pa,
-            tx_len: [0; TX_SLOTS],
-            tx_token: [0; TX_SLOTS],
-            mac,
-            broken: false,
-            irq_line,
-            irq_mode: false,
-        };
+        let mut nic =
+            Nic { device, rx_pa, rx_of_token: [0; QUEUE_SIZE], tx_pa, mac, broken: false, irq_line, irq_mode: false };
         for buffer in 0..QUEUE_SIZE {
             if !nic.post_rx(buffer) {
                 return None;
@@ -370,75 +353,38 @@ impl Nic {
         count
     }
 
-    /// Transmit buffer `slot` (the virtio header, then the frame).
-    fn tx_buffer(&mut self, slot: usize) -> &'static mut [u8] {
-        let pa = self.tx_pa + (slot * TX_BUF_LEN) as u64;
-        // SAFETY: transmit buffer `slot` lies in the DMA pages this NIC
-        // owns; it is written only while free (not lent to the device) and
-        // handed back to `transmit_complete` with the same bounds; the
-        // caller drops the slice before lending it.
-        unsafe { core::slice::from_raw_parts_mut(phys_to_virt(pa) as *mut u8, TX_BUF_LEN) }
-    }
-
-    /// Take back every buffer whose transmission the device completed.
-    /// False if the device names a transmission we did not start (it is
-    /// then no longer used).
-    fn reclaim_tx(&mut self) -> bool {
-        while let Some(token) = self.device.poll_transmit() {
-            let Some(slot) = (0..TX_SLOTS).find(|&s| self.tx_len[s] != 0 && self.tx_token[s] == token) else {
-                log::warn!("virtio-net: completion of an unknown transmission; the NIC is out of service");
-                self.broken = true;
-                return false;
-            };
-            let len = self.tx_len[slot];
-            let buffer = &self.tx_buffer(slot)[..len];
-            // SAFETY: the same buffer (address and length) as given to
-            // `transmit_begin` for this token.
-            let _ = unsafe { self.device.transmit_complete(token, buffer) };
-            self.tx_len[slot] = 0;
-        }
-        true
-    }
-
     /// Transmit `len` bytes at `offset` in the physical frame `frame_pa`
     /// (the caller checked the frame key, and that the bytes lie inside
-    /// the frame): copied into a free transmit buffer and handed to the
-    /// device, without waiting for it (completed buffers are taken back at
-    /// the next transmission; only when all are in flight does it wait).
+    /// the frame): copied into the transmit DMA buffer, sent, waited for.
     pub fn transmit_from_frame(&mut self, frame_pa: u64, offset: u64, len: usize) -> bool {
         if self.broken || len > MAX_TX_FRAME || offset + len as u64 > 4096 {
             return false;
         }
         if let Some(line) = self.irq_line.filter(|_| self.irq_mode) {
             // The completion raises the line too: masked until the next
-            // `drain` acknowledges it.
+            // `drain` acknowledges it, so it costs no interrupt.
             super::apic::ioapic_mask(line, true);
         }
+        // SAFETY: the transmit page is DMA memory this NIC owns and the
+        // device has handed back (every transmission is waited for).
+        let page = unsafe { core::slice::from_raw_parts_mut(phys_to_virt(self.tx_pa) as *mut u8, 4096) };
+        let Ok(header) = self.device.fill_buffer_header(page) else { return false };
+        super::paging::read_env_frame(frame_pa, offset as usize, &mut page[header..header + len]);
+        let packet = &page[..header + len];
+        // SAFETY: the page is not touched again until the device has
+        // completed the transmission (waited for below).
+        let Ok(token) = (unsafe { self.device.transmit_begin(packet) }) else { return false };
         let mut spins = 0u64;
-        let slot = loop {
-            if !self.reclaim_tx() {
-                return false;
-            }
-            if let Some(slot) = (0..TX_SLOTS).find(|&s| self.tx_len[s] == 0) {
-                break slot;
-            }
+        while self.device.poll_transmit() != Some(token) {
             spins += 1;
             if spins > TX_SPIN_LIMIT {
-                log::warn!("virtio-net: transmissions never completed; the NIC is out of service");
+                log::warn!("virtio-net: transmission never completed; the NIC is out of service");
                 self.broken = true;
                 return false;
             }
             core::hint::spin_loop();
-        };
-        let buffer = self.tx_buffer(slot);
-        let Ok(header) = self.device.fill_buffer_header(buffer) else { return false };
-        super::paging::read_env_frame(frame_pa, offset as usize, &mut buffer[header..header + len]);
-        let packet = &buffer[..header + len];
-        // SAFETY: the buffer is not touched again until the device has
-        // completed the transmission (`reclaim_tx`).
-        let Ok(token) = (unsafe { self.device.transmit_begin(packet) }) else { return false };
-        self.tx_token[slot] = token;
-        self.tx_len[slot] = header + len;
-        true
+        }
+        // SAFETY: the same buffer as given to `transmit_begin`.
+        unsafe { self.device.transmit_complete(token, packet) }.is_ok()
     }
 }
