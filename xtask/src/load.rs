@@ -108,6 +108,21 @@ fn get(reader: &mut BufReader<TcpStream>, path: &str, close: bool) -> Result<Res
     read_response(reader)
 }
 
+/// Whether a failed request surely never reached the server's request
+/// count, so that sending it again cannot count it twice: the connection
+/// closed or was reset before any byte of a response, or the send failed.
+/// A timeout is not retried (the response may just be slow).
+fn retryable(why: &str) -> bool {
+    why.starts_with("connection closed before a response")
+        || why.starts_with("send:")
+        || why.contains("reset")
+        || why.contains("Broken pipe")
+}
+
+/// How long a load client waits for a response (a lost segment can cost
+/// the guest's TCP several retransmission timeouts).
+const RESPONSE_PATIENCE: Duration = Duration::from_secs(30);
+
 fn connect(guest: SocketAddr, timeout: Duration) -> Result<BufReader<TcpStream>, String> {
     let stream = TcpStream::connect_timeout(&guest, timeout).map_err(|e| format!("connect: {e}"))?;
     stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
@@ -147,7 +162,7 @@ pub fn http_load(guest: SocketAddr, load: &HttpLoad) -> HttpReport {
     let clients = load.clients.max(1);
     let mut opened: Vec<Option<BufReader<TcpStream>>> = Vec::with_capacity(clients);
     for _ in 0..clients {
-        let stream = connect(guest, Duration::from_secs(10)).ok();
+        let stream = connect(guest, RESPONSE_PATIENCE).ok();
         if stream.is_some() {
             report.lock().expect("report lock").connects += 1;
         }
@@ -175,11 +190,12 @@ pub fn http_load(guest: SocketAddr, load: &HttpLoad) -> HttpReport {
                     let last = index + 1 == count;
                     let mut outcome = Err(String::new());
                     // A kept connection the server closed meanwhile (idle
-                    // timeout) is reopened once; a fresh one gets no retry.
+                    // timeout) is reopened once (see `retryable`); a fresh
+                    // one gets no retry.
                     for attempt in 0..2 {
                         let reused = conn.is_some();
                         if conn.is_none() {
-                            match connect(guest, Duration::from_secs(10)) {
+                            match connect(guest, RESPONSE_PATIENCE) {
                                 Ok(c) => {
                                     connects += 1;
                                     conn = Some(c);
@@ -201,8 +217,9 @@ pub fn http_load(guest: SocketAddr, load: &HttpLoad) -> HttpReport {
                             }
                             Err(e) => {
                                 conn = None;
+                                let again = reused && attempt == 0 && retryable(&e);
                                 outcome = Err(e);
-                                if !reused || attempt == 1 {
+                                if !again {
                                     break;
                                 }
                             }
@@ -371,11 +388,15 @@ pub fn load_manifest(spec: &LoadSpec) -> anyhow::Result<String> {
         match key {
             "http_requests" => {
                 out.push_str(&format!("http_requests = {}\n", spec.requests + 1));
+                // The clients' connections are opened one by one before the
+                // load starts, which takes seconds through QEMU's listen
+                // backlog of one: they are kept meanwhile.
+                out.push_str("http_keepalive_ms = 120000\n");
                 if spec.icount {
                     // Under -icount the guest's clock runs ahead of the
                     // host's while it idles: a client the host sees as
-                    // prompt can look idle for seconds to the guest.
-                    out.push_str("http_head_ms = 60000\nhttp_keepalive_ms = 120000\n");
+                    // prompt can look silent for seconds to the guest.
+                    out.push_str("http_head_ms = 60000\n");
                 }
             }
             "serve_ms" => out.push_str("serve_ms = 3600000\n"),
