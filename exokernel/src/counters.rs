@@ -27,6 +27,8 @@ pub struct Counters {
     pub slot_end_upcalls: AtomicU64,
     pub overruns: AtomicU64,
     pub pct_calls: AtomicU64,
+    pub halted_ticks: AtomicU64,
+    pub nic_interrupts: AtomicU64,
 }
 
 pub static COUNTERS: Counters = Counters {
@@ -48,6 +50,8 @@ pub static COUNTERS: Counters = Counters {
     slot_end_upcalls: AtomicU64::new(0),
     overruns: AtomicU64::new(0),
     pct_calls: AtomicU64::new(0),
+    halted_ticks: AtomicU64::new(0),
+    nic_interrupts: AtomicU64::new(0),
 };
 
 impl Counters {
@@ -72,6 +76,8 @@ impl Counters {
             slot_end_upcalls: self.slot_end_upcalls.load(Relaxed),
             overruns: self.overruns.load(Relaxed),
             pct_calls: self.pct_calls.load(Relaxed),
+            halted_ticks: self.halted_ticks.load(Relaxed),
+            nic_interrupts: self.nic_interrupts.load(Relaxed),
         }
     }
 }

@@ -4,14 +4,19 @@
 //! from frames whose keys the kernel checked, and polls frames from the NIC
 //! into rings.
 //!
-//! * Receive by polling: on every timer interrupt and every network call
-//!   the kernel drains the NIC's receive queue; each frame is classified by
+//! * Receive: with `nic_irq = true` (the default) the NIC interrupts
+//!   through the I/O APIC and the kernel drains its receive queue then;
+//!   otherwise (or if the firmware gave the NIC no interrupt line) it polls:
+//!   on every timer interrupt, every network call, and every few
+//!   milliseconds while the CPU idles. Each frame is classified by
 //!   the merged trie ([`kcore::filter::Demux`]) and copied into the
 //!   owning environment's ring through the checked user-memory path. The
 //!   ring header is the libOS's memory, so the kernel keeps `head`,
 //!   `slot_count` and `dropped` itself and only *reads* `tail`; a `tail`
 //!   that makes no sense (ahead of `head`, or more than a ring behind) drops
 //!   the packet. A ring page the libOS unmapped also drops it.
+//! * A delivery wakes the environment if it sleeps in `block`, so a
+//!   libOS waiting for packets sleeps until one arrives or its deadline.
 //! * After a delivery, an environment that registered an interrupt entry is
 //!   owed one `Interrupt` upcall with vector `NET_RX`; it is delivered when
 //!   the environment next runs its ordinary code (not while it is inside an
@@ -127,25 +132,54 @@ impl Net {
         }
     }
 
+    /// Have the NIC interrupt on `vector`; false if it has none to give
+    /// (or there is no NIC): it stays polled.
+    pub fn enable_irq(&mut self, vector: u8) -> bool {
+        let on = self.nic.as_mut().is_some_and(|nic| nic.enable_irq(vector));
+        self.counters.irq_mode = on as u64;
+        on
+    }
+
+    /// The NIC is polled (no interrupts) and some environment waits for
+    /// packets: the idle CPU must wake up now and then to look.
+    pub fn needs_polling(&self) -> bool {
+        self.nic.as_ref().is_some_and(|nic| !nic.irq_mode()) && self.rings.iter().any(Option::is_some)
+    }
+
     /// Move every frame the NIC has received into the ring of the
     /// environment that claims it. `env` finds a running environment's
-    /// index and address space by id.
-    pub fn poll<'a>(&mut self, env: impl Fn(u64) -> Option<(usize, &'a AddressSpace)>) {
+    /// index and address space by id; `delivered` hears each environment
+    /// index a frame was delivered to.
+    pub fn poll<'a>(
+        &mut self,
+        env: impl Fn(u64) -> Option<(usize, &'a AddressSpace)>,
+        mut delivered: impl FnMut(usize),
+    ) {
         let Some(mut nic) = self.nic.take() else { return };
-        nic.drain(|frame| self.demultiplex(frame, &env));
+        nic.drain(|frame| {
+            if let Some(index) = self.demultiplex(frame, &env) {
+                delivered(index);
+            }
+        });
         self.nic = Some(nic);
     }
 
-    fn demultiplex<'a>(&mut self, frame: &[u8], env: &impl Fn(u64) -> Option<(usize, &'a AddressSpace)>) {
+    fn demultiplex<'a>(
+        &mut self,
+        frame: &[u8],
+        env: &impl Fn(u64) -> Option<(usize, &'a AddressSpace)>,
+    ) -> Option<usize> {
         self.counters.rx_packets += 1;
         let Some((index, space)) = self.demux.classify(frame).and_then(|(env_id, _)| env(env_id)) else {
             self.counters.rx_unclaimed += 1;
-            return;
+            return None;
         };
-        if self.copy_into_ring(index, space, frame) {
-            self.counters.rx_delivered += 1;
-            self.rx_upcall_owed[index] = true;
+        if !self.copy_into_ring(index, space, frame) {
+            return None;
         }
+        self.counters.rx_delivered += 1;
+        self.rx_upcall_owed[index] = true;
+        Some(index)
     }
 
     /// Copy `frame` into env `index`'s ring; false if it was dropped.
@@ -281,7 +315,8 @@ impl Net {
 
     /// `net_info(out_ptr) -> 0`.
     pub fn info(&self, space: &AddressSpace, out: u64) -> Result<u64, Error> {
-        let info = NetInfo { mac: self.mac, filters: self.demux.len() as u64, ..self.counters };
+        let irqs = crate::counters::COUNTERS.nic_interrupts.load(core::sync::atomic::Ordering::Relaxed);
+        let info = NetInfo { mac: self.mac, filters: self.demux.len() as u64, irqs, ..self.counters };
         umem::write_value(space, out, &info)?;
         Ok(0)
     }

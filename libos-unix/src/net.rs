@@ -20,7 +20,6 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
-use core::fmt::Write as _;
 use core::sync::atomic::{AtomicU64, Ordering};
 use libos_runtime::filter::{proto, Filter};
 use libos_runtime::frames::AllocMapError;
@@ -30,7 +29,7 @@ use libos_runtime::rt::{rdtsc, set_handler, Env};
 use libos_runtime::start::{DYNAMIC_BASE, DYNAMIC_END};
 use libos_runtime::syscall::{self, Error};
 use libos_runtime::upcall::{UpcallFrame, UpcallKind, SLOT_END};
-use libos_unix::http::{self, Server};
+use libos_unix::http::{self, Reply, Server};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::{tcp, udp};
@@ -46,17 +45,35 @@ pub const GATEWAY_IP: [u8; 4] = [10, 0, 2, 2];
 pub const ECHO_PORT: u16 = 7;
 pub const HTTP_PORT: u16 = 80;
 
-/// Receive-ring slots we lend the kernel.
-const RX_SLOTS: u64 = 31;
+/// Receive-ring slots we lend the kernel (256 KiB of heap): room for a
+/// burst from 64 clients at once; a dropped segment costs the client a
+/// TCP retransmission timeout (seconds).
+const RX_SLOTS: u64 = 127;
 /// Where the transmit frame is mapped: a page of the dynamic window that
 /// no other libos-unix mode uses (the pager's region starts at its base).
 const TX_VA: u64 = DYNAMIC_BASE + 0x0010_0000_0000;
 const _: () = assert!(TX_VA >= DYNAMIC_BASE && TX_VA < DYNAMIC_END);
-/// TCP sockets listening on the HTTP port (one connection each).
-const HTTP_SOCKETS: usize = 16;
-/// A client that sends nothing for this long before its request head ends
-/// is answered 408 and closed, so a stalled client holds a socket briefly.
-const HTTP_IDLE_MS: u64 = 2_000;
+/// TCP sockets serving the HTTP port (one connection each): 64 clients at
+/// once, and spare ones so that some always listen.
+const HTTP_SOCKETS: usize = 72;
+/// Each socket's receive and send buffers: a request head fits the first;
+/// a larger reply streams through the second as the client acknowledges.
+const HTTP_RX_BUFFER: usize = 2048;
+const HTTP_TX_BUFFER: usize = 4096;
+/// A client silent this long in the middle of a request head is answered
+/// 408 and closed, so a stalled client holds a socket briefly (manifest
+/// `http_head_ms`).
+const HTTP_HEAD_MS: u64 = 2_000;
+/// A keep-alive connection idle this long between requests is closed
+/// (manifest `http_keepalive_ms`).
+const HTTP_KEEPALIVE_MS: u64 = 5_000;
+/// A close of ours that has not completed after this long is aborted.
+const HTTP_LINGER_MS: u64 = 1_000;
+/// A client that takes none of its reply for this long is aborted.
+const HTTP_SEND_STALL_MS: u64 = 5_000;
+/// The longest the service loop sleeps while connections are open (their
+/// timeouts are checked when it wakes).
+const BUSY_SLEEP_MS: u64 = 100;
 /// How long after the last counted request we keep polling so the
 /// responses reach the client (FIN acknowledged).
 const FLUSH_GRACE_MS: u64 = 3000;
@@ -155,15 +172,32 @@ impl Clock {
 // ---------------------------------------------------------------------------
 // Services
 
-/// One HTTP connection slot: a listening TCP socket and its request so far.
+/// One HTTP connection slot: a TCP socket (listening when idle), the
+/// request bytes received but not yet answered, and the reply being sent.
+/// Its memory is bounded: the socket's buffers, at most
+/// [`http::MAX_REQUEST_BYTES`] of request, and a reference to the reply.
 struct HttpConn {
     handle: SocketHandle,
     request: Vec<u8>,
-    answered: bool,
-    /// When the client last sent something (or connected), and when it
-    /// was answered.
+    /// The reply being sent and how much of it the socket has taken.
+    reply: Option<(Reply, usize)>,
+    /// We closed (after an error, a `close` reply or an idle timeout):
+    /// lingering until the close completes or [`HTTP_LINGER_MS`] passes.
+    closing: bool,
+    /// Counted in [`Served::http_accepted`].
+    accepted: bool,
+    /// When the client last sent or took something (or connected, or the
+    /// close began).
     last_ms: u64,
-    answered_ms: u64,
+}
+
+impl HttpConn {
+    fn reset(&mut self) {
+        self.request.clear();
+        self.reply = None;
+        self.closing = false;
+        self.accepted = false;
+    }
 }
 
 /// What the services did, for the summary line.
@@ -171,6 +205,19 @@ struct HttpConn {
 struct Served {
     udp_echoes: u64,
     udp_bytes: u64,
+    /// Connections accepted, closed by us on an idle timeout, and reset
+    /// to free a socket for a newcomer.
+    http_accepted: u64,
+    http_idle_closed: u64,
+    http_evicted: u64,
+    /// Turns of the service loop, and `block` calls made when idle.
+    polls: u64,
+    blocks: u64,
+    /// Print a line per request and echo.
+    log_each: bool,
+    /// The head and keep-alive timeouts in force.
+    head_ms: u64,
+    keepalive_ms: u64,
 }
 
 fn udp_echo(sockets: &mut SocketSet<'_>, handle: SocketHandle, served: &mut Served) -> bool {
@@ -183,7 +230,9 @@ fn udp_echo(sockets: &mut SocketSet<'_>, handle: SocketHandle, served: &mut Serv
         if socket.send_slice(&buffer[..len], meta).is_ok() {
             served.udp_echoes += 1;
             served.udp_bytes += len as u64;
-            println!("udp: echo {} of {} bytes to {}", served.udp_echoes, len, meta.endpoint);
+            if served.log_each {
+                println!("udp: echo {} of {} bytes to {}", served.udp_echoes, len, meta.endpoint);
+            }
         }
     }
     active
@@ -191,72 +240,162 @@ fn udp_echo(sockets: &mut SocketSet<'_>, handle: SocketHandle, served: &mut Serv
 
 /// Serve every HTTP socket one step; returns whether anything happened.
 ///
-/// A hostile or stalled client never leaves the server deaf: what an
-/// answered client still sends is read and dropped (so the close can
-/// complete), a client silent for [`HTTP_IDLE_MS`] before its request head
-/// ends is answered 408, and when no socket is left listening one
-/// connection is reset: a delivered answer lingering in its close, else the
-/// longest-silent client, and an answer still in flight only as a last
-/// resort.
-fn http_step(sockets: &mut SocketSet<'_>, conns: &mut [HttpConn], server: &mut Server, now_ms: u64) -> bool {
+/// A hostile or stalled client never blocks the others, nor leaves the
+/// server deaf: every socket that closes listens again at once; a client
+/// silent for [`HTTP_HEAD_MS`] in the middle of a request head is
+/// answered 408, and an idle keep-alive connection is closed after
+/// [`HTTP_KEEPALIVE_MS`] (both set by the manifest); after an error reply (400, 413, 431, 408) the
+/// connection is closed and what the client still sends is read and
+/// dropped, and a close that does not complete in [`HTTP_LINGER_MS`] is
+/// aborted; a client that stops taking its reply is aborted after
+/// [`HTTP_SEND_STALL_MS`]. When no socket is left listening, one
+/// connection is reset for the next newcomer (a lingering close first,
+/// then the longest-idle keep-alive connection, then the oldest partial
+/// request).
+fn http_step(
+    sockets: &mut SocketSet<'_>,
+    conns: &mut [HttpConn],
+    server: &mut Server,
+    served: &mut Served,
+    now_ms: u64,
+) -> bool {
     let mut active = false;
-    let mut chunk = [0u8; 512];
     for conn in conns.iter_mut() {
-        let socket = sockets.get_mut::<tcp::Socket>(conn.handle);
-        match socket.state() {
-            tcp::State::Closed => {
-                conn.request.clear();
-                conn.answered = false;
-                if socket.listen(HTTP_PORT).is_ok() {
-                    socket.set_timeout(Some(Duration::from_secs(10)));
-                }
-                continue;
+        active |= http_conn_step(sockets.get_mut::<tcp::Socket>(conn.handle), conn, server, served, now_ms);
+    }
+    let listening = conns.iter().filter(|c| sockets.get::<tcp::Socket>(c.handle).state() == tcp::State::Listen).count();
+    if listening == 0 {
+        let rank = |c: &HttpConn| {
+            let socket = sockets.get::<tcp::Socket>(c.handle);
+            match socket.state() {
+                tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed => None,
+                _ if c.closing => Some((0, c.last_ms)),
+                _ if c.reply.is_none() && c.request.is_empty() => Some((1, c.last_ms)),
+                _ if c.reply.is_none() => Some((2, c.last_ms)),
+                _ => None,
             }
-            // No connection yet, or not yet established.
-            tcp::State::Listen | tcp::State::SynReceived => {
-                conn.last_ms = now_ms;
-                continue;
-            }
-            _ if conn.answered => {
-                while socket.can_recv() {
-                    if socket.recv(|data| (data.len(), data.len())).unwrap_or(0) == 0 {
-                        break;
-                    }
-                    active = true;
-                }
-                continue;
-            }
-            _ => {}
+        };
+        if let Some(conn) = conns.iter().filter(|c| rank(c).is_some()).min_by_key(|c| rank(c)) {
+            let socket = sockets.get_mut::<tcp::Socket>(conn.handle);
+            socket.abort();
+            served.http_evicted += 1;
+            active = true;
         }
-        while socket.can_recv() && conn.request.len() < http::MAX_REQUEST_BYTES {
-            let room = (http::MAX_REQUEST_BYTES - conn.request.len()).min(chunk.len());
-            match socket.recv_slice(&mut chunk[..room]) {
-                Ok(0) | Err(_) => break,
-                Ok(len) => {
-                    conn.request.extend_from_slice(&chunk[..len]);
+    }
+    active
+}
+
+/// One connection's step (see [`http_step`]).
+fn http_conn_step(
+    socket: &mut tcp::Socket<'_>,
+    conn: &mut HttpConn,
+    server: &mut Server,
+    served: &mut Served,
+    now_ms: u64,
+) -> bool {
+    match socket.state() {
+        tcp::State::Closed => {
+            conn.reset();
+            if socket.listen(HTTP_PORT).is_ok() {
+                socket.set_timeout(Some(Duration::from_secs(10)));
+                socket.set_nagle_enabled(false);
+            }
+            return false;
+        }
+        tcp::State::Listen | tcp::State::SynReceived => {
+            conn.last_ms = now_ms;
+            return false;
+        }
+        // Both sides closed and our FIN is acknowledged: nothing is left
+        // to deliver, so the socket need not wait out TIME-WAIT.
+        tcp::State::TimeWait => {
+            socket.abort();
+            return true;
+        }
+        _ => {}
+    }
+    if conn.closing {
+        let mut active = false;
+        while socket.can_recv() {
+            if socket.recv(|data| (data.len(), data.len())).unwrap_or(0) == 0 {
+                break;
+            }
+            active = true;
+        }
+        if now_ms.saturating_sub(conn.last_ms) > HTTP_LINGER_MS {
+            socket.abort();
+            active = true;
+        }
+        return active;
+    }
+    if !conn.accepted {
+        conn.accepted = true;
+        served.http_accepted += 1;
+    }
+    let mut active = false;
+    loop {
+        if let Some((reply, sent)) = conn.reply.as_mut() {
+            let wire = reply.wire();
+            if *sent < wire.len() && socket.can_send() {
+                let taken = socket.send_slice(&wire[*sent..]).unwrap_or(0);
+                if taken > 0 {
+                    *sent += taken;
                     conn.last_ms = now_ms;
                     active = true;
                 }
             }
-        }
-        let parsed = match http::parse_request(&conn.request) {
-            Ok(None) if socket.may_recv() && now_ms.saturating_sub(conn.last_ms) < HTTP_IDLE_MS => continue,
-            Ok(None) if socket.may_recv() => {
-                let peer = socket.remote_endpoint();
-                let bytes = server.timed_out().to_bytes();
-                let _ = socket.send_slice(&bytes);
-                socket.close();
-                conn.answered = true;
-                conn.answered_ms = now_ms;
-                active = true;
-                println!("http: request {} from {} ? ? -> 408 Request Timeout", server.requests, endpoint_text(peer));
-                continue;
+            if *sent < wire.len() {
+                if now_ms.saturating_sub(conn.last_ms) > HTTP_SEND_STALL_MS {
+                    socket.abort();
+                    return true;
+                }
+                return active;
             }
-            // A connection closed without a byte is no request.
+            let close = reply.close;
+            conn.reply = None;
+            if close {
+                begin_close(socket, conn, now_ms);
+                return true;
+            }
+        }
+        // Read what fits of the next request.
+        while socket.can_recv() && conn.request.len() < http::MAX_REQUEST_BYTES {
+            let room = http::MAX_REQUEST_BYTES - conn.request.len();
+            let request = &mut conn.request;
+            let taken = socket
+                .recv(|data| {
+                    let n = data.len().min(room);
+                    request.extend_from_slice(&data[..n]);
+                    (n, n)
+                })
+                .unwrap_or(0);
+            if taken == 0 {
+                break;
+            }
+            conn.last_ms = now_ms;
+            active = true;
+        }
+        let silent_ms = now_ms.saturating_sub(conn.last_ms);
+        let parsed = match http::parse_request(&conn.request) {
             Ok(None) if conn.request.is_empty() => {
-                socket.close();
-                conn.answered = true;
-                active = true;
+                if !socket.may_recv() {
+                    // The client closed between requests.
+                    begin_close(socket, conn, now_ms);
+                    return true;
+                }
+                if silent_ms > served.keepalive_ms {
+                    served.http_idle_closed += 1;
+                    begin_close(socket, conn, now_ms);
+                    return true;
+                }
+                return active;
+            }
+            Ok(None) if socket.may_recv() && silent_ms <= served.head_ms => return active,
+            Ok(None) if socket.may_recv() => {
+                let reply = server.timed_out();
+                log_request(served, server, socket.remote_endpoint(), "?", "?", &reply);
+                conn.request.clear();
+                conn.reply = Some((reply, 0));
                 continue;
             }
             // The client stopped sending before the head ended.
@@ -264,54 +403,40 @@ fn http_step(sockets: &mut SocketSet<'_>, conns: &mut [HttpConn], server: &mut S
             Ok(Some(request)) => Ok(request),
             Err(error) => Err(error),
         };
-        let peer = socket.remote_endpoint();
-        let (method, path) = match &parsed {
-            Ok(request) => (request.method, request.path),
-            Err(_) => ("?", "?"),
+        let (method, path, head_len) = match &parsed {
+            Ok(request) => (request.method, request.path, request.head_len),
+            Err(_) => ("?", "?", conn.request.len()),
         };
-        let head_only = method == "HEAD";
-        let response = server.answer(parsed);
-        let bytes = if head_only { response.head_bytes() } else { response.to_bytes() };
-        let sent = socket.send_slice(&bytes).unwrap_or(0);
-        socket.close();
-        conn.answered = true;
-        conn.answered_ms = now_ms;
+        let reply = server.answer(parsed);
+        log_request(served, server, socket.remote_endpoint(), method, path, &reply);
+        conn.request.drain(..head_len);
+        conn.reply = Some((reply, 0));
         active = true;
-        let mut from = endpoint_text(peer);
-        if sent < bytes.len() {
-            let _ = write!(from, " (response cut at {} of {} bytes)", sent, bytes.len());
-        }
+    }
+}
+
+/// Close our side; what the client still sends is dropped until the
+/// close completes or lingers too long.
+fn begin_close(socket: &mut tcp::Socket<'_>, conn: &mut HttpConn, now_ms: u64) {
+    socket.close();
+    conn.request.clear();
+    conn.closing = true;
+    conn.last_ms = now_ms;
+}
+
+fn log_request(served: &Served, server: &Server, peer: Option<IpEndpoint>, method: &str, path: &str, reply: &Reply) {
+    if served.log_each || reply.status >= 400 && reply.status != 404 {
         println!(
-            "http: request {} from {} {} {} -> {} {}",
+            "http: request {} from {} {} {} -> {} {}{}",
             server.requests,
-            from,
+            endpoint_text(peer),
             method,
             path,
-            response.status,
-            response.reason()
+            reply.status,
+            reply.reason(),
+            if reply.cached { " (cached)" } else { "" }
         );
     }
-    // Keep one socket listening: reset first the connection whose response
-    // was delivered longest ago (lingering in its close), then the client
-    // silent longest before its request ended, and only last an answer
-    // still in flight (oldest first).
-    let state = |c: &HttpConn| sockets.get::<tcp::Socket>(c.handle).state();
-    let listening = conns.iter().any(|c| matches!(state(c), tcp::State::Listen | tcp::State::Closed));
-    if !listening {
-        let delivered = |c: &HttpConn| {
-            matches!(state(c), tcp::State::FinWait2 | tcp::State::TimeWait | tcp::State::Closing | tcp::State::LastAck)
-        };
-        let rank = |c: &HttpConn| match (c.answered, c.answered && delivered(c)) {
-            (true, true) => (0, c.answered_ms),
-            (false, _) => (1, c.last_ms),
-            (true, false) => (2, c.answered_ms),
-        };
-        if let Some(conn) = conns.iter().min_by_key(|c| rank(c)) {
-            sockets.get_mut::<tcp::Socket>(conn.handle).abort();
-            active = true;
-        }
-    }
-    active
 }
 
 /// `peer` as text.
@@ -322,13 +447,60 @@ fn endpoint_text(peer: Option<IpEndpoint>) -> alloc::string::String {
     }
 }
 
-/// Whether every answered connection has delivered its response (our FIN
-/// is acknowledged, or the connection is gone).
+/// Whether every reply has been delivered (no reply in flight, nothing
+/// unacknowledged in a send buffer, no close in progress).
 fn responses_delivered(sockets: &SocketSet<'_>, conns: &[HttpConn]) -> bool {
-    conns.iter().filter(|c| c.answered).all(|c| {
+    conns.iter().all(|c| {
         let socket = sockets.get::<tcp::Socket>(c.handle);
-        matches!(socket.state(), tcp::State::FinWait2 | tcp::State::TimeWait | tcp::State::Closed | tcp::State::Listen)
+        let settled = matches!(
+            socket.state(),
+            tcp::State::FinWait2
+                | tcp::State::TimeWait
+                | tcp::State::Closed
+                | tcp::State::Listen
+                | tcp::State::SynReceived
+        );
+        c.reply.is_none() && (settled || (!c.closing && socket.send_queue() == 0))
     })
+}
+
+/// Read the files under `www/` in the boot archive into the server (at
+/// `/NAME`). Returns how many were added.
+fn load_files(server: &mut Server) -> usize {
+    let read = |offset: u64, buf: &mut [u8]| -> usize {
+        let mut done = 0;
+        while done < buf.len() {
+            let chunk = (buf.len() - done).min(64 * 1024);
+            match syscall::archive_read(offset + done as u64, &mut buf[done..done + chunk]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => done += n,
+            }
+        }
+        done
+    };
+    let mut header = [0u8; 16];
+    if read(0, &mut header) < 16 {
+        return 0;
+    }
+    let count = (u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize).min(4096);
+    let mut dir = vec![0u8; count * 64];
+    let got = read(16, &mut dir);
+    let mut added = 0;
+    for entry in dir[..got - got % 64].chunks(64) {
+        let len = entry[..48].iter().position(|&b| b == 0).unwrap_or(48);
+        let Ok(name) = core::str::from_utf8(&entry[..len]) else { continue };
+        let Some(file) = name.strip_prefix("www/") else { continue };
+        let word = |at: usize| u64::from_le_bytes(entry[at..at + 8].try_into().unwrap_or([0; 8]));
+        let (offset, size) = (word(48), word(56) as usize);
+        if size > http::MAX_FILE_BYTES {
+            continue;
+        }
+        let mut body = vec![0u8; size];
+        if read(offset, &mut body) == size && server.add_file(&alloc::format!("/{}", file), body) {
+            added += 1;
+        }
+    }
+    added
 }
 
 // ---------------------------------------------------------------------------
@@ -421,18 +593,36 @@ fn serve(env: &Env) -> Result<(), &'static str> {
 
     let mut sockets = SocketSet::new(Vec::new());
     let udp_socket = udp::Socket::new(
-        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 16], vec![0; 8192]),
-        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 16], vec![0; 8192]),
+        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 32], vec![0; 32 * 1024]),
+        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 32], vec![0; 32 * 1024]),
     );
     let udp_handle = sockets.add(udp_socket);
     sockets.get_mut::<udp::Socket>(udp_handle).bind(ECHO_PORT).map_err(|_| "bind udp 7")?;
     let mut conns: Vec<HttpConn> = (0..HTTP_SOCKETS)
         .map(|_| {
-            let socket = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 4096]), tcp::SocketBuffer::new(vec![0; 4096]));
-            HttpConn { handle: sockets.add(socket), request: Vec::new(), answered: false, last_ms: 0, answered_ms: 0 }
+            let socket = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; HTTP_RX_BUFFER]),
+                tcp::SocketBuffer::new(vec![0; HTTP_TX_BUFFER]),
+            );
+            HttpConn {
+                handle: sockets.add(socket),
+                request: Vec::with_capacity(http::MAX_REQUEST_BYTES),
+                reply: None,
+                closing: false,
+                accepted: false,
+                last_ms: 0,
+            }
         })
         .collect();
-    http_step(&mut sockets, &mut conns, &mut Server::new(), clock.millis());
+    let mut server = Server::new();
+    let mut served = Served {
+        log_each: env.param("log_each") != Some("false"),
+        head_ms: param_u64(env, "http_head_ms", HTTP_HEAD_MS),
+        keepalive_ms: param_u64(env, "http_keepalive_ms", HTTP_KEEPALIVE_MS),
+        ..Served::default()
+    };
+    let files = load_files(&mut server);
+    http_step(&mut sockets, &mut conns, &mut server, &mut served, clock.millis());
 
     let ids: Vec<alloc::string::String> = filter_ids.iter().map(|(n, id)| alloc::format!("{}={}", n, id)).collect();
     println!(
@@ -451,19 +641,25 @@ fn serve(env: &Env) -> Result<(), &'static str> {
         ids.join(" ")
     );
     println!(
-        "net: serving udp echo on port {} and http on port {} (serve_ms={} http_requests={})",
-        ECHO_PORT, HTTP_PORT, serve_ms, want_requests
+        "net: serving udp echo on port {} and http on port {} ({} sockets, {} files; serve_ms={} http_requests={} nic_irq={})",
+        ECHO_PORT, HTTP_PORT, HTTP_SOCKETS, files, serve_ms, want_requests, info.irq_mode
     );
 
-    let mut server = Server::new();
-    let mut served = Served::default();
     let mut reached_at_ms: Option<u64> = None;
+    // (TSC, halted ticks) when the first request was answered: busy time
+    // from then on is what the requests after it cost.
+    let mut measured_from: Option<(u64, u64)> = None;
+    let ticks_per_ms = (env.tsc_hz / 1000).max(1);
     let stopped = loop {
         let now_ms = clock.millis();
+        served.polls += 1;
         let mut active =
             iface.poll(clock.now(), &mut nic, &mut sockets) == smoltcp::iface::PollResult::SocketStateChanged;
         active |= udp_echo(&mut sockets, udp_handle, &mut served);
-        active |= http_step(&mut sockets, &mut conns, &mut server, now_ms);
+        active |= http_step(&mut sockets, &mut conns, &mut server, &mut served, now_ms);
+        if measured_from.is_none() && server.requests > 0 {
+            measured_from = Some((rdtsc(), syscall::stats().map(|s| s.halted_ticks).unwrap_or(0)));
+        }
         if want_requests != 0 && server.requests >= want_requests {
             let since = *reached_at_ms.get_or_insert(now_ms);
             if responses_delivered(&sockets, &conns) {
@@ -477,7 +673,23 @@ fn serve(env: &Env) -> Result<(), &'static str> {
             break "time";
         }
         if !active && nic.rx.pending() == 0 {
-            syscall::yield_now();
+            // Sleep until a packet arrives (the kernel wakes us when it
+            // puts one in our ring), smoltcp's next timer, or, with
+            // connections open, a while to check their timeouts.
+            let busy = conns.iter().any(|c| {
+                !matches!(sockets.get::<tcp::Socket>(c.handle).state(), tcp::State::Listen | tcp::State::Closed)
+            });
+            let mut sleep_ms = serve_ms - now_ms;
+            if let Some(delay) = iface.poll_delay(clock.now(), &sockets) {
+                sleep_ms = sleep_ms.min(delay.total_millis());
+            }
+            if busy || reached_at_ms.is_some() {
+                sleep_ms = sleep_ms.min(BUSY_SLEEP_MS);
+            }
+            if sleep_ms > 0 {
+                served.blocks += 1;
+                syscall::block_until(rdtsc() + sleep_ms * ticks_per_ms);
+            }
         }
     };
     // Send what the last poll queued (the final ACKs, an echo) before leaving.
@@ -488,9 +700,18 @@ fn serve(env: &Env) -> Result<(), &'static str> {
         let _ = sys::net_filter_remove(*id);
     }
     let kernel = sys::net_info().unwrap_or_default();
+    let stats = syscall::stats().unwrap_or_default();
+    let busy_ticks = measured_from.map_or(0, |(tsc, halted)| {
+        rdtsc().saturating_sub(tsc).saturating_sub(stats.halted_ticks.saturating_sub(halted))
+    });
     println!(
-        "net: summary http_requests={} udp_echoes={} udp_bytes={} rx_frames={} tx_frames={} tx_errors={} ring_dropped={} rx_upcalls={} kernel_unclaimed={} elapsed_ms={} stopped={}",
+        "net: summary http_requests={} cache_hits={} cache_misses={} http_accepted={} http_idle_closed={} http_evicted={} udp_echoes={} udp_bytes={} rx_frames={} tx_frames={} tx_errors={} ring_dropped={} rx_upcalls={} polls={} blocks={} nic_irqs={} kernel_unclaimed={} busy_ticks={} busy_requests={} elapsed_ms={} stopped={}",
         server.requests,
+        server.cache_hits,
+        server.cache_misses,
+        served.http_accepted,
+        served.http_idle_closed,
+        served.http_evicted,
         served.udp_echoes,
         served.udp_bytes,
         nic.rx.received(),
@@ -498,7 +719,12 @@ fn serve(env: &Env) -> Result<(), &'static str> {
         nic.tx.errors(),
         nic.rx.dropped(),
         RX_UPCALLS.load(Ordering::Relaxed),
+        served.polls,
+        served.blocks,
+        kernel.irqs,
         kernel.rx_unclaimed,
+        busy_ticks,
+        server.requests.saturating_sub(1),
         clock.millis(),
         stopped
     );

@@ -14,6 +14,7 @@
 //! frame_pool_kib = 8192   # frames libOSes can allocate with keys (frame_alloc)
 //! revoke_deadline_us = 20000  # time a libOS has to answer a repossession request
 //! benchmarks = false      # true: the benchmark-only calls (key_bench, demux_bench) answer
+//! nic_irq = true          # the NIC interrupts (I/O APIC); false: the kernel polls it
 //! files = hello forktest  # Unix programs packed into the archive as bin/NAME, with the
 //!                         # libos-unix/rootfs tree (xtask; the kernel ignores it)
 //!
@@ -145,6 +146,8 @@ pub struct Manifest {
     pub save_bound_us: u64,
     /// Whether the benchmark-only calls (`key_bench`, `demux_bench`)
     /// answer; outside benchmark scenarios they are refused.
+    /// The NIC raises interrupts (true, the default) or is polled.
+    pub nic_irq: bool,
     pub benchmarks: bool,
     /// Unix programs to pack as `bin/NAME` beside the `rootfs` tree
     /// (xtask reads this; the kernel does not).
@@ -186,6 +189,7 @@ impl Manifest {
             slot_count: 0,
             save_bound_us: 0,
             benchmarks: false,
+            nic_irq: true,
             files: Vec::new(),
             envs: Vec::new(),
         };
@@ -263,6 +267,7 @@ impl Manifest {
                         }
                     }
                     "benchmarks" => manifest.benchmarks = parse_bool(value).ok_or(err("expected true or false"))?,
+                    "nic_irq" => manifest.nic_irq = parse_bool(value).ok_or(err("expected true or false"))?,
                     "files" => {
                         manifest.files = value.split([' ', ',']).filter(|f| !f.is_empty()).map(String::from).collect()
                     }
@@ -359,6 +364,8 @@ mod tests {
         assert_eq!(m.tlb_policy, TlbPolicy::Stlb);
         assert_eq!(m.frame_pool_kib, 8192);
         assert!(!m.keep_running);
+        assert!(m.nic_irq, "the NIC interrupts unless told otherwise");
+        assert!(!Manifest::parse("nic_irq = false\n[env]\nname=a\nprogram=b").unwrap().nic_irq);
         assert_eq!(m.envs.len(), 2);
         assert_eq!(m.envs[0].args, "demo x");
         assert_eq!(m.envs[0].memory_kib, 1024);

@@ -76,6 +76,11 @@ pub struct NetInfo {
     pub tx_packets: u64,
     /// Filters installed (all environments).
     pub filters: u64,
+    /// 1 if the NIC raises interrupts (manifest `nic_irq = true`), 0 if
+    /// the kernel polls it (at timer ticks, network calls and when idle).
+    pub irq_mode: u64,
+    /// Interrupts the NIC raised.
+    pub irqs: u64,
 }
 
 /// System-call numbers of the network binding (continuing `syscall::nr`).

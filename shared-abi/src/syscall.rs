@@ -513,6 +513,11 @@ pub struct KernelStats {
     pub slot_end_upcalls: u64,
     pub overruns: u64,
     pub pct_calls: u64,
+    /// TSC ticks the CPU spent halted because nothing could run (under
+    /// `-icount`, virtual ticks; the rest of the run is busy time).
+    pub halted_ticks: u64,
+    /// Interrupts the NIC raised (`nic_irq = true`).
+    pub nic_interrupts: u64,
 }
 
 #[cfg(test)]

@@ -62,7 +62,7 @@ fn stalled_and_overlong_clients_never_leave_the_server_deaf() {
         stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         let mut response = Vec::new();
         let _ = stream.read_to_end(&mut response);
-        timed_out += response.starts_with(b"HTTP/1.0 408 Request Timeout\r\n") as usize;
+        timed_out += response.starts_with(b"HTTP/1.1 408 Request Timeout\r\n") as usize;
     }
     drop(overlong);
     let outcome = guest_run.join().expect("the QEMU thread");

@@ -13,6 +13,7 @@ use wait_timeout::ChildExt;
 
 pub mod fuzz;
 pub mod gdb;
+pub mod load;
 pub mod tlb;
 
 /// The bare-metal target of the kernel and every libOS.
@@ -199,6 +200,10 @@ pub fn pack_archive_from(manifest_text: &str, bin_dir: &Path) -> Result<Vec<u8>>
             let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             files.push((format!("bin/{program}"), bytes));
         }
+    }
+    // libos-unix's files: its file system's seed, and what its HTTP
+    // server serves (`www/`).
+    if !manifest.files.is_empty() || manifest.envs.iter().any(|e| e.program == "libos-unix") {
         files.extend(rootfs_files()?);
     }
     let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
@@ -436,6 +441,10 @@ pub fn run_qemu(image: &Path, options: &RunOptions) -> Result<Outcome> {
     }
     if let Some((udp, tcp)) = options.net {
         cmd.args(["-netdev", &net_backend(udp, tcp), "-device", "virtio-net-pci,netdev=n0"]);
+        // `EXO_PCAP=file`: QEMU records the guest's frames (filter-dump).
+        if let Some(pcap) = std::env::var_os("EXO_PCAP") {
+            cmd.arg("-object").arg(format!("filter-dump,id=f1,netdev=n0,file={}", pcap.to_string_lossy()));
+        }
     }
     if options.kvm {
         cmd.args(["-enable-kvm", "-cpu", "host,-arch-capabilities"]);

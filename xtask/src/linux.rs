@@ -37,6 +37,7 @@ pub const COUNTERPARTS: &[(&str, &str)] = &[
     ("fork_exit_wait", "linux_fork_exit_wait"),
     ("fork_exec_wait", "linux_fork_exec_wait"),
     ("pipe_round_trip", "linux_pipe_round_trip"),
+    ("http_request_busy", "linux_http_request"),
 ];
 
 /// The Linux operation an exokernel operation is compared with, if any.
@@ -247,6 +248,34 @@ fn ensure_tools() -> Result<()> {
     }
 }
 
+/// The modules the HTTP guest loads (in this order) to drive virtio-net:
+/// Debian's cloud kernel builds the whole virtio stack as modules.
+const NET_MODULES: [&str; 8] = [
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio_pci",
+    "failover",
+    "net_failover",
+    "virtio_net",
+];
+
+/// The first file named `name` under `dir`.
+fn walk_for(dir: &Path, name: &str) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = walk_for(&path, name) {
+                return Some(found);
+            }
+        } else if path.file_name().is_some_and(|n| n == name) {
+            return Some(path);
+        }
+    }
+    None
+}
+
 /// `boot/vmlinuz-*` under `dir`, if extracted already.
 fn find_vmlinuz(dir: &Path) -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir.join("boot"))
@@ -279,7 +308,9 @@ fn kernel_package() -> Result<String> {
 /// The kernel image, downloaded and unpacked into `dir/kernel/boot/` once.
 fn kernel(dir: &Path) -> Result<PathBuf> {
     let extracted = dir.join("kernel");
-    if let Some(vmlinuz) = find_vmlinuz(&extracted) {
+    // (A cache from before the modules were kept is fetched again.)
+    let have_modules = extracted.join("modules").join("virtio_net.ko").exists();
+    if let Some(vmlinuz) = find_vmlinuz(&extracted).filter(|_| have_modules) {
         return Ok(vmlinuz);
     }
     let mut package = kernel_package()?;
@@ -312,7 +343,8 @@ fn kernel(dir: &Path) -> Result<PathBuf> {
             })
         })
         .with_context(|| format!("apt-get download left no {prefix}*.deb in {}", dir.display()))?;
-    // Unpack beside, keep only boot/ (the modules are not needed: the
+    // Unpack beside, keep only boot/ and the modules of the network
+    // driver (the HTTP guest loads them; the rest is not needed: the
     // initramfs holds only our static programs).
     let partial = dir.join("kernel.partial");
     let _ = std::fs::remove_dir_all(&partial);
@@ -321,8 +353,14 @@ fn kernel(dir: &Path) -> Result<PathBuf> {
         return Err(failure("dpkg -x", &output));
     }
     let _ = std::fs::remove_dir_all(&extracted);
-    std::fs::create_dir_all(&extracted)?;
+    std::fs::create_dir_all(extracted.join("modules"))?;
     std::fs::rename(partial.join("boot"), extracted.join("boot"))?;
+    for module in NET_MODULES {
+        let found = walk_for(&partial.join("lib/modules"), &format!("{module}.ko"));
+        if let Some(path) = found {
+            std::fs::copy(&path, extracted.join("modules").join(format!("{module}.ko")))?;
+        }
+    }
     let _ = std::fs::remove_dir_all(&partial);
     let _ = std::fs::remove_file(&deb);
     find_vmlinuz(&extracted).with_context(|| format!("{} holds no boot/vmlinuz-*", deb.display()))
@@ -366,12 +404,24 @@ fn initramfs(dir: &Path) -> Result<PathBuf> {
 /// and CPU are QEMU's defaults (i440fx, qemu64), as in the exokernel's TCG
 /// runs (`xtask::run_qemu` names neither).
 fn boot(vmlinuz: &Path, initrd: &Path, timeout: Duration, echo: bool, qemu_args: &[String]) -> Result<Vec<String>> {
+    boot_with(vmlinuz, initrd, "", qemu_args, timeout, echo)
+}
+
+/// [`boot`] with more kernel command line and more QEMU arguments.
+fn boot_with(
+    vmlinuz: &Path,
+    initrd: &Path,
+    append: &str,
+    qemu_args: &[String],
+    timeout: Duration,
+    echo: bool,
+) -> Result<Vec<String>> {
     let mut cmd = Command::new(qemu_binary());
     cmd.arg("-kernel")
         .arg(vmlinuz)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyS0 quiet panic=-1"])
+        .args(["-append", &format!("console=ttyS0 quiet panic=-1 {append}")])
         .args(["-serial", "stdio", "-display", "none", "-monitor", "none", "-no-reboot"])
         .args(["-m", "512M", "-accel", "tcg", "-icount", "shift=0"])
         .args(qemu_args)
@@ -392,6 +442,114 @@ fn boot(vmlinuz: &Path, initrd: &Path, timeout: Duration, echo: bool, qemu_args:
         Some(_) => {}
     }
     Ok(lines)
+}
+
+/// What the Linux HTTP guest measured: requests after the first, and the
+/// CPU time they took (all but idle and iowait, from /proc/stat).
+#[derive(Clone, Debug)]
+pub struct LinuxHttp {
+    pub requests: u64,
+    /// Busy nanoseconds (monotonic time minus idle sleep; 0 if the guest
+    /// could not tell) and, coarser, busy jiffies.
+    pub busy_ns: u64,
+    pub busy_jiffies: u64,
+    pub user_hz: u64,
+    pub udp: xtask::load::UdpReport,
+    pub http: xtask::load::HttpReport,
+}
+
+impl LinuxHttp {
+    /// Busy guest instructions per request: under `-icount shift=0` one
+    /// nanosecond of guest time is one instruction. From the tick code's
+    /// idle accounting (nanoseconds) where the guest gave it, else from
+    /// busy jiffies (granularity: one jiffy over the whole run).
+    pub fn instructions_per_request(&self) -> Option<u64> {
+        let busy_ns = match self.busy_ns {
+            0 => self.busy_jiffies * 1_000_000_000 / self.user_hz.max(1),
+            ns => ns,
+        };
+        xtask::load::instructions_per_request(busy_ns, self.requests)
+    }
+}
+
+/// The `LINUX-HTTPD requests=...` line's fields.
+fn parse_httpd(lines: &[String]) -> Option<(u64, u64, u64, u64)> {
+    let line = lines.iter().find_map(|l| l.find("LINUX-HTTPD requests=").map(|at| &l[at..]))?;
+    let get = |k: &str| xtask::load::field(line, k);
+    Some((get("requests")?, get("busy_ns").unwrap_or(0), get("busy_jiffies")?, get("user_hz")?))
+}
+
+/// Serve the same file as libos-unix from our epoll server (`httpd.c`)
+/// in the Debian cloud kernel, under the same QEMU (`-icount shift=0`, user
+/// networking, virtio-net), and load it with the same client.
+pub fn http_baseline(spec: &xtask::load::LoadSpec) -> Result<LinuxHttp> {
+    let dir = root().join("target").join("linux");
+    std::fs::create_dir_all(&dir)?;
+    ensure_tools().context("gcc and cpio cannot be had")?;
+    let vmlinuz = kernel(&dir).context("the kernel package cannot be had")?;
+    let initrd = httpd_initramfs(&dir).context("building the httpd initramfs")?;
+    let (udp_port, tcp_port) = xtask::free_net_ports(0, 0);
+    let qemu_args: Vec<String> = [
+        "-netdev",
+        &xtask::net_backend(udp_port, tcp_port),
+        "-device",
+        "virtio-net-pci,netdev=n0",
+        "-m",
+        "512M",
+        "-accel",
+        "tcg",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(spec.icount.then(|| ["-icount".to_string(), "shift=0".to_string()]).into_iter().flatten())
+    .collect();
+    let append = format!("requests={}", spec.requests + 1);
+    let (timeout, echo) = (spec.timeout, spec.echo);
+    let guest = std::thread::spawn(move || boot_with(&vmlinuz, &initrd, &append, &qemu_args, timeout, echo));
+    let (udp, http) = xtask::load::drive(spec, udp_port, tcp_port);
+    let lines = guest.join().map_err(|_| anyhow::anyhow!("the QEMU thread panicked"))??;
+    for line in lines.iter().filter(|l| l.contains("LINUX-ERROR")) {
+        println!("linux httpd: guest: {}", line.trim());
+    }
+    let (requests, busy_ns, busy_jiffies, user_hz) = parse_httpd(&lines).with_context(|| {
+        let tail: Vec<&str> = lines.iter().rev().take(15).map(String::as_str).collect();
+        format!("the guest printed no LINUX-HTTPD line; last lines: {tail:?}")
+    })?;
+    Ok(LinuxHttp { requests, busy_ns, busy_jiffies, user_hz, udp, http })
+}
+
+/// `/init` (httpd.c), the network driver's modules and the file to serve.
+fn httpd_initramfs(dir: &Path) -> Result<PathBuf> {
+    let staging = dir.join("initramfs-httpd");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(staging.join("modules"))?;
+    std::fs::create_dir_all(staging.join("www"))?;
+    std::fs::create_dir_all(staging.join("proc"))?;
+    gcc(&["-O2", "-static"], &root().join("xtask/linux/httpd.c"), &staging.join("init"))?;
+    let mut names = vec!["init".to_string(), "proc".into(), "modules".into(), "www".into()];
+    for module in NET_MODULES {
+        let name = format!("modules/{module}.ko");
+        std::fs::copy(dir.join("kernel").join(&name), staging.join(&name))
+            .with_context(|| format!("copying {name}"))?;
+        names.push(name);
+    }
+    std::fs::copy(root().join("libos-unix/rootfs/www/index.html"), staging.join("www/index.html"))?;
+    names.push("www/index.html".into());
+    let archive = dir.join("initramfs-httpd.cpio");
+    let mut child = Command::new("cpio")
+        .args(["-o", "-H", "newc", "--quiet"])
+        .current_dir(&staging)
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(&archive)?)
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting cpio")?;
+    child.stdin.take().expect("piped stdin").write_all(format!("{}\n", names.join("\n")).as_bytes())?;
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        return Err(failure("cpio", &output));
+    }
+    Ok(archive)
 }
 
 #[cfg(test)]

@@ -120,6 +120,37 @@ enum Cmd {
         #[arg(long, default_value_t = 120)]
         timeout: u64,
     },
+    /// Load the network service from the host (127.0.0.1 only): concurrent
+    /// HTTP keep-alive clients on a cached file and a UDP echo run; prints
+    /// requests per second, latency percentiles and the libOS's counters.
+    Load {
+        /// Concurrent HTTP clients.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// HTTP requests in all.
+        #[arg(long, default_value_t = 10_000)]
+        requests: usize,
+        /// UDP datagrams to echo (1 to 1,472 bytes each).
+        #[arg(long, default_value_t = 10_000)]
+        datagrams: usize,
+        /// Poll the NIC instead of taking its interrupts.
+        #[arg(long)]
+        polled: bool,
+        /// Run with `-icount shift=0`, so busy ticks are guest instructions.
+        #[arg(long)]
+        icount: bool,
+        /// Seconds before the guest is stopped.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Show the guest's console as it arrives.
+        #[arg(long)]
+        echo: bool,
+        /// Then serve the same file from a Linux guest (our epoll server,
+        /// `xtask/linux/httpd.c`) under the same load, and compare busy
+        /// instructions per request (implies --icount).
+        #[arg(long)]
+        linux: bool,
+    },
     /// Only the Linux guest baseline of `bench`: boot it, print its rows.
     #[command(hide = true)]
     LinuxBench {
@@ -180,6 +211,18 @@ fn dispatch(cli: Cli) -> Result<()> {
             timeout: Duration::from_secs(timeout),
         })
         .map(|_| ()),
+        Cmd::Load { clients, requests, datagrams, polled, icount, timeout, echo, linux } => {
+            let spec = xtask::load::LoadSpec {
+                clients,
+                requests,
+                datagrams,
+                nic_irq: !polled,
+                icount: icount || linux,
+                timeout: Duration::from_secs(timeout),
+                echo,
+            };
+            load(&spec, linux)
+        }
         Cmd::LinuxBench { timeout, echo } => {
             let rows = linux::baseline(Duration::from_secs(timeout), echo).context("no Linux figures")?;
             linux::print_table(&rows);
@@ -679,7 +722,7 @@ fn bench(timeout: u64, kvm: bool, no_linux: bool, tlb_global: &str) -> Result<()
         bail!("the bench scenarios printed no BENCH lines");
     }
     // The Linux baseline counts instructions under icount: no match for KVM cycles.
-    let linux_rows = match (no_linux, kvm) {
+    let mut linux_rows = match (no_linux, kvm) {
         (true, _) => None,
         (false, true) => {
             println!("linux baseline: skipped under --kvm (it counts instructions under -icount)");
@@ -687,6 +730,9 @@ fn bench(timeout: u64, kvm: bool, no_linux: bool, tlb_global: &str) -> Result<()
         }
         (false, false) => linux::baseline(Duration::from_secs(linux::DEFAULT_TIMEOUT), false),
     };
+    if !kvm {
+        http_rows(&mut rows, linux_rows.as_mut());
+    }
     print_table(&rows, linux_rows.as_deref());
     if let Some(config) = &tlb_config {
         let get = |row: &Vec<(String, String)>, k: &str| row.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
@@ -805,5 +851,172 @@ fn print_table(rows: &[Vec<(String, String)>], linux_rows: Option<&[linux::Linux
             get(row, "target"),
             get(row, "events")
         );
+    }
+}
+
+/// `cargo xtask load`: boot the `net_load` scenario, load it, print the
+/// numbers; with `linux`, the same against the Linux guest, and the ratio.
+fn load(spec: &xtask::load::LoadSpec, linux: bool) -> Result<()> {
+    use xtask::load::{field, instructions_per_request};
+    build_binaries()?;
+    println!(
+        "xtask load: {} clients x {} requests of {} (keep-alive), {} UDP datagrams; NIC {}{}",
+        spec.clients,
+        spec.requests,
+        xtask::load::LOAD_PATH,
+        spec.datagrams,
+        if spec.nic_irq { "interrupts" } else { "polled" },
+        if spec.icount { ", -icount shift=0" } else { "" }
+    );
+    let result = xtask::load::run_load(spec)?;
+    let (udp, http) = (&result.udp, &result.http);
+    println!(
+        "udp echo: {} of {} datagrams echoed byte-identical ({} bytes), {} mismatched, {} resent, {} lost, {:.2} s",
+        udp.echoed,
+        spec.datagrams,
+        udp.bytes,
+        udp.mismatched,
+        udp.retries,
+        udp.lost,
+        udp.wall.as_secs_f64()
+    );
+    println!(
+        "http: {} ok, {} errors, {} connections, {:.1} requests/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {:.2} s",
+        http.ok,
+        http.errors,
+        http.connects,
+        http.requests_per_second(),
+        http.percentile(0.5).as_secs_f64() * 1e3,
+        http.percentile(0.99).as_secs_f64() * 1e3,
+        http.percentile(1.0).as_secs_f64() * 1e3,
+        http.wall.as_secs_f64()
+    );
+    for why in &http.why {
+        println!("  error: {why}");
+    }
+    match &result.summary {
+        Some(summary) => {
+            println!("guest: {}", summary.trim_start_matches("net: summary "));
+            let busy = field(summary, "busy_ticks").unwrap_or(0);
+            let served = field(summary, "busy_requests").unwrap_or(0);
+            if let Some(per) = instructions_per_request(busy, served) {
+                let unit = if spec.icount { "guest instructions" } else { "TSC ticks (no -icount: not instructions)" };
+                println!("busy per request: {per} {unit} ({busy} busy over {served} requests, halted time excluded)");
+            }
+        }
+        None => println!("guest: no summary line ({})", result.outcome.describe()),
+    }
+    if linux {
+        let exo = result
+            .summary
+            .as_deref()
+            .and_then(|s| instructions_per_request(field(s, "busy_ticks")?, field(s, "busy_requests")?));
+        match linux::http_baseline(spec) {
+            Ok(linux) => {
+                println!(
+                    "linux httpd: {} ok, {} errors, {:.1} requests/s, p50 {:.2} ms, p99 {:.2} ms; udp {} of {} echoed",
+                    linux.http.ok,
+                    linux.http.errors,
+                    linux.http.requests_per_second(),
+                    linux.http.percentile(0.5).as_secs_f64() * 1e3,
+                    linux.http.percentile(0.99).as_secs_f64() * 1e3,
+                    linux.udp.echoed,
+                    spec.datagrams
+                );
+                let theirs = linux.instructions_per_request();
+                println!(
+                    "busy guest instructions per request: libos-unix {} linux {} ratio {} (Linux: {} busy ns, {} busy jiffies at {} Hz, over {} requests)",
+                    exo.map_or("-".into(), |v| v.to_string()),
+                    theirs.map_or("-".into(), |v| v.to_string()),
+                    match (exo, theirs) {
+                        (Some(e), Some(l)) if l > 0 => format!("{:.3}", e as f64 / l as f64),
+                        _ => "-".into(),
+                    },
+                    linux.busy_ns,
+                    linux.busy_jiffies,
+                    linux.user_hz,
+                    linux.requests
+                );
+            }
+            Err(error) => println!("linux httpd: skipped: {error:#}"),
+        }
+    }
+    println!("xtask load: guest run {}", result.outcome.describe());
+    let clean = http.errors == 0
+        && http.ok == spec.requests
+        && udp.echoed == spec.datagrams
+        && udp.mismatched == 0
+        && result.outcome.verdict == Some(shared_abi::exit::Verdict::Success);
+    if !clean {
+        bail!("the load run was not clean");
+    }
+    Ok(())
+}
+
+/// The HTTP row of `bench`: busy guest instructions per request of
+/// libos-unix under a small `cargo xtask load` (`-icount shift=0`), and
+/// (with the Linux baseline) of our epoll server in the Linux guest under
+/// the same load. A run that fails or is not clean adds no row.
+fn http_rows(rows: &mut Vec<Vec<(String, String)>>, linux_rows: Option<&mut Vec<linux::LinuxRow>>) {
+    use xtask::load::{field, instructions_per_request};
+    let spec = xtask::load::LoadSpec {
+        clients: 16,
+        requests: 2000,
+        datagrams: 100,
+        nic_irq: true,
+        icount: true,
+        timeout: Duration::from_secs(240),
+        echo: false,
+    };
+    let clean = |http: &xtask::load::HttpReport| http.ok == spec.requests && http.errors == 0;
+    match xtask::load::run_load(&spec) {
+        Ok(result) if clean(&result.http) => {
+            let per = result
+                .summary
+                .as_deref()
+                .and_then(|s| instructions_per_request(field(s, "busy_ticks")?, field(s, "busy_requests")?));
+            if let Some(per) = per {
+                let events = result.summary.as_deref().map_or(String::new(), |s| {
+                    let requests = field(s, "busy_requests").unwrap_or(1).max(1);
+                    format!(
+                        "nic_irqs={},polls={}/{}req",
+                        field(s, "nic_irqs").unwrap_or(0),
+                        field(s, "polls").unwrap_or(0),
+                        requests
+                    )
+                });
+                let row = [
+                    ("op", "http_request_busy".to_string()),
+                    ("unit", "instructions".into()),
+                    ("median", per.to_string()),
+                    ("min", per.to_string()),
+                    ("max", per.to_string()),
+                    ("floor", "busy/requests".into()),
+                    ("target", "<=linux/3".into()),
+                    ("events", events),
+                ];
+                rows.push(row.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+            }
+        }
+        Ok(result) => println!("http bench: the load run was not clean ({} errors); no row", result.http.errors),
+        Err(error) => println!("http bench: skipped: {error:#}"),
+    }
+    let Some(linux_rows) = linux_rows else { return };
+    match linux::http_baseline(&spec) {
+        Ok(linux) if clean(&linux.http) => {
+            if let Some(per) = linux.instructions_per_request() {
+                linux_rows.push(linux::LinuxRow {
+                    op: "linux_http_request".into(),
+                    median: per,
+                    min: per,
+                    max: per,
+                    floor: 0,
+                    iterations: linux.requests,
+                    tlb: None,
+                });
+            }
+        }
+        Ok(linux) => println!("linux httpd: the load run was not clean ({} errors); no row", linux.http.errors),
+        Err(error) => println!("linux httpd: skipped: {error:#}"),
     }
 }

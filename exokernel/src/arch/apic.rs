@@ -1,5 +1,6 @@
 //! The local APIC timer, calibrated against the PIT; the legacy PICs are
-//! remapped and masked.
+//! remapped and masked; the I/O APIC routes device interrupt lines (the
+//! NIC's PCI INTx) to vectors.
 
 use super::paging::{AddressSpace, Flags};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +16,18 @@ const REG_TIMER_CURRENT: u64 = 0x390;
 const REG_TIMER_DIVIDE: u64 = 0x3e0;
 const LVT_MASKED: u32 = 1 << 16;
 
+/// Where every PC chipset QEMU emulates puts the (first) I/O APIC.
+const IOAPIC_PHYS: u64 = 0xfec0_0000;
+const IOAPIC_REG_VERSION: u32 = 1;
+const IOAPIC_REG_REDIRECT: u32 = 0x10;
+/// Redirection entry bits: level triggered, masked.
+const REDIRECT_LEVEL: u32 = 1 << 15;
+const REDIRECT_MASKED: u32 = 1 << 16;
+
 static APIC_VIRT: AtomicU64 = AtomicU64::new(0);
+/// The I/O APIC's register window (0: none found) and its input count.
+static IOAPIC_VIRT: AtomicU64 = AtomicU64::new(0);
+static IOAPIC_INPUTS: AtomicU64 = AtomicU64::new(0);
 static TICKS_PER_MS: AtomicU64 = AtomicU64::new(0);
 
 fn write(reg: u64, value: u32) {
@@ -68,6 +80,65 @@ pub fn init(kernel: &mut AddressSpace, window: u64) {
     unsafe { Msr::new(IA32_APIC_BASE).write(base_msr | (1 << 11)) };
     write(REG_SVR, 0x100 | super::trap::SPURIOUS_VECTOR as u32);
     write(REG_LVT_TIMER, LVT_MASKED);
+    // The I/O APIC goes in the page after the local APIC's.
+    let io_window = window + 0x1000;
+    let mapped = kernel.map_kernel(
+        io_window,
+        IOAPIC_PHYS,
+        Flags::WRITABLE | Flags::NO_CACHE | Flags::WRITE_THROUGH | Flags::NO_EXECUTE,
+    );
+    if mapped.is_ok() {
+        IOAPIC_VIRT.store(io_window, Ordering::Relaxed);
+        let version = ioapic_read(IOAPIC_REG_VERSION);
+        let inputs = if version == u32::MAX { 0 } else { ((version >> 16) & 0xff) as u64 + 1 };
+        IOAPIC_INPUTS.store(inputs, Ordering::Relaxed);
+        for input in 0..inputs as u32 {
+            ioapic_write(IOAPIC_REG_REDIRECT + 2 * input, REDIRECT_MASKED);
+        }
+    }
+}
+
+fn ioapic_read(reg: u32) -> u32 {
+    let base = IOAPIC_VIRT.load(Ordering::Relaxed);
+    // SAFETY: `base` maps the I/O APIC's register page uncached: IOREGSEL
+    // at +0, IOWIN at +0x10; the kernel runs with interrupts off, so the
+    // select/access pair is not interleaved with another.
+    unsafe {
+        core::ptr::write_volatile(base as *mut u32, reg);
+        core::ptr::read_volatile((base + 0x10) as *const u32)
+    }
+}
+
+fn ioapic_write(reg: u32, value: u32) {
+    let base = IOAPIC_VIRT.load(Ordering::Relaxed);
+    // SAFETY: as for `ioapic_read`.
+    unsafe {
+        core::ptr::write_volatile(base as *mut u32, reg);
+        core::ptr::write_volatile((base + 0x10) as *mut u32, value);
+    }
+}
+
+/// Route I/O APIC input `input` to `vector` on this CPU (local APIC 0),
+/// active high, level triggered if `level` (PCI INTx in QEMU's PIIX) else
+/// edge (ISA); left masked. False if there is no such input.
+pub fn ioapic_route(input: u8, vector: u8, level: bool) -> bool {
+    if IOAPIC_VIRT.load(Ordering::Relaxed) == 0 || input as u64 >= IOAPIC_INPUTS.load(Ordering::Relaxed) {
+        return false;
+    }
+    let reg = IOAPIC_REG_REDIRECT + 2 * input as u32;
+    ioapic_write(reg + 1, 0); // destination: local APIC id 0
+    ioapic_write(reg, vector as u32 | if level { REDIRECT_LEVEL } else { 0 } | REDIRECT_MASKED);
+    true
+}
+
+/// Mask or unmask I/O APIC input `input` (routed earlier).
+pub fn ioapic_mask(input: u8, masked: bool) {
+    if IOAPIC_VIRT.load(Ordering::Relaxed) == 0 || input as u64 >= IOAPIC_INPUTS.load(Ordering::Relaxed) {
+        return;
+    }
+    let reg = IOAPIC_REG_REDIRECT + 2 * input as u32;
+    let low = ioapic_read(reg);
+    ioapic_write(reg, if masked { low | REDIRECT_MASKED } else { low & !REDIRECT_MASKED });
 }
 
 /// Measure the APIC timer and the TSC against 10 ms of PIT channel 2.

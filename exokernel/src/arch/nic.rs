@@ -9,8 +9,15 @@
 //!   physically contiguous frames from the frame allocator, reached through
 //!   the bootloader's physical-memory window; device registers (BARs) are
 //!   mapped uncached into a kernel window of their own.
-//! * No interrupts: the kernel polls the receive queue (timer and network
-//!   system calls), so the device's INTx line stays masked at the PIC.
+//! * Interrupts (if the kernel asks, [`Nic::enable_irq`]): the device's
+//!   PCI INTx line, whose number the firmware wrote into the interrupt-line
+//!   register, is routed through the I/O APIC to a vector, level
+//!   triggered. The handler masks the line ([`irq_raised`]); the next
+//!   [`Nic::drain`] acknowledges the device (reading its ISR status
+//!   deasserts the line), takes what arrived and unmasks it, so a packet
+//!   arriving meanwhile raises the line again and is never missed.
+//!   Otherwise the kernel polls the receive queue (timer, network system
+//!   calls, idle loop) and the line stays masked.
 
 use super::memory;
 use super::paging::{phys_to_virt, zero_owned, AddressSpace, Flags};
@@ -34,6 +41,22 @@ pub const MAX_TX_FRAME: usize = 1514;
 /// Spins waiting for the device to take a transmitted frame before the
 /// kernel gives up on the device (QEMU completes it within a few).
 const TX_SPIN_LIMIT: u64 = 50_000_000;
+
+/// The I/O APIC input of the NIC's interrupt line while interrupts are on
+/// (`NO_IRQ`: polled).
+static IRQ_LINE: AtomicU64 = AtomicU64::new(NO_IRQ);
+const NO_IRQ: u64 = u64::MAX;
+/// PCI configuration register holding the interrupt line (low byte).
+const PCI_INTERRUPT_LINE: u8 = 0x3c;
+
+/// The NIC's interrupt arrived: mask its line until the next
+/// [`Nic::drain`] has served the device.
+pub fn irq_raised() {
+    let line = IRQ_LINE.load(Ordering::Relaxed);
+    if line != NO_IRQ {
+        super::apic::ioapic_mask(line as u8, true);
+    }
+}
 
 /// Where the physical-memory window is usable for DMA: `[0, RAM_END)`.
 static RAM_END: AtomicU64 = AtomicU64::new(0);
@@ -194,6 +217,11 @@ pub struct Nic {
     mac: [u8; 6],
     /// The device stopped completing transmissions: it is no longer used.
     broken: bool,
+    /// The interrupt line the firmware assigned (PCI configuration), if
+    /// it names an I/O APIC input at all.
+    irq_line: Option<u8>,
+    /// Interrupts are on ([`Nic::enable_irq`]).
+    irq_mode: bool,
 }
 
 impl Nic {
@@ -207,6 +235,10 @@ impl Nic {
         let mut root = PciRoot::new(PortCam);
         let (function, _) =
             root.enumerate_bus(0).find(|(_, info)| virtio_device_type(info) == Some(DeviceType::Network))?;
+        let irq_line = match PortCam.read_word(function, PCI_INTERRUPT_LINE) as u8 {
+            line @ 1..=23 => Some(line),
+            _ => None,
+        };
         let (_, command) = root.get_status_command(function);
         root.set_command(function, command | Command::MEMORY_SPACE | Command::IO_SPACE | Command::BUS_MASTER);
         let transport = match PciTransport::new::<KernelHal, _>(&mut root, function) {
@@ -228,7 +260,8 @@ impl Nic {
         let rx_pa = alloc_dma(rx_pages)?;
         let tx_pa = alloc_dma(1)?;
         let mac = device.mac_address();
-        let mut nic = Nic { device, rx_pa, rx_of_token: [0; QUEUE_SIZE], tx_pa, mac, broken: false };
+        let mut nic =
+            Nic { device, rx_pa, rx_of_token: [0; QUEUE_SIZE], tx_pa, mac, broken: false, irq_line, irq_mode: false };
         for buffer in 0..QUEUE_SIZE {
             if !nic.post_rx(buffer) {
                 return None;
@@ -249,6 +282,25 @@ impl Nic {
 
     pub fn mac(&self) -> [u8; 6] {
         self.mac
+    }
+
+    /// Have the device interrupt on `vector` (through the I/O APIC). False,
+    /// and it stays polled, if the firmware gave it no usable line.
+    pub fn enable_irq(&mut self, vector: u8) -> bool {
+        let Some(line) = self.irq_line else { return false };
+        if !super::apic::ioapic_route(line, vector, true) {
+            return false;
+        }
+        self.device.enable_interrupts();
+        self.irq_mode = true;
+        IRQ_LINE.store(line as u64, Ordering::Relaxed);
+        log::info!("net: virtio-net interrupts on line {} (vector {:#x})", line, vector);
+        self.drain(|_| {});
+        true
+    }
+
+    pub fn irq_mode(&self) -> bool {
+        self.irq_mode
     }
 
     fn rx_buffer(&mut self, buffer: usize) -> &'static mut [u8] {
@@ -277,6 +329,10 @@ impl Nic {
     /// Hand every frame the device has received to `each`, then give its
     /// buffer back. Returns how many there were.
     pub fn drain(&mut self, mut each: impl FnMut(&[u8])) -> u64 {
+        if self.irq_mode {
+            // Deassert the line first: what arrives from now on raises it again.
+            self.device.ack_interrupt();
+        }
         let mut count = 0;
         while let Some(token) = self.device.poll_receive() {
             let Some(&buffer) = self.rx_of_token.get(token as usize) else { break };
@@ -291,6 +347,9 @@ impl Nic {
                 log::warn!("virtio-net: could not repost a receive buffer");
             }
         }
+        if let Some(line) = self.irq_line.filter(|_| self.irq_mode) {
+            super::apic::ioapic_mask(line, false);
+        }
         count
     }
 
@@ -300,6 +359,11 @@ impl Nic {
     pub fn transmit_from_frame(&mut self, frame_pa: u64, offset: u64, len: usize) -> bool {
         if self.broken || len > MAX_TX_FRAME || offset + len as u64 > 4096 {
             return false;
+        }
+        if let Some(line) = self.irq_line.filter(|_| self.irq_mode) {
+            // The completion raises the line too: masked until the next
+            // `drain` acknowledges it, so it costs no interrupt.
+            super::apic::ioapic_mask(line, true);
         }
         // SAFETY: the transmit page is DMA memory this NIC owns and the
         // device has handed back (every transmission is waited for).

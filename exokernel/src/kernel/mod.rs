@@ -146,7 +146,10 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
     let secret = boot_secret();
     let net_seed = crate::vm::derive_secret(&[&secret[..], b"demux"].concat());
     let hash_seed = u64::from_le_bytes(net_seed[..8].try_into().expect("8 bytes"));
-    let net = Net::new(nic, hash_seed, manifest.envs.len(), manifest.benchmarks);
+    let mut net = Net::new(nic, hash_seed, manifest.envs.len(), manifest.benchmarks);
+    if manifest.nic_irq && net.require_nic().is_ok() && !net.enable_irq(arch::trap::NIC_VECTOR) {
+        log::info!("net: the NIC has no usable interrupt line; polling it");
+    }
     let (_, heap_free) = memory::heap_usage();
     if !kmem::budgets_fit(manifest.envs.iter().map(|e| e.kmem_kib * 1024), heap_free) {
         panic!(
@@ -276,12 +279,16 @@ impl Kernel {
         Ok(())
     }
 
-    /// Move frames the NIC received into their rings.
+    /// Move frames the NIC received into their rings; wake each owner
+    /// asleep in `block`.
     pub fn poll_net(&mut self) {
-        let (envs, memory) = (&self.envs, &self.memory);
-        self.net.poll(|id| {
-            let index = envs.index_of(id)?;
-            Some((index, memory.space(index)?))
-        });
+        let (envs, memory, cpu) = (&self.envs, &self.memory, &mut self.cpu);
+        self.net.poll(
+            |id| {
+                let index = envs.index_of(id)?;
+                Some((index, memory.space(index)?))
+            },
+            |index| cpu.wake(index),
+        );
     }
 }

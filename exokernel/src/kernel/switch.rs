@@ -71,6 +71,7 @@ impl Kernel {
         let mut idled = false;
         loop {
             self.poll_console();
+            self.poll_net();
             let now = cpu::rdtsc();
             self.cpu.wake_due(now);
             if let Some(runner) = self.cpu.runner_for_slot(pos) {
@@ -81,7 +82,9 @@ impl Kernel {
                 }
                 return Some(runner);
             }
-            let input_waited = self.envs.input_waiter().is_some();
+            // Console input, and packets from a polled NIC, are looked
+            // for at slot boundaries.
+            let input_waited = self.envs.input_waiter().is_some() || self.net.needs_polling();
             match self.cpu.idle_until(now, input_waited).filter(|_| now < give_up) {
                 Some(until) => {
                     idled = true;
@@ -89,7 +92,9 @@ impl Kernel {
                     crate::arch::memory::zero_ahead(64);
                     let until = until.min(give_up);
                     crate::arch::apic::arm_oneshot(until.saturating_sub(now).max(1), self.cpu.tsc_hz());
+                    let halted_at = cpu::rdtsc();
                     cpu::wait_for_interrupt();
+                    COUNTERS.halted_ticks.fetch_add(cpu::rdtsc() - halted_at, core::sync::atomic::Ordering::Relaxed);
                 }
                 None => {
                     if idled {

@@ -31,6 +31,21 @@ pub fn handle_trap(frame: &mut TrapFrame) {
         kernel.on_timer(frame);
         return;
     }
+    if vector == trap::NIC_VECTOR as u64 {
+        // Masked until the next poll has served the device (it deasserts
+        // the line, takes the packets and unmasks).
+        crate::arch::nic::irq_raised();
+        apic::eoi();
+        bump(&COUNTERS.nic_interrupts);
+        if !frame.from_user() {
+            return; // the idle loop polls next
+        }
+        let mut guard = KERNEL.lock();
+        let kernel = guard.as_mut().expect("kernel initialised");
+        kernel.poll_net();
+        kernel.deliver_net_rx(frame);
+        return;
+    }
     if vector >= 32 {
         log::warn!("unexpected interrupt vector {}", vector);
         return;

@@ -1374,7 +1374,7 @@ impl Fuzz {
                 nr::CONSOLE_WRITE => {}
                 nr::STATS => {
                     a[0] = self.pointer();
-                    a[1] = if self.rng.chance(2) { 144 } else { self.length() };
+                    a[1] = if self.rng.chance(2) { 160 } else { self.length() };
                 }
                 nr::FRAME_ALLOC => {
                     a[0] = match self.rng.below(4) {
