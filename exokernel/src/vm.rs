@@ -737,22 +737,7 @@ impl Memory {
         other: KmemUse,
         now: u64,
     ) -> Result<u64, Error> {
-        if flags & !(map_flags::WRITE | map_flags::GUARANTEED | map_flags::REPLACE | map_flags::EXEC) != 0 {
-            return Err(Error::InvalidArgument);
-        }
-        if flags & map_flags::EXEC != 0
-            && (flags & map_flags::WRITE != 0 || flags & map_flags::GUARANTEED == 0 || !self.envs[index].run_time)
-        {
-            // Code is never writable, never refilled from the software
-            // TLB, and only environments built at run time load their own.
-            return Err(Error::InvalidArgument);
-        }
-        if !va.is_multiple_of(4096) {
-            return Err(Error::Misaligned);
-        }
-        if !self.in_window(index, va) {
-            return Err(Error::BadAddress);
-        }
+        self.check_map_request(index, va, flags)?;
         let writable = flags & map_flags::WRITE != 0;
         let need = if writable { Rights::READ | Rights::WRITE } else { Rights::READ };
         let info = self.check_key(index, key, need)?;
@@ -778,6 +763,70 @@ impl Memory {
             self.forget_if_unmapped(index, old.page_va(), old.frame_pa);
         }
         Ok(0)
+    }
+
+    /// What `map` checks before it looks at the key: the flags (code is
+    /// never writable, never refilled from the software TLB, and only
+    /// environments built at run time load their own), the alignment and
+    /// the window.
+    fn check_map_request(&self, index: usize, va: u64, flags: u64) -> Result<(), Error> {
+        if flags & !(map_flags::WRITE | map_flags::GUARANTEED | map_flags::REPLACE | map_flags::EXEC) != 0 {
+            return Err(Error::InvalidArgument);
+        }
+        if flags & map_flags::EXEC != 0
+            && (flags & map_flags::WRITE != 0 || flags & map_flags::GUARANTEED == 0 || !self.envs[index].run_time)
+        {
+            return Err(Error::InvalidArgument);
+        }
+        if !va.is_multiple_of(4096) {
+            return Err(Error::Misaligned);
+        }
+        if !self.in_window(index, va) {
+            return Err(Error::BadAddress);
+        }
+        Ok(())
+    }
+
+    /// A co-owning record of `env_map_batch`: make env `child` a co-owner,
+    /// with `rights`, of the frame of env `index`'s owner key `key`, then
+    /// map it at `va` in the child as `map` would (`flags`); returns the
+    /// child's new key. All or nothing: the mapping request is checked
+    /// before the key is minted, and a mapping that still cannot be made
+    /// (rights, slots, budget, page tables) lets the new co-ownership go.
+    /// `child_other` is what the child pays for in other subsystems.
+    #[allow(clippy::too_many_arguments)] // the record's fields, decoded
+    pub fn co_own_and_map(
+        &mut self,
+        index: usize,
+        child: usize,
+        key: FrameKey,
+        rights: Rights,
+        va: u64,
+        flags: u64,
+        child_other: KmemUse,
+        now: u64,
+    ) -> Result<FrameKey, Error> {
+        self.check_map_request(child, va, flags)?;
+        let mem = &self.envs[child];
+        if flags & map_flags::REPLACE == 0 && (mem.slots.get(va).is_some() || mem.stlb.lookup(va).is_some()) {
+            return Err(Error::AlreadyMapped);
+        }
+        self.kmem_room(child, child_other, KmemObject::Grant)?;
+        let mem = &self.envs[child];
+        if mem.charged_frames() >= mem.quota_frames {
+            return Err(Error::QuotaExceeded);
+        }
+        let child_id = mem.id;
+        let shared = self.table.share(key, self.envs[index].id, child_id, rights, true)?;
+        let frame = self.table.check(shared, child_id, Rights::NONE)?.frame;
+        self.envs[child].held.push(frame);
+        if let Err(error) = self.map(child, va, shared, flags, child_other, now) {
+            // Undo the co-ownership: the caller still owns the frame, so
+            // this only lets the child's key go.
+            let _ = self.frame_free(child, shared);
+            return Err(error);
+        }
+        Ok(shared)
     }
 
     /// `unmap(va)` for env `index`.

@@ -115,9 +115,16 @@ pub mod nr {
     /// true`); `Again` when none are waiting (the caller is woken when some
     /// arrive).
     pub const CONSOLE_READ: u64 = 37;
+    /// `env_map_batch(child, records_ptr, count) -> done`: up to
+    /// [`MAX_MAP_BATCH`](super::MAX_MAP_BATCH) `env_map` calls in one entry,
+    /// each record ([`MapRecord`](super::MapRecord)) optionally making the
+    /// child a co-owner of the caller's frame first (its new key written
+    /// back into the record). Stops at the first record that fails:
+    /// returns the records done, or that record's error if it was the first.
+    pub const ENV_MAP_BATCH: u64 = 38;
     /// One past the highest number in use (22..=27 are the network
     /// calls, numbered in [`crate::net::nr`]).
-    pub const COUNT: u64 = 38;
+    pub const COUNT: u64 = 39;
     /// `slot_alloc` position meaning "any free slot".
     pub const ANY_SLOT: u64 = u64::MAX;
 }
@@ -141,6 +148,50 @@ pub mod share_flags {
     /// The new key co-owns the frame: the frame lives while any owner
     /// holds it, and is charged to each owner's quota.
     pub const CO_OWN: u64 = 1;
+}
+
+/// Most records one `env_map_batch` call takes.
+pub const MAX_MAP_BATCH: u64 = 64;
+
+/// One record of `env_map_batch` (32 bytes, in the caller's memory, which
+/// the kernel reads and writes back).
+///
+/// `flags`: the [`map_flags`] of the mapping in bits 0-3;
+/// [`batch_flags::CO_OWN`] in bit 8; with it, the rights of the child's
+/// new key in bits 16-18 ([`batch_flags::RIGHTS_SHIFT`]). Without
+/// `CO_OWN`, `key` is a key the child holds (as for `env_map`); with it,
+/// `key` is the caller's owner key to the frame, and the kernel replaces it
+/// with the child's new co-owner key once the record is done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct MapRecord {
+    pub va: u64,
+    pub flags: u64,
+    pub key: FrameKey,
+}
+
+impl MapRecord {
+    /// Map `key` (the child's) at `va` with `map_flags`.
+    pub const fn map(va: u64, key: FrameKey, map_flags: u64) -> MapRecord {
+        MapRecord { va, flags: map_flags, key }
+    }
+
+    /// Make the child co-owner (with `rights`) of the frame of `key` (the
+    /// caller's own), then map it at `va` with `map_flags`.
+    pub const fn co_own(va: u64, key: FrameKey, rights: Rights, map_flags: u64) -> MapRecord {
+        MapRecord { va, flags: map_flags | batch_flags::CO_OWN | (rights.bits() as u64) << batch_flags::RIGHTS_SHIFT, key }
+    }
+}
+
+/// Bits of [`MapRecord::flags`] beside the map flags.
+pub mod batch_flags {
+    /// The child becomes a co-owner of the frame first (`frame_share` with
+    /// `CO_OWN`), and the record's key is replaced by the child's.
+    pub const CO_OWN: u64 = 1 << 8;
+    /// Where the new key's rights sit (with `CO_OWN`).
+    pub const RIGHTS_SHIFT: u32 = 16;
+    /// Every bit a record may set.
+    pub const KNOWN: u64 = 0xf | CO_OWN | 0x7 << RIGHTS_SHIFT;
 }
 
 /// What `env_create` reads: the child's resources, carved out of the

@@ -9,26 +9,30 @@ use libos_runtime::start::{HEAP_BASE, STACK_TOP};
 
 pub const PAGE: u64 = 4096;
 
+/// The library's own pages lie in one 2 MiB region from here (so one page
+/// table maps those a process and its children share), each kind apart
+/// from the next by unmapped pages, so a run past its end faults.
+pub const REGION_VA: u64 = 0x0000_6fff_f000_0000;
 /// The process table (one page, shared by every process).
-pub const PROCTAB_VA: u64 = 0x0000_6fff_f000_0000;
+pub const PROCTAB_VA: u64 = REGION_VA;
 /// The process's own page table ([`crate::pmap`]): it grows a page at a
 /// time up to `PMAP_MAX_PAGES`.
-pub const PMAP_VA: u64 = 0x0000_6fff_e000_0000;
+pub const PMAP_VA: u64 = REGION_VA + 0x1_0000;
 pub const PMAP_MAX_PAGES: usize = 16;
 /// The stack upcall handlers run on.
-pub const UPCALL_VA: u64 = 0x0000_6fff_d000_0000;
+pub const UPCALL_VA: u64 = REGION_VA + 0x2_1000;
 pub const UPCALL_PAGES: u64 = 4;
 /// Fork's own stack and the child's page-table image it builds: the
 /// parent's alone, never inherited.
-pub const FORK_STACK_VA: u64 = 0x0000_6fff_c000_0000;
+pub const FORK_STACK_VA: u64 = REGION_VA + 0x3_0000;
 pub const FORK_STACK_PAGES: u64 = 2;
-pub const FORKBUF_VA: u64 = 0x0000_6fff_b000_0000;
+pub const FORKBUF_VA: u64 = REGION_VA + 0x4_0000;
 /// A page to copy through (copy-on-write, fork).
-pub const SCRATCH_VA: u64 = 0x0000_6fff_a000_0000;
+pub const SCRATCH_VA: u64 = REGION_VA + 0x6_0000;
 /// The channel page to init's file server (the process's own; not inherited).
-pub const CHANNEL_VA: u64 = 0x0000_6fff_9000_0000;
+pub const CHANNEL_VA: u64 = REGION_VA + 0x7_0000;
 /// Pipe pages, one per pipe (`io::MAX_PIPES` of them), inherited co-owned.
-pub const PIPE_VA: u64 = 0x0000_6fff_8000_0000;
+pub const PIPE_VA: u64 = REGION_VA + 0x8_0000;
 /// Where init maps the processes' channel pages (in its dynamic window).
 pub const INIT_CHANNELS_VA: u64 = 0x0000_6ff0_0000_0000;
 
@@ -42,6 +46,14 @@ pub const STACK_LOW: u64 = STACK_TOP - STACK_LEN;
 /// TLB slots a process asks for (its text, data, page table and upcall
 /// stack are guaranteed mappings inside them).
 pub const TLB_SLOTS: u64 = 256;
+
+const _: () = {
+    assert!(PMAP_VA + PMAP_MAX_PAGES as u64 * PAGE < UPCALL_VA);
+    assert!(UPCALL_VA + UPCALL_PAGES * PAGE < FORK_STACK_VA);
+    assert!(FORK_STACK_VA + FORK_STACK_PAGES * PAGE < FORKBUF_VA);
+    assert!(FORKBUF_VA + PMAP_MAX_PAGES as u64 * PAGE < SCRATCH_VA);
+    assert!(PIPE_VA + 32 * PAGE <= REGION_VA + 0x20_0000);
+}; 
 
 /// May the handler demand-zero this page?
 pub fn demand_zero(va: u64) -> bool {
