@@ -45,7 +45,7 @@ pub const STACK_LOW: u64 = STACK_TOP - STACK_LEN;
 
 /// TLB slots a process asks for (its text, data, page table and upcall
 /// stack are guaranteed mappings inside them).
-pub const TLB_SLOTS: u64 = 256;
+pub const TLB_SLOTS: u64 = 64;
 
 const _: () = {
     assert!(PMAP_VA + PMAP_MAX_PAGES as u64 * PAGE < UPCALL_VA);
