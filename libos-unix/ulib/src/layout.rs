@@ -2,19 +2,23 @@
 //! run-time environment map. Program segments sit where their ELF file
 //! says (inside `start::PROGRAM_BASE..PROGRAM_END`); the start page at
 //! `start::START_INFO_ADDR`; the rest is the library's choice, made here.
-//! The regions shared with init (the process table) lie inside the dynamic
-//! window too, where a booted environment may map.
+//! Init, booted from the manifest, maps the process table in its dynamic
+//! window instead (`INIT_PROCTAB_VA`).
 
-use libos_runtime::start::{HEAP_BASE, STACK_TOP};
+use libos_runtime::start::{START_INFO_ADDR, STACK_TOP};
 
 pub const PAGE: u64 = 4096;
 
-/// The library's own pages lie in one 2 MiB region from here (so one page
-/// table maps those a process and its children share), each kind apart
-/// from the next by unmapped pages, so a run past its end faults.
-pub const REGION_VA: u64 = 0x0000_6fff_f000_0000;
+/// The library's own pages lie from here, above the stack and below the
+/// start page, in the 2 MiB both lie in: one page table maps the three
+/// (and the heap is in the same GiB, so it adds only its own). Each kind
+/// is apart from the next by unmapped pages, so a run past its end faults.
+pub const REGION_VA: u64 = STACK_TOP + 0x1_0000;
 /// The process table (one page, shared by every process).
 pub const PROCTAB_VA: u64 = REGION_VA;
+/// Where init maps the process table (inside its dynamic window, where an
+/// environment booted from the manifest maps).
+pub const INIT_PROCTAB_VA: u64 = 0x0000_6fff_f000_0000;
 /// The process's own page table ([`crate::pmap`]): it grows a page at a
 /// time up to `PMAP_MAX_PAGES`.
 pub const PMAP_VA: u64 = REGION_VA + 0x1_0000;
@@ -36,8 +40,10 @@ pub const PIPE_VA: u64 = REGION_VA + 0x8_0000;
 /// Where init maps the processes' channel pages (in its dynamic window).
 pub const INIT_CHANNELS_VA: u64 = 0x0000_6ff0_0000_0000;
 
-/// The heap, demand-zeroed by the page-fault handler.
-pub const HEAP_VA: u64 = HEAP_BASE;
+/// The heap, demand-zeroed by the page-fault handler: at the start of the
+/// GiB that holds the stack, so the two share their upper page tables.
+pub const HEAP_VA: u64 = STACK_TOP & !(GIB - 1);
+const GIB: u64 = 1 << 30;
 pub const HEAP_LEN: u64 = 16 * 1024 * 1024;
 /// The stack, demand-zeroed down from `STACK_TOP`.
 pub const STACK_LEN: u64 = 256 * 1024;
@@ -52,7 +58,10 @@ const _: () = {
     assert!(UPCALL_VA + UPCALL_PAGES * PAGE < FORK_STACK_VA);
     assert!(FORK_STACK_VA + FORK_STACK_PAGES * PAGE < FORKBUF_VA);
     assert!(FORKBUF_VA + PMAP_MAX_PAGES as u64 * PAGE < SCRATCH_VA);
-    assert!(PIPE_VA + 32 * PAGE <= REGION_VA + 0x20_0000);
+    assert!(PIPE_VA + 32 * PAGE < START_INFO_ADDR);
+    const TWO_MIB: u64 = !(0x20_0000 - 1);
+    assert!(STACK_LOW & TWO_MIB == REGION_VA & TWO_MIB && START_INFO_ADDR & TWO_MIB == REGION_VA & TWO_MIB);
+    assert!(HEAP_VA + HEAP_LEN < STACK_LOW);
 }; 
 
 /// May the handler demand-zero this page?
