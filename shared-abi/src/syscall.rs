@@ -179,7 +179,11 @@ impl MapRecord {
     /// Make the child co-owner (with `rights`) of the frame of `key` (the
     /// caller's own), then map it at `va` with `map_flags`.
     pub const fn co_own(va: u64, key: FrameKey, rights: Rights, map_flags: u64) -> MapRecord {
-        MapRecord { va, flags: map_flags | batch_flags::CO_OWN | (rights.bits() as u64) << batch_flags::RIGHTS_SHIFT, key }
+        MapRecord {
+            va,
+            flags: map_flags | batch_flags::CO_OWN | (rights.bits() as u64) << batch_flags::RIGHTS_SHIFT,
+            key,
+        }
     }
 }
 

@@ -23,10 +23,12 @@ use crate::umem::{self, UserSlice};
 use crate::vm::ChildMemory;
 use alloc::format;
 use alloc::string::String;
+use kcore::kmem::KmemUse;
 use kcore::usercheck::{check_user_entry, check_user_range};
 use shared_abi::manifest::{MAX_KMEM_KIB, MAX_NAME_LEN};
-use kcore::kmem::KmemUse;
-use shared_abi::syscall::{batch_flags, EnvCreate, EnvEnd, Error, FrameKey, MapRecord, Rights, StartRegs, MAX_MAP_BATCH};
+use shared_abi::syscall::{
+    batch_flags, EnvCreate, EnvEnd, Error, FrameKey, MapRecord, Rights, StartRegs, MAX_MAP_BATCH,
+};
 use shared_abi::upcall::UpcallTable;
 
 /// Most TLB slots a run-time environment may have.
@@ -171,7 +173,7 @@ impl Kernel {
         let mut done = 0;
         let mut minted = false;
         let mut failure = None;
-        for record in bytes.chunks_exact_mut(RECORD_BYTES) {
+        for record in bytes.as_chunks_mut::<RECORD_BYTES>().0 {
             match self.map_record(me, child, record, other, now) {
                 Ok(new_key) => minted |= new_key,
                 Err(error) => {
@@ -192,7 +194,14 @@ impl Kernel {
 
     /// Do one `env_map_batch` record (its 32 bytes, whose key a co-owning
     /// record replaces with the child's); true if it minted a key.
-    fn map_record(&mut self, me: usize, child: usize, record: &mut [u8], other: KmemUse, now: u64) -> Result<bool, Error> {
+    fn map_record(
+        &mut self,
+        me: usize,
+        child: usize,
+        record: &mut [u8; RECORD_BYTES],
+        other: KmemUse,
+        now: u64,
+    ) -> Result<bool, Error> {
         let word = |at: usize| u64::from_le_bytes(record[at * 8..at * 8 + 8].try_into().unwrap_or_default());
         let (va, flags, key) = (word(0), word(1), FrameKey { handle: word(2), mac: word(3) });
         if flags & !batch_flags::KNOWN != 0 {

@@ -306,7 +306,8 @@ fn build_child(child: u64, rsp: u64) -> Result<usize, Errno> {
                     }
                 }
                 let cow = if writable { pmap::COW } else { 0 };
-                let made = Entry::new(va, entry.key, Kind::Anon, (entry.word & (pmap::WRITABLE | pmap::GUARANTEED)) | cow);
+                let made =
+                    Entry::new(va, entry.key, Kind::Anon, (entry.word & (pmap::WRITABLE | pmap::GUARANTEED)) | cow);
                 (made, MapRecord::co_own(va, entry.key, rights::ALL, g))
             }
             Some(Kind::Shared) => {

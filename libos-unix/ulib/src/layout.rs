@@ -5,7 +5,7 @@
 //! Init, booted from the manifest, maps the process table in its dynamic
 //! window instead (`INIT_PROCTAB_VA`).
 
-use libos_runtime::start::{START_INFO_ADDR, STACK_TOP};
+use libos_runtime::start::{STACK_TOP, START_INFO_ADDR};
 
 pub const PAGE: u64 = 4096;
 
@@ -62,7 +62,7 @@ const _: () = {
     const TWO_MIB: u64 = !(0x20_0000 - 1);
     assert!(STACK_LOW & TWO_MIB == REGION_VA & TWO_MIB && START_INFO_ADDR & TWO_MIB == REGION_VA & TWO_MIB);
     assert!(HEAP_VA + HEAP_LEN < STACK_LOW);
-}; 
+};
 
 /// May the handler demand-zero this page?
 pub fn demand_zero(va: u64) -> bool {

@@ -297,10 +297,8 @@ pub fn env_map(child: u64, va: u64, key: FrameKey, flags: u64) -> Result<(), Err
 pub fn env_map_batch(child: u64, records: &mut [MapRecord]) -> Result<usize, Error> {
     // SAFETY: the kernel reads and writes only `records`, which we hold
     // mutably for the call.
-    decode(unsafe {
-        raw6(nr::ENV_MAP_BATCH, child, records.as_mut_ptr() as u64, records.len() as u64, 0, 0, 0)
-    })
-    .map(|done| done as usize)
+    decode(unsafe { raw6(nr::ENV_MAP_BATCH, child, records.as_mut_ptr() as u64, records.len() as u64, 0, 0, 0) })
+        .map(|done| done as usize)
 }
 
 /// Copy `bytes` into child `child`'s memory at `va` (pages it owns).

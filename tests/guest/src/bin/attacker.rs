@@ -439,7 +439,11 @@ fn batch_attacks(sibling: u64) -> Outcome {
         raw(nr::ENV_MAP_BATCH, [child, KERNEL_ADDR, 1, 0, 0, 0]),
         Error::BadAddress,
     )?;
-    expect_err("env_map_batch-misaligned-records", raw(nr::ENV_MAP_BATCH, [child, ptr + 4, 1, 0, 0, 0]), Error::Misaligned)?;
+    expect_err(
+        "env_map_batch-misaligned-records",
+        raw(nr::ENV_MAP_BATCH, [child, ptr + 4, 1, 0, 0, 0]),
+        Error::Misaligned,
+    )?;
     expect_err(
         "env_map_batch-records-wrap",
         raw(nr::ENV_MAP_BATCH, [child, u64::MAX - 31, 1, 0, 0, 0]),
