@@ -545,6 +545,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn map_records_are_laid_out_as_the_abi_says() {
+        assert_eq!(core::mem::size_of::<MapRecord>(), 32);
+        assert_eq!(core::mem::offset_of!(MapRecord, key), 16);
+        let key = FrameKey { handle: 0x1234, mac: 0x5678 };
+        let plain = MapRecord::map(0x40_0000, key, map_flags::WRITE | map_flags::GUARANTEED);
+        assert_eq!((plain.va, plain.flags, plain.key), (0x40_0000, 3, key));
+        let co =
+            MapRecord::co_own(0x41_0000, key, Rights::READ | Rights::SHARE, map_flags::EXEC | map_flags::GUARANTEED);
+        assert_eq!(co.flags, 0xa | 1 << 8 | 5 << 16);
+        assert_eq!(co.flags & !batch_flags::KNOWN, 0);
+        assert_eq!(batch_flags::KNOWN, 0x7_010f);
+    }
+
+    #[test]
     fn encode_decode_round_trip() {
         for error in Error::ALL {
             assert_eq!(decode(encode(Err(error))), Err(error));
