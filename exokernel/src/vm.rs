@@ -738,9 +738,31 @@ impl Memory {
         now: u64,
     ) -> Result<u64, Error> {
         self.check_map_request(index, va, flags)?;
+        let info = self.check_key(index, key, Self::rights_to_map(flags))?;
+        self.map_frame(index, va, info.frame * 4096, flags, other, now)
+    }
+
+    /// The rights a key needs for a mapping with `flags`.
+    fn rights_to_map(flags: u64) -> Rights {
+        if flags & map_flags::WRITE != 0 {
+            Rights::READ | Rights::WRITE
+        } else {
+            Rights::READ
+        }
+    }
+
+    /// The rest of `map` once the request and the key are checked: install
+    /// `frame_pa` at `va` for env `index`.
+    fn map_frame(
+        &mut self,
+        index: usize,
+        va: u64,
+        frame_pa: u64,
+        flags: u64,
+        other: KmemUse,
+        now: u64,
+    ) -> Result<u64, Error> {
         let writable = flags & map_flags::WRITE != 0;
-        let need = if writable { Rights::READ | Rights::WRITE } else { Rights::READ };
-        let info = self.check_key(index, key, need)?;
         let mem = &self.envs[index];
         let mapped = mem.slots.get(va).is_some() || mem.stlb.lookup(va).is_some();
         if mapped && flags & map_flags::REPLACE == 0 {
@@ -751,7 +773,6 @@ impl Memory {
         } else {
             self.remove_mapping(index, va);
         }
-        let frame_pa = info.frame * 4096;
         let mode =
             Mode { writable, guaranteed: flags & map_flags::GUARANTEED != 0, exec: flags & map_flags::EXEC != 0 };
         let pte = self.install(index, va, frame_pa, mode, now)?;
@@ -817,10 +838,18 @@ impl Memory {
             return Err(Error::QuotaExceeded);
         }
         let child_id = mem.id;
+        bump(&COUNTERS.key_checks);
         let shared = self.table.share(key, self.envs[index].id, child_id, rights, true)?;
         let frame = self.table.check(shared, child_id, Rights::NONE)?.frame;
         self.envs[child].held.push(frame);
-        if let Err(error) = self.map(child, va, shared, flags, child_other, now) {
+        // The new key is the child's, for this frame, with `rights`: what
+        // `map` would check of it is whether the rights allow the mapping.
+        let mapped = if rights.contains(Self::rights_to_map(flags)) {
+            self.map_frame(child, va, frame * 4096, flags, child_other, now)
+        } else {
+            Err(Error::PermissionDenied)
+        };
+        if let Err(error) = mapped {
             // Undo the co-ownership: the caller still owns the frame, so
             // this only lets the child's key go.
             let _ = self.frame_free(child, shared);
