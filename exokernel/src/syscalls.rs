@@ -52,6 +52,7 @@ pub const LIGHT: &[(u64, LightSyscall)] = &[
     (nr::ENV_WAKE, sys_env_wake),
     (nr::ARCHIVE_READ, sys_archive_read),
     (nr::CONSOLE_READ, sys_console_read),
+    (nr::ENV_MAP_BATCH, sys_env_map_batch),
 ];
 
 /// Never reached from ring 3 (the entry stub answers number 0 itself);
@@ -217,6 +218,10 @@ extern "C" fn sys_env_kill(target: u64, code: u64, _: u64, _: u64, _: u64, _: u6
 
 extern "C" fn sys_env_map(child: u64, va: u64, lo: u64, hi: u64, flags: u64, _: u64) -> u64 {
     with_kernel(|k| k.env_map(child, va, key(lo, hi), flags))
+}
+
+extern "C" fn sys_env_map_batch(child: u64, records: u64, count: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_kernel(|k| k.env_map_batch(child, records, count))
 }
 
 extern "C" fn sys_env_write(child: u64, va: u64, src: u64, len: u64, _: u64, _: u64) -> u64 {

@@ -738,31 +738,37 @@ impl Memory {
         other: KmemUse,
         now: u64,
     ) -> Result<u64, Error> {
-        if flags & !(map_flags::WRITE | map_flags::GUARANTEED | map_flags::REPLACE | map_flags::EXEC) != 0 {
-            return Err(Error::InvalidArgument);
+        self.check_map_request(index, va, flags)?;
+        let info = self.check_key(index, key, Self::rights_to_map(flags))?;
+        self.map_frame(index, va, info.frame * 4096, flags, other, now)
+    }
+
+    /// The rights a key needs for a mapping with `flags`.
+    fn rights_to_map(flags: u64) -> Rights {
+        if flags & map_flags::WRITE != 0 {
+            Rights::READ | Rights::WRITE
+        } else {
+            Rights::READ
         }
-        if flags & map_flags::EXEC != 0
-            && (flags & map_flags::WRITE != 0 || flags & map_flags::GUARANTEED == 0 || !self.envs[index].run_time)
-        {
-            // Code is never writable, never refilled from the software
-            // TLB, and only environments built at run time load their own.
-            return Err(Error::InvalidArgument);
-        }
-        if !va.is_multiple_of(4096) {
-            return Err(Error::Misaligned);
-        }
-        if !self.in_window(index, va) {
-            return Err(Error::BadAddress);
-        }
+    }
+
+    /// The rest of `map` once the request and the key are checked: install
+    /// `frame_pa` at `va` for env `index`.
+    fn map_frame(
+        &mut self,
+        index: usize,
+        va: u64,
+        frame_pa: u64,
+        flags: u64,
+        other: KmemUse,
+        now: u64,
+    ) -> Result<u64, Error> {
         let writable = flags & map_flags::WRITE != 0;
-        let need = if writable { Rights::READ | Rights::WRITE } else { Rights::READ };
-        let info = self.check_key(index, key, need)?;
         let mem = &self.envs[index];
         let mapped = mem.slots.get(va).is_some() || mem.stlb.lookup(va).is_some();
         if mapped && flags & map_flags::REPLACE == 0 {
             return Err(Error::AlreadyMapped);
         }
-        let frame_pa = info.frame * 4096;
         let mode =
             Mode { writable, guaranteed: flags & map_flags::GUARANTEED != 0, exec: flags & map_flags::EXEC != 0 };
         if !mapped {
@@ -820,6 +826,78 @@ impl Memory {
             mem.needs_flush = true;
         }
         true
+    }
+
+    /// What `map` checks before it looks at the key: the flags (code is
+    /// never writable, never refilled from the software TLB, and only
+    /// environments built at run time load their own), the alignment and
+    /// the window.
+    fn check_map_request(&self, index: usize, va: u64, flags: u64) -> Result<(), Error> {
+        if flags & !(map_flags::WRITE | map_flags::GUARANTEED | map_flags::REPLACE | map_flags::EXEC) != 0 {
+            return Err(Error::InvalidArgument);
+        }
+        if flags & map_flags::EXEC != 0
+            && (flags & map_flags::WRITE != 0 || flags & map_flags::GUARANTEED == 0 || !self.envs[index].run_time)
+        {
+            return Err(Error::InvalidArgument);
+        }
+        if !va.is_multiple_of(4096) {
+            return Err(Error::Misaligned);
+        }
+        if !self.in_window(index, va) {
+            return Err(Error::BadAddress);
+        }
+        Ok(())
+    }
+
+    /// A co-owning record of `env_map_batch`: make env `child` a co-owner,
+    /// with `rights`, of the frame of env `index`'s owner key `key`, then
+    /// map it at `va` in the child as `map` would (`flags`); returns the
+    /// child's new key. All or nothing: the mapping request is checked
+    /// before the key is minted, and a mapping that still cannot be made
+    /// (rights, slots, budget, page tables) lets the new co-ownership go.
+    /// `child_other` is what the child pays for in other subsystems.
+    #[allow(clippy::too_many_arguments)] // the record's fields, decoded
+    pub fn co_own_and_map(
+        &mut self,
+        index: usize,
+        child: usize,
+        key: FrameKey,
+        rights: Rights,
+        va: u64,
+        flags: u64,
+        child_other: KmemUse,
+        now: u64,
+    ) -> Result<FrameKey, Error> {
+        self.check_map_request(child, va, flags)?;
+        let mem = &self.envs[child];
+        if flags & map_flags::REPLACE == 0 && (mem.slots.get(va).is_some() || mem.stlb.lookup(va).is_some()) {
+            return Err(Error::AlreadyMapped);
+        }
+        self.kmem_room(child, child_other, KmemObject::Grant)?;
+        let mem = &self.envs[child];
+        if mem.charged_frames() >= mem.quota_frames {
+            return Err(Error::QuotaExceeded);
+        }
+        let child_id = mem.id;
+        bump(&COUNTERS.key_checks);
+        let shared = self.table.share(key, self.envs[index].id, child_id, rights, true)?;
+        let frame = self.table.check(shared, child_id, Rights::NONE)?.frame;
+        self.envs[child].held.push(frame);
+        // The new key is the child's, for this frame, with `rights`: what
+        // `map` would check of it is whether the rights allow the mapping.
+        let mapped = if rights.contains(Self::rights_to_map(flags)) {
+            self.map_frame(child, va, frame * 4096, flags, child_other, now)
+        } else {
+            Err(Error::PermissionDenied)
+        };
+        if let Err(error) = mapped {
+            // Undo the co-ownership: the caller still owns the frame, so
+            // this only lets the child's key go.
+            let _ = self.frame_free(child, shared);
+            return Err(error);
+        }
+        Ok(shared)
     }
 
     /// `unmap(va)` for env `index`.

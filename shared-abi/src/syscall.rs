@@ -123,9 +123,16 @@ pub mod nr {
     /// ([`query_range`](super::query_range)). Appel and Li's DIRTY for a
     /// whole range in one kernel entry.
     pub const MAP_QUERY_RANGE: u64 = 38;
+    /// `env_map_batch(child, records_ptr, count) -> done`: up to
+    /// [`MAX_MAP_BATCH`](super::MAX_MAP_BATCH) `env_map` calls in one entry,
+    /// each record ([`MapRecord`](super::MapRecord)) optionally making the
+    /// child a co-owner of the caller's frame first (its new key written
+    /// back into the record). Stops at the first record that fails:
+    /// returns the records done, or that record's error if it was the first.
+    pub const ENV_MAP_BATCH: u64 = 39;
     /// One past the highest number in use (22..=27 are the network
     /// calls, numbered in [`crate::net::nr`]).
-    pub const COUNT: u64 = 39;
+    pub const COUNT: u64 = 40;
     /// `slot_alloc` position meaning "any free slot".
     pub const ANY_SLOT: u64 = u64::MAX;
 }
@@ -149,6 +156,54 @@ pub mod share_flags {
     /// The new key co-owns the frame: the frame lives while any owner
     /// holds it, and is charged to each owner's quota.
     pub const CO_OWN: u64 = 1;
+}
+
+/// Most records one `env_map_batch` call takes.
+pub const MAX_MAP_BATCH: u64 = 64;
+
+/// One record of `env_map_batch` (32 bytes, in the caller's memory, which
+/// the kernel reads and writes back).
+///
+/// `flags`: the [`map_flags`] of the mapping in bits 0-3;
+/// [`batch_flags::CO_OWN`] in bit 8; with it, the rights of the child's
+/// new key in bits 16-18 ([`batch_flags::RIGHTS_SHIFT`]). Without
+/// `CO_OWN`, `key` is a key the child holds (as for `env_map`); with it,
+/// `key` is the caller's owner key to the frame, and the kernel replaces it
+/// with the child's new co-owner key once the record is done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct MapRecord {
+    pub va: u64,
+    pub flags: u64,
+    pub key: FrameKey,
+}
+
+impl MapRecord {
+    /// Map `key` (the child's) at `va` with `map_flags`.
+    pub const fn map(va: u64, key: FrameKey, map_flags: u64) -> MapRecord {
+        MapRecord { va, flags: map_flags, key }
+    }
+
+    /// Make the child co-owner (with `rights`) of the frame of `key` (the
+    /// caller's own), then map it at `va` with `map_flags`.
+    pub const fn co_own(va: u64, key: FrameKey, rights: Rights, map_flags: u64) -> MapRecord {
+        MapRecord {
+            va,
+            flags: map_flags | batch_flags::CO_OWN | (rights.bits() as u64) << batch_flags::RIGHTS_SHIFT,
+            key,
+        }
+    }
+}
+
+/// Bits of [`MapRecord::flags`] beside the map flags.
+pub mod batch_flags {
+    /// The child becomes a co-owner of the frame first (`frame_share` with
+    /// `CO_OWN`), and the record's key is replaced by the child's.
+    pub const CO_OWN: u64 = 1 << 8;
+    /// Where the new key's rights sit (with `CO_OWN`).
+    pub const RIGHTS_SHIFT: u32 = 16;
+    /// Every bit a record may set.
+    pub const KNOWN: u64 = 0xf | CO_OWN | 0x7 << RIGHTS_SHIFT;
 }
 
 /// What `env_create` reads: the child's resources, carved out of the
@@ -523,6 +578,20 @@ pub struct KernelStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn map_records_are_laid_out_as_the_abi_says() {
+        assert_eq!(core::mem::size_of::<MapRecord>(), 32);
+        assert_eq!(core::mem::offset_of!(MapRecord, key), 16);
+        let key = FrameKey { handle: 0x1234, mac: 0x5678 };
+        let plain = MapRecord::map(0x40_0000, key, map_flags::WRITE | map_flags::GUARANTEED);
+        assert_eq!((plain.va, plain.flags, plain.key), (0x40_0000, 3, key));
+        let co =
+            MapRecord::co_own(0x41_0000, key, Rights::READ | Rights::SHARE, map_flags::EXEC | map_flags::GUARANTEED);
+        assert_eq!(co.flags, 0xa | 1 << 8 | 5 << 16);
+        assert_eq!(co.flags & !batch_flags::KNOWN, 0);
+        assert_eq!(batch_flags::KNOWN, 0x7_010f);
+    }
 
     #[test]
     fn encode_decode_round_trip() {

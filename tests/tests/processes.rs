@@ -90,6 +90,18 @@ fn the_calls_that_build_environments_refuse_hostile_arguments() {
         "check env_reap-no-children -> no-such-env",
         "check console_read-without-the-console -> permission-denied",
         "children: the child co-owns 4 frames, then quota-exceeded",
+        "check env_map_batch-not-my-child -> permission-denied",
+        "check env_map_batch-over-the-bound -> bad-length",
+        "check env_map_batch-records-in-the-kernel -> bad-address",
+        "check env_map_batch-records-straddle-an-unmapped-page -> bad-address",
+        "check env_map_batch-read-only-records -> bad-address",
+        "check env_map_batch-my-own-key -> bad-key",
+        "check env_map_batch-co-own-with-a-share -> permission-denied",
+        "check env_map_batch-writable-code -> invalid-argument",
+        "check env_map_batch-read-only-key-mapped-writable -> permission-denied",
+        "check env_map_batch-the-failing-record -> bad-key",
+        "children: a batch co-owns 3 frames, then quota-exceeded",
+        "children: env_map_batch refused every hostile call",
         "children: PASS: every hostile call refused, every child reclaimed",
     ] {
         assert!(lines.contains(&expected), "missing `{expected}` in {lines:#?}");

@@ -23,13 +23,18 @@ use crate::umem::{self, UserSlice};
 use crate::vm::ChildMemory;
 use alloc::format;
 use alloc::string::String;
+use kcore::kmem::KmemUse;
 use kcore::usercheck::{check_user_entry, check_user_range};
 use shared_abi::manifest::{MAX_KMEM_KIB, MAX_NAME_LEN};
-use shared_abi::syscall::{EnvCreate, EnvEnd, Error, FrameKey, StartRegs};
+use shared_abi::syscall::{
+    batch_flags, EnvCreate, EnvEnd, Error, FrameKey, MapRecord, Rights, StartRegs, MAX_MAP_BATCH,
+};
 use shared_abi::upcall::UpcallTable;
 
 /// Most TLB slots a run-time environment may have.
 pub const MAX_CHILD_TLB_SLOTS: u64 = 512;
+/// Bytes of one `env_map_batch` record.
+const RECORD_BYTES: usize = core::mem::size_of::<MapRecord>();
 /// Largest `archive_read` in one call.
 pub const MAX_ARCHIVE_READ: u64 = 64 * 1024;
 
@@ -136,6 +141,86 @@ impl Kernel {
         let child = self.my_child(child_id)?;
         let other = self.kmem_elsewhere(child);
         self.memory.map(child, va, key, flags, other, crate::arch::cpu::rdtsc())
+    }
+
+    /// `env_map_batch(child, records_ptr, count) -> done`: the records are
+    /// read (and checked writable) before any is acted on, done in order,
+    /// each all or nothing, until one fails; the keys of co-owning records
+    /// are written back. Returns the records done, or the first record's
+    /// error if none was.
+    pub fn env_map_batch(&mut self, child_id: u64, records_ptr: u64, count: u64) -> Result<u64, Error> {
+        let child = self.my_child(child_id)?;
+        if count > MAX_MAP_BATCH {
+            return Err(Error::BadLength);
+        }
+        if count == 0 {
+            return Ok(0);
+        }
+        let me = self.current();
+        let len = count * RECORD_BYTES as u64;
+        self.memory.prefault(me, records_ptr, len);
+        let mut buf = [0u8; MAX_MAP_BATCH as usize * RECORD_BYTES];
+        let bytes = &mut buf[..len as usize];
+        {
+            let records = UserSlice::new(self.current_space()?, records_ptr, len, 8)?;
+            records.read(bytes)?;
+            // Writable too (written back unchanged), so the keys minted
+            // below can always be handed back.
+            records.write(bytes)?;
+        }
+        let other = self.kmem_elsewhere(child);
+        let now = crate::arch::cpu::rdtsc();
+        let mut done = 0;
+        let mut minted = false;
+        let mut failure = None;
+        for record in bytes.as_chunks_mut::<RECORD_BYTES>().0 {
+            match self.map_record(me, child, record, other, now) {
+                Ok(new_key) => minted |= new_key,
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
+            done += 1;
+        }
+        if minted {
+            UserSlice::new(self.current_space()?, records_ptr, len, 8)?.write(bytes)?;
+        }
+        match failure {
+            Some(error) if done == 0 => Err(error),
+            _ => Ok(done),
+        }
+    }
+
+    /// Do one `env_map_batch` record (its 32 bytes, whose key a co-owning
+    /// record replaces with the child's); true if it minted a key.
+    fn map_record(
+        &mut self,
+        me: usize,
+        child: usize,
+        record: &mut [u8; RECORD_BYTES],
+        other: KmemUse,
+        now: u64,
+    ) -> Result<bool, Error> {
+        let word = |at: usize| u64::from_le_bytes(record[at * 8..at * 8 + 8].try_into().unwrap_or_default());
+        let (va, flags, key) = (word(0), word(1), FrameKey { handle: word(2), mac: word(3) });
+        if flags & !batch_flags::KNOWN != 0 {
+            return Err(Error::InvalidArgument);
+        }
+        let map_flags = flags & 0xf;
+        let rights = flags >> batch_flags::RIGHTS_SHIFT & 0x7;
+        if flags & batch_flags::CO_OWN == 0 {
+            if rights != 0 {
+                return Err(Error::InvalidArgument);
+            }
+            self.memory.map(child, va, key, map_flags, other, now)?;
+            return Ok(false);
+        }
+        let rights = Rights::from_word(rights).ok_or(Error::InvalidArgument)?;
+        let new_key = self.memory.co_own_and_map(me, child, key, rights, va, map_flags, other, now)?;
+        record[16..24].copy_from_slice(&new_key.handle.to_le_bytes());
+        record[24..32].copy_from_slice(&new_key.mac.to_le_bytes());
+        Ok(true)
     }
 
     /// `env_write(child, va, src, len)`.

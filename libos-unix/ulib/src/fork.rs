@@ -32,7 +32,7 @@ use crate::pmap::{self, Entry, Kind};
 use crate::process::{self, alloc_frame, getpid, pmap};
 use crate::table;
 use libos_runtime::rt;
-use libos_runtime::syscall::{self, map_flags, rights, Error, StartRegs};
+use libos_runtime::syscall::{self, batch_flags, map_flags, rights, Error, MapRecord, StartRegs, MAX_MAP_BATCH};
 
 extern "C" {
     /// Save the callee-saved registers, the stack pointer and a resume
@@ -178,14 +178,92 @@ fn image() -> &'static mut [Entry] {
     unsafe { core::slice::from_raw_parts_mut((FORKBUF_VA as *mut pmap::Header).add(1) as *mut Entry, capacity) }
 }
 
+/// Mappings for the child not yet made: `env_map_batch` records (with
+/// the image entries their keys go to) and the pages to copy once mapped.
+struct Pending {
+    records: [MapRecord; MAX_MAP_BATCH as usize],
+    entries: [usize; MAX_MAP_BATCH as usize],
+    len: usize,
+    copies: [u64; MAX_COPIES],
+    copy_len: usize,
+}
+
+/// Pages copied into the child at fork (program data, the hot stack
+/// pages) queued at once before the mappings they need are made.
+const MAX_COPIES: usize = 16;
+
+impl Pending {
+    fn new() -> Pending {
+        Pending {
+            records: [MapRecord::default(); MAX_MAP_BATCH as usize],
+            entries: [0; MAX_MAP_BATCH as usize],
+            len: 0,
+            copies: [0; MAX_COPIES],
+            copy_len: 0,
+        }
+    }
+
+    /// Queue a record whose (co-owning) key goes to image entry `entry`.
+    fn push(&mut self, child: u64, out: &mut [Entry], record: MapRecord, entry: usize) -> Result<(), Errno> {
+        if self.len == self.records.len() {
+            self.flush(child, out)?;
+        }
+        self.records[self.len] = record;
+        self.entries[self.len] = entry;
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Queue a copy of the parent's page `va` into the child's (mapped by
+    /// a record queued before it).
+    fn copy(&mut self, child: u64, out: &mut [Entry], va: u64) -> Result<(), Errno> {
+        if self.copy_len == self.copies.len() {
+            self.flush(child, out)?;
+        }
+        self.copies[self.copy_len] = va;
+        self.copy_len += 1;
+        Ok(())
+    }
+
+    /// Make the queued mappings (one system call for up to
+    /// `MAX_MAP_BATCH`), note the child's new keys in the image, then copy
+    /// the queued pages.
+    fn flush(&mut self, child: u64, out: &mut [Entry]) -> Result<(), Errno> {
+        let mut from = 0;
+        while from < self.len {
+            // Done records are skipped; a failing one is reported by the
+            // call that starts with it.
+            from += syscall::env_map_batch(child, &mut self.records[from..self.len])?;
+        }
+        for (record, &entry) in self.records[..self.len].iter().zip(&self.entries[..self.len]) {
+            if record.flags & batch_flags::CO_OWN != 0 {
+                out[entry].key = record.key;
+            }
+        }
+        self.len = 0;
+        for &va in &self.copies[..self.copy_len] {
+            // SAFETY: the parent maps each queued page (its program data,
+            // or a stack page fork does not write while it runs on its own
+            // stack) readable.
+            let bytes = unsafe { core::slice::from_raw_parts(va as *const u8, PAGE as usize) };
+            syscall::env_write(child, va, bytes)?;
+        }
+        self.copy_len = 0;
+        Ok(())
+    }
+}
+
 /// Give the child every page of the parent's page table, by kind; returns
-/// how many entries the child's table has.
+/// how many entries the child's table has. Mappings are made in batches
+/// (`env_map_batch`): co-owned pages become the child's in the same call
+/// that maps them.
 fn build_child(child: u64, rsp: u64) -> Result<usize, Errno> {
     // The stack page at the fork point (and the one below it, where the
     // next calls go) is written by both sides at once: the child gets its
     // own copy now rather than both faulting on it.
     let hot = (rsp & !(PAGE - 1)).saturating_sub(PAGE)..(rsp & !(PAGE - 1)) + PAGE;
     let out = image();
+    let mut pending = Pending::new();
     let mut count = 0;
     let mut cursor = 0u64;
     while let Some(entry) = pmap().next_from(cursor) {
@@ -193,32 +271,28 @@ fn build_child(child: u64, rsp: u64) -> Result<usize, Errno> {
         let va = entry.va();
         let guaranteed = entry.has(pmap::GUARANTEED);
         let g = if guaranteed { map_flags::GUARANTEED } else { 0 };
-        let made = match entry.kind() {
+        if count == out.len() {
+            return Err(Errno::ENOMEM);
+        }
+        let (made, record) = match entry.kind() {
             Some(Kind::NoFork) | None => continue,
             Some(Kind::Text) => {
-                let key = syscall::frame_co_own(entry.key, child, rights::READ | rights::SHARE)?;
-                let made = Entry::new(va, key, Kind::Text, entry.word & (pmap::GUARANTEED | pmap::EXEC));
-                syscall::env_map(child, va, key, process::map_flags_of(&made))?;
-                made
+                let made = Entry::new(va, entry.key, Kind::Text, entry.word & (pmap::GUARANTEED | pmap::EXEC));
+                (made, MapRecord::co_own(va, entry.key, rights::READ | rights::SHARE, process::map_flags_of(&made)))
             }
             Some(kind @ (Kind::Private | Kind::Fresh)) => {
                 let (_, key) = syscall::frame_alloc_for(child, rights::ALL)?;
-                syscall::env_map(child, va, key, map_flags::WRITE | g)?;
                 if kind == Kind::Private {
-                    // SAFETY: the parent maps this page (its own data) readable.
-                    let bytes = unsafe { core::slice::from_raw_parts(va as *const u8, PAGE as usize) };
-                    syscall::env_write(child, va, bytes)?;
+                    pending.copy(child, out, va)?;
                 }
-                Entry::new(va, key, kind, entry.word & (pmap::WRITABLE | pmap::GUARANTEED))
+                let made = Entry::new(va, key, kind, entry.word & (pmap::WRITABLE | pmap::GUARANTEED));
+                (made, MapRecord::map(va, key, map_flags::WRITE | g))
             }
             Some(Kind::Anon) if hot.contains(&va) && entry.has(pmap::WRITABLE) && !entry.has(pmap::COW) => {
                 let (_, key) = syscall::frame_alloc_for(child, rights::ALL)?;
-                syscall::env_map(child, va, key, map_flags::WRITE | g)?;
-                // SAFETY: the parent maps this stack page writable (and so
-                // readable); it is not written while fork runs on its own stack.
-                let bytes = unsafe { core::slice::from_raw_parts(va as *const u8, PAGE as usize) };
-                syscall::env_write(child, va, bytes)?;
-                Entry::new(va, key, Kind::Anon, entry.word & (pmap::WRITABLE | pmap::GUARANTEED))
+                pending.copy(child, out, va)?;
+                let made = Entry::new(va, key, Kind::Anon, entry.word & (pmap::WRITABLE | pmap::GUARANTEED));
+                (made, MapRecord::map(va, key, map_flags::WRITE | g))
             }
             Some(Kind::Anon) => {
                 let writable = entry.has(pmap::WRITABLE);
@@ -231,26 +305,26 @@ fn build_child(child: u64, rsp: u64) -> Result<usize, Errno> {
                         e.set(pmap::COW, true);
                     }
                 }
-                let key = syscall::frame_co_own(entry.key, child, rights::ALL)?;
-                syscall::env_map(child, va, key, g)?;
                 let cow = if writable { pmap::COW } else { 0 };
-                Entry::new(va, key, Kind::Anon, (entry.word & (pmap::WRITABLE | pmap::GUARANTEED)) | cow)
+                let made =
+                    Entry::new(va, entry.key, Kind::Anon, (entry.word & (pmap::WRITABLE | pmap::GUARANTEED)) | cow);
+                (made, MapRecord::co_own(va, entry.key, rights::ALL, g))
             }
             Some(Kind::Shared) => {
                 // Co-owned, so a process holds no plain share (and the
                 // kernel reclaims it without a search).
-                let key = syscall::frame_co_own(entry.key, child, rights::ALL)?;
                 let w = if entry.has(pmap::WRITABLE) { map_flags::WRITE } else { 0 };
-                syscall::env_map(child, va, key, w | g)?;
-                Entry::new(va, key, Kind::Shared, entry.word & (pmap::WRITABLE | pmap::GUARANTEED))
+                let made = Entry::new(va, entry.key, Kind::Shared, entry.word & (pmap::WRITABLE | pmap::GUARANTEED));
+                (made, MapRecord::co_own(va, entry.key, rights::ALL, w | g))
             }
         };
-        if count == out.len() {
-            return Err(Errno::ENOMEM);
-        }
+        // A co-owned page's key here is the parent's until the batch
+        // replaces it with the child's.
         out[count] = made;
+        pending.push(child, out, record, count)?;
         count += 1;
     }
+    pending.flush(child, out)?;
     Ok(count)
 }
 

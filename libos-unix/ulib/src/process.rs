@@ -134,15 +134,18 @@ pub fn getppid() -> u64 {
 // ----- ending -----
 
 /// Record that process `pid` ended with `status`, pass its children to
-/// init and wake its parent. False if it had ended already.
+/// init and wake its parent (and init, if it passed any). False if it had
+/// ended already.
 fn record_end(pid: u64, status: WaitStatus) -> bool {
     let parent_env = table::with(|t| {
         if !t.end(pid, status) {
             return None;
         }
-        t.orphan_children(pid);
+        let orphans = t.orphan_children(pid);
         let ppid = t.get(pid).map_or(INIT_PID, |p| p.ppid);
-        let init = t.get(INIT_PID).map(|p| p.env);
+        // Init has something to collect only if it got children (a parent
+        // that is init is woken as the parent).
+        let init = t.get(INIT_PID).map(|p| p.env).filter(|_| orphans > 0 && ppid != INIT_PID);
         Some((t.get(ppid).map(|p| p.env), init))
     });
     match parent_env {

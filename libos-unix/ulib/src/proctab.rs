@@ -132,11 +132,14 @@ impl ProcTable {
     }
 
     /// `pid` is going: its children, running or zombie, pass to init.
-    pub fn orphan_children(&mut self, pid: u64) {
+    pub fn orphan_children(&mut self, pid: u64) -> usize {
         // Zombies go to init too: init collects them.
+        let mut orphans = 0;
         for p in self.procs.iter_mut().filter(|p| p.state != state::FREE && p.ppid == pid) {
             p.ppid = INIT_PID;
+            orphans += 1;
         }
+        orphans
     }
 
     /// Does `ppid` have children (running or zombie) that match `which`

@@ -5,7 +5,7 @@
 //! mid-update) does not wedge the rest: a waiter that finds the holder
 //! gone takes the lock over.
 
-use crate::layout::PROCTAB_VA;
+use crate::layout::{INIT_PROCTAB_VA, PROCTAB_VA};
 use crate::proctab::{ProcTable, INIT_PID};
 use core::sync::atomic::{AtomicU64, Ordering};
 use libos_runtime::syscall::{self, map_flags, rights, Error, FrameKey};
@@ -20,15 +20,19 @@ struct Shared {
 
 const _: () = assert!(core::mem::size_of::<Shared>() <= 4096);
 
+/// Where this environment maps the table page: `PROCTAB_VA` in a process,
+/// `INIT_PROCTAB_VA` in init (set by `create`).
+static TABLE_VA: AtomicU64 = AtomicU64::new(PROCTAB_VA);
+
 /// Init's key to the table page (processes keep theirs in their pmap).
 static ROOT_KEY: AtomicU64 = AtomicU64::new(0);
 static ROOT_MAC: AtomicU64 = AtomicU64::new(0);
 
 fn shared() -> &'static Shared {
     // SAFETY: every user of this module runs in an environment that mapped
-    // the table page at PROCTAB_VA (init in `create`, processes from their
+    // the table page at TABLE_VA (init in `create`, processes from their
     // start); the page stays mapped for the environment's life.
-    unsafe { &*(PROCTAB_VA as *const Shared) }
+    unsafe { &*(TABLE_VA.load(Ordering::Relaxed) as *const Shared) }
 }
 
 /// The key to the table page this environment holds.
@@ -43,14 +47,15 @@ pub fn key() -> Option<FrameKey> {
 /// Init: allocate and map the table, and enter itself as pid 1.
 pub fn create(init_env: u64, name: &str) -> Result<u64, Error> {
     let (_, key) = libos_runtime::frames::alloc_frame(rights::ALL)?;
-    syscall::map(PROCTAB_VA, key, map_flags::WRITE | map_flags::GUARANTEED)?;
+    syscall::map(INIT_PROCTAB_VA, key, map_flags::WRITE | map_flags::GUARANTEED)?;
+    TABLE_VA.store(INIT_PROCTAB_VA, Ordering::SeqCst);
     ROOT_KEY.store(key.handle, Ordering::SeqCst);
     ROOT_MAC.store(key.mac, Ordering::SeqCst);
     // SAFETY: the page was just mapped writable, zeroed by the kernel, and
     // nobody else can reach it yet.
     unsafe {
         core::ptr::write(
-            PROCTAB_VA as *mut Shared,
+            INIT_PROCTAB_VA as *mut Shared,
             Shared { lock: AtomicU64::new(0), _reserved: 0, table: ProcTable::default() },
         )
     };

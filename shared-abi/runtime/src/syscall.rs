@@ -304,6 +304,18 @@ pub fn env_map(child: u64, va: u64, key: FrameKey, flags: u64) -> Result<(), Err
     decode(unsafe { raw6(nr::ENV_MAP, child, va, key.handle, key.mac, flags, 0) }).map(|_| ())
 }
 
+/// Up to `MAX_MAP_BATCH` `env_map` calls for child `child` in one entry
+/// (records with `batch_flags::CO_OWN` make the child a co-owner first and
+/// get its new key written back). Returns how many records were done: all
+/// of them, or those before the first that failed (call again from there
+/// to learn its error); that record's error if it was the first.
+pub fn env_map_batch(child: u64, records: &mut [MapRecord]) -> Result<usize, Error> {
+    // SAFETY: the kernel reads and writes only `records`, which we hold
+    // mutably for the call.
+    decode(unsafe { raw6(nr::ENV_MAP_BATCH, child, records.as_mut_ptr() as u64, records.len() as u64, 0, 0, 0) })
+        .map(|done| done as usize)
+}
+
 /// Copy `bytes` into child `child`'s memory at `va` (pages it owns).
 pub fn env_write(child: u64, va: u64, bytes: &[u8]) -> Result<(), Error> {
     // SAFETY: the kernel only reads `bytes`.

@@ -416,6 +416,141 @@ fn start_code_child(code: &[u8]) -> Result<u64, &'static str> {
     Ok(child)
 }
 
+/// How many environments own the frame of `key` (ours).
+fn owners(key: FrameKey) -> Result<u64, &'static str> {
+    syscall::frame_query(key).map(|i| i.owners).map_err(|_| "frame_query")
+}
+
+/// `env_map_batch` attacked: hostile children, counts, record arrays
+/// (null, kernel, misaligned, read-only, straddling an unmapped page),
+/// flags and keys; each record all or nothing, the call stopping at the
+/// first that fails. The batch's child is killed at the end and must take
+/// everything it got with it.
+fn batch_attacks(sibling: u64) -> Outcome {
+    use libos_runtime::start::PROGRAM_BASE;
+    use syscall::{MapRecord, MAX_MAP_BATCH};
+    // SAFETY: raw calls with hostile pointers: the kernel must refuse them.
+    let raw = |n: u64, a: [u64; 6]| decode(unsafe { raw6(n, a[0], a[1], a[2], a[3], a[4], a[5]) });
+    let child = create(8, 64, 8, "batch").map_err(|_| "create the batch child")?;
+    let (_, mine) = syscall::frame_alloc(0, rights::ALL).map_err(|_| "alloc")?;
+    let (_, theirs) = syscall::frame_alloc_for(child, rights::ALL).map_err(|_| "alloc for the batch child")?;
+    let va = PROGRAM_BASE + 16 * PAGE;
+    let co = |key: FrameKey, r: Rights, flags: u64| MapRecord::co_own(va, key, r, flags);
+    let mut one = [co(mine, rights::READ, 0)];
+    expect_err("env_map_batch-not-my-child", syscall::env_map_batch(sibling, &mut one), Error::PermissionDenied)?;
+    expect_err("env_map_batch-no-such-env", syscall::env_map_batch(9999, &mut one), Error::NoSuchEnv)?;
+    let mut many = [co(mine, rights::READ, 0); MAX_MAP_BATCH as usize + 1];
+    expect_err("env_map_batch-over-the-bound", syscall::env_map_batch(child, &mut many), Error::BadLength)?;
+    let ptr = many.as_mut_ptr() as u64;
+    expect_err("env_map_batch-null-records", raw(nr::ENV_MAP_BATCH, [child, 0, 1, 0, 0, 0]), Error::BadAddress)?;
+    expect_err(
+        "env_map_batch-records-in-the-kernel",
+        raw(nr::ENV_MAP_BATCH, [child, KERNEL_ADDR, 1, 0, 0, 0]),
+        Error::BadAddress,
+    )?;
+    expect_err(
+        "env_map_batch-misaligned-records",
+        raw(nr::ENV_MAP_BATCH, [child, ptr + 4, 1, 0, 0, 0]),
+        Error::Misaligned,
+    )?;
+    expect_err(
+        "env_map_batch-records-wrap",
+        raw(nr::ENV_MAP_BATCH, [child, u64::MAX - 31, 1, 0, 0, 0]),
+        Error::BadAddress,
+    )?;
+    if syscall::env_map_batch(child, &mut []) != Ok(0) {
+        return Err("an empty batch is not 0");
+    }
+    // Records in the top page of our stack, running on into the unmapped
+    // page above it, and in the read-only repossession page: refused before
+    // any record is acted on (whatever the bytes there say).
+    expect_err(
+        "env_map_batch-records-straddle-an-unmapped-page",
+        raw(nr::ENV_MAP_BATCH, [child, STACK_TOP - 32, 2, 0, 0, 0]),
+        Error::BadAddress,
+    )?;
+    expect_err(
+        "env_map_batch-read-only-records",
+        raw(nr::ENV_MAP_BATCH, [child, REPOSSESSION_ADDR, 1, 0, 0, 0]),
+        Error::BadAddress,
+    )?;
+    if owners(mine)? != 1 {
+        return Err("a refused record array made the child a co-owner");
+    }
+    // Hostile records.
+    let mut bad = [MapRecord { va, flags: 1 << 12, key: theirs }];
+    expect_err("env_map_batch-unknown-flag", syscall::env_map_batch(child, &mut bad), Error::InvalidArgument)?;
+    let mut bad = [MapRecord { va, flags: (rights::READ.bits() as u64) << 16, key: theirs }];
+    expect_err("env_map_batch-rights-without-co-own", syscall::env_map_batch(child, &mut bad), Error::InvalidArgument)?;
+    let mut bad = [MapRecord::map(va, mine, 0)];
+    expect_err("env_map_batch-my-own-key", syscall::env_map_batch(child, &mut bad), Error::BadKey)?;
+    let mut bad = [co(theirs, rights::READ, 0)];
+    expect_err("env_map_batch-co-own-the-childs-key", syscall::env_map_batch(child, &mut bad), Error::BadKey)?;
+    let own_share = syscall::frame_share(mine, syscall::env_info().map_err(|_| "info")?.env_id, rights::ALL)
+        .map_err(|_| "share to myself")?;
+    let mut bad = [co(own_share, rights::READ, 0)];
+    expect_err("env_map_batch-co-own-with-a-share", syscall::env_map_batch(child, &mut bad), Error::PermissionDenied)?;
+    let wx = map_flags::WRITE | map_flags::EXEC | map_flags::GUARANTEED;
+    let mut bad = [co(mine, rights::ALL, wx)];
+    expect_err("env_map_batch-writable-code", syscall::env_map_batch(child, &mut bad), Error::InvalidArgument)?;
+    let mut bad = [MapRecord { va: KERNEL_ADDR, ..co(mine, rights::READ, 0) }];
+    expect_err("env_map_batch-into-the-kernel-half", syscall::env_map_batch(child, &mut bad), Error::BadAddress)?;
+    // Minted, then the mapping fails: the child's new key goes again.
+    let mut bad = [co(mine, rights::READ, map_flags::WRITE)];
+    expect_err(
+        "env_map_batch-read-only-key-mapped-writable",
+        syscall::env_map_batch(child, &mut bad),
+        Error::PermissionDenied,
+    )?;
+    let mut bad = [co(mine, Rights::NONE, 0)];
+    expect_err("env_map_batch-key-without-read", syscall::env_map_batch(child, &mut bad), Error::PermissionDenied)?;
+    if owners(mine)? != 1 {
+        return Err("a refused record left the child a co-owner");
+    }
+    // A good record, then a bad one: 1 done (its key handed back), and the
+    // call that starts with the bad one reports it.
+    let mut pair = [co(mine, rights::READ, 0), MapRecord::map(va + PAGE, mine, 0)];
+    if syscall::env_map_batch(child, &mut pair) != Ok(1) {
+        return Err("a good record then a bad one did not return 1");
+    }
+    if pair[0].key == mine || owners(mine)? != 2 {
+        return Err("the done record's key was not the child's");
+    }
+    expect_err("env_map_batch-the-failing-record", syscall::env_map_batch(child, &mut pair[1..]), Error::BadKey)?;
+    let mut again = [co(mine, rights::READ, map_flags::REPLACE)];
+    expect_err("env_map_batch-co-own-twice", syscall::env_map_batch(child, &mut again), Error::NoMemory)?;
+    let mut taken = [MapRecord::map(va, theirs, 0)];
+    expect_err("env_map_batch-already-mapped", syscall::env_map_batch(child, &mut taken), Error::AlreadyMapped)?;
+    // Its quota (8 frames, page tables included) bounds what it co-owns.
+    let mut keys = [FrameKey::default(); 8];
+    let mut records = [MapRecord::default(); 8];
+    for (i, (key, record)) in keys.iter_mut().zip(records.iter_mut()).enumerate() {
+        *key = syscall::frame_alloc(0, rights::ALL).map_err(|_| "alloc")?.1;
+        *record = MapRecord::co_own(va + (2 + i as u64) * PAGE, *key, rights::READ, 0);
+    }
+    let done = syscall::env_map_batch(child, &mut records).map_err(|_| "co-own up to the quota")?;
+    let stop = syscall::env_map_batch(child, &mut records[done..]).err().unwrap_or(Error::InvalidArgument);
+    println!("children: a batch co-owns {} frames, then {}", done, stop.name());
+    if stop != Error::QuotaExceeded || done == 0 || done == records.len() {
+        return Err("a batch did not stop at the child's quota");
+    }
+    // Ending the child takes every key and mapping the batches gave it.
+    syscall::env_kill(child, 0).map_err(|_| "kill the batch child")?;
+    let _ = syscall::env_reap();
+    for key in keys {
+        if owners(key)? != 1 {
+            return Err("a co-owned frame outlived its co-owner's end as co-owned");
+        }
+        syscall::frame_free(key).map_err(|_| "free")?;
+    }
+    if owners(mine)? != 1 {
+        return Err("the batch child's co-ownership outlived it");
+    }
+    syscall::frame_free(mine).map_err(|_| "free")?;
+    println!("children: env_map_batch refused every hostile call");
+    Ok(())
+}
+
 fn children(env: &Env) -> Outcome {
     use libos_runtime::start::PROGRAM_BASE;
     let sibling = env.id + 1; // the manifest boots another env after us
@@ -476,6 +611,7 @@ fn children(env: &Env) -> Outcome {
         syscall::env_write(child, PROGRAM_BASE + 4000, &[7; 200]),
         Error::PermissionDenied,
     )?;
+    batch_attacks(sibling)?;
     expect_err("frame_alloc-for-a-sibling", syscall::frame_alloc_for(sibling, rights::ALL), Error::PermissionDenied)?;
     expect_err("frame_alloc-for-no-one", syscall::frame_alloc_for(9999, rights::ALL), Error::NoSuchEnv)?;
     let own_share = syscall::frame_share(mine, env.id, rights::ALL).map_err(|_| "share to myself")?;
