@@ -536,8 +536,13 @@ impl PipePage {
         }
     }
 
-    /// Does anyone (alive) hold this end? Holders whose process has ended
-    /// (the process table says so; no system call) are dropped.
+    /// Does anyone (alive) hold this end? A holder the process table does
+    /// not list as running is asked about once more: an environment in the
+    /// middle of an exec is listed under neither its old nor its new id for
+    /// a moment (the table moves first, the pipe ends follow), so only the
+    /// kernel's word (`env_wake` answering `NoSuchEnv`: ended, never to
+    /// come back) drops a holder. The wake is harmless: a `block` may
+    /// always return early.
     fn held(&self, end: &[AtomicU64; HOLDERS]) -> bool {
         let mut any = false;
         for h in end {
@@ -545,7 +550,8 @@ impl PipePage {
             if env == 0 {
                 continue;
             }
-            if env != my_env() && !crate::table::with(|t| t.by_env(env).is_some()) {
+            let listed = env == my_env() || crate::table::with(|t| t.by_env(env).is_some());
+            if !listed && syscall::env_wake(env) == Err(Error::NoSuchEnv) {
                 h.store(0, Ordering::Relaxed);
             } else {
                 any = true;
