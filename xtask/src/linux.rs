@@ -383,21 +383,25 @@ fn initramfs(dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(&staging)?;
     gcc(&["-O2", "-static"], &sources.join("bench.c"), &staging.join("init"))?;
     gcc(&["-O2", "-static", "-nostdlib"], &sources.join("hello.c"), &staging.join("hello"))?;
-    let archive = dir.join("initramfs.cpio");
+    cpio(&staging, &["init", "hello"], &dir.join("initramfs.cpio"))
+}
+
+/// Pack `names` (paths under `staging`) into a newc archive at `archive`.
+fn cpio(staging: &Path, names: &[&str], archive: &Path) -> Result<PathBuf> {
     let mut child = Command::new("cpio")
         .args(["-o", "-H", "newc", "--quiet"])
-        .current_dir(&staging)
+        .current_dir(staging)
         .stdin(Stdio::piped())
-        .stdout(std::fs::File::create(&archive)?)
+        .stdout(std::fs::File::create(archive)?)
         .stderr(Stdio::piped())
         .spawn()
         .context("starting cpio")?;
-    child.stdin.take().expect("piped stdin").write_all(b"init\nhello\n")?;
+    child.stdin.take().expect("piped stdin").write_all(format!("{}\n", names.join("\n")).as_bytes())?;
     let output = child.wait_with_output()?;
     if !output.status.success() {
         return Err(failure("cpio", &output));
     }
-    Ok(archive)
+    Ok(archive.to_path_buf())
 }
 
 /// Boot the kernel with the initramfs; the console's lines. The machine
@@ -535,21 +539,8 @@ fn httpd_initramfs(dir: &Path) -> Result<PathBuf> {
     }
     std::fs::copy(root().join("libos-unix/rootfs/www/index.html"), staging.join("www/index.html"))?;
     names.push("www/index.html".into());
-    let archive = dir.join("initramfs-httpd.cpio");
-    let mut child = Command::new("cpio")
-        .args(["-o", "-H", "newc", "--quiet"])
-        .current_dir(&staging)
-        .stdin(Stdio::piped())
-        .stdout(std::fs::File::create(&archive)?)
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting cpio")?;
-    child.stdin.take().expect("piped stdin").write_all(format!("{}\n", names.join("\n")).as_bytes())?;
-    let output = child.wait_with_output()?;
-    if !output.status.success() {
-        return Err(failure("cpio", &output));
-    }
-    Ok(archive)
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    cpio(&staging, &names, &dir.join("initramfs-httpd.cpio"))
 }
 
 #[cfg(test)]

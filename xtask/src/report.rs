@@ -403,37 +403,28 @@ fn policy_label(policy: &str) -> String {
     }
 }
 
-/// Chart b: switch + touch W pages against W, one line per policy and Linux.
-fn switch_svg(rows: &[Row], unit: &str) -> Result<Option<String>> {
-    let mut lines: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    for r in exo_rows(rows, unit) {
-        let Some((policy, w)) = switch_point(&r.op) else { continue };
-        let value = r.median.unwrap_or(1.0).max(1.0);
-        match lines.iter_mut().find(|(p, _)| *p == policy) {
-            Some((_, points)) => points.push((w, value)),
-            None => lines.push((policy, vec![(w, value)])),
-        }
-    }
-    let linux: Vec<(f64, f64)> = rows
-        .iter()
-        .filter_map(|r| Some((r.op.strip_prefix("linux_switch_touch_w")?.parse().ok()?, r.median?.max(1.0))))
-        .collect();
-    if lines.is_empty() {
-        return Ok(None);
-    }
-    for (_, points) in lines.iter_mut() {
-        points.sort_by(|a, b| a.0.total_cmp(&b.0));
-    }
-    let mut ws: Vec<f64> = lines.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)).collect();
+/// One line of a chart against W.
+struct WLine {
+    label: String,
+    points: Vec<(f64, f64)>,
+    color: RGBColor,
+    /// Dashed with hollow markers (a fallback policy, or a what-if).
+    dashed: bool,
+    /// The Linux guest: thicker, with triangle markers.
+    linux: bool,
+}
+
+/// A log-log chart of figures against W (pages touched after a switch),
+/// one line each, the W axis keyed at the Ws the lines have.
+fn w_chart(caption: &str, y_desc: &str, lines: &[WLine]) -> Result<Option<String>> {
+    let mut ws: Vec<f64> = lines.iter().filter(|l| !l.linux).flat_map(|l| l.points.iter().map(|q| q.0)).collect();
     ws.sort_by(f64::total_cmp);
     ws.dedup();
-    let (w_lo, w_hi) = (ws[0], ws[ws.len() - 1]);
-    let values = lines.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)).chain(linux.iter().map(|q| q.1));
-    let (lo, hi, bold, light) = log_axis(values, 1.5);
-    let words = unit_words(unit);
+    let (Some(&w_lo), Some(&w_hi)) = (ws.first(), ws.last()) else { return Ok(None) };
+    let (lo, hi, bold, light) = log_axis(lines.iter().flat_map(|l| l.points.iter().map(|q| q.1)), 1.5);
     render((900, 560), |area| {
         let mut chart = ChartBuilder::on(area)
-            .caption(format!("Context switch + touching W pages: {words} (log-log)"), (FONT, 18))
+            .caption(caption, (FONT, 18))
             .margin(14)
             .x_label_area_size(44)
             .y_label_area_size(64)
@@ -445,7 +436,7 @@ fn switch_svg(rows: &[Row], unit: &str) -> Result<Option<String>> {
         chart
             .configure_mesh()
             .x_desc("W: pages touched after the switch (log scale)")
-            .y_desc(format!("{words} (log scale)"))
+            .y_desc(y_desc)
             .x_label_formatter(&|v| short_number(*v))
             .y_label_formatter(&|v| short_number(*v))
             .label_style((FONT, 13))
@@ -454,39 +445,33 @@ fn switch_svg(rows: &[Row], unit: &str) -> Result<Option<String>> {
             .bold_line_style(RGBColor(0xcc, 0xcc, 0xcc))
             .draw()
             .map_err(|e| anyhow!("{e}"))?;
-        for (index, (policy, points)) in lines.iter().enumerate() {
-            let color = POLICY_COLORS[index % POLICY_COLORS.len()];
-            // A policy that fell back to another draws dashed over it, with
-            // hollow markers, so both stay visible.
-            let fallback = policy.contains('=');
-            let style = color.stroke_width(2);
-            let series = if fallback {
-                chart.draw_series(DashedLineSeries::new(points.clone(), 8, 6, style)).map_err(|e| anyhow!("{e}"))?
+        for line in lines {
+            let color = line.color;
+            let width = if line.linux { 3 } else { 2 };
+            let style = color.stroke_width(width);
+            let series = if line.dashed {
+                chart
+                    .draw_series(DashedLineSeries::new(line.points.clone(), 8, 6, style))
+                    .map_err(|e| anyhow!("{e}"))?
             } else {
-                chart.draw_series(LineSeries::new(points.clone(), style)).map_err(|e| anyhow!("{e}"))?
+                chart.draw_series(LineSeries::new(line.points.clone(), style)).map_err(|e| anyhow!("{e}"))?
             };
             series
-                .label(policy_label(policy))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-            let marker = |p: &(f64, f64)| {
-                if fallback {
-                    Circle::new(*p, 7, color.stroke_width(2))
-                } else {
-                    Circle::new(*p, 4, color.filled())
-                }
-            };
-            chart.draw_series(points.iter().map(marker)).map_err(|e| anyhow!("{e}"))?;
-        }
-        if !linux.is_empty() {
-            let style = LINUX.stroke_width(3);
-            chart
-                .draw_series(LineSeries::new(linux.clone(), style))
-                .map_err(|e| anyhow!("{e}"))?
-                .label("Linux guest (process switch via pipe)")
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], LINUX.stroke_width(3)));
-            chart
-                .draw_series(linux.iter().map(|p| TriangleMarker::new(*p, 6, LINUX.filled())))
-                .map_err(|e| anyhow!("{e}"))?;
+                .label(line.label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width)));
+            if line.linux {
+                chart
+                    .draw_series(line.points.iter().map(|p| TriangleMarker::new(*p, 6, color.filled())))
+                    .map_err(|e| anyhow!("{e}"))?;
+            } else if line.dashed {
+                chart
+                    .draw_series(line.points.iter().map(|p| Circle::new(*p, 7, color.stroke_width(2))))
+                    .map_err(|e| anyhow!("{e}"))?;
+            } else {
+                chart
+                    .draw_series(line.points.iter().map(|p| Circle::new(*p, 4, color.filled())))
+                    .map_err(|e| anyhow!("{e}"))?;
+            }
         }
         chart
             .configure_series_labels()
@@ -499,6 +484,60 @@ fn switch_svg(rows: &[Row], unit: &str) -> Result<Option<String>> {
         Ok(())
     })
     .map(Some)
+}
+
+/// Points grouped into named lines, each sorted by W.
+fn group_lines(points: impl Iterator<Item = (String, f64, f64)>) -> Vec<(String, Vec<(f64, f64)>)> {
+    let mut lines: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for (name, w, value) in points {
+        match lines.iter_mut().find(|(p, _)| *p == name) {
+            Some((_, points)) => points.push((w, value)),
+            None => lines.push((name, vec![(w, value)])),
+        }
+    }
+    for (_, points) in lines.iter_mut() {
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    lines
+}
+
+/// Chart b: switch + touch W pages against W, one line per policy and Linux.
+fn switch_svg(rows: &[Row], unit: &str) -> Result<Option<String>> {
+    let policies = group_lines(exo_rows(rows, unit).filter_map(|r| {
+        let (policy, w) = switch_point(&r.op)?;
+        Some((policy, w, r.median.unwrap_or(1.0).max(1.0)))
+    }));
+    if policies.is_empty() {
+        return Ok(None);
+    }
+    let mut lines: Vec<WLine> = policies
+        .into_iter()
+        .enumerate()
+        .map(|(index, (policy, points))| WLine {
+            label: policy_label(&policy),
+            // A policy that fell back to another draws dashed over it, with
+            // hollow markers, so both stay visible.
+            dashed: policy.contains('='),
+            points,
+            color: POLICY_COLORS[index % POLICY_COLORS.len()],
+            linux: false,
+        })
+        .collect();
+    let linux: Vec<(f64, f64)> = rows
+        .iter()
+        .filter_map(|r| Some((r.op.strip_prefix("linux_switch_touch_w")?.parse().ok()?, r.median?.max(1.0))))
+        .collect();
+    if !linux.is_empty() {
+        lines.push(WLine {
+            label: "Linux guest (process switch via pipe)".into(),
+            points: linux,
+            color: LINUX,
+            dashed: false,
+            linux: true,
+        });
+    }
+    let words = unit_words(unit);
+    w_chart(&format!("Context switch + touching W pages: {words} (log-log)"), &format!("{words} (log scale)"), &lines)
 }
 
 /// A TLB-model figure of a row.
@@ -509,15 +548,11 @@ fn tlb_value(row: &Row, key: &str) -> Option<f64> {
 /// Chart d: modelled cycles of switch + touch W pages against W, one line
 /// per policy, and the PCID what-if of the flush policy's runs.
 fn tlb_svg(rows: &[Row]) -> Result<Option<String>> {
-    let mut lines: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    let mut push = |name: String, w: f64, value: f64| match lines.iter_mut().find(|(p, _)| *p == name) {
-        Some((_, points)) => points.push((w, value)),
-        None => lines.push((name, vec![(w, value)])),
-    };
+    let mut points = Vec::new();
     for r in rows.iter().filter(|r| r.is_linux()) {
         let Some(w) = r.op.strip_prefix("linux_switch_touch_w").and_then(|w| w.parse::<f64>().ok()) else { continue };
         if let Some(cycles) = tlb_value(r, "cycles") {
-            push("Linux guest (process switch)".into(), w, cycles.max(1.0));
+            points.push(("Linux guest (process switch)".to_string(), w, cycles.max(1.0)));
         }
     }
     for r in rows.iter().filter(|r| !r.is_linux()) {
@@ -527,73 +562,33 @@ fn tlb_svg(rows: &[Row]) -> Result<Option<String>> {
             continue;
         }
         if let Some(cycles) = tlb_value(r, "cycles") {
-            push(policy_label(&policy), w, cycles.max(1.0));
+            points.push((policy_label(&policy), w, cycles.max(1.0)));
         }
         if policy == "flush" {
             if let Some(cycles) = tlb_value(r, "pcid_cycles") {
-                push("what-if: flush policy with PCID (modelled)".into(), w, cycles.max(1.0));
+                points.push(("what-if: flush policy with PCID (modelled)".to_string(), w, cycles.max(1.0)));
             }
         }
     }
+    let lines: Vec<WLine> = group_lines(points.into_iter())
+        .into_iter()
+        .enumerate()
+        .map(|(index, (name, points))| WLine {
+            color: if name.starts_with("Linux") { LINUX } else { POLICY_COLORS[index % POLICY_COLORS.len()] },
+            dashed: name.starts_with("what-if"),
+            linux: false,
+            label: name,
+            points,
+        })
+        .collect();
     if lines.is_empty() {
         return Ok(None);
     }
-    for (_, points) in lines.iter_mut() {
-        points.sort_by(|a, b| a.0.total_cmp(&b.0));
-    }
-    let mut ws: Vec<f64> = lines.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)).collect();
-    ws.sort_by(f64::total_cmp);
-    ws.dedup();
-    let (w_lo, w_hi) = (ws[0], ws[ws.len() - 1]);
-    let (lo, hi, bold, light) = log_axis(lines.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)), 1.5);
-    render((900, 560), |area| {
-        let mut chart = ChartBuilder::on(area)
-            .caption("Context switch + touching W pages: modelled cycles (TLB model, log-log)", (FONT, 18))
-            .margin(14)
-            .x_label_area_size(44)
-            .y_label_area_size(64)
-            .build_cartesian_2d(
-                ((w_lo / 1.5)..(w_hi * 1.5)).log_scale().with_key_points(ws.clone()),
-                (lo..hi).log_scale().with_key_points(bold).with_light_points(light),
-            )
-            .map_err(|e| anyhow!("{e}"))?;
-        chart
-            .configure_mesh()
-            .x_desc("W: pages touched after the switch (log scale)")
-            .y_desc("instructions + 7 x L1 TLB misses + 30 x walks (log scale)")
-            .x_label_formatter(&|v| short_number(*v))
-            .y_label_formatter(&|v| short_number(*v))
-            .label_style((FONT, 13))
-            .axis_desc_style((FONT, 14))
-            .light_line_style(RGBColor(0xee, 0xee, 0xee))
-            .bold_line_style(RGBColor(0xcc, 0xcc, 0xcc))
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
-        for (index, (name, points)) in lines.iter().enumerate() {
-            let color = if name.starts_with("Linux") { LINUX } else { POLICY_COLORS[index % POLICY_COLORS.len()] };
-            let what_if = name.starts_with("what-if");
-            let style = color.stroke_width(2);
-            let series = if what_if {
-                chart.draw_series(DashedLineSeries::new(points.clone(), 8, 6, style)).map_err(|e| anyhow!("{e}"))?
-            } else {
-                chart.draw_series(LineSeries::new(points.clone(), style)).map_err(|e| anyhow!("{e}"))?
-            };
-            series
-                .label(name.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-            chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled()))).map_err(|e| anyhow!("{e}"))?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .label_font((FONT, 13))
-            .background_style(WHITE.mix(0.9))
-            .border_style(RGBColor(0xbb, 0xbb, 0xbb))
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
-        Ok(())
-    })
-    .map(Some)
+    w_chart(
+        "Context switch + touching W pages: modelled cycles (TLB model, log-log)",
+        "instructions + 7 x L1 TLB misses + 30 x walks (log scale)",
+        &lines,
+    )
 }
 
 /// The TLB model's table in `bench.html`: the rows that carry its figures.
