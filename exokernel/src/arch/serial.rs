@@ -24,6 +24,9 @@ pub fn write_fmt(args: fmt::Arguments) {
     });
 }
 
+/// COM1's line on the I/O APIC (ISA IRQ 4: edge triggered, active high).
+pub const IRQ: u8 = 4;
+
 /// A byte the console received, if one is waiting (COM1's receive buffer).
 pub fn try_read() -> Option<u8> {
     x86_64::instructions::interrupts::without_interrupts(|| COM1.lock().as_mut()?.try_receive().ok())

@@ -18,6 +18,8 @@ use x86_64::{PrivilegeLevel, VirtAddr};
 pub const TIMER_VECTOR: u8 = 32;
 /// Vector of the NIC's interrupt line (through the I/O APIC).
 pub const NIC_VECTOR: u8 = 0x30;
+/// Vector of COM1's receive interrupt (ISA IRQ 4 through the I/O APIC).
+pub const CONSOLE_VECTOR: u8 = 0x31;
 /// Vector whose handler is a bare `iretq`: the floor for exception dispatch.
 pub const BARE_INT_VECTOR: u8 = 0x81;
 /// Spurious-interrupt vector of the local APIC.
@@ -107,6 +109,7 @@ extern "C" {
     fn trap_stub_0();
     fn trap_stub_timer();
     fn trap_stub_48();
+    fn trap_stub_49();
     fn trap_stub_spurious();
     fn trap_stub_bare();
     fn syscall_entry();
@@ -380,6 +383,7 @@ pub fn init(
             }
             idt[TIMER_VECTOR].set_handler_addr(VirtAddr::new(trap_stub_timer as *const () as u64));
             idt[NIC_VECTOR].set_handler_addr(VirtAddr::new(trap_stub_48 as *const () as u64));
+            idt[CONSOLE_VECTOR].set_handler_addr(VirtAddr::new(trap_stub_49 as *const () as u64));
             idt[SPURIOUS_VECTOR].set_handler_addr(VirtAddr::new(trap_stub_spurious as *const () as u64));
             idt[BARE_INT_VECTOR]
                 .set_handler_addr(VirtAddr::new(trap_stub_bare as *const () as u64))
@@ -644,8 +648,9 @@ enter_user_frame:
     jmp trap_return
 
 .globl trap_stub_0
-// Vectors 2 (NMI), 8 (#DF), 18 (#MC), the timer (32) and the NIC (48)
-// always take the general path; the rest try the fast upcall first.
+// Vectors 2 (NMI), 8 (#DF), 18 (#MC), the timer (32), the NIC (48) and
+// the console (49) always take the general path; the rest try the fast
+// upcall first.
 STUB_NOERR 0, fast_exception
 STUB_NOERR 1, fast_exception
 STUB_NOERR 2, trap_common
@@ -680,6 +685,7 @@ STUB_ERR 30, fast_exception
 STUB_NOERR 31, fast_exception
 STUB_NOERR 32, trap_common
 STUB_NOERR 48, trap_common
+STUB_NOERR 49, trap_common
 
 .globl trap_stub_timer
 trap_stub_timer:

@@ -214,6 +214,16 @@ pub fn boot(boot_info: &'static mut BootInfo) -> ! {
         debug_assert!(at.iter().all(|&i| i == index), "subsystems index environments alike");
     }
     envs.console_family = manifest.envs.iter().position(|e| e.console);
+    if envs.console_family.is_some() {
+        // Input wakes a reader at once: COM1's receive interrupt (the UART
+        // driver enables it) through the I/O APIC. The kernel still polls
+        // at slot boundaries, so input is never lost without it.
+        if apic::ioapic_route(arch::serial::IRQ, arch::trap::CONSOLE_VECTOR, false) {
+            apic::ioapic_mask(arch::serial::IRQ, false);
+        } else {
+            log::info!("console: no I/O APIC input for COM1; polling it");
+        }
+    }
     log::info!("cpu: {} slots of {} us, end-of-slot save bound {} us", vector_len, manifest.quantum_us, save_bound_us);
     let mut kernel = Kernel {
         envs,

@@ -46,6 +46,17 @@ pub fn handle_trap(frame: &mut TrapFrame) {
         kernel.deliver_net_rx(frame);
         return;
     }
+    if vector == trap::CONSOLE_VECTOR as u64 {
+        // Bytes on COM1: into the console queue, waking its reader. From
+        // the idle loop, the loop itself polls once `hlt` returns.
+        apic::eoi();
+        if frame.from_user() {
+            let mut guard = KERNEL.lock();
+            let kernel = guard.as_mut().expect("kernel initialised");
+            kernel.poll_console();
+        }
+        return;
+    }
     if vector >= 32 {
         log::warn!("unexpected interrupt vector {}", vector);
         return;
