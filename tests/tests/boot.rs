@@ -25,6 +25,10 @@ fn three_libos_boot_interleave_and_finish() {
         assert!(outcome.env_lines(process).any(|l| l == line), "no `[{process}] {line}`");
     }
     assert!(outcome.env_lines("memhog").any(|l| l.ends_with("contents intact")), "memhog lost data");
+    // rt's admission test, with the overheads it measured beside the other
+    // libOSes, admits its default set, and the set meets every deadline.
+    let rt_summary = outcome.env_lines("rt").find(|l| l.starts_with("rt: scheduler=")).expect("rt summary");
+    assert!(rt_summary.contains(" admitted=yes ") && rt_summary.contains(" misses=0 "), "{rt_summary}");
     assert!(outcome.env_lines("unix").any(|l| l == "init: reaped pid 2: exited 0"));
     // Preemption: another libOS printed before unix printed its last line.
     let position = |prefix: &str| outcome.lines.iter().position(|l| l.starts_with(prefix)).unwrap();
