@@ -361,8 +361,7 @@ fn set_upcalls(kernel: &mut Kernel, ptr: u64) -> Result<u64, Error> {
     let env = kernel.envs.get_mut(kernel.cpu.current());
     env.upcalls = table;
     env.fast = fast;
-    crate::arch::trap::set_fast_upcall(fast);
-    crate::arch::trap::set_fast_stlb(kernel.memory.stlb_tags(kernel.current()));
+    kernel.install_fast_paths(kernel.current());
     Ok(0)
 }
 

@@ -44,12 +44,11 @@ pub fn read_value<T: Pod>(space: &AddressSpace, addr: u64) -> Result<T, Error> {
 
 /// Write a plain-old-data value to user memory.
 pub fn write_value<T: Pod>(space: &AddressSpace, addr: u64, value: &T) -> Result<(), Error> {
-    check_user_range(addr, core::mem::size_of::<T>() as u64, core::mem::align_of::<T>() as u64)?;
+    let slice = UserSlice::new(space, addr, core::mem::size_of::<T>() as u64, core::mem::align_of::<T>() as u64)?;
     // Within one page (the common case): one walk and one typed store.
     if space.write_user_value(addr, value, Flags::WRITABLE).is_ok() {
         return Ok(());
     }
-    let slice = UserSlice::new(space, addr, core::mem::size_of::<T>() as u64, core::mem::align_of::<T>() as u64)?;
     slice.write(value.as_bytes())
 }
 

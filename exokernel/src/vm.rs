@@ -40,6 +40,12 @@ pub const STLB_ENTRIES: usize = 4096;
 /// Entries of the software TLB of an environment created at run time
 /// (paid from its kernel-memory budget, so smaller).
 pub const RUN_TIME_STLB_ENTRIES: usize = 256;
+// What a run-time environment pays per software-TLB entry covers the entry
+// and the tag word the page-fault stub reads.
+const _: () = assert!(
+    core::mem::size_of::<Option<kcore::stlb::StlbEntry<paging::PteRef>>>() + core::mem::size_of::<u64>()
+        <= kcore::kmem::PER_STLB_ENTRY as usize
+);
 /// Largest `env_write` in one call.
 pub const MAX_ENV_WRITE: u64 = 64 * 1024;
 /// Most guaranteed mappings an environment may hold through `map`.

@@ -53,16 +53,22 @@ struct Archive;
 
 impl Backing for Archive {
     fn read(&self, offset: u64, buf: &mut [u8]) -> usize {
-        let mut done = 0;
-        while done < buf.len() {
-            let chunk = (buf.len() - done).min(64 * 1024);
-            match syscall::archive_read(offset + done as u64, &mut buf[done..done + chunk]) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => done += n,
-            }
-        }
-        done
+        read_archive(offset, buf)
     }
+}
+
+/// Fill `buf` from the boot archive at `offset`, in calls of at most
+/// 64 KiB; returns how many bytes it got (fewer at the archive's end).
+pub(crate) fn read_archive(offset: u64, buf: &mut [u8]) -> usize {
+    let mut done = 0;
+    while done < buf.len() {
+        let chunk = (buf.len() - done).min(64 * 1024);
+        match syscall::archive_read(offset + done as u64, &mut buf[done..done + chunk]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => done += n,
+        }
+    }
+    done
 }
 
 /// Seed the tree from the archive (every file but the manifest) and start

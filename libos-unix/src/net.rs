@@ -467,17 +467,7 @@ fn responses_delivered(sockets: &SocketSet<'_>, conns: &[HttpConn]) -> bool {
 /// Read the files under `www/` in the boot archive into the server (at
 /// `/NAME`). Returns how many were added.
 fn load_files(server: &mut Server) -> usize {
-    let read = |offset: u64, buf: &mut [u8]| -> usize {
-        let mut done = 0;
-        while done < buf.len() {
-            let chunk = (buf.len() - done).min(64 * 1024);
-            match syscall::archive_read(offset + done as u64, &mut buf[done..done + chunk]) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => done += n,
-            }
-        }
-        done
-    };
+    let read = crate::fsserver::read_archive;
     let mut header = [0u8; 16];
     if read(0, &mut header) < 16 {
         return 0;

@@ -53,9 +53,13 @@ pub struct KmemUse {
 pub const fn env_record_bytes(tlb_slots: u64, stlb_entries: u64) -> u64 {
     const BASE: u64 = 4096;
     const PER_SLOT: u64 = 64;
-    const PER_STLB_ENTRY: u64 = 48;
     BASE + tlb_slots * PER_SLOT + stlb_entries * PER_STLB_ENTRY
 }
+
+/// Bytes charged per software-TLB entry of an environment created at run
+/// time: the entry and its tag word (the kernel checks at compile time
+/// that they fit).
+pub const PER_STLB_ENTRY: u64 = 48;
 
 /// One more object of a kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

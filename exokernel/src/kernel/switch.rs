@@ -134,6 +134,12 @@ impl Kernel {
     /// hardware's.
     fn load(&mut self, index: usize) {
         self.memory.activate(index);
+        self.install_fast_paths(index);
+    }
+
+    /// Give the entry stubs env `index`'s fast-upcall state and software-TLB
+    /// tags (at each switch, and when it registers new upcalls).
+    pub fn install_fast_paths(&self, index: usize) {
         trap::set_fast_upcall(self.envs.get(index).fast);
         trap::set_fast_stlb(self.memory.stlb_tags(index));
     }
